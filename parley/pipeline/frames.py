@@ -93,11 +93,10 @@ class SpeechStopped(SystemFrame):
 
 @dataclass
 class UserTurn(SystemFrame):
-    """A caller utterance, as audio, ready for speech-to-text.
+    """A caller utterance, as audio, sent at the caller's first pause.
 
-    ``final`` is False for a speculative turn sent at a pause (so STT and the reply
-    start while the end-of-turn silence is still running) and True once the turn
-    detector has decided the caller is done.
+    Speculative: STT and the reply start on it while the end-of-turn silence is
+    still running. :class:`EndOfTurn` confirms it; :class:`TurnResumed` voids it.
     """
 
     turn_id: int = 0
@@ -105,7 +104,6 @@ class UserTurn(SystemFrame):
     sample_rate: int = 16000
     speech_start: float = 0.0
     speech_end: float = 0.0
-    final: bool = False
     t: float = 0.0
 
 
@@ -118,13 +116,6 @@ class EndOfTurn(SystemFrame):
 
 
 @dataclass
-class TurnResumed(SystemFrame):
-    """The caller spoke again before end of turn: speculative work for ``turn_id`` is void."""
-
-    turn_id: int = 0
-
-
-@dataclass
 class Interruption(SystemFrame):
     """The caller barged in over the agent: drop queued replies, flush playout."""
 
@@ -132,12 +123,22 @@ class Interruption(SystemFrame):
 
 
 @dataclass
+class TurnResumed(Interruption):
+    """The caller spoke again before end of turn: speculative work for ``turn_id`` is void.
+
+    An interruption too (queued speculative text and audio are dropped the same
+    way), but not one the caller heard: nothing of this turn was played yet.
+    """
+
+    turn_id: int = 0
+
+
+@dataclass
 class Transcript(SystemFrame):
-    """Speech-to-text result for a turn (speculative until the turn is final)."""
+    """Speech-to-text result for a turn (speculative until :class:`EndOfTurn`)."""
 
     turn_id: int = 0
     text: str = ""
-    final: bool = True
     t: float = 0.0
 
 

@@ -7,7 +7,7 @@ returns (normally, by cancellation or by error) no processor task is left runnin
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import structlog
 
@@ -27,6 +27,7 @@ class _Head(Processor):
 
     async def process(self, frame: Frame, direction: Direction) -> None:
         if direction is Direction.UPSTREAM:
+            self._pipeline._observe(frame, direction)
             self._pipeline._upstream(frame)
         else:
             await self.push(frame, direction)
@@ -42,15 +43,26 @@ class _Tail(Processor):
     async def process(self, frame: Frame, direction: Direction) -> None:
         if direction is Direction.UPSTREAM:
             await self.push(frame, direction)
-        elif isinstance(frame, EndFrame):
+            return
+        self._pipeline._observe(frame, direction)
+        if isinstance(frame, EndFrame):
             self._pipeline._ended(frame)
 
 
-class Pipeline:
-    """Processors linked head to tail; frames enter at the head with :meth:`queue`."""
+Observer = Callable[[Frame, Direction], None]
 
-    def __init__(self, processors: Sequence[Processor]) -> None:
+
+class Pipeline:
+    """Processors linked head to tail; frames enter at the head with :meth:`queue`.
+
+    Observers see every frame that leaves the pipeline at either end (stage times,
+    transcripts, what the caller heard): that is how the call record is written as
+    the call happens, without a processor knowing about storage.
+    """
+
+    def __init__(self, processors: Sequence[Processor], observers: Sequence[Observer] = ()) -> None:
         self.processors = list(processors)
+        self.observers = list(observers)
         self._head = _Head(self)
         self._tail = _Tail(self)
         node: Processor = self._head
@@ -67,6 +79,13 @@ class Pipeline:
 
     async def queue(self, frame: Frame) -> None:
         await self._head.queue_frame(frame, Direction.DOWNSTREAM)
+
+    def _observe(self, frame: Frame, direction: Direction) -> None:
+        for observer in self.observers:
+            try:
+                observer(frame, direction)
+            except Exception:
+                log.exception("observer_failed", observer=repr(observer))
 
     def _upstream(self, frame: Frame) -> None:
         if isinstance(frame, ErrorFrame):

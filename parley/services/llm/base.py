@@ -9,6 +9,13 @@ from typing import ClassVar, TypedDict
 from parley.services.registry import ProviderOptions, Registry
 
 
+class LLMError(RuntimeError):
+    """A reply could not be produced (model missing, server unreachable, key rejected): one type for callers to catch.
+
+    Messages name the model file or server URL, never a credential.
+    """
+
+
 class Message(TypedDict):
     role: str  # "system" | "user" | "assistant"
     content: str
@@ -23,10 +30,13 @@ class LLM(ABC):
     def stream(self, messages: list[Message]) -> AsyncIterator[str]:
         """Yield pieces of the assistant's reply to ``messages`` as they are generated."""
 
-    async def warm(self, messages: list[Message]) -> None:
+    async def warm(self, messages: list[Message]) -> None:  # noqa: B027 (optional hook)
         """Optionally pre-compute a prompt prefix (the system prompt) before the first turn."""
 
-    async def aclose(self) -> None:
+    async def prepare(self) -> None:
+        """Load models before the call starts (off the event loop), so no caller waits for a cold start."""
+
+    async def aclose(self) -> None:  # noqa: B027 (optional hook)
         """Release resources held for this call."""
 
 

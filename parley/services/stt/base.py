@@ -19,6 +19,9 @@ class STT(ABC):
     async def transcribe(self, pcm: bytes, language: str = "en") -> str:
         """Text of ``pcm`` (PCM16 mono at :attr:`sample_rate`); empty string when nothing was said."""
 
+    async def prepare(self) -> None:
+        """Load models before the call starts (off the event loop), so no caller waits for a cold start."""
+
     async def aclose(self) -> None:
         """Release resources held for this call."""
 

@@ -20,6 +20,9 @@ class TTS(ABC):
     def synthesize(self, text: str) -> AsyncIterator[bytes]:
         """Yield PCM16 mono audio at :attr:`sample_rate` for ``text``."""
 
+    async def prepare(self) -> None:
+        """Load models before the call starts (off the event loop), so no caller waits for a cold start."""
+
     async def aclose(self) -> None:
         """Release resources held for this call."""
 

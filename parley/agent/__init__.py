@@ -1,0 +1,1 @@
+"""The conversation: agent documents, context, sentences for speech."""

@@ -1,0 +1,1 @@
+"""A call's life: session, recorder, simulated calls, reports."""

@@ -1,0 +1,91 @@
+"""A call session: an agent document turned into services and a pipeline for one transport.
+
+The transport supplies how audio leaves (a playout sink); the session supplies
+everything between the caller's audio and that sink. Models are loaded before the
+call's clock starts, so a caller never waits for a cold model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import structlog
+
+from parley.agent.context import Conversation
+from parley.agent.document import AgentDocument
+from parley.calls.turnlog import TurnLog
+from parley.pipeline.pipeline import Observer, Pipeline
+from parley.processors.chunker import SentenceChunker
+from parley.processors.responder import Responder
+from parley.processors.synthesizer import Synthesizer
+from parley.processors.transcriber import Transcriber
+from parley.processors.turns import TurnTaker
+from parley.services.llm.base import LLM
+from parley.services.llm.base import registry as llm_registry
+from parley.services.stt.base import STT
+from parley.services.stt.base import registry as stt_registry
+from parley.services.tts.base import TTS
+from parley.services.tts.fallback import create_tts
+from parley.services.vad.base import VAD
+from parley.services.vad.base import registry as vad_registry
+from parley.transports.playout import FrameSink, Playout
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class Services:
+    """The providers one call uses."""
+
+    vad: VAD
+    stt: STT
+    llm: LLM
+    tts: TTS
+
+    @classmethod
+    async def create(cls, agent: AgentDocument) -> Services:
+        """Create providers and load their models off the event loop."""
+        vad = vad_registry.create(agent.vad.provider, agent.vad.options)
+        stt, llm, tts = await asyncio.gather(
+            asyncio.to_thread(stt_registry.create, agent.stt.provider, agent.stt.options),
+            asyncio.to_thread(llm_registry.create, agent.llm.provider, agent.llm.options),
+            asyncio.to_thread(create_tts, agent.tts.provider, agent.tts.options, agent.tts.fallback),
+        )
+        services = cls(vad=vad, stt=stt, llm=llm, tts=tts)
+        await services.prepare(agent)
+        return services
+
+    async def prepare(self, agent: AgentDocument) -> None:
+        await asyncio.gather(self.stt.prepare(), self.tts.prepare(), self.llm.prepare())
+        conversation = Conversation(agent.system_prompt, agent.max_history_turns, agent.greeting)
+        await self.llm.warm(conversation.system_messages())
+
+    async def aclose(self) -> None:
+        await asyncio.gather(self.stt.aclose(), self.llm.aclose(), self.tts.aclose(), return_exceptions=True)
+
+
+def build_pipeline(
+    agent: AgentDocument,
+    services: Services,
+    sink: FrameSink,
+    sample_rate: int,
+    observers: list[Observer] | None = None,
+) -> tuple[Pipeline, TurnTaker, Playout, TurnLog]:
+    """The processors of a call, in order, ending in a paced playout to ``sink``."""
+    turn_log = TurnLog()
+    turns = TurnTaker(services.vad, agent.vad, agent.turn, agent.interruptions)
+    playout = Playout(sample_rate, sink)
+    conversation = Conversation(agent.system_prompt, agent.max_history_turns, agent.greeting)
+    pipeline = Pipeline(
+        [
+            turns,
+            Transcriber(services.stt, agent.language),
+            Responder(services.llm, conversation),
+            SentenceChunker(),
+            Synthesizer(services.tts, sample_rate),
+            playout,
+        ],
+        observers=[turn_log, *(observers or [])],
+    )
+    return pipeline, turns, playout, turn_log

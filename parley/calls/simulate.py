@@ -1,0 +1,149 @@
+"""An offline phone call: a caller WAV in, the whole call out as a stereo WAV and a report.
+
+The caller's recording starts once the agent's greeting has played (as a person on
+the phone would wait), is fed in 20 ms frames at real time — or as fast as possible
+with ``fast=True``, which keeps simulated time: idle waits are skipped, model work
+still takes its real time — and is followed by silence until the agent has
+answered the last turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import structlog
+
+from parley.agent.document import AgentDocument
+from parley.audio import Audio, load_audio, resample, samples_per_frame, split_frames
+from parley.calls.recorder import StereoRecorder
+from parley.calls.session import Services, build_pipeline
+from parley.calls.turnlog import TurnRecord
+from parley.pipeline.clock import Clock, FastClock, RealClock
+from parley.pipeline.frames import AudioIn
+from parley.pipeline.pipeline import PipelineRunner
+
+log = structlog.get_logger(__name__)
+
+CALL_RATE = 16000
+FRAME_MS = 20
+
+
+@dataclass
+class CallReport:
+    agent: str
+    input: str
+    output: str
+    fast: bool
+    duration: float
+    caller_audio_offset: float
+    end_reason: str
+    greeting: TurnRecord | None
+    turns: list[TurnRecord] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "agent": self.agent,
+            "input": self.input,
+            "output": self.output,
+            "fast": self.fast,
+            "duration": round(self.duration, 3),
+            "caller_audio_offset": round(self.caller_audio_offset, 3),
+            "end_reason": self.end_reason,
+            "greeting": self.greeting.as_dict() if self.greeting else None,
+            "turns": [t.as_dict() for t in self.turns],
+            "errors": self.errors,
+        }
+
+    def write(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.as_dict(), indent=2) + "\n", encoding="utf-8")
+
+
+def caller_pcm(audio: Audio) -> bytes:
+    """The caller's audio as PCM16 mono at the call's rate."""
+    mono = audio.mono()
+    if audio.sample_rate != CALL_RATE:
+        mono = resample(mono, audio.sample_rate, CALL_RATE)
+    return np.asarray(mono, dtype="<i2").tobytes()
+
+
+async def simulate_call(
+    agent: AgentDocument,
+    input_path: str | Path,
+    output_path: str | Path,
+    *,
+    fast: bool = False,
+    wait_for_greeting: bool = True,
+    services: Services | None = None,
+    max_tail_secs: float = 60.0,
+) -> CallReport:
+    """Run one offline call; ``services`` may be shared between calls to skip model loading."""
+    pcm = caller_pcm(load_audio(input_path))
+    own_services = services is None
+    if services is None:
+        services = await Services.create(agent)
+    clock: Clock = FastClock() if fast else RealClock()
+    recorder = StereoRecorder(output_path, CALL_RATE, FRAME_MS)
+    pipeline, turns, playout, turn_log = build_pipeline(agent, services, recorder.agent, CALL_RATE)
+    runner = PipelineRunner(pipeline, clock, CALL_RATE)
+    offset = 0.0
+
+    async def feed() -> None:
+        nonlocal offset
+        await runner.wait_started()
+        step = FRAME_MS / 1000
+        k = 0
+
+        async def send(frame: bytes) -> None:
+            nonlocal k
+            t = k * step
+            await clock.sleep_until(t)
+            await recorder.caller(frame, t)
+            await pipeline.queue(AudioIn(pcm=frame, sample_rate=CALL_RATE, t=t))
+            k += 1
+
+        silence = bytes(samples_per_frame(CALL_RATE, FRAME_MS) * 2)
+        if wait_for_greeting and agent.greeting:
+            while turns.agent_busy and k * step < max_tail_secs:
+                await send(silence)
+            for _ in range(int(0.3 / step)):  # a breath before the caller speaks
+                await send(silence)
+        offset = k * step
+        for frame in split_frames(pcm, CALL_RATE, FRAME_MS):
+            await send(frame)
+        end = k * step
+        quiet_needed = agent.turn.end_of_turn_secs + 0.3
+        quiet = 0.0
+        while k * step - end < max_tail_secs:
+            await send(silence)
+            quiet = quiet + step if turns.idle else 0.0
+            if quiet >= quiet_needed:
+                break
+        await runner.end("input-ended")
+
+    feeder = asyncio.create_task(feed(), name="caller-feed")
+    try:
+        end = await runner.run()
+    finally:
+        feeder.cancel()
+        await asyncio.gather(feeder, return_exceptions=True)
+        duration = recorder.close()
+        if own_services:
+            await services.aclose()
+    return CallReport(
+        agent=agent.name,
+        input=str(input_path),
+        output=str(output_path),
+        fast=fast,
+        duration=duration,
+        caller_audio_offset=offset,
+        end_reason=end.reason,
+        greeting=turn_log.greeting,
+        turns=turn_log.caller_turns(),
+        errors=[e.message for e in pipeline.errors],
+    )

@@ -1,0 +1,88 @@
+"""The ``parley`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from parley.agent.document import AgentDocumentError, load_agent
+from parley.audio import AudioFormatError
+from parley.logs import configure_logging
+
+app = typer.Typer(help="Parley: self-hosted voice agents.", no_args_is_help=True, add_completion=False)
+agents_app = typer.Typer(help="Agent documents.", no_args_is_help=True)
+app.add_typer(agents_app, name="agents")
+console = Console()
+err = Console(stderr=True)
+
+
+@app.callback()
+def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every pipeline event.")) -> None:
+    configure_logging(verbose)
+
+
+@app.command()
+def call(
+    agent: Path = typer.Argument(..., help="Agent document (.yaml or .json)."),
+    input: Path = typer.Option(..., "--input", "-i", help="Caller audio: WAV (any rate, mono/stereo) or .ulaw."),
+    output: Path = typer.Option(..., "--output", "-o", help="Stereo WAV of the whole call (caller left, agent right)."),
+    report: Path | None = typer.Option(None, "--report", "-r", help="Write the per-turn JSON report here."),
+    fast: bool = typer.Option(False, "--fast", help="Skip idle waits; timings stay in simulated call time."),
+    no_wait: bool = typer.Option(False, "--no-wait", help="Start the caller's audio at once, over the greeting."),
+) -> None:
+    """Simulate a phone call offline with a recorded caller."""
+    from parley.calls.report import print_report
+    from parley.calls.simulate import simulate_call
+
+    try:
+        doc = load_agent(agent)
+        result = asyncio.run(simulate_call(doc, input, output, fast=fast, wait_for_greeting=not no_wait))
+    except (AgentDocumentError, AudioFormatError, FileNotFoundError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    print_report(result, console)
+    if report:
+        result.write(report)
+        console.print(f"report: {report}")
+    console.print(f"recording: {output}")
+
+
+@app.command()
+def demo(
+    out_dir: Path = typer.Option(Path(".parley/demo"), help="Where the demo's files go."),
+    fast: bool = typer.Option(False, "--fast", help="Skip idle waits."),
+) -> None:
+    """Play a demo call: a synthetic caller asks the receptionist three questions."""
+    from parley.calls.demo import run_demo
+
+    run_demo(out_dir, fast, console)
+
+
+@agents_app.command("validate")
+def agents_validate(path: Path) -> None:
+    """Check an agent document; each problem is reported by its field."""
+    try:
+        doc = load_agent(path)
+    except AgentDocumentError as exc:
+        err.print(str(exc))
+        raise typer.Exit(2) from None
+    table = Table(show_header=False)
+    table.add_row("name", doc.name)
+    table.add_row("stt / llm / tts", f"{doc.stt.provider} / {doc.llm.provider} / {doc.tts.provider}")
+    table.add_row("end of turn", f"{doc.turn.end_of_turn_secs} s")
+    console.print(table)
+    console.print("[green]valid[/green]")
+
+
+def main() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models ship in packages; never reach for a hub
+    app()
+
+
+if __name__ == "__main__":
+    main()

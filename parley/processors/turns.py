@@ -1,0 +1,235 @@
+"""Voice activity and turn-taking: when the caller speaks, pauses, resumes and is done.
+
+Latency trick: at the first pause (``pause_secs`` of silence) the utterance so far
+is sent on as a speculative :class:`UserTurn`, so speech-to-text and the reply start
+while the end-of-turn silence is still running. If the caller speaks again before
+``end_of_turn_secs``, :class:`TurnResumed` voids that work and the turn goes on;
+otherwise :class:`EndOfTurn` confirms it and the prepared reply plays at once.
+
+Barge-in: caller speech while the agent is busy with a reply (or its greeting)
+interrupts it in the same VAD window that detects the speech.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+import numpy as np
+import structlog
+
+from parley.agent.document import InterruptionSettings, TurnSettings, VADSettings
+from parley.audio import Resampler, pcm16_to_float
+from parley.pipeline.frames import (
+    AgentSpoke,
+    AudioIn,
+    Direction,
+    EndOfTurn,
+    Frame,
+    Interruption,
+    SpeechStarted,
+    SpeechStopped,
+    StageTime,
+    StartFrame,
+    TurnResumed,
+    UserTurn,
+)
+from parley.pipeline.processor import Processor
+from parley.services.vad.base import VAD
+
+log = structlog.get_logger(__name__)
+
+
+class _State(Enum):
+    QUIET = "quiet"
+    SPEAKING = "speaking"
+    PAUSED = "paused"
+
+
+class TurnTaker(Processor):
+    """Runs the VAD on caller audio and turns it into speech and turn events."""
+
+    def __init__(
+        self,
+        vad: VAD,
+        vad_settings: VADSettings,
+        turn: TurnSettings,
+        interruptions: InterruptionSettings,
+    ) -> None:
+        super().__init__()
+        self.vad = vad
+        self.settings = vad_settings
+        self.turn = turn
+        self.interruptions = interruptions
+        self._rate = 0
+        self._window = 0
+        self._pending = np.zeros(0, dtype=np.float32)
+        self._resampler: Resampler | None = None
+        self._in_rate = 0
+        self._state = _State.QUIET
+        self._turn_id = 0
+        self._utterance: list[bytes] = []  # PCM16 at self._rate, from pre-roll to now
+        self._preroll: list[bytes] = []
+        self._speech_start = 0.0
+        self._speech_end = 0.0
+        self._silence = 0.0
+        self._speech_run = 0.0
+        self._voiced = 0.0
+        self._t = 0.0  # call time at the end of the last window
+        # replies still owed to the caller: turn ids whose AgentSpoke has not come back
+        self._agent_busy: set[int] = set()
+        self._greeting = True
+
+    # --- flow ------------------------------------------------------------------
+
+    async def process(self, frame: Frame, direction: Direction) -> None:
+        if isinstance(frame, AudioIn):
+            await self.push(frame, direction)
+            await self._feed(frame)
+            return
+        if isinstance(frame, AgentSpoke) and direction is Direction.UPSTREAM:
+            self._agent_busy.discard(frame.turn_id)
+            if frame.turn_id == 0:
+                self._greeting = False
+        elif isinstance(frame, StartFrame):
+            self._agent_busy.add(0)  # the greeting
+        await self.push(frame, direction)
+
+    @property
+    def agent_busy(self) -> bool:
+        """A reply (or the greeting) is owed or playing."""
+        return bool(self._agent_busy)
+
+    @property
+    def idle(self) -> bool:
+        """Nobody is speaking and no reply is owed: the call could end here."""
+        return self._state is _State.QUIET and not self._agent_busy
+
+    # --- audio -----------------------------------------------------------------
+
+    async def _feed(self, frame: AudioIn) -> None:
+        pcm = frame.pcm
+        if frame.sample_rate != self._in_rate:
+            self._configure(frame.sample_rate)
+        if self._resampler is not None:
+            pcm = self._resampler.process(pcm)
+        samples = pcm16_to_float(pcm)
+        if self._pending.size:
+            samples = np.concatenate([self._pending, samples])
+        step = self._window
+        n_windows = samples.size // step
+        self._pending = samples[n_windows * step :]
+        # call time of the first sample of the first whole window (pending samples came before this frame)
+        t0 = frame.t + len(frame.pcm) / 2 / frame.sample_rate - (n_windows * step + self._pending.size) / self._rate
+        for i in range(n_windows):
+            window = samples[i * step : (i + 1) * step]
+            start = t0 + i * step / self._rate
+            self._t = start + step / self._rate
+            prob = self.vad.speech_probability(window, self._rate)
+            await self._on_window(window, prob, start)
+
+    def _configure(self, rate: int) -> None:
+        self._in_rate = rate
+        self._rate = rate if rate in self.vad.sample_rates else 16000
+        self._resampler = Resampler(rate, self._rate) if rate != self._rate else None
+        self._window = self.vad.window_samples(self._rate)
+        self._pending = np.zeros(0, dtype=np.float32)
+        self.vad.reset()
+
+    async def _on_window(self, window: np.ndarray, prob: float, start: float) -> None:
+        dur = window.size / self._rate
+        pcm = (np.clip(window, -1, 1) * 32767).astype("<i2").tobytes()
+        speech = prob >= self.settings.threshold
+        silence = prob < self.settings.silence_threshold
+
+        if self._state is _State.QUIET:
+            self._keep_preroll(pcm)
+            if speech:
+                await self._speech_began(start)
+                self._utterance = [*self._preroll]
+                self._preroll = []
+            return
+
+        self._utterance.append(pcm)
+        if self._state is _State.SPEAKING:
+            self._voiced += dur
+            if silence:
+                self._silence += dur
+            else:
+                self._silence = 0.0
+                self._speech_end = start + dur
+                await self._maybe_interrupt(dur)
+            if self._silence >= self.turn.pause_secs:
+                await self._paused()
+            elif self._voiced >= self.turn.max_turn_secs:
+                await self._paused()
+                await self._end_turn()
+        else:  # PAUSED
+            if speech:
+                await self.push(TurnResumed(turn_id=self._turn_id, t=self._t))
+                self._state = _State.SPEAKING
+                self._silence = 0.0
+                self._speech_end = start + dur
+                await self.push(SpeechStarted(t=self._t))
+                await self._maybe_interrupt(dur)
+                return
+            self._silence += dur
+            if self._silence >= self.turn.end_of_turn_secs:
+                await self._end_turn()
+
+    def _keep_preroll(self, pcm: bytes) -> None:
+        self._preroll.append(pcm)
+        keep = max(1, int(self.turn.prepad_secs * self._rate / self._window))
+        if len(self._preroll) > keep:
+            del self._preroll[: len(self._preroll) - keep]
+
+    async def _speech_began(self, start: float) -> None:
+        self._state = _State.SPEAKING
+        self._speech_start = start
+        self._speech_end = start + self._window / self._rate
+        self._silence = 0.0
+        self._voiced = 0.0
+        self._speech_run = 0.0
+        self._turn_id += 1
+        await self.push(SpeechStarted(t=self._t))
+        await self._maybe_interrupt(self._window / self._rate)
+
+    async def _maybe_interrupt(self, dur: float) -> None:
+        if not self._agent_busy or not self.interruptions.enabled:
+            return
+        if self._greeting and 0 in self._agent_busy and not self.interruptions.during_greeting:
+            return
+        self._speech_run += dur
+        if self._speech_run + 1e-9 < self.interruptions.min_speech_secs:
+            return
+        log.info("barge_in", t=round(self._t, 3), turn_id=self._turn_id)
+        self._agent_busy.clear()
+        await self.push(Interruption(t=self._t))
+
+    async def _paused(self) -> None:
+        self._state = _State.PAUSED
+        await self.push(SpeechStopped(t=self._t, speech_end=self._speech_end))
+        if self._speech_end - self._speech_start < self.turn.min_speech_secs:
+            return  # a click or a cough: not worth transcribing yet
+        await self.push(
+            UserTurn(
+                turn_id=self._turn_id,
+                pcm=b"".join(self._utterance),
+                sample_rate=self._rate,
+                speech_start=self._speech_start,
+                speech_end=self._speech_end,
+                t=self._t,
+            )
+        )
+
+    async def _end_turn(self) -> None:
+        self._state = _State.QUIET
+        self._preroll = []
+        self._utterance = []
+        self._silence = 0.0
+        if self._speech_end - self._speech_start < self.turn.min_speech_secs:
+            log.debug("turn_too_short", turn_id=self._turn_id, secs=round(self._speech_end - self._speech_start, 3))
+            return
+        self._agent_busy.add(self._turn_id)
+        await self.push(StageTime(turn_id=self._turn_id, stage="speech_end", t=self._speech_end))
+        await self.push(StageTime(turn_id=self._turn_id, stage="end_of_turn", t=self._t))
+        await self.push(EndOfTurn(turn_id=self._turn_id, t=self._t))

