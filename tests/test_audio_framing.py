@@ -21,7 +21,8 @@ from parley.audio import (
 
 
 @pytest.mark.parametrize(
-    ("rate", "ms", "expected"), [(8000, 20, 160), (16000, 20, 320), (22050, 20, 441), (24000, 20, 480), (48000, 10, 480)]
+    ("rate", "ms", "expected"),
+    [(8000, 20, 160), (16000, 20, 320), (22050, 20, 441), (24000, 20, 480), (48000, 10, 480)],
 )
 def test_samples_per_frame(rate: int, ms: int, expected: int) -> None:
     assert samples_per_frame(rate, ms) == expected

@@ -3,7 +3,7 @@
 Quality is soxr "MQ" (16-bit precision, flat to 0.9 of Nyquist), chosen over the default "HQ" because:
 its precision already matches PCM16, so HQ's 20 bits buy nothing audible here; its passband keeps the whole
 300-3400 Hz telephone band at 8 kHz (LQ loses ~8 dB at 3.4 kHz, which hurts speech recognition); and its
-shorter filter holds back less audio in a stream (worst case ~115 ms vs ~170 ms for HQ between 8 and 48 kHz,
+shorter filter holds back less audio in a stream (worst case ~120 ms vs ~170 ms for HQ between 8 and 48 kHz,
 measured with 20 ms chunks), which matters for turn-taking latency. One-shot and streaming use the same
 setting, so a stream resampled chunk by chunk matches the one-shot result.
 """

@@ -91,7 +91,7 @@ def _parse_fmt(body: bytes, name: str) -> _Fmt:
             raise AudioFormatError(f"{name} uses an unknown WAVE_FORMAT_EXTENSIBLE sub-format ({guid.hex()})")
         code = int.from_bytes(guid[:2], "little")
     if code not in _BITS:
-        kind = _FORMAT_NAMES.get(code, "a compressed format")
+        kind = _FORMAT_NAMES.get(code, "an unsupported format")
         raise AudioFormatError(
             f"{name} uses WAV format code {code} ({kind}); Parley reads PCM, float, µ-law or A-law. "
             "Convert it first, e.g. `ffmpeg -i in.wav -c:a pcm_s16le out.wav`."

@@ -36,6 +36,7 @@ class Transcriber(Processor):
         await self.cancel_spawned()
 
     async def _transcribe(self, turn: UserTurn) -> None:
+        await self.push(StageTime(turn_id=turn.turn_id, stage="stt_start", t=self.clock.now()))
         pcm = turn.pcm
         if turn.sample_rate != self.stt.sample_rate:
             pcm = pcm16_resample(pcm, turn.sample_rate, self.stt.sample_rate)

@@ -16,7 +16,7 @@ import importlib.util
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, TypeVar, cast
@@ -243,7 +243,7 @@ class LlamaLLM(LLM):
             stopped_early=stop.is_set(),
         )
 
-    async def stream(self, messages: list[Message]) -> AsyncIterator[str]:
+    async def stream(self, messages: list[Message]) -> AsyncGenerator[str, None]:
         async with self._lock:
             llama = await self._model()
             await self._idle()

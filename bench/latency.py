@@ -1,0 +1,171 @@
+"""Voice-to-voice latency of the embedded stack, measured at real time. Prints JSON.
+
+A corpus of spoken questions (several voices; 16 kHz WAV and 8 kHz µ-law, the
+telephone case) is played into the real pipeline at real time, one call per
+question. Latency is measured from the true end of speech in the input (found in
+the audio itself), not from the VAD's decision, to the first agent audio out.
+
+    .venv/bin/python bench/latency.py [--voices ...] [--questions N] [--out results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from parley.agent.document import load_agent
+from parley.audio import pcm16_to_ulaw, resample
+from parley.calls.session import Services
+from parley.calls.simulate import simulate_call
+from parley.calls.synthetic_caller import VOICES, caller_recording
+
+ROOT = Path(__file__).resolve().parents[1]
+QUESTIONS = [
+    "What are your opening hours on Saturday?",
+    "Where is your office?",
+    "How much does a cleaning cost?",
+    "Is there parking near the building?",
+    "Can I book a check-up for next Monday?",
+    "Do you offer teeth whitening?",
+]
+TARGET = {"p50_ms": 550, "p95_ms": 800}
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
+def write_ulaw(samples16k: np.ndarray, path: Path) -> None:
+    """A raw 8 kHz µ-law telephone recording (.ulaw)."""
+    path.write_bytes(pcm16_to_ulaw(resample(samples16k, 16000, 8000).astype("<i2").tobytes()))
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    agent = load_agent(ROOT / "examples" / "agents" / "receptionist.yaml").model_copy(update={"greeting": ""})
+    t0 = time.perf_counter()
+    services = await Services.create(agent)
+    load_s = time.perf_counter() - t0
+    work = Path(tempfile.mkdtemp(prefix="parley-bench-"))
+    samples: list[dict[str, Any]] = []
+    try:
+        for voice in args.voices:
+            for i, question in enumerate(QUESTIONS[: args.questions]):
+                script = await caller_recording([question], work / f"{voice}-{i}.wav", voice=voice, gap_secs=0.2)
+                inputs = [("wav16k", script.path)]
+                if not args.no_ulaw:
+                    ulaw = work / f"{voice}-{i}.ulaw"
+                    write_ulaw(script.samples, ulaw)
+                    inputs.append(("ulaw8k", ulaw))
+                for kind, path in inputs:
+                    report = await simulate_call(
+                        agent, path, work / f"{voice}-{i}-{kind}-call.wav", services=services, fast=False
+                    )
+                    samples.append(measure(report.as_dict(), script.spans[0][1], voice, kind, question))
+                    s = samples[-1]
+                    print(
+                        f"{voice:14s} {kind:7s} v2v={s.get('voice_to_voice_ms')} ms  heard={s['stt_text']!r}",
+                        file=sys.stderr,
+                    )
+    finally:
+        await services.aclose()
+    return summarize(samples, load_s)
+
+
+def measure(report: dict[str, Any], true_end_in_file: float, voice: str, kind: str, question: str) -> dict[str, Any]:
+    turns = report["turns"]
+    out: dict[str, Any] = {"voice": voice, "input": kind, "question": question, "turns": len(turns)}
+    if not turns:
+        out["stt_text"] = ""
+        return out
+    turn = turns[0]
+    times = turn["times"]
+    true_end = report["caller_audio_offset"] + true_end_in_file
+    out["stt_text"] = turn["caller_text"]
+    out["agent_text"] = turn["agent_text"]
+    if "first_audio_out" in times:
+        out["voice_to_voice_ms"] = round((times["first_audio_out"] - true_end) * 1000, 1)
+    out["after_true_end_ms"] = {k: round((v - true_end) * 1000, 1) for k, v in times.items()}
+    stages = {
+        "vad_lag": ("true_end", "speech_end"),
+        "pause_detect": ("speech_end", "stt_start"),
+        "stt": ("stt_start", "stt_final"),
+        "llm_first_token": ("stt_final", "llm_first_token"),
+        "tts_first_audio": ("llm_first_token", "tts_first_audio"),
+        "to_first_audio_out": ("tts_first_audio", "first_audio_out"),
+    }
+    all_times = {**times, "true_end": true_end}
+    out["stages_ms"] = {
+        name: round((all_times[b] - all_times[a]) * 1000, 1)
+        for name, (a, b) in stages.items()
+        if a in all_times and b in all_times
+    }
+    return out
+
+
+def summarize(samples: list[dict[str, Any]], load_s: float) -> dict[str, Any]:
+    v2v = [s["voice_to_voice_ms"] for s in samples if "voice_to_voice_ms" in s]
+    stage_names = {k for s in samples for k in s.get("stages_ms", {})}
+    stages = {
+        name: {
+            "p50_ms": round(pct([s["stages_ms"][name] for s in samples if name in s.get("stages_ms", {})], 50), 1),
+            "mean_ms": round(float(np.mean([s["stages_ms"][name] for s in samples if name in s.get("stages_ms", {})])), 1),
+        }
+        for name in sorted(stage_names)
+    }
+    total = sum(v["mean_ms"] for v in stages.values()) or 1.0
+    for v in stages.values():
+        v["share"] = round(v["mean_ms"] / total, 3)
+    by_input = {
+        kind: {"p50_ms": round(pct(vals, 50), 1), "p95_ms": round(pct(vals, 95), 1), "n": len(vals)}
+        for kind in sorted({s["input"] for s in samples})
+        if (vals := [s["voice_to_voice_ms"] for s in samples if s["input"] == kind and "voice_to_voice_ms" in s])
+    }
+    return {
+        "benchmark": "voice_to_voice_latency",
+        "measured_from": "true end of speech in the input audio (-40 dBFS), to first agent audio out",
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "stack": "silero-vad + whisper tiny.en (faster-whisper int8) + SmolLM2-135M Q4_1 (llama.cpp) + piper joe",
+        "model_load_s": round(load_s, 2),
+        "calls": len(samples),
+        "answered": len(v2v),
+        "voice_to_voice": {
+            "p50_ms": round(pct(v2v, 50), 1),
+            "p95_ms": round(pct(v2v, 95), 1),
+            "min_ms": round(min(v2v), 1) if v2v else None,
+            "max_ms": round(max(v2v), 1) if v2v else None,
+        },
+        "by_input": by_input,
+        "target": TARGET,
+        "meets_target": bool(v2v) and pct(v2v, 50) <= TARGET["p50_ms"] and pct(v2v, 95) <= TARGET["p95_ms"],
+        "stages": stages,
+        "samples": samples,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--voices", nargs="+", default=list(VOICES), choices=list(VOICES))
+    parser.add_argument("--questions", type=int, default=4)
+    parser.add_argument("--no-ulaw", action="store_true", help="skip the 8 kHz µ-law copies")
+    parser.add_argument("--out", type=Path, help="also write the JSON here")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    result = asyncio.run(run(args))
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,181 @@
+"""The embedded SmolLM2 LLM on llama-cpp-python: real model, real threads, no mocks."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from parley.services.llm.base import LLMError, Message, registry
+from parley.services.llm.llama import THREAD_PREFIX, LlamaLLM, default_model_path
+
+pytestmark = pytest.mark.slow
+
+SYSTEM = (
+    "You are Sam, the phone receptionist of Bright Smile Dental in Springfield. Keep every answer to one or two "
+    "short sentences, because the caller hears you through a phone. The clinic is open Monday to Friday from "
+    "eight in the morning to six in the evening and on Saturday from nine to one. It is closed on Sunday. "
+    "A check-up costs sixty dollars and a cleaning costs eighty dollars. Dr. Patel and Dr. Gomez are the dentists. "
+    "You can book, move or cancel appointments; ask for the caller's name and a phone number before booking. "
+    "Never give medical advice: for pain or swelling, offer the earliest appointment. The clinic is at "
+    "42 Elm Street, next to the library, with free parking behind the building."
+)
+
+
+def llm_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith(THREAD_PREFIX) and t.is_alive()]
+
+
+def wait_no_threads(within: float = 0.5) -> float:
+    """Join our worker threads (they never need the event loop to finish); fail if any outlives ``within``."""
+    start = time.perf_counter()
+    for thread in llm_threads():
+        thread.join(max(0.0, within - (time.perf_counter() - start)))
+    assert not llm_threads(), f"worker threads left: {llm_threads()}"
+    return time.perf_counter() - start
+
+
+def make(**options: object) -> LlamaLLM:
+    llm = registry.create("llama", {"max_tokens": 24, "seed": 7, **options})
+    assert isinstance(llm, LlamaLLM)
+    return llm
+
+
+async def reply(llm: LlamaLLM, messages: list[Message]) -> list[str]:
+    return [piece async for piece in llm.stream(messages)]
+
+
+async def test_streams_several_pieces_of_a_reply() -> None:
+    llm = make()
+    try:
+        pieces = await reply(
+            llm, [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "When are you open?"}]
+        )
+        assert len(pieces) > 1
+        assert "".join(pieces).strip()
+        assert llm.last_stats is not None and llm.last_stats.generated_tokens > 1
+    finally:
+        await llm.aclose()
+    wait_no_threads()
+
+
+async def test_multi_turn_reuses_the_cached_prefix() -> None:
+    """Turn 3 decodes only the new tokens: the system prompt and earlier turns stay in the KV cache."""
+    llm = make()
+    try:
+        await llm.prepare()
+        assert llm._llama is not None
+        system_tokens = len(llm._llama.tokenize(SYSTEM.encode(), add_bos=False))
+        assert system_tokens > 120
+        messages: list[Message] = [{"role": "system", "content": SYSTEM}]
+        stats = []
+        for question in ("Hi, when are you open on Saturday?", "How much is a cleaning?", "Where are you?"):
+            messages.append({"role": "user", "content": question})
+            text = "".join(await reply(llm, messages))
+            assert text.strip()
+            messages.append({"role": "assistant", "content": text})
+            stats.append(llm.last_stats)
+        first, _, third = stats
+        assert first is not None and third is not None
+        assert first.prompt_tokens_evaluated > system_tokens  # cold: everything
+        assert third.prompt_tokens_evaluated < 40  # "<|im_end|>", the question, the assistant header
+        assert third.context_tokens > system_tokens + 40  # ...yet the context holds the whole conversation
+        assert third.prompt_eval_s < first.prompt_eval_s
+    finally:
+        await llm.aclose()
+
+
+async def test_warm_evaluates_the_system_prompt_before_the_first_turn() -> None:
+    llm = make()
+    try:
+        system: list[Message] = [{"role": "system", "content": SYSTEM}]
+        await llm.warm(system)
+        assert llm._llama is not None and llm._llama.n_tokens > 120
+        await reply(llm, [*system, {"role": "user", "content": "Is Dr. Patel in today?"}])
+        assert llm.last_stats is not None and llm.last_stats.prompt_tokens_evaluated < 30
+    finally:
+        await llm.aclose()
+    wait_no_threads()
+
+
+async def test_closing_the_stream_stops_generation_at_once() -> None:
+    llm = make(max_tokens=400, temperature=0.8)
+    messages: list[Message] = [{"role": "user", "content": "Tell me a very long story about a dragon."}]
+    try:
+        stream = llm.stream(messages)
+        pieces = [await anext(stream), await anext(stream), await anext(stream)]
+        start = time.perf_counter()
+        await stream.aclose()  # what barge-in does
+        closed_in = time.perf_counter() - start
+        assert closed_in < 0.5
+        wait_no_threads()
+        assert llm._llama is not None and llm.last_stats is not None
+        assert llm.last_stats.stopped_early and llm.last_stats.generated_tokens < 10
+        n_tokens = llm._llama.n_tokens
+        await asyncio.sleep(0.2)
+        assert llm._llama.n_tokens == n_tokens  # nothing decoded after the close
+        assert pieces
+        # the conversation goes on after a barge-in
+        again = await reply(
+            llm,
+            [
+                *messages,
+                {"role": "assistant", "content": "".join(pieces)},
+                {"role": "user", "content": "Stop. Say hi."},
+            ],
+        )
+        assert "".join(again).strip()
+    finally:
+        await llm.aclose()
+    wait_no_threads()
+
+
+async def test_cancelling_the_consumer_stops_the_worker() -> None:
+    llm = make(max_tokens=400)
+    got = asyncio.Event()
+
+    async def consume() -> None:
+        async for _ in llm.stream([{"role": "user", "content": "Count from one to two hundred."}]):
+            got.set()
+
+    task = asyncio.create_task(consume())
+    try:
+        await asyncio.wait_for(got.wait(), 30)
+        start = time.perf_counter()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        wait_no_threads()
+        assert time.perf_counter() - start < 0.5
+        assert llm.last_stats is not None and llm.last_stats.stopped_early
+    finally:
+        await llm.aclose()
+    assert llm._llama is None
+    with pytest.raises(LLMError, match="closed"):
+        await reply(llm, [{"role": "user", "content": "hi"}])
+    wait_no_threads()
+
+
+async def test_bad_model_path_is_a_clear_error(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.gguf"
+    with pytest.raises(LLMError, match=r"model file not found: .*nope\.gguf"):
+        LlamaLLM(LlamaLLM.Options(model_path=str(missing)))
+    garbage = tmp_path / "garbage.gguf"
+    garbage.write_bytes(b"not a gguf file" * 100)
+    llm = LlamaLLM(LlamaLLM.Options(model_path=str(garbage)))
+    with pytest.raises(LLMError, match=r"cannot load model .*garbage\.gguf"):
+        await llm.warm([{"role": "system", "content": "hi"}])
+    await llm.aclose()
+    wait_no_threads()
+
+
+def test_options_are_validated() -> None:
+    assert default_model_path().name == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    with pytest.raises(ValidationError, match="n_gpu"):
+        registry.options("llama", {"n_gpu": 1})
+    with pytest.raises(ValidationError, match="max_tokens"):
+        registry.options("llama", {"max_tokens": 0})
