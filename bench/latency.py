@@ -118,7 +118,9 @@ def summarize(samples: list[dict[str, Any]], load_s: float) -> dict[str, Any]:
     stages = {
         name: {
             "p50_ms": round(pct([s["stages_ms"][name] for s in samples if name in s.get("stages_ms", {})], 50), 1),
-            "mean_ms": round(float(np.mean([s["stages_ms"][name] for s in samples if name in s.get("stages_ms", {})])), 1),
+            "mean_ms": round(
+                float(np.mean([s["stages_ms"][name] for s in samples if name in s.get("stages_ms", {})])), 1
+            ),
         }
         for name in sorted(stage_names)
     }

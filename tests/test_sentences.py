@@ -44,7 +44,9 @@ def test_markdown_is_not_spoken() -> None:
     assert feed_tokens("Here:\n1. Cleaning\n2. Fillings") == ["Here:", "Cleaning", "Fillings"]
 
 
-@pytest.mark.parametrize("fraction,expected", [(0.0, ""), (0.5, "we are"), (0.99, "we are open"), (1.0, "we are open today")])
+@pytest.mark.parametrize(
+    "fraction,expected", [(0.0, ""), (0.5, "we are"), (0.99, "we are open"), (1.0, "we are open today")]
+)
 def test_heard_part_keeps_whole_words(fraction: float, expected: str) -> None:
     assert heard_part("we are open today", fraction) == expected
 

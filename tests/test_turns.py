@@ -57,7 +57,7 @@ async def run_turns(
 async def test_two_questions_make_two_turns_with_accurate_speech_end() -> None:
     q1, q2 = espeak("What time do you open tomorrow?"), espeak("And where are you?", voice="en-gb")
     audio = np.concatenate([silence(0.5), q1, silence(1.5), q2, silence(1.5)])
-    frames, taker = await run_turns(audio)
+    frames, _ = await run_turns(audio)
     ends = [f for f in frames if isinstance(f, EndOfTurn)]
     assert [e.turn_id for e in ends] == [1, 2]
     true_end1 = 0.5 + speech_bounds(q1, 16000)[1]

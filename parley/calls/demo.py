@@ -34,4 +34,6 @@ def run_demo(out_dir: Path, fast: bool, console: Console) -> None:
     console.print(f"\nListen to the call: {out_dir / 'call.wav'} (caller left, agent right)")
     console.print(f"Per-turn report:    {out_dir / 'report.json'}")
     agent_path = EXAMPLE_AGENT.relative_to(Path.cwd()) if EXAMPLE_AGENT.is_relative_to(Path.cwd()) else EXAMPLE_AGENT
-    console.print(f"Try your own:       parley call {agent_path} --input question.wav --output call.wav --report r.json")
+    console.print(
+        f"Try your own:       parley call {agent_path} --input question.wav --output call.wav --report r.json"
+    )

@@ -89,7 +89,7 @@ async def simulate_call(
         services = await Services.create(agent)
     clock: Clock = FastClock() if fast else RealClock()
     recorder = StereoRecorder(output_path, CALL_RATE, FRAME_MS)
-    pipeline, turns, playout, turn_log = build_pipeline(agent, services, recorder.agent, CALL_RATE)
+    pipeline, turns, _playout, turn_log = build_pipeline(agent, services, recorder.agent, CALL_RATE)
     runner = PipelineRunner(pipeline, clock, CALL_RATE)
     offset = 0.0
 

@@ -135,9 +135,7 @@ class Processor:
             await self._cancel_data_task()
             self._drain()
             if self._running:
-                self._data_task = asyncio.get_running_loop().create_task(
-                    self._run_queue(), name=f"{self.name}-data"
-                )
+                self._data_task = asyncio.get_running_loop().create_task(self._run_queue(), name=f"{self.name}-data")
         else:
             self._drain()
         await self.on_interruption()

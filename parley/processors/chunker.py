@@ -21,8 +21,8 @@ class SentenceChunker(Processor):
             for sentence in buf.feed(frame.text):
                 await self.push(SpeakText(turn_id=frame.turn_id, text=sentence, greeting=frame.turn_id == 0))
         elif isinstance(frame, LLMDone):
-            buf = self._buffers.pop(frame.turn_id, None)
-            if buf is not None and (rest := buf.flush()):
+            done = self._buffers.pop(frame.turn_id, None)
+            if done is not None and (rest := done.flush()):
                 await self.push(SpeakText(turn_id=frame.turn_id, text=rest, greeting=frame.turn_id == 0))
             await self.push(frame, direction)
         else:

@@ -32,7 +32,9 @@ class Synthesizer(Processor):
             await self.push(frame, direction)
 
     async def _speak(self, frame: SpeakText) -> None:
-        resampler = Resampler(self.tts.sample_rate, self.sample_rate) if self.tts.sample_rate != self.sample_rate else None
+        resampler = (
+            Resampler(self.tts.sample_rate, self.sample_rate) if self.tts.sample_rate != self.sample_rate else None
+        )
         pending: bytes | None = None
         try:
             async with aclosing(self.tts.synthesize(frame.text)) as chunks:

@@ -72,7 +72,9 @@ class _Reply:
 class Playout(Processor):
     """The last processor of a call: paces agent audio out to a transport's sink."""
 
-    def __init__(self, sample_rate: int, sink: FrameSink, frame_ms: int = 20, confirmed: tuple[int, ...] = (0,)) -> None:
+    def __init__(
+        self, sample_rate: int, sink: FrameSink, frame_ms: int = 20, confirmed: tuple[int, ...] = (0,)
+    ) -> None:
         super().__init__()
         self.sample_rate = sample_rate
         self.frame_ms = frame_ms
@@ -208,4 +210,3 @@ class Playout(Processor):
 
     async def cleanup(self) -> None:
         await self._stop_ticker()
-

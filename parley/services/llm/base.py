@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import ClassVar, TypedDict
 
 from parley.services.registry import ProviderOptions, Registry
@@ -27,7 +27,7 @@ class LLM(ABC):
     Options: ClassVar[type[ProviderOptions]] = ProviderOptions
 
     @abstractmethod
-    def stream(self, messages: list[Message]) -> AsyncIterator[str]:
+    def stream(self, messages: list[Message]) -> AsyncGenerator[str, None]:
         """Yield pieces of the assistant's reply to ``messages`` as they are generated."""
 
     async def warm(self, messages: list[Message]) -> None:  # noqa: B027 (optional hook)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import ClassVar
 
 from parley.services.registry import ProviderOptions, Registry
@@ -17,7 +17,7 @@ class TTS(ABC):
     sample_rate: int = 22050
 
     @abstractmethod
-    def synthesize(self, text: str) -> AsyncIterator[bytes]:
+    def synthesize(self, text: str) -> AsyncGenerator[bytes, None]:
         """Yield PCM16 mono audio at :attr:`sample_rate` for ``text``."""
 
     async def prepare(self) -> None:
