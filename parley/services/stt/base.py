@@ -19,10 +19,10 @@ class STT(ABC):
     async def transcribe(self, pcm: bytes, language: str = "en") -> str:
         """Text of ``pcm`` (PCM16 mono at :attr:`sample_rate`); empty string when nothing was said."""
 
-    async def prepare(self) -> None:
+    async def prepare(self) -> None:  # noqa: B027 - optional hook
         """Load models before the call starts (off the event loop), so no caller waits for a cold start."""
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release resources held for this call."""
 
 

@@ -20,10 +20,10 @@ class TTS(ABC):
     def synthesize(self, text: str) -> AsyncGenerator[bytes, None]:
         """Yield PCM16 mono audio at :attr:`sample_rate` for ``text``."""
 
-    async def prepare(self) -> None:
+    async def prepare(self) -> None:  # noqa: B027 - optional hook
         """Load models before the call starts (off the event loop), so no caller waits for a cold start."""
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release resources held for this call."""
 
 

@@ -1,0 +1,163 @@
+"""Streaming client for OpenAI-compatible chat-completions servers (OpenAI, Azure OpenAI, vLLM, Ollama, llama.cpp).
+
+Uses the official ``openai`` SDK, so the wire format, retries and SSE parsing are the vendor's. Every SDK
+failure becomes one :class:`LLMError` whose message names the server URL and never the API key.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncGenerator
+from typing import Annotated, Any, Literal, cast
+
+import openai
+from pydantic import Field, SecretStr, model_validator
+
+from parley.services.llm.base import LLM, LLMError, Message, registry
+from parley.services.registry import ProviderOptions
+
+log = logging.getLogger(__name__)
+
+NO_KEY = "sk-no-key-required"  # llama.cpp, vLLM and Ollama accept any key; the SDK insists on one
+
+
+@registry.register("openai")
+class OpenAICompatibleLLM(LLM):
+    """One SDK client (and HTTP connection pool) per call; ``aclose()`` closes it."""
+
+    class Options(ProviderOptions):
+        base_url: str = "https://api.openai.com/v1"
+        model: str  # the model name; for Azure the deployment name unless ``azure_deployment`` is set
+        api_key: SecretStr | None = None
+        api_key_env: str = "OPENAI_API_KEY"  # read when api_key is not given (Azure also tries AZURE_OPENAI_API_KEY)
+        temperature: Annotated[float, Field(ge=0, le=2)] | None = None  # None: the server's default
+        top_p: Annotated[float, Field(gt=0, le=1)] | None = None
+        max_tokens: Annotated[int, Field(ge=1)] | None = None
+        # newer OpenAI models reject "max_tokens"; most other servers only know it
+        max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
+        stop: list[str] | None = None
+        timeout_s: Annotated[float, Field(gt=0)] = 30.0  # per connect/read, so a long reply may stream longer
+        max_retries: Annotated[int, Field(ge=0)] = 1  # each retry waits ~0.5 s+: a caller is listening
+        preconnect: bool = True  # prepare() opens the connection (TCP + TLS) before the first turn
+        azure_endpoint: str | None = None
+        azure_deployment: str | None = None
+        api_version: str | None = None
+        extra_headers: dict[str, str] = Field(default_factory=dict)
+        extra_body: dict[str, Any] = Field(default_factory=dict)  # server-specific fields (vLLM, Ollama)
+
+        @model_validator(mode="after")
+        def _azure_needs_version(self) -> OpenAICompatibleLLM.Options:
+            if self.azure_endpoint and not self.api_version:
+                raise ValueError("azure_endpoint needs api_version (e.g. '2024-10-21')")
+            return self
+
+    def __init__(self, options: Options) -> None:
+        self.options = o = options
+        self._key = self._resolve_key()
+        try:
+            if o.azure_endpoint:
+                self._client: openai.AsyncOpenAI = openai.AsyncAzureOpenAI(
+                    azure_endpoint=o.azure_endpoint,
+                    azure_deployment=o.azure_deployment or o.model,
+                    api_version=o.api_version,
+                    api_key=self._key,
+                    timeout=o.timeout_s,
+                    max_retries=o.max_retries,
+                    default_headers=o.extra_headers or None,
+                )
+            else:
+                self._client = openai.AsyncOpenAI(
+                    base_url=o.base_url,
+                    api_key=self._key,
+                    timeout=o.timeout_s,
+                    max_retries=o.max_retries,
+                    default_headers=o.extra_headers or None,
+                )
+        except (openai.OpenAIError, ValueError) as exc:
+            raise LLMError(self._redact(f"openai: cannot configure a client for {self.url}: {exc}")) from None
+        log.debug("openai llm: url=%s model=%s azure=%s", self.url, o.model, bool(o.azure_endpoint))
+
+    @property
+    def url(self) -> str:
+        """Where requests go (the key is never part of it)."""
+        client = getattr(self, "_client", None)
+        if client is not None:
+            return str(client.base_url).rstrip("/")
+        return (self.options.azure_endpoint or self.options.base_url).rstrip("/")
+
+    def _resolve_key(self) -> str:
+        o = self.options
+        if o.api_key is not None:
+            return o.api_key.get_secret_value()
+        key = os.environ.get(o.api_key_env) or (os.environ.get("AZURE_OPENAI_API_KEY") if o.azure_endpoint else None)
+        return key or NO_KEY
+
+    def _redact(self, text: str) -> str:
+        """Servers may echo the key in an error body; it must not reach logs through our message."""
+        return text.replace(self._key, "***") if self._key and self._key != NO_KEY else text
+
+    def _error(self, exc: openai.OpenAIError) -> LLMError:
+        o, url = self.options, self.url
+        if isinstance(exc, openai.APITimeoutError):
+            msg = f"no answer from {url} within {o.timeout_s:g} s"
+        elif isinstance(exc, openai.APIConnectionError):
+            msg = f"cannot connect to {url} ({type(exc.__cause__ or exc).__name__})"
+        elif isinstance(exc, openai.AuthenticationError):
+            source = "options.api_key" if o.api_key is not None else f"${o.api_key_env}"
+            msg = f"{url} rejected the API key (HTTP 401); check {source}"
+        elif isinstance(exc, openai.PermissionDeniedError):
+            msg = f"{url} refused access (HTTP 403) to model {o.model!r}"
+        elif isinstance(exc, openai.NotFoundError):
+            msg = (
+                f"{url} answered HTTP 404 for model {o.model!r} (unknown model/deployment or wrong URL): {exc.message}"
+            )
+        elif isinstance(exc, openai.APIStatusError):
+            msg = f"{url} answered HTTP {exc.status_code}: {exc.message}"
+        else:
+            msg = f"{url}: {exc}"
+        return LLMError(self._redact(f"openai: {msg}"))
+
+    def _params(self) -> dict[str, Any]:
+        o = self.options
+        params: dict[str, Any] = {
+            "temperature": o.temperature,
+            "top_p": o.top_p,
+            o.max_tokens_field: o.max_tokens,
+            "stop": o.stop,
+        }
+        params = {k: v for k, v in params.items() if v is not None}
+        if o.extra_body:
+            params["extra_body"] = o.extra_body
+        return params
+
+    async def stream(self, messages: list[Message]) -> AsyncGenerator[str, None]:
+        try:
+            response = await self._client.chat.completions.create(
+                model=self.options.model, messages=cast(Any, messages), stream=True, **self._params()
+            )
+        except openai.OpenAIError as exc:
+            raise self._error(exc) from None  # no chained cause: its text may quote a header or body
+        try:
+            async for chunk in response:
+                for choice in chunk.choices:  # Azure opens with a content-filter chunk that has none
+                    if choice.index == 0 and choice.delta is not None and choice.delta.content:
+                        yield choice.delta.content
+        except openai.OpenAIError as exc:
+            raise self._error(exc) from None
+        finally:
+            await response.close()  # barge-in: drop the HTTP stream so the server stops generating
+
+    async def prepare(self) -> None:
+        """Open the connection before the first turn, so it does not pay for DNS, TCP and TLS."""
+        if not self.options.preconnect:
+            return
+        try:
+            await self._client.with_options(timeout=min(self.options.timeout_s, 5.0), max_retries=0).models.list()
+        except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+            log.warning("openai llm: %s", self._error(exc))  # worth knowing before the caller speaks
+        except openai.OpenAIError as exc:  # e.g. no /models route: the first turn reports real problems
+            log.debug("openai llm: preconnect to %s failed: %s", self.url, type(exc).__name__)
+
+    async def aclose(self) -> None:
+        await self._client.close()

@@ -1,0 +1,28 @@
+"""Create a TTS provider, falling back to another (espeak) when the wanted engine is not installed.
+
+Only a missing engine falls back: piper is an optional GPL extra, so a deployment without it should still
+speak. A misspelled provider name or a bad option is a configuration error and is raised as usual.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+
+from parley.services.registry import UnknownProvider
+from parley.services.tts.base import TTS, registry
+
+log = structlog.get_logger(__name__)
+
+
+def create_tts(name: str, options: dict[str, Any] | None = None, fallback: str | None = "espeak") -> TTS:
+    """``registry.create(name, options)``, or ``fallback`` with default options if ``name``'s engine is missing."""
+    try:
+        return registry.create(name, options)
+    except (UnknownProvider, ImportError, RuntimeError) as exc:
+        missing = not isinstance(exc, UnknownProvider) or "needs a missing package" in str(exc)
+        if not missing or fallback is None or fallback == name:
+            raise
+        log.warning("tts provider unavailable, using fallback", provider=name, fallback=fallback, reason=str(exc))
+        return registry.create(fallback)

@@ -1,0 +1,158 @@
+"""Whole offline calls through the real embedded stack (Silero, Whisper, SmolLM2, Piper).
+
+Callers are synthesized speech (Piper's voice and espeak-ng's), so transcripts and
+replies are real; calls run with the fast clock, which keeps simulated time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import pytest_asyncio
+
+from parley.agent.document import AgentDocument, load_agent
+from parley.audio import pcm16_to_ulaw, read_wav, resample, write_wav
+from parley.calls.session import Services
+from parley.calls.simulate import simulate_call
+from parley.calls.synthetic_caller import caller_recording, speak, speech_bounds
+from parley.services.stt.base import registry as stt_registry
+
+from .conftest import noise, silence
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def agent() -> AgentDocument:
+    return load_agent(ROOT / "examples" / "agents" / "receptionist.yaml")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def services(agent: AgentDocument) -> AsyncIterator[Services]:
+    s = await Services.create(agent)
+    yield s
+    await s.aclose()
+
+
+def words(text: str) -> set[str]:
+    return {w.strip(".,!?;:'\"").lower() for w in text.split()}
+
+
+async def transcribe(samples: np.ndarray, rate: int) -> str:
+    stt = stt_registry.create("whisper")
+    pcm = resample(samples, rate, 16000) if rate != 16000 else samples
+    return await stt.transcribe(np.asarray(pcm, dtype="<i2").tobytes())
+
+
+async def test_multi_turn_call_with_real_speech(agent: AgentDocument, services: Services, tmp_path: Path) -> None:
+    script = await caller_recording(
+        ["What are your opening hours on Saturday?", "How much does a cleaning cost?"],
+        tmp_path / "caller.wav",
+        voice="joe-quick",
+        gap_secs=15.0,  # room for a whole reply: this test is not about barge-in
+    )
+    out = tmp_path / "call.wav"
+    report = await simulate_call(agent, script.path, out, fast=True, services=services)
+
+    assert report.errors == []
+    assert report.greeting is not None and "Bright Smile" in report.greeting.agent_text
+    assert len(report.turns) == 2, [t.caller_text for t in report.turns]
+    assert {"saturday", "hours"} & words(report.turns[0].caller_text)
+    assert {"cleaning", "cost"} & words(report.turns[1].caller_text)
+    for turn, (_, true_end) in zip(report.turns, script.spans, strict=True):
+        t = turn.times
+        assert turn.agent_text and not turn.interrupted
+        assert t["speech_end"] <= t["end_of_turn"] <= t["first_audio_out"]
+        assert t["stt_final"] <= t["llm_first_token"] <= t["tts_first_audio"] <= t["first_audio_out"] + 0.02
+        assert turn.voice_to_voice is not None and 0 < turn.voice_to_voice < 5
+        # the VAD's speech end is close to the true end of speech in the recording
+        assert abs(t["speech_end"] - (report.caller_audio_offset + true_end)) < 0.2
+
+    # the recording: stereo, caller left exactly as fed (after the greeting), agent right
+    rec = read_wav(out)
+    assert rec.channels == 2 and rec.sample_rate == 16000
+    assert rec.duration == pytest.approx(report.duration, abs=0.05)
+    left, right = rec.samples[:, 0], rec.samples[:, 1]
+    start = round(report.caller_audio_offset * 16000)
+    np.testing.assert_array_equal(left[start : start + script.samples.size], script.samples)
+    first_reply = report.turns[0].times["first_audio_out"]
+    agent_reply = right[int(first_reply * 16000) : int((first_reply + 4) * 16000)]
+    assert speech_bounds(agent_reply, 16000) != (0.0, 0.0)
+    heard = await transcribe(right[: int(report.caller_audio_offset * 16000)], 16000)
+    assert {"bright", "smile", "dental", "calling"} & words(heard), heard
+
+
+async def test_telephone_ulaw_recording(agent: AgentDocument, services: Services, tmp_path: Path) -> None:
+    speech = await speak("Where is your office?", "us-male-fast")
+    samples = np.concatenate([silence(0.3), speech, silence(1.0)])
+    path = tmp_path / "caller.ulaw"
+    path.write_bytes(pcm16_to_ulaw(resample(samples, 16000, 8000).astype("<i2").tobytes()))
+    report = await simulate_call(agent, path, tmp_path / "call.wav", fast=True, services=services)
+    assert len(report.turns) == 1
+    assert "office" in words(report.turns[0].caller_text)
+    assert report.turns[0].agent_text
+
+
+async def test_silence_only_gets_the_greeting_and_no_reply(
+    agent: AgentDocument, services: Services, tmp_path: Path
+) -> None:
+    write_wav(tmp_path / "silence.wav", silence(4.0), 16000)
+    report = await simulate_call(agent, tmp_path / "silence.wav", tmp_path / "call.wav", fast=True, services=services)
+    assert report.turns == [] and report.errors == []
+    assert report.greeting is not None and report.greeting.agent_text.startswith("Hello")
+    assert report.end_reason == "input-ended"
+
+
+async def test_noise_is_not_a_caller(agent: AgentDocument, services: Services, tmp_path: Path) -> None:
+    write_wav(tmp_path / "noise.wav", noise(5.0, dbfs=-30), 16000)
+    report = await simulate_call(agent, tmp_path / "noise.wav", tmp_path / "call.wav", fast=True, services=services)
+    assert report.errors == []
+    assert all(not t.caller_text for t in report.turns)
+
+
+async def test_interruption_in_the_middle_of_the_first_word(
+    agent: AgentDocument, services: Services, tmp_path: Path
+) -> None:
+    """The caller talks over the greeting 0.2 s into it: the agent stops at once and answers."""
+    question = await speak("Sorry, are you open on Sunday?", "joe-quick")
+    write_wav(tmp_path / "caller.wav", np.concatenate([silence(0.2), question, silence(2.0)]), 16000)
+    out = tmp_path / "call.wav"
+    report = await simulate_call(
+        agent, tmp_path / "caller.wav", out, fast=True, services=services, wait_for_greeting=False
+    )
+    assert report.greeting is not None
+    assert report.greeting.interrupted
+    assert report.greeting.agent_text == ""  # not even "Hello" was heard in full
+    assert len(report.turns) == 1 and "sunday" in words(report.turns[0].caller_text)
+    assert report.turns[0].agent_text
+    # the agent channel goes quiet within ~100 ms of the caller's first sound, until the answer
+    right = read_wav(out).samples[:, 1]
+    speech_start = 0.2 + speech_bounds(question, 16000)[0]
+    answer = report.turns[0].times["first_audio_out"]
+    quiet = right[int((speech_start + 0.1) * 16000) : int(answer * 16000)]
+    assert np.abs(quiet.astype(np.int32)).max() < 200
+
+
+async def test_barge_in_during_a_reply_keeps_only_what_was_heard(
+    agent: AgentDocument, services: Services, tmp_path: Path
+) -> None:
+    q1 = await speak("Tell me about all the services you offer and your prices.", "joe-quick")
+    q2 = await speak("Thanks, and where are you?", "joe-quick")
+    end1 = speech_bounds(q1, 16000)[1]
+    # the second question starts 2.2 s after the first ends: the agent is mid-reply by then
+    gap = 2.2 - (q1.size / 16000 - end1)
+    write_wav(tmp_path / "caller.wav", np.concatenate([q1, silence(gap), q2, silence(2.0)]), 16000)
+    report = await simulate_call(agent, tmp_path / "caller.wav", tmp_path / "call.wav", fast=True, services=services)
+    assert len(report.turns) == 2
+    first = report.turns[0]
+    assert first.interrupted
+    assert first.agent_text_generated, "the reply was being generated"
+    heard = first.agent_text.split()
+    assert len(heard) < len(first.agent_text_generated.split())
+    assert first.agent_text_generated.startswith(first.agent_text.rstrip(".,!?")[: len(first.agent_text) - 1])
+    assert report.turns[1].agent_text and not report.turns[1].interrupted
