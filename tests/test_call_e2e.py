@@ -156,3 +156,74 @@ async def test_barge_in_during_a_reply_keeps_only_what_was_heard(
     assert len(heard) < len(first.agent_text_generated.split())
     assert first.agent_text_generated.startswith(first.agent_text.rstrip(".,!?")[: len(first.agent_text) - 1])
     assert report.turns[1].agent_text and not report.turns[1].interrupted
+
+
+async def test_a_sixty_second_monologue(agent: AgentDocument, services: Services, tmp_path: Path) -> None:
+    """A caller who talks for a minute without pausing: the turn is cut at max_turn_secs and answered."""
+    story = (
+        "My tooth has been hurting for weeks and I do not know what to do. It started after a trip to the mountains "
+        "last winter. At first it was only when I drank something cold. Then it began to ache at night as well. "
+        "My sister said I should try salt water, so I did that every evening. It helped for a few days at most. "
+        "Last Tuesday the pain moved to the left side of my jaw. I could hardly eat my lunch at work. "
+        "My manager told me to call a dentist straight away. I have never been to your clinic before. "
+        "A friend of mine recommended you because you were kind to her children. She said the waiting room has "
+        "a big aquarium with yellow fish. I am a little nervous about dentists in general. "
+        "The last time I had a filling it took almost two hours. I also want to ask about the price of a cleaning. "
+        "And I wonder whether you are open early in the morning. I start work at nine so eight would be perfect. "
+        "I could also come on a Saturday if that is easier for you."
+    )
+    sentences = story.split(". ")
+    parts: list[np.ndarray] = []
+    for sentence in sentences + sentences[:7]:  # the story, then its start again: over a minute
+        parts += [await speak(sentence, "joe-quick"), silence(0.08)]  # breaths shorter than a pause
+    assert sum(p.size for p in parts) > 60 * 16000
+    write_wav(tmp_path / "monologue.wav", np.concatenate([*parts, silence(1.0)]), 16000)
+    report = await simulate_call(
+        agent.model_copy(update={"turn": agent.turn.model_copy(update={"max_turn_secs": 30.0})}),
+        tmp_path / "monologue.wav",
+        tmp_path / "call.wav",
+        fast=True,
+        services=services,
+    )
+    assert report.errors == []
+    assert len(report.turns) >= 2
+    texts = [t.caller_text for t in report.turns]
+    assert all(len(words(t)) > 20 for t in texts[:2]), texts
+    assert {"tooth", "hurting"} & words(texts[0]), texts
+    assert report.turns[-1].agent_text, "the monologue gets an answer at its end"
+    assert report.duration > 60
+
+
+def test_cli_call_writes_the_recording_and_report(tmp_path: Path) -> None:
+    """The command a user runs, in a subprocess, as in the README."""
+    import json
+    import subprocess
+    import sys
+
+    speech = np.concatenate([silence(0.2), espeak_question(), silence(1.5)])
+    write_wav(tmp_path / "question.wav", speech, 16000)
+    result = subprocess.run(
+        [sys.executable, "-m", "parley.cli", "call", str(ROOT / "examples/agents/receptionist.yaml"),
+         "--input", str(tmp_path / "question.wav"), "--output", str(tmp_path / "call.wav"),
+         "--report", str(tmp_path / "r.json"), "--fast"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "voice-to-voice" in result.stdout and "Do you have parking" in result.stdout
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert len(report["turns"]) == 1
+    turn = report["turns"][0]
+    assert set(turn) >= {"caller_text", "agent_text", "interrupted", "times", "voice_to_voice"}
+    assert set(turn["times"]) >= {
+        "speech_end", "stt_final", "llm_first_token", "tts_first_audio", "first_audio_out"
+    }  # fmt: skip
+    assert turn["voice_to_voice"] == pytest.approx(
+        turn["times"]["first_audio_out"] - turn["times"]["speech_end"], abs=2e-3
+    )
+    assert read_wav(tmp_path / "call.wav").channels == 2
+
+
+def espeak_question() -> np.ndarray:
+    from .conftest import espeak
+
+    return espeak("Do you have parking near the office?")

@@ -306,3 +306,10 @@ def test_options_are_validated(tmp_path: Path) -> None:
         registry.options("openai", {"model": "m", "azure_endpoint": "https://x.openai.azure.com"})
     opts = registry.options("openai", {"model": "m", "api_key": SECRET})
     assert SECRET not in repr(opts) and SECRET not in str(opts.model_dump())
+
+
+def test_the_provider_name_resolves_in_a_fresh_interpreter() -> None:
+    """Agent documents say ``provider: openai``; the class lives in ``openai_compat.py``."""
+    code = "from parley.services.llm.base import registry; print(registry.get('openai').__name__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "OpenAICompatibleLLM"

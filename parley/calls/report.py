@@ -20,9 +20,12 @@ def print_report(report: CallReport, console: Console) -> None:
         said = turn.agent_text or "(no reply)"
         cut = " [yellow](interrupted)[/yellow]" if turn.interrupted else ""
         console.print(f"[bold cyan]agent[/bold cyan]  {said}{cut}")
-    table = Table(title=f"{report.agent}: {len(report.turns)} turns, {report.duration:.1f} s call")
-    for col in ("turn", "speech end", "STT", "LLM 1st token", "TTS 1st audio", "audio out", "voice-to-voice"):
-        table.add_column(col, justify="right")
+    table = Table(
+        title=f"{report.agent}: {len(report.turns)} turns, {report.duration:.1f} s call",
+        caption="ms after the caller's speech end: STT final, LLM first token, TTS first audio, agent audio out",
+    )
+    for col in ("turn", "speech end", "STT", "LLM", "TTS", "out", "voice-to-voice"):
+        table.add_column(col, justify="right", no_wrap=True)
     for turn in report.turns:
         t = turn.times
         end = t.get("speech_end")

@@ -7,7 +7,7 @@ import asyncio
 import structlog
 
 from parley.audio import pcm16_resample
-from parley.pipeline.frames import Direction, Frame, StageTime, Transcript, UserTurn
+from parley.pipeline.frames import Direction, Frame, StageTime, Transcript, TurnResumed, UserTurn
 from parley.pipeline.processor import Processor
 from parley.services.stt.base import STT
 
@@ -15,25 +15,31 @@ log = structlog.get_logger(__name__)
 
 
 class Transcriber(Processor):
-    """Transcribes each :class:`UserTurn` as soon as it arrives; a newer one for the turn cancels the older."""
+    """Transcribes each :class:`UserTurn` as soon as it arrives.
+
+    A barge-in does not cancel a transcription: the caller said those words, and the
+    responder decides what to do with them. Only a newer attempt at the same turn
+    (after :class:`TurnResumed`) makes the older one worthless.
+    """
 
     def __init__(self, stt: STT, language: str = "en") -> None:
         super().__init__()
         self.stt = stt
         self.language = language.split("-")[0]
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: dict[int, asyncio.Task[None]] = {}
 
     async def process(self, frame: Frame, direction: Direction) -> None:
         if isinstance(frame, UserTurn):
-            await self.push(frame, direction)
-            if self._task is not None and not self._task.done():
-                self._task.cancel()
-            self._task = self.spawn(self._transcribe(frame), f"stt-{frame.turn_id}")
-            return
+            self._cancel(frame.turn_id)
+            self._tasks[frame.turn_id] = self.spawn(self._transcribe(frame), f"stt-{frame.turn_id}")
+        elif isinstance(frame, TurnResumed):
+            self._cancel(frame.turn_id)
         await self.push(frame, direction)
 
-    async def on_interruption(self) -> None:
-        await self.cancel_spawned()
+    def _cancel(self, turn_id: int) -> None:
+        task = self._tasks.pop(turn_id, None)
+        if task is not None and not task.done():
+            task.cancel()
 
     async def _transcribe(self, turn: UserTurn) -> None:
         await self.push(StageTime(turn_id=turn.turn_id, stage="stt_start", t=self.clock.now()))
@@ -47,6 +53,7 @@ class Transcriber(Processor):
         except Exception as exc:
             log.error("stt_failed", turn_id=turn.turn_id, error=str(exc))
             text = ""
+        self._tasks.pop(turn.turn_id, None)
         now = self.clock.now()
         log.info("transcript", turn_id=turn.turn_id, text=text, secs=round(now - turn.t, 3))
         await self.push(StageTime(turn_id=turn.turn_id, stage="stt_final", t=now, text=text))

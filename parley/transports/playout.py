@@ -110,17 +110,19 @@ class Playout(Processor):
         await self.push(frame, direction)
 
     async def on_interruption(self) -> None:
-        """Drop unplayed audio; a confirmed reply reports what was heard, a speculative one just goes."""
+        """Drop unplayed audio. Every confirmed reply still owed reports what was heard of it (maybe
+        nothing); speculative replies for unconfirmed turns just go."""
         self._frames.clear()
         self._splitters.clear()
-        for turn_id, reply in sorted(self._replies.items()):
-            if turn_id in self._confirmed:
-                log.info("reply_interrupted", turn_id=turn_id, heard=reply.heard())
-                await self.push(
-                    AgentSpoke(turn_id=turn_id, heard_text=reply.heard(), interrupted=True, t=self.clock.now()),
-                    Direction.UPSTREAM,
-                )
-                self._confirmed.discard(turn_id)
+        for turn_id in sorted(self._confirmed):
+            reply = self._replies.get(turn_id)
+            heard = reply.heard() if reply else ""
+            log.info("reply_interrupted", turn_id=turn_id, heard=heard)
+            await self.push(
+                AgentSpoke(turn_id=turn_id, heard_text=heard, interrupted=True, t=self.clock.now()),
+                Direction.UPSTREAM,
+            )
+        self._confirmed.clear()
         self._replies.clear()
         self.speaking = False
 
