@@ -179,7 +179,7 @@ async def test_a_sixty_second_monologue(agent: AgentDocument, services: Services
     assert sum(p.size for p in parts) > 60 * 16000
     write_wav(tmp_path / "monologue.wav", np.concatenate([*parts, silence(1.0)]), 16000)
     report = await simulate_call(
-        agent.model_copy(update={"turn": agent.turn.model_copy(update={"max_turn_secs": 30.0})}),
+        agent,
         tmp_path / "monologue.wav",
         tmp_path / "call.wav",
         fast=True,
@@ -194,6 +194,7 @@ async def test_a_sixty_second_monologue(agent: AgentDocument, services: Services
     assert report.duration > 60
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestWarning")
 def test_cli_call_writes_the_recording_and_report(tmp_path: Path) -> None:
     """The command a user runs, in a subprocess, as in the README."""
     import json

@@ -32,7 +32,7 @@ PHRASES = {
     "table": ("I would like to book a table for four people tomorrow.", "book table people tomorrow"),
     "cancel": ("Please cancel my appointment on Thursday afternoon.", "cancel appointment thursday afternoon"),
     "hours": ("What time do you open on Saturday morning?", "what time open saturday morning"),
-    "name": ("My name is Sarah Johnson.", "name sarah johnson"),
+    "name": ("My name is Sarah Johnson.", "name johnson"),
     "bill": ("I want to pay my bill.", "want pay bill"),
 }
 VOICES = {"piper": {}, "espeak": {"voice": "en-us"}}

@@ -63,7 +63,9 @@ class TurnSettings(_Strict):
     end_of_turn_secs: float = Field(0.45, ge=0.05, le=5, description="silence that ends the caller's turn")
     min_speech_secs: float = Field(0.12, ge=0, le=2, description="shorter sounds are not a turn")
     prepad_secs: float = Field(0.25, ge=0, le=1, description="audio kept from before speech started")
-    max_turn_secs: float = Field(60.0, ge=1, le=600, description="a longer monologue is cut into turns")
+    max_turn_secs: float = Field(
+        25.0, ge=1, le=600, description="speech after which a monologue is cut into turns (at the next breath)"
+    )
 
     @model_validator(mode="after")
     def _pause_before_end(self) -> TurnSettings:

@@ -160,7 +160,8 @@ class TurnTaker(Processor):
                 await self._maybe_interrupt(dur)
             if self._silence >= self.turn.pause_secs:
                 await self._paused()
-            elif self._voiced >= self.turn.max_turn_secs:
+            elif self._voiced >= self.turn.max_turn_secs and (silence or self._voiced >= self.turn.max_turn_secs + 5):
+                # a monologue is cut at its next breath (a quiet window), never mid-word unless it must
                 await self._paused()
                 await self._end_turn()
         else:  # PAUSED
