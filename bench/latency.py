@@ -28,6 +28,7 @@ from parley.audio import pcm16_to_ulaw, resample
 from parley.calls.session import Services
 from parley.calls.simulate import simulate_call
 from parley.calls.synthetic_caller import VOICES, caller_recording
+from parley.logs import configure_logging
 
 ROOT = Path(__file__).resolve().parents[1]
 QUESTIONS = [
@@ -51,7 +52,7 @@ def write_ulaw(samples16k: np.ndarray, path: Path) -> None:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    agent = load_agent(ROOT / "examples" / "agents" / "receptionist.yaml").model_copy(update={"greeting": ""})
+    agent = load_agent(args.agent).model_copy(update={"greeting": ""})
     t0 = time.perf_counter()
     services = await Services.create(agent)
     load_s = time.perf_counter() - t0
@@ -160,8 +161,10 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=4)
     parser.add_argument("--no-ulaw", action="store_true", help="skip the 8 kHz µ-law copies")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
+    parser.add_argument("--agent", type=Path, default=ROOT / "examples" / "agents" / "receptionist.yaml")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    configure_logging(False)  # logs go to stderr: stdout is the JSON
     result = asyncio.run(run(args))
     text = json.dumps(result, indent=2)
     print(text)

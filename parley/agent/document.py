@@ -37,6 +37,9 @@ class TTSChoice(ServiceChoice):
     provider: str = "piper"
     #: provider used when the chosen one cannot start (e.g. the GPL piper extra is not installed)
     fallback: str | None = "espeak"
+    first_piece_max_words: int = Field(
+        6, ge=0, le=50, description="speak a long first sentence's first words at once (0: whole sentences)"
+    )
 
 
 class VADSettings(_Strict):
@@ -59,8 +62,10 @@ class VADSettings(_Strict):
 class TurnSettings(_Strict):
     """When the caller has finished speaking."""
 
-    pause_secs: float = Field(0.2, ge=0.03, le=2, description="silence that counts as a pause: STT starts")
-    end_of_turn_secs: float = Field(0.45, ge=0.05, le=5, description="silence that ends the caller's turn")
+    pause_secs: float = Field(
+        0.064, ge=0.03, le=2, description="silence that counts as a pause: STT and the reply start (speculatively)"
+    )
+    end_of_turn_secs: float = Field(0.4, ge=0.05, le=5, description="silence that ends the caller's turn")
     min_speech_secs: float = Field(0.12, ge=0, le=2, description="shorter sounds are not a turn")
     prepad_secs: float = Field(0.25, ge=0, le=1, description="audio kept from before speech started")
     max_turn_secs: float = Field(

@@ -1,8 +1,9 @@
 """Groups streamed LLM text into speakable pieces so TTS can start on the first one.
 
 The first piece of a reply may be a clause (cut at a comma once it has enough
-words): that is the audio the caller waits for, so it should be short. Later
-pieces are whole sentences, which sound more natural. Markdown the model writes
+words), or, when the model writes a long first sentence, its first few words cut
+at a word boundary: that piece is the audio the caller waits for, so it should be
+short. Later pieces are whole sentences, which sound more natural. Markdown the model writes
 (``**bold**``, ``# headings``, list bullets) is removed: a voice cannot say it.
 """
 
@@ -27,9 +28,10 @@ def clean_for_speech(text: str) -> str:
 class SentenceBuffer:
     """Feed text pieces, get back complete sentences (the first may be a clause)."""
 
-    def __init__(self, first_clause_words: int = 4, min_words: int = 2) -> None:
+    def __init__(self, first_clause_words: int = 3, min_words: int = 2, first_max_words: int = 0) -> None:
         self.first_clause_words = first_clause_words
         self.min_words = min_words
+        self.first_max_words = first_max_words  # 0: never cut the first sentence between words
         self._buf = ""
         self._emitted = 0
 
@@ -76,6 +78,15 @@ class SentenceBuffer:
                     self._buf = self._buf[m.end() :]
                     self._emitted += 1
                     return cleaned
+        if self._emitted == 0 and self.first_max_words:
+            # words are complete only once followed by a space
+            words = list(re.finditer(r"\S+(?=\s)", self._buf))
+            if len(words) >= self.first_max_words:
+                end = words[self.first_max_words - 1].end()
+                cleaned = clean_for_speech(self._buf[:end])
+                self._buf = self._buf[end:]
+                self._emitted += 1
+                return cleaned
         return None
 
     def _is_abbreviation(self, candidate: str) -> bool:

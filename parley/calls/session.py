@@ -82,7 +82,7 @@ def build_pipeline(
             turns,
             Transcriber(services.stt, agent.language),
             Responder(services.llm, conversation),
-            SentenceChunker(),
+            SentenceChunker(first_max_words=agent.tts.first_piece_max_words),
             Synthesizer(services.tts, sample_rate),
             playout,
         ],

@@ -10,14 +10,17 @@ from parley.pipeline.processor import Processor
 class SentenceChunker(Processor):
     """Groups LLM tokens into sentences so TTS can start on the first one."""
 
-    def __init__(self, first_clause_words: int = 4) -> None:
+    def __init__(self, first_clause_words: int = 3, first_max_words: int = 6) -> None:
         super().__init__()
         self._first_clause_words = first_clause_words
+        self._first_max_words = first_max_words
         self._buffers: dict[int, SentenceBuffer] = {}
 
     async def process(self, frame: Frame, direction: Direction) -> None:
         if isinstance(frame, LLMText):
-            buf = self._buffers.setdefault(frame.turn_id, SentenceBuffer(self._first_clause_words))
+            buf = self._buffers.setdefault(
+                frame.turn_id, SentenceBuffer(self._first_clause_words, first_max_words=self._first_max_words)
+            )
             for sentence in buf.feed(frame.text):
                 await self.push(SpeakText(turn_id=frame.turn_id, text=sentence, greeting=frame.turn_id == 0))
         elif isinstance(frame, LLMDone):

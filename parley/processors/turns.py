@@ -73,7 +73,6 @@ class TurnTaker(Processor):
         self._speech_end = 0.0
         self._silence = 0.0
         self._speech_run = 0.0
-        self._voiced = 0.0
         self._t = 0.0  # call time at the end of the last window
         # replies still owed to the caller: turn ids whose AgentSpoke has not come back
         self._agent_busy: set[int] = set()
@@ -151,7 +150,6 @@ class TurnTaker(Processor):
 
         self._utterance.append(pcm)
         if self._state is _State.SPEAKING:
-            self._voiced += dur
             if silence:
                 self._silence += dur
             else:
@@ -160,7 +158,9 @@ class TurnTaker(Processor):
                 await self._maybe_interrupt(dur)
             if self._silence >= self.turn.pause_secs:
                 await self._paused()
-            elif self._voiced >= self.turn.max_turn_secs and (silence or self._voiced >= self.turn.max_turn_secs + 5):
+            elif (long := self._t - self._speech_start) >= self.turn.max_turn_secs and (
+                silence or long >= self.turn.max_turn_secs + 5
+            ):
                 # a monologue is cut at its next breath (a quiet window), never mid-word unless it must
                 await self._paused()
                 await self._end_turn()
@@ -188,7 +188,6 @@ class TurnTaker(Processor):
         self._speech_start = start
         self._speech_end = start + self._window / self._rate
         self._silence = 0.0
-        self._voiced = 0.0
         self._speech_run = 0.0
         self._turn_id += 1
         await self.push(SpeechStarted(t=self._t))
