@@ -153,9 +153,13 @@ async def test_barge_in_during_a_reply_keeps_only_what_was_heard(
     assert first.interrupted
     assert first.agent_text_generated, "the reply was being generated"
     heard = first.agent_text.split()
+    assert heard, "the caller heard the start of the reply (it began ~0.6 s after the question)"
     assert len(heard) < len(first.agent_text_generated.split())
     assert first.agent_text_generated.startswith(first.agent_text.rstrip(".,!?")[: len(first.agent_text) - 1])
     assert report.turns[1].agent_text and not report.turns[1].interrupted
+    # the LLM's context keeps the interrupted reply only as far as it was played
+    assert report.context[0] == {"user": first.caller_text, "assistant": first.agent_text}
+    assert report.context[1]["assistant"] == report.turns[1].agent_text
 
 
 async def test_a_sixty_second_monologue(agent: AgentDocument, services: Services, tmp_path: Path) -> None:

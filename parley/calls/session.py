@@ -65,13 +65,24 @@ class Services:
         await asyncio.gather(self.stt.aclose(), self.llm.aclose(), self.tts.aclose(), return_exceptions=True)
 
 
+@dataclass
+class CallPipeline:
+    """The pieces of one call that its transport and its record need to reach."""
+
+    pipeline: Pipeline
+    turns: TurnTaker
+    playout: Playout
+    turn_log: TurnLog
+    conversation: Conversation
+
+
 def build_pipeline(
     agent: AgentDocument,
     services: Services,
     sink: FrameSink,
     sample_rate: int,
     observers: list[Observer] | None = None,
-) -> tuple[Pipeline, TurnTaker, Playout, TurnLog]:
+) -> CallPipeline:
     """The processors of a call, in order, ending in a paced playout to ``sink``."""
     turn_log = TurnLog()
     turns = TurnTaker(services.vad, agent.vad, agent.turn, agent.interruptions)
@@ -88,4 +99,4 @@ def build_pipeline(
         ],
         observers=[turn_log, *(observers or [])],
     )
-    return pipeline, turns, playout, turn_log
+    return CallPipeline(pipeline, turns, playout, turn_log, conversation)

@@ -44,6 +44,8 @@ class CallReport:
     end_reason: str
     greeting: TurnRecord | None
     turns: list[TurnRecord] = field(default_factory=list)
+    #: the conversation as the LLM will see it next: replies as the caller heard them
+    context: list[dict[str, str]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -57,6 +59,7 @@ class CallReport:
             "end_reason": self.end_reason,
             "greeting": self.greeting.as_dict() if self.greeting else None,
             "turns": [t.as_dict() for t in self.turns],
+            "context": self.context,
             "errors": self.errors,
         }
 
@@ -89,7 +92,8 @@ async def simulate_call(
         services = await Services.create(agent)
     clock: Clock = FastClock() if fast else RealClock()
     recorder = StereoRecorder(output_path, CALL_RATE, FRAME_MS)
-    pipeline, turns, _playout, turn_log = build_pipeline(agent, services, recorder.agent, CALL_RATE)
+    call = build_pipeline(agent, services, recorder.agent, CALL_RATE)
+    pipeline, turns = call.pipeline, call.turns
     runner = PipelineRunner(pipeline, clock, CALL_RATE)
     offset = 0.0
 
@@ -143,7 +147,8 @@ async def simulate_call(
         duration=duration,
         caller_audio_offset=offset,
         end_reason=end.reason,
-        greeting=turn_log.greeting,
-        turns=turn_log.caller_turns(),
+        greeting=call.turn_log.greeting,
+        turns=call.turn_log.caller_turns(),
+        context=[{"user": user, "assistant": heard} for user, heard in call.conversation.turns],
         errors=[e.message for e in pipeline.errors],
     )
