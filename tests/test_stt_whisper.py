@@ -141,7 +141,7 @@ async def test_event_loop_keeps_running(stt: WhisperSTT, utterances: dict[tuple[
 async def test_instances_share_one_model(stt: WhisperSTT, utterances: dict[tuple[str, str], bytes]) -> None:
     other = registry.create("whisper", {"beam_size": 2})  # decoding option: same weights
     assert "bill" in words(await other.transcribe(utterances[("piper", "bill")]))
-    assert len(whisper._models) == 1
+    assert len(whisper._cache._models) == 1
 
 
 def test_options_are_checked() -> None:

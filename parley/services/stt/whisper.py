@@ -26,9 +26,7 @@ import importlib.util
 import math
 import os
 import re
-import threading
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, NamedTuple
@@ -36,6 +34,7 @@ from typing import Annotated, Any, NamedTuple
 import numpy as np
 from pydantic import Field
 
+from parley.services.models import ModelCache
 from parley.services.registry import ProviderOptions
 from parley.services.stt.base import STT, registry
 
@@ -77,28 +76,9 @@ class _Text(NamedTuple):
     avg_logprob: float
 
 
-_lock = threading.Lock()
-_models: dict[_Key, _Model] = {}
-_executor: ThreadPoolExecutor | None = None
-
-
-def _worker() -> ThreadPoolExecutor:
-    """One worker: on a few cores, two transcriptions at once only slow each other down."""
-    global _executor
-    with _lock:
-        if _executor is None:
-            _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=THREAD_PREFIX)
-        return _executor
-
-
-def shutdown() -> None:
-    """Stop the worker thread and forget loaded models (tests, process exit)."""
-    global _executor
-    with _lock:
-        executor, _executor = _executor, None
-        _models.clear()
-    if executor is not None:
-        executor.shutdown(wait=True, cancel_futures=True)
+_cache: ModelCache[_Key, _Model] = ModelCache(THREAD_PREFIX, workers=1)  # on a few cores, two at once only slow
+_worker = _cache.executor
+shutdown = _cache.shutdown  # stop the worker thread and forget loaded models (tests, process exit)
 
 
 def default_model_path() -> Path:
@@ -114,17 +94,17 @@ def default_model_path() -> Path:
 
 def _load(key: _Key) -> _Model:
     """Load (once per process) in the worker thread; a local directory never touches the HF hub."""
-    with _lock:
-        if key in _models:
-            return _models[key]
+    return _cache.get(key, _load_model)
+
+
+def _load_model(key: _Key) -> _Model:
     from faster_whisper import WhisperModel
 
     threads = key.cpu_threads or min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 4)
     whisper = WhisperModel(
         key.path, device="cpu", compute_type=key.compute_type, cpu_threads=threads, local_files_only=True
     )
-    with _lock:
-        return _models.setdefault(key, _Model(whisper))
+    return _Model(whisper)
 
 
 def _words(text: str) -> list[str]:

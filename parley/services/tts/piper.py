@@ -20,10 +20,10 @@ import os
 import re
 import threading
 from collections.abc import AsyncGenerator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from parley.services.models import ModelCache
 from parley.services.registry import ProviderOptions
 from parley.services.tts.base import TTS, registry
 
@@ -31,28 +31,11 @@ THREAD_PREFIX = "parley-piper"
 _ABORT_WAIT_S = 1.0  # how long closing the generator waits for an aborted worker to return
 _CLAUSE_END = re.compile(r"(?<=[,;:])\s+")
 
-_lock = threading.Lock()
-_voices: dict[tuple[str, str], Any] = {}  # (model, config) -> piper.PiperVoice
-_executor: ThreadPoolExecutor | None = None
+_cache: ModelCache[tuple[str, str], Any] = ModelCache(THREAD_PREFIX, workers=2)  # (model, config) -> PiperVoice
+_lock = _cache.lock
+_worker = _cache.executor
+shutdown = _cache.shutdown  # stop the worker threads and forget loaded voices (tests, process exit)
 _active = 0  # synthesis jobs running on worker threads
-
-
-def _worker() -> ThreadPoolExecutor:
-    global _executor
-    with _lock:
-        if _executor is None:
-            _executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix=THREAD_PREFIX)
-        return _executor
-
-
-def shutdown() -> None:
-    """Stop the worker threads and forget loaded voices (tests, process exit)."""
-    global _executor
-    with _lock:
-        executor, _executor = _executor, None
-        _voices.clear()
-    if executor is not None:
-        executor.shutdown(wait=True, cancel_futures=True)
 
 
 def active_jobs() -> int:
@@ -61,9 +44,11 @@ def active_jobs() -> int:
 
 
 def _load(model: str, config: str) -> Any:
-    with _lock:
-        if (model, config) in _voices:
-            return _voices[(model, config)]
+    return _cache.get((model, config), _load_voice)
+
+
+def _load_voice(key: tuple[str, str]) -> Any:
+    model, config = key
     import dataclasses
 
     import onnxruntime
@@ -77,9 +62,7 @@ def _load(model: str, config: str) -> Any:
     opts.inter_op_num_threads = 1
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = onnxruntime.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
-    voice = dataclasses.replace(voice, session=session)
-    with _lock:
-        return _voices.setdefault((model, config), voice)
+    return dataclasses.replace(voice, session=session)
 
 
 class _AbortableSession:
