@@ -17,6 +17,10 @@ from parley.logs import configure_logging
 app = typer.Typer(help="Parley: self-hosted voice agents.", no_args_is_help=True, add_completion=False)
 agents_app = typer.Typer(help="Agent documents.", no_args_is_help=True)
 app.add_typer(agents_app, name="agents")
+admin_app = typer.Typer(help="Administration from the command line.", no_args_is_help=True)
+app.add_typer(admin_app, name="admin")
+db_app = typer.Typer(help="The database.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
 console = Console()
 err = Console(stderr=True)
 
@@ -77,6 +81,76 @@ def agents_validate(path: Path) -> None:
     table.add_row("end of turn", f"{doc.turn.end_of_turn_secs} s")
     console.print(table)
     console.print("[green]valid[/green]")
+
+
+@app.command()
+def serve(
+    host: str | None = typer.Option(None, help="Bind address (default PARLEY_HOST or 127.0.0.1)."),
+    port: int | None = typer.Option(None, help="Port (default PARLEY_PORT or 8000)."),
+) -> None:
+    """Run the HTTP service (API, WebSocket talk, docs at /docs)."""
+    import uvicorn
+
+    from parley.api.app import create_app
+    from parley.config import Settings
+
+    settings = Settings()
+    host = host or settings.host
+    port = port or settings.port
+    url = f"http://{host}:{port}"
+    console.print(f"[bold]Parley[/bold] on {url}  (API docs: {url}/docs)")
+    console.print(f"database: {settings.effective_database_url.split('@')[-1]}")
+    console.print("first API key:  [bold].venv/bin/parley admin create-key --tenant demo --role admin[/bold]")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", ws="websockets")
+
+
+@admin_app.command("create-key")
+def admin_create_key(
+    tenant: str = typer.Option(..., help="Tenant name (created if it does not exist)."),
+    role: str = typer.Option("admin", help="admin, editor or viewer."),
+    name: str = typer.Option("cli", help="A label for the key."),
+) -> None:
+    """Create an API key and print it (it is shown only once)."""
+    from parley.api.auth import Role
+    from parley.config import Settings
+    from parley.store.db import Database
+    from parley.store.keys import ApiKeyRepo
+    from parley.store.tenants import TenantRepo
+
+    try:
+        role_value = Role(role)
+    except ValueError:
+        err.print(f"[red]error:[/red] role must be admin, editor or viewer, not {role!r}")
+        raise typer.Exit(2) from None
+
+    async def create() -> str:
+        settings = Settings()
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        db = Database(settings.effective_database_url)
+        try:
+            await db.migrate()
+            async with db.session() as s:
+                t = await TenantRepo(s).get_or_create(tenant)
+                _key, secret = await ApiKeyRepo(s).create(t.id, name, role_value.value)
+            return secret
+        finally:
+            await db.close()
+
+    secret = asyncio.run(create())
+    err.print(f"tenant {tenant!r}, role {role_value.value}: your key (shown once):")
+    print(secret)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply database migrations (SQLite also migrates itself when the service starts)."""
+    from parley.config import Settings
+    from parley.store.db import upgrade
+
+    settings = Settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.effective_database_url)
+    console.print("[green]database is up to date[/green]")
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ from .g711 import (
 )
 from .levels import SILENCE_DBFS, mix, peak, rms_dbfs
 from .resample import Resampler, pcm16_resample, resample
-from .wav import Audio, AudioFormatError, WavWriter, load_audio, read_wav, stereo, write_wav
+from .wav import Audio, AudioFormatError, WavWriter, load_audio, read_wav, stereo, wav_header, write_wav
 
 __all__ = [
     "SAMPLE_WIDTH",
@@ -56,5 +56,6 @@ __all__ = [
     "ulaw_decode",
     "ulaw_encode",
     "ulaw_to_pcm16",
+    "wav_header",
     "write_wav",
 ]

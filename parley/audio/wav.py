@@ -197,6 +197,11 @@ def load_audio(path: str | Path) -> Audio:
     return Audio(decode(np.frombuffer(data, dtype=np.uint8)), _HEADERLESS_RATE)
 
 
+def wav_header(sample_rate: int, channels: int, data_bytes: int | None = None) -> bytes:
+    """The 44-byte PCM16 WAV header; ``None`` declares unknown sizes, as a streaming writer must at first."""
+    return _header(sample_rate, channels, _UNKNOWN_SIZE if data_bytes is None else data_bytes)
+
+
 def _header(sample_rate: int, channels: int, data_bytes: int) -> bytes:
     block = 2 * channels
     riff = _UNKNOWN_SIZE if data_bytes == _UNKNOWN_SIZE else 36 + data_bytes

@@ -1,69 +1,130 @@
-"""Stereo call recording (caller left, agent right), streamed to disk as the call goes.
+"""Stereo call recording (caller left, agent right), streamed out as the call goes.
 
 Both sides arrive as 20 ms frames numbered from the call's start; a stereo frame is
 written as soon as both sides have it, so memory holds at most the lag between
-the two sides, never the call.
+the two sides, never the call. Where the frames go is a :class:`RecordingSink`: a
+local WAV file, or a blob store object uploaded in parts during the call.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
-from parley.audio import WavWriter, samples_per_frame
+from parley.audio import WavWriter, samples_per_frame, wav_header
+
+
+class RecordingSink(Protocol):
+    async def write(self, pcm: bytes) -> None:
+        """Append interleaved stereo PCM16."""
+        ...
+
+    async def close(self, data_bytes: int) -> None:
+        """Finish the WAV, whose audio is ``data_bytes`` long."""
+        ...
+
+
+class FileSink:
+    """A local WAV file (offline calls)."""
+
+    def __init__(self, path: str | Path, sample_rate: int) -> None:
+        self._writer = WavWriter(Path(path), sample_rate, channels=2)
+
+    async def write(self, pcm: bytes) -> None:
+        self._writer.write(pcm)
+
+    async def close(self, data_bytes: int) -> None:
+        self._writer.close()
+
+
+class BlobWriterLike(Protocol):
+    async def write(self, data: bytes) -> None: ...
+
+    async def close(self, head: bytes = b"") -> int: ...
+
+
+class BlobSink:
+    """A blob store object: the header declares unknown sizes until close patches them."""
+
+    def __init__(self, writer: BlobWriterLike, sample_rate: int) -> None:
+        self._writer = writer
+        self._rate = sample_rate
+        self._started = False
+        self.size = 0
+
+    async def write(self, pcm: bytes) -> None:
+        if not self._started:
+            self._started = True
+            await self._writer.write(wav_header(self._rate, 2))
+        await self._writer.write(pcm)
+
+    async def close(self, data_bytes: int) -> None:
+        if not self._started:
+            await self._writer.write(wav_header(self._rate, 2))
+        self.size = await self._writer.close(head=wav_header(self._rate, 2, data_bytes))
 
 
 class StereoRecorder:
-    """Aligns caller and agent frames by call time and writes them as one stereo WAV."""
+    """Aligns caller and agent frames by call time and streams them to ``sink`` as one stereo WAV."""
 
-    def __init__(self, path: str | Path, sample_rate: int, frame_ms: int = 20) -> None:
-        self.path = Path(path)
+    def __init__(self, sink: RecordingSink, sample_rate: int, frame_ms: int = 20) -> None:
+        self.sink = sink
         self.sample_rate = sample_rate
-        self._frame_samples = samples_per_frame(sample_rate, frame_ms)
+        self._frame_bytes = samples_per_frame(sample_rate, frame_ms) * 2
         self._frame_s = frame_ms / 1000
-        self._writer = WavWriter(self.path, sample_rate, channels=2)
         self._caller: deque[bytes] = deque()
         self._agent: deque[bytes] = deque()
         self._written = 0  # frames
+        self._closed = False
+
+    @classmethod
+    def to_file(cls, path: str | Path, sample_rate: int, frame_ms: int = 20) -> StereoRecorder:
+        return cls(FileSink(path, sample_rate), sample_rate, frame_ms)
 
     async def caller(self, pcm: bytes, t: float, speech: bool = True) -> None:
-        self._side(self._caller, pcm, t)
+        await self._side(self._caller, pcm, t)
 
     async def agent(self, pcm: bytes, t: float, speech: bool = True) -> None:
-        self._side(self._agent, pcm, t)
+        await self._side(self._agent, pcm, t)
 
-    def _side(self, queue: deque[bytes], pcm: bytes, t: float) -> None:
-        if self._writer.closed:
+    async def _side(self, queue: deque[bytes], pcm: bytes, t: float) -> None:
+        if self._closed:
             return
         index = round(t / self._frame_s)
         have = self._written + len(queue)
-        silence = bytes(self._frame_samples * 2)
+        silence = bytes(self._frame_bytes)
         for _ in range(index - have):  # a side that skipped frames gets silence there
             queue.append(silence)
         if index < have:
             return  # a late duplicate
-        queue.append(pcm.ljust(self._frame_samples * 2, b"\0")[: self._frame_samples * 2])
-        self._flush()
+        queue.append(pcm.ljust(self._frame_bytes, b"\0")[: self._frame_bytes])
+        await self._flush()
 
-    def _flush(self) -> None:
+    async def _flush(self) -> None:
         n = min(len(self._caller), len(self._agent))
         if n == 0:
             return
         left = np.frombuffer(b"".join(self._caller.popleft() for _ in range(n)), dtype="<i2")
         right = np.frombuffer(b"".join(self._agent.popleft() for _ in range(n)), dtype="<i2")
-        self._writer.write(np.column_stack([left, right]))
+        await self.sink.write(np.column_stack([left, right]).astype("<i2").tobytes())
         self._written += n
 
-    def close(self) -> float:
+    @property
+    def duration(self) -> float:
+        return self._written * self._frame_s
+
+    async def close(self) -> float:
         """Write what is left (the shorter side padded with silence); returns the duration in seconds."""
-        if not self._writer.closed:
-            silence = bytes(self._frame_samples * 2)
+        if not self._closed:
+            silence = bytes(self._frame_bytes)
             while len(self._caller) < len(self._agent):
                 self._caller.append(silence)
             while len(self._agent) < len(self._caller):
                 self._agent.append(silence)
-            self._flush()
-            self._writer.close()
-        return self._written * self._frame_s
+            await self._flush()
+            self._closed = True
+            await self.sink.close(self._written * self._frame_bytes * 2)
+        return self.duration

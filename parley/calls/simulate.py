@@ -91,7 +91,7 @@ async def simulate_call(
     if services is None:
         services = await Services.create(agent)
     clock: Clock = FastClock() if fast else RealClock()
-    recorder = StereoRecorder(output_path, CALL_RATE, FRAME_MS)
+    recorder = StereoRecorder.to_file(output_path, CALL_RATE, FRAME_MS)
     call = build_pipeline(agent, services, recorder.agent, CALL_RATE)
     pipeline, turns = call.pipeline, call.turns
     runner = PipelineRunner(pipeline, clock, CALL_RATE)
@@ -136,7 +136,7 @@ async def simulate_call(
     finally:
         feeder.cancel()
         await asyncio.gather(feeder, return_exceptions=True)
-        duration = recorder.close()
+        duration = await recorder.close()
         if own_services:
             await services.aclose()
     return CallReport(

@@ -1,0 +1,52 @@
+"""The Parley HTTP service: FastAPI app, its lifespan and error handling."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from parley import __version__
+from parley.api.routers import agents, calls, keys, talk
+from parley.api.security import add_security
+from parley.api.state import AppState
+from parley.config import Settings
+
+log = structlog.get_logger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.parley = await AppState.open(settings)
+        log.info("parley_started", database=settings.effective_database_url.split("@")[-1])
+        try:
+            yield
+        finally:
+            await app.state.parley.aclose()
+
+    app = FastAPI(
+        title="Parley",
+        version=__version__,
+        description="Self-hosted voice agents: agents, calls, transcripts, recordings, and live talk.",
+        lifespan=lifespan,
+    )
+    add_security(app, settings)
+    for router in (agents.router, talk.router, calls.router, keys.router):
+        app.include_router(router)
+
+    @app.get("/health", tags=["health"])
+    async def health() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled_error", path=request.url.path)
+        return JSONResponse({"detail": "internal error"}, status_code=500)
+
+    return app

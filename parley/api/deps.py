@@ -1,0 +1,67 @@
+"""Request dependencies: the app state, the authenticated principal (rate-limited), role checks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
+
+from fastapi import Depends, Header, HTTPException, Request
+
+from parley.api.auth import AuthError, Principal, Role
+from parley.api.state import AppState
+
+
+def app_state(request: Request) -> AppState:
+    state: AppState = request.app.state.parley
+    return state
+
+
+State = Annotated[AppState, Depends(app_state)]
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+async def rate_limit(state: AppState, key: str, limit: str) -> None:
+    decision = await state.limiter.hit(key, limit)
+    if not decision.allowed:
+        raise HTTPException(
+            status_code=429,
+            detail="rate limit exceeded",
+            headers={"Retry-After": str(max(1, round(decision.retry_after)))},
+        )
+
+
+async def principal(
+    request: Request,
+    state: State,
+    authorization: Annotated[str | None, Header()] = None,
+    x_api_key: Annotated[str | None, Header()] = None,
+) -> Principal:
+    """Authenticate the request; both the client address and the credential are rate limited."""
+    await rate_limit(state, f"addr:{client_address(request)}", state.settings.rate_limit_per_address)
+    try:
+        who = await state.auth.authenticate(authorization, x_api_key)
+    except AuthError as exc:
+        raise HTTPException(
+            status_code=exc.status,
+            detail=exc.message,
+            headers={"WWW-Authenticate": "Bearer"} if exc.status == 401 else None,
+        ) from None
+    await rate_limit(state, f"who:{who.tenant_id}:{who.subject}", state.settings.rate_limit_per_key)
+    return who
+
+
+def role(needed: Role) -> Callable[..., Coroutine[Any, Any, Principal]]:
+    async def check(who: Annotated[Principal, Depends(principal)]) -> Principal:
+        if not who.role.allows(needed):
+            raise HTTPException(status_code=403, detail=f"this needs the {needed.value} role")
+        return who
+
+    return check
+
+
+Viewer = Annotated[Principal, Depends(role(Role.viewer))]
+Editor = Annotated[Principal, Depends(role(Role.editor))]
+Admin = Annotated[Principal, Depends(role(Role.admin))]

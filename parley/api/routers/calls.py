@@ -1,0 +1,139 @@
+"""Calls: list with filters, one call with its turns and events, transcript, recording, delete."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Header, HTTPException, Query, Response
+from fastapi.responses import PlainTextResponse, StreamingResponse
+
+from parley.api.deps import Editor, State, Viewer
+from parley.api.schemas import CallDetail, CallOut, EventOut, TurnOut
+from parley.store.blobs import BlobNotFound
+from parley.store.calls import CallRepo
+from parley.store.models import Call
+
+router = APIRouter(prefix="/v1/calls", tags=["calls"])
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+async def _call(state: State, tenant_id: uuid.UUID, call_id: uuid.UUID) -> Call:
+    async with state.db.session() as s:
+        call = await CallRepo(s).get(tenant_id, call_id)
+    if call is None:
+        raise HTTPException(status_code=404, detail="call not found")
+    return call
+
+
+@router.get("", response_model=list[CallOut])
+async def list_calls(
+    who: Viewer,
+    state: State,
+    agent_id: uuid.UUID | None = None,
+    status: Annotated[str | None, Query(max_length=20)] = None,
+    transport: Annotated[str | None, Query(max_length=20)] = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    q: Annotated[str | None, Query(max_length=200, description="text search in the transcript")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> list[Call]:
+    async with state.db.session() as s:
+        return await CallRepo(s).list(
+            who.tenant_id, agent_id=agent_id, status=status, transport=transport, since=since, until=until, q=q,
+            limit=limit, offset=offset,
+        )  # fmt: skip
+
+
+@router.get("/{call_id}", response_model=CallDetail)
+async def get_call(call_id: uuid.UUID, who: Viewer, state: State) -> dict[str, Any]:
+    call = await _call(state, who.tenant_id, call_id)
+    async with state.db.session() as s:
+        repo = CallRepo(s)
+        turns = await repo.turns(who.tenant_id, call_id)
+        events = await repo.events(who.tenant_id, call_id)
+    return {
+        **CallOut.model_validate(call).model_dump(),
+        "turns": [TurnOut.model_validate(t) for t in turns],
+        "events": [EventOut.model_validate(e) for e in events],
+    }
+
+
+@router.get("/{call_id}/transcript", response_model=None)
+async def transcript(
+    call_id: uuid.UUID, who: Viewer, state: State, format: Literal["json", "text"] = "json"
+) -> dict[str, Any] | PlainTextResponse:
+    call = await _call(state, who.tenant_id, call_id)
+    async with state.db.session() as s:
+        turns = await CallRepo(s).turns(who.tenant_id, call_id)
+    lines: list[dict[str, Any]] = []
+    for t in turns:
+        start = (t.times or {}).get("speech_end", (t.times or {}).get("first_audio_out", 0.0))
+        if t.turn > 0 and t.caller_text:
+            lines.append({"speaker": "caller", "turn": t.turn, "text": t.caller_text, "t": start})
+        if t.agent_text:
+            at = (t.times or {}).get("first_audio_out", start)
+            lines.append({"speaker": "agent", "turn": t.turn, "text": t.agent_text, "t": at,
+                          "interrupted": t.interrupted})  # fmt: skip
+    if format == "text":
+        text = "\n".join(
+            f"[{line['t']:7.2f}] {line['speaker']}: {line['text']}{' (interrupted)' if line.get('interrupted') else ''}"
+            for line in lines
+        )
+        return PlainTextResponse(text + "\n")
+    return {"call_id": str(call.id), "agent_name": call.agent_name, "lines": lines}
+
+
+@router.get("/{call_id}/recording", response_class=StreamingResponse, responses={206: {}, 416: {}})
+async def recording(
+    call_id: uuid.UUID, who: Viewer, state: State, range: Annotated[str | None, Header()] = None
+) -> Response:
+    """The call as a stereo WAV (caller left, agent right); honours HTTP Range requests."""
+    call = await _call(state, who.tenant_id, call_id)
+    size = await state.blobs.size(call.recording_key) if call.recording_key else None
+    if call.recording_key is None or size is None:
+        raise HTTPException(status_code=404, detail="this call has no recording")
+    start, end = 0, size
+    status = 200
+    if range:
+        m = _RANGE.match(range.strip())
+        if not m or (m.group(1) == "" and m.group(2) == ""):
+            raise HTTPException(status_code=416, detail="unsupported Range", headers={"Content-Range": f"bytes */{size}"})
+        if m.group(1) == "":  # suffix: the last N bytes
+            start, end = max(0, size - int(m.group(2))), size
+        else:
+            start = int(m.group(1))
+            end = min(size, int(m.group(2)) + 1) if m.group(2) else size
+        if start >= size or start >= end:
+            raise HTTPException(status_code=416, detail="range not satisfiable",
+                                headers={"Content-Range": f"bytes */{size}"})  # fmt: skip
+        status = 206
+    headers = {"Accept-Ranges": "bytes", "Content-Length": str(end - start),
+               "Content-Disposition": f'attachment; filename="call-{call.id}.wav"'}  # fmt: skip
+    if status == 206:
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+    key = call.recording_key
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in state.blobs.read(key, start, end):
+                yield chunk
+        except BlobNotFound:
+            return
+
+    return StreamingResponse(body(), status_code=status, media_type="audio/wav", headers=headers)
+
+
+@router.delete("/{call_id}", status_code=204)
+async def delete_call(call_id: uuid.UUID, who: Editor, state: State) -> Response:
+    async with state.db.session() as s:
+        call = await CallRepo(s).delete(who.tenant_id, call_id)
+    if call is None:
+        raise HTTPException(status_code=404, detail="call not found")
+    if call.recording_key:
+        await state.blobs.delete(call.recording_key)
+    return Response(status_code=204)

@@ -1,0 +1,134 @@
+"""Talk to an agent over a WebSocket: PCM16 mono 16 kHz both ways, JSON events as text frames.
+
+Browsers cannot set headers on a WebSocket, so they first get a short-lived talk
+token (``POST /v1/agents/{agent}/talk-token``) and pass it as ``?token=``; other
+clients may send their API key or JWT in the usual headers. Protocol: docs/talk.md.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import structlog
+from fastapi import APIRouter, HTTPException, WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocketState
+
+from parley.agent.document import AgentDocument, AgentDocumentError, parse_agent
+from parley.api.auth import AuthError, Principal
+from parley.api.deps import State, Viewer, rate_limit
+from parley.api.routers.agents import find_agent
+from parley.api.schemas import TalkToken
+from parley.calls.live import CallTarget, LiveCall
+from parley.calls.session import Services
+from parley.store.agents import AgentRepo
+
+log = structlog.get_logger(__name__)
+router = APIRouter(prefix="/v1/agents", tags=["talk"])
+
+MAX_MESSAGE_BYTES = 64_000  # 2 s of audio: a client sending more per message is not streaming
+TOKEN_TTL_S = 60
+
+
+@router.post("/{agent_ref}/talk-token", response_model=TalkToken)
+async def talk_token(agent_ref: str, who: Viewer, state: State) -> TalkToken:
+    async with state.db.session() as s:
+        agent = await find_agent(AgentRepo(s), who.tenant_id, agent_ref)
+    token = state.auth.issue_talk_token(who, agent.id, ttl_s=TOKEN_TTL_S)
+    return TalkToken(token=token, expires_in=TOKEN_TTL_S, url=f"/v1/agents/{agent.id}/talk?token={token}")
+
+
+async def _authenticate(ws: WebSocket, state: Any, agent_ref: str) -> tuple[Principal, CallTarget] | None:
+    token = ws.query_params.get("token")
+    try:
+        async with state.db.session() as s:
+            if token:
+                import uuid
+
+                try:
+                    agent_id = uuid.UUID(agent_ref)
+                except ValueError:
+                    raise AuthError(403, "talk tokens name the agent by id") from None
+                who = state.auth.verify_talk_token(token, agent_id)
+            else:
+                who = await state.auth.authenticate(ws.headers.get("authorization"), ws.headers.get("x-api-key"))
+            agent = await find_agent(AgentRepo(s), who.tenant_id, agent_ref)
+    except AuthError as exc:
+        log.info("talk_refused", reason=exc.message)
+        await ws.close(code=1008, reason=exc.message[:120])
+        return None
+    except HTTPException:
+        await ws.close(code=1008, reason="agent not found")
+        return None
+    try:
+        document: AgentDocument = parse_agent(agent.document, f"agent {agent.name}")
+    except AgentDocumentError as exc:
+        await ws.close(code=1011, reason=str(exc).splitlines()[0][:120])
+        return None
+    return who, CallTarget(who.tenant_id, agent.id, agent.version, agent.name, document)
+
+
+@router.websocket("/{agent_ref}/talk")
+async def talk(ws: WebSocket, agent_ref: str, state: State) -> None:
+    addr = ws.client.host if ws.client else "unknown"
+    try:
+        await rate_limit(state, f"addr:{addr}", state.settings.rate_limit_per_address)
+    except HTTPException:
+        await ws.close(code=1013, reason="rate limit exceeded")
+        return
+    found = await _authenticate(ws, state, agent_ref)
+    if found is None:
+        return
+    _who, target = found
+    await ws.accept()
+
+    async def send_audio(pcm: bytes) -> None:
+        if ws.application_state is WebSocketState.CONNECTED:
+            try:
+                await ws.send_bytes(pcm)
+            except (WebSocketDisconnect, RuntimeError):
+                pass
+
+    async def send_event(event: dict[str, Any]) -> None:
+        if ws.application_state is WebSocketState.CONNECTED:
+            try:
+                await ws.send_text(json.dumps(event))
+            except (WebSocketDisconnect, RuntimeError):
+                pass
+
+    async def audio_in() -> AsyncIterator[bytes]:
+        while True:
+            message = await ws.receive()
+            if message["type"] == "websocket.disconnect":
+                raise WebSocketDisconnect(message.get("code", 1000))
+            if (data := message.get("bytes")) is not None:
+                if len(data) > MAX_MESSAGE_BYTES:
+                    await send_event({"type": "error", "message": f"audio messages are limited to {MAX_MESSAGE_BYTES} bytes"})
+                    continue
+                yield data
+            elif (text := message.get("text")) is not None:
+                try:
+                    event = json.loads(text)
+                except ValueError:
+                    await send_event({"type": "error", "message": "text frames must be JSON events"})
+                    continue
+                if isinstance(event, dict) and event.get("type") == "end":
+                    return
+                await send_event({"type": "error", "message": "unknown event; send binary PCM16 or {\"type\": \"end\"}"})
+
+    try:
+        services = await Services.create(target.document)
+    except Exception as exc:
+        log.exception("talk_services_failed")
+        await send_event({"type": "error", "message": f"the agent's services cannot start: {exc}"})
+        await ws.close(code=1011)
+        return
+    call = LiveCall(target, services, state.db, state.blobs, "talk", send_audio, send_event, caller=addr)
+    try:
+        reason = await call.run(audio_in())
+        await send_event({"type": "end", "reason": reason, "call_id": str(call.call_id)})
+    finally:
+        await services.aclose()
+        if ws.application_state is WebSocketState.CONNECTED:
+            await ws.close()

@@ -1,0 +1,101 @@
+"""Request and response bodies of the /v1 API."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from parley.api.auth import Role
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class AgentOut(_Out):
+    id: uuid.UUID
+    name: str
+    version: int
+    document: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+class AgentVersionOut(_Out):
+    version: int
+    document: dict[str, Any]
+    created_at: datetime
+
+
+class TurnOut(_Out):
+    turn: int
+    caller_text: str
+    agent_text: str
+    agent_text_generated: str
+    interrupted: bool
+    times: dict[str, float]
+    voice_to_voice: float | None
+
+
+class EventOut(_Out):
+    t: float
+    kind: str
+    data: dict[str, Any]
+    created_at: datetime
+
+
+class CallOut(_Out):
+    id: uuid.UUID
+    agent_id: uuid.UUID
+    agent_version: int
+    agent_name: str
+    transport: str
+    status: str
+    caller: str | None
+    started_at: datetime
+    ended_at: datetime | None
+    end_reason: str | None
+    duration_s: float | None
+    recording_bytes: int | None
+
+
+class CallDetail(CallOut):
+    turns: list[TurnOut]
+    events: list[EventOut]
+
+
+class KeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=100)
+    role: Role = Role.viewer
+    scopes: list[str] = Field(default_factory=list, max_length=20)
+
+
+class KeyOut(_Out):
+    id: uuid.UUID
+    name: str
+    prefix: str
+    role: str
+    scopes: list[str]
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class KeyCreated(KeyOut):
+    secret: str = Field(description="shown once; Parley keeps only its hash")
+
+
+class TalkToken(BaseModel):
+    token: str
+    expires_in: int
+    url: str = Field(description="WebSocket path to connect to, with the token as a query parameter")
+
+
+class Transcript(BaseModel):
+    call_id: uuid.UUID
+    turns: list[dict[str, Any]]
+    format: Literal["json"] = "json"

@@ -1,0 +1,163 @@
+"""HTTP hardening as plain ASGI middleware.
+
+Not ``BaseHTTPMiddleware``: that buffers and re-wraps responses, which breaks WebSockets and streaming. These only
+touch ``http`` scopes and pass everything else through as is.
+"""
+
+from __future__ import annotations
+
+import json
+
+from fastapi import FastAPI
+from starlette.datastructures import MutableHeaders
+from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from parley.config import Settings
+
+# A JSON API needs no content at all; a response rendered as a page by mistake can then run nothing.
+API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+# FastAPI's /docs and /redoc pages load Swagger UI / ReDoc from jsDelivr and run one inline bootstrap script.
+DOCS_CSP = (
+    "default-src 'none'; "
+    "script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com; "
+    "font-src https://fonts.gstatic.com; "
+    "img-src 'self' data: https://fastapi.tiangolo.com https://cdn.jsdelivr.net; "
+    "connect-src 'self'; worker-src blob:; "
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
+DOCS_PATHS = ("/docs", "/redoc")
+# Browser talk pages served from this origin may use the microphone; nothing else may use anything.
+PERMISSIONS_POLICY = "camera=(), geolocation=(), payment=(), usb=(), microphone=(self), interest-cohort=()"
+
+
+def _is_docs(path: str) -> bool:
+    return any(path == p or path.startswith(p + "/") for p in DOCS_PATHS)
+
+
+class SecurityHeadersMiddleware:
+    """Adds defensive headers to every HTTP response, leaving any the app set itself alone."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope.get("path", "")
+        defaults = {
+            "x-content-type-options": "nosniff",
+            "x-frame-options": "DENY",
+            "referrer-policy": "no-referrer",
+            "content-security-policy": DOCS_CSP if _is_docs(path) else API_CSP,
+            "permissions-policy": PERMISSIONS_POLICY,
+            "cross-origin-opener-policy": "same-origin",
+        }
+        if scope.get("scheme") == "https":
+            defaults["strict-transport-security"] = "max-age=31536000; includeSubDomains"
+        if path == "/v1" or path.startswith("/v1/"):
+            defaults["cache-control"] = "no-store"  # tenant data must not land in shared or browser caches
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in defaults.items():
+                    if name not in headers:
+                        headers[name] = value
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class BodySizeLimitMiddleware:
+    """Refuses request bodies over ``max_bytes`` with 413: by Content-Length up front, and for chunked bodies as soon
+    as the running total passes the limit, without reading further."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        if max_bytes < 0:
+            raise ValueError("max_bytes must be >= 0")
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def _reply(self, send: Send, status: int, detail: str) -> None:
+        body = json.dumps({"detail": detail}).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),  # the unread rest of the body makes the connection unusable
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = f"request body too large (limit {self.max_bytes} bytes)"
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    length = int(value)
+                except ValueError:
+                    await self._reply(send, 400, "invalid Content-Length")
+                    return
+                if length > self.max_bytes:
+                    await self._reply(send, 413, too_large)
+                    return
+
+        received = 0
+        exceeded = False
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, exceeded
+            if exceeded:  # an app that swallowed the error must not read on
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    exceeded = True
+                    raise _BodyTooLarge
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if exceeded and not started:
+                return  # we answer 413 instead of whatever the app made of the cut-off body
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except _BodyTooLarge:
+            if started:
+                raise  # too late for a 413: let the server drop the connection
+        if exceeded and not started:
+            await self._reply(send, 413, too_large)
+
+
+def add_security(app: FastAPI, settings: Settings) -> None:
+    """Install, outermost first: security headers (so every response has them, 413s and preflights included),
+    CORS (so browsers can read those errors), then the body limit."""
+    origins = [o.rstrip("/") for o in settings.cors_origins]
+    wildcard = "*" in origins
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=["*"] if wildcard else origins,
+        # credentials with a wildcard would let any site act with a user's cookies; auth here is by header anyway
+        allow_credentials=bool(origins) and not wildcard,
+        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type", "X-API-Key", "Idempotency-Key"],
+        expose_headers=["Retry-After", "X-Request-ID"],
+        max_age=600,
+    )
+    app.add_middleware(SecurityHeadersMiddleware)

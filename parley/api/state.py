@@ -1,0 +1,57 @@
+"""What the running service holds: database, recordings, rate limits, authentication."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from parley.api.auth import Authenticator, KeyInfo, Role
+from parley.config import Settings
+from parley.store.blobs import BlobStore, open_blob_store
+from parley.store.db import Database
+from parley.store.keys import ApiKeyRepo
+from parley.store.ratelimit import RateLimiter
+from parley.store.tenants import TenantRepo
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    db: Database
+    blobs: BlobStore
+    limiter: RateLimiter
+    auth: Authenticator
+
+    @classmethod
+    async def open(cls, settings: Settings) -> AppState:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        db = Database(settings.effective_database_url)
+        await db.migrate()
+        async with db.session() as s:
+            from parley.store.calls import CallRepo
+
+            await CallRepo(s).end_stale("server-restart")
+
+        async def lookup_key(secret: str) -> KeyInfo | None:
+            async with db.session() as s:
+                key = await ApiKeyRepo(s).authenticate(secret)
+                if key is None:
+                    return None
+                return KeyInfo(tenant_id=key.tenant_id, key_id=key.id, role=Role(key.role), scopes=tuple(key.scopes))
+
+        async def tenant_id_for(name: str) -> uuid.UUID:
+            async with db.session() as s:
+                return (await TenantRepo(s).get_or_create(name)).id
+
+        return cls(
+            settings=settings,
+            db=db,
+            blobs=open_blob_store(settings),
+            limiter=RateLimiter(settings.redis_url),
+            auth=Authenticator(settings, lookup_key, tenant_id_for),
+        )
+
+    async def aclose(self) -> None:
+        await self.limiter.aclose()
+        await self.blobs.aclose()
+        await self.db.close()

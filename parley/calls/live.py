@@ -1,0 +1,211 @@
+"""A live call: a client's audio in, the agent's audio out, the call record written as it happens.
+
+Transport-neutral: a transport hands :class:`LiveCall` an async iterator of PCM16
+chunks and two callbacks (send agent audio, send a JSON event). Turns and events
+reach the database while the call runs (one writer task, in order), and the
+recording is uploaded to the blob store in parts during the call, so a client that
+vanishes leaves a complete record with an end reason, and memory does not grow
+with the call's length.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from parley.agent.document import AgentDocument
+from parley.audio import FrameSplitter
+from parley.calls.recorder import BlobSink, StereoRecorder
+from parley.calls.session import Services, build_pipeline
+from parley.calls.turnlog import TurnLog
+from parley.pipeline.clock import RealClock
+from parley.pipeline.frames import AgentSpoke, AudioIn, Direction, Frame, Interruption, StageTime, Transcript
+from parley.pipeline.pipeline import PipelineRunner
+from parley.store.blobs import BlobStore
+from parley.store.calls import CallRepo
+from parley.store.db import Database
+
+log = structlog.get_logger(__name__)
+
+SendEvent = Callable[[dict[str, Any]], Awaitable[None]]
+SendAudio = Callable[[bytes], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class CallTarget:
+    """Who the call is for: the agent as stored (its version is recorded with the call)."""
+
+    tenant_id: uuid.UUID
+    agent_id: uuid.UUID
+    agent_version: int
+    agent_name: str
+    document: AgentDocument
+
+
+class CallRecordWriter:
+    """Pipeline observer: turns, events and client notifications, in the order frames leave the pipeline."""
+
+    def __init__(self, db: Database, tenant_id: uuid.UUID, call_id: uuid.UUID, turn_log: TurnLog, send: SendEvent):
+        self._db = db
+        self._tenant = tenant_id
+        self._call = call_id
+        self._log = turn_log
+        self._send = send
+        self._queue: asyncio.Queue[tuple[str, Any] | None] = asyncio.Queue()
+        self._task = asyncio.get_running_loop().create_task(self._drain(), name=f"call-record-{call_id}")
+        self._eot: set[int] = set()
+        self._final_sent: set[int] = set()
+
+    def __call__(self, frame: Frame, direction: Direction) -> None:
+        if isinstance(frame, Transcript):
+            self._queue.put_nowait(("event", {"type": "transcript", "turn": frame.turn_id, "text": frame.text,
+                                              "final": False}))  # fmt: skip
+            self._maybe_final(frame.turn_id)
+        elif isinstance(frame, StageTime) and frame.stage == "end_of_turn":
+            self._eot.add(frame.turn_id)
+            self._maybe_final(frame.turn_id)
+        elif isinstance(frame, Interruption) and type(frame) is Interruption:
+            self._queue.put_nowait(("event", {"type": "interruption", "t": round(frame.t, 3)}))
+        elif isinstance(frame, AgentSpoke) and direction is Direction.UPSTREAM:
+            rec = self._log.turns.get(frame.turn_id)
+            if rec is not None:
+                self._queue.put_nowait(("turn", rec.as_dict()))
+                self._queue.put_nowait(("event", {"type": "agent_text", "turn": frame.turn_id,
+                                                  "text": frame.heard_text, "interrupted": frame.interrupted}))  # fmt: skip
+                self._queue.put_nowait(("event", {"type": "turn_metrics", "turn": frame.turn_id,
+                                                  "times": rec.as_dict()["times"],
+                                                  "voice_to_voice": rec.as_dict()["voice_to_voice"]}))  # fmt: skip
+
+    def _maybe_final(self, turn_id: int) -> None:
+        rec = self._log.turns.get(turn_id)
+        if turn_id in self._eot and rec is not None and "stt_final" in rec.times and turn_id not in self._final_sent:
+            self._final_sent.add(turn_id)
+            self._queue.put_nowait(("event", {"type": "transcript", "turn": turn_id, "text": rec.caller_text,
+                                              "final": True}))  # fmt: skip
+            self._queue.put_nowait(("turn", rec.as_dict()))
+
+    async def _drain(self) -> None:
+        while (item := await self._queue.get()) is not None:
+            kind, data = item
+            try:
+                if kind == "turn":
+                    async with self._db.session() as s:
+                        await CallRepo(s).upsert_turn(
+                            self._tenant, self._call, turn=data["turn"], caller_text=data["caller_text"],
+                            agent_text=data["agent_text"], agent_text_generated=data["agent_text_generated"],
+                            interrupted=data["interrupted"], times=data["times"],
+                            voice_to_voice=data["voice_to_voice"],
+                        )  # fmt: skip
+                else:
+                    t = float(data.get("t", 0.0))
+                    async with self._db.session() as s:
+                        await CallRepo(s).add_event(self._tenant, self._call, t, data["type"], data)
+                    await self._send(data)
+            except Exception:
+                log.exception("call_record_write_failed", call_id=str(self._call), kind=kind)
+
+    async def aclose(self) -> None:
+        self._queue.put_nowait(None)
+        await self._task
+
+
+class LiveCall:
+    """Runs one conversation between a connected client and an agent."""
+
+    sample_rate = 16000
+    frame_ms = 20
+
+    def __init__(
+        self,
+        target: CallTarget,
+        services: Services,
+        db: Database,
+        blobs: BlobStore,
+        transport: str,
+        send_audio: SendAudio,
+        send_event: SendEvent,
+        caller: str | None = None,
+    ) -> None:
+        self.target = target
+        self.services = services
+        self.db = db
+        self.blobs = blobs
+        self.transport = transport
+        self.caller = caller
+        self._send_audio = send_audio
+        self._send_event = send_event
+        self.call_id: uuid.UUID | None = None
+
+    async def run(self, audio_in: AsyncIterator[bytes]) -> str:
+        """Hold the conversation until ``audio_in`` ends; returns the end reason."""
+        t = self.target
+        async with self.db.session() as s:
+            call = await CallRepo(s).create(t.tenant_id, t.agent_id, t.agent_version, t.agent_name, self.transport,
+                                            caller=self.caller)  # fmt: skip
+        self.call_id = call_id = call.id
+        key = f"{t.tenant_id}/{call_id}.wav"
+        sink = BlobSink(await self.blobs.writer(key), self.sample_rate)
+        recorder = StereoRecorder(sink, self.sample_rate, self.frame_ms)
+
+        async def out(pcm: bytes, at: float, speech: bool) -> None:
+            await recorder.agent(pcm, at, speech)
+            if speech:
+                await self._send_audio(pcm)
+
+        call_pipeline = build_pipeline(t.document, self.services, out, self.sample_rate)
+        writer = CallRecordWriter(self.db, t.tenant_id, call_id, call_pipeline.turn_log, self._send_event)
+        call_pipeline.pipeline.observers.append(writer)
+        clock = RealClock()
+        runner = PipelineRunner(call_pipeline.pipeline, clock, self.sample_rate)
+        await self._send_event({"type": "call", "call_id": str(call_id), "sample_rate": self.sample_rate,
+                                "agent_id": str(t.agent_id), "agent_version": t.agent_version})  # fmt: skip
+        reason = "ended"
+        status = "ended"
+
+        async def feed() -> str:
+            await runner.wait_started()
+            splitter = FrameSplitter(self.sample_rate, self.frame_ms)
+            k = 0
+            async for chunk in audio_in:
+                for frame in splitter.feed(chunk):
+                    at = k * self.frame_ms / 1000
+                    await recorder.caller(frame, at)
+                    await call_pipeline.pipeline.queue(AudioIn(pcm=frame, sample_rate=self.sample_rate, t=at))
+                    k += 1
+            return "caller-hangup"
+
+        feeder = asyncio.create_task(feed(), name=f"call-feed-{call_id}")
+        run_task = asyncio.create_task(runner.run(), name=f"call-run-{call_id}")
+        try:
+            done, _ = await asyncio.wait({feeder, run_task}, return_when=asyncio.FIRST_COMPLETED)
+            if feeder in done:
+                exc = feeder.exception()
+                reason = "client-disconnected" if exc is not None else feeder.result()
+                if exc is not None:
+                    log.info("call_client_gone", call_id=str(call_id), error=repr(exc))
+                await runner.end(reason)
+                await run_task
+            else:
+                reason = run_task.result().reason
+        except asyncio.CancelledError:
+            reason = "cancelled"
+            raise
+        except Exception as exc:
+            reason, status = f"error: {exc}", "failed"
+            log.exception("call_failed", call_id=str(call_id))
+        finally:
+            for task in (feeder, run_task):
+                task.cancel()
+            await asyncio.gather(feeder, run_task, return_exceptions=True)
+            await writer.aclose()
+            duration = await recorder.close()
+            async with self.db.session() as s:
+                await CallRepo(s).end(t.tenant_id, call_id, status, reason, duration, recording_key=key,
+                                      recording_bytes=sink.size)  # fmt: skip
+            log.info("call_ended", call_id=str(call_id), reason=reason, duration=round(duration, 2))
+        return reason

@@ -1,0 +1,66 @@
+"""One Settings object, from ``PARLEY_*`` environment variables (and a .env file).
+
+Every production part is chosen here, by configuration only: the database by
+``PARLEY_DATABASE_URL``, Redis by ``PARLEY_REDIS_URL``, recordings by
+``PARLEY_STORAGE_URL``. Unset, each falls back to its embedded default under
+``PARLEY_DATA_DIR``.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PARLEY_", env_file=".env", extra="ignore")
+
+    # --- where things live ---------------------------------------------------------
+    data_dir: Path = Path(".parley")
+    database_url: str | None = Field(None, description="sqlite+aiosqlite:///… or postgresql+asyncpg://…")
+    redis_url: str | None = Field(None, description="redis://host:6379/0 for rate limits and live state across workers")
+    storage_url: str | None = Field(None, description="s3://bucket[/prefix] or az://container[/prefix]")
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    azure_storage_connection_string: SecretStr | None = None
+
+    # --- serving -----------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_url: str | None = Field(None, description="the address callers and carriers reach Parley at")
+    cors_origins: list[str] = Field(default_factory=list)
+    max_body_bytes: int = 1_000_000
+
+    # --- security ----------------------------------------------------------------
+    jwt_secret: SecretStr | None = Field(None, description="HS256 secret for JWTs your identity system issues")
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    oidc_issuer: str | None = Field(None, description="RS256/ES256 JWTs checked against this issuer's JWKS")
+    oidc_audience: str | None = None
+    oidc_jwks_url: str | None = Field(None, description="default: discovered from the issuer")
+    token_secret: SecretStr | None = Field(None, description="signs short-lived talk tokens; default: generated")
+    rate_limit_per_key: str = "600/minute"
+    rate_limit_per_address: str = "1200/minute"
+
+    @cached_property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'parley.db').resolve()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.effective_database_url.startswith("sqlite")
+
+    @property
+    def recordings_dir(self) -> Path:
+        return self.data_dir / "recordings"
+
+
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,166 @@
+"""The recording store's contract, and the part buffering that the S3 and Azure writers share.
+
+A call recording is written as it happens, for as long as the call lasts, so a writer must never hold
+the whole object: it appends, uploads in parts as they fill, and at the end may patch the first bytes
+(a streaming WAV writer only learns its RIFF and data sizes when the call ends). Reads stream byte
+ranges so the API can answer HTTP Range requests without loading a recording.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+
+__all__ = ["MAX_HEAD", "READ_CHUNK", "BlobNotFound", "BlobStore", "BlobWriter", "PartedWriter", "check_key"]
+
+MAX_HEAD = 4096  # the most ``close(head)`` may patch: a WAV header with room for extra chunks
+READ_CHUNK = 256 * 1024  # the largest chunk ``read`` yields
+
+
+class BlobNotFound(Exception):
+    """The key names no stored object."""
+
+
+def check_key(key: str) -> str:
+    """Return ``key`` if it is a safe relative name; reject what could escape the store's root or prefix."""
+    if not key or len(key) > 1024:
+        raise ValueError(f"blob key must be 1 to 1024 characters, got {len(key)}")
+    if key.startswith("/") or "\\" in key or "\x00" in key:
+        raise ValueError(f"blob key {key!r} must be a relative path using '/' separators")
+    if any(part in ("", ".", "..") for part in key.split("/")):
+        raise ValueError(f"blob key {key!r} must not contain empty, '.' or '..' segments")
+    return key
+
+
+def check_range(start: int, end: int | None) -> None:
+    if start < 0 or (end is not None and end < 0):
+        raise ValueError(f"byte range must not be negative, got [{start}, {end})")
+
+
+class BlobWriter(ABC):
+    """Appends to one new object; nothing is visible under the key until ``close`` succeeds."""
+
+    @abstractmethod
+    async def write(self, data: bytes) -> None:
+        """Append ``data``; memory stays bounded however long the object grows."""
+
+    @abstractmethod
+    async def close(self, head: bytes = b"") -> int:
+        """Finish the object, first overwriting its first ``len(head)`` bytes with ``head``; return its size."""
+
+    @abstractmethod
+    async def abort(self) -> None:
+        """Discard everything written; the key is left as it was."""
+
+
+class BlobStore(ABC):
+    """Recordings by key: local files, S3-compatible object storage or Azure Blob Storage."""
+
+    @abstractmethod
+    async def writer(self, key: str, content_type: str = "audio/wav") -> BlobWriter: ...
+
+    @abstractmethod
+    async def size(self, key: str) -> int | None:
+        """The object's size in bytes, or None when there is none."""
+
+    @abstractmethod
+    def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        """Stream bytes [start, end) (to the end when ``end`` is None) in chunks of at most READ_CHUNK.
+
+        An async generator: BlobNotFound is raised on first iteration. A range past the end yields nothing.
+        """
+
+    @abstractmethod
+    async def delete(self, key: str) -> None:
+        """Remove the object; deleting a missing key is not an error."""
+
+    @abstractmethod
+    async def aclose(self) -> None:
+        """Release connections."""
+
+
+class PartedWriter(BlobWriter):
+    """Fills fixed-size parts, keeping the first in memory until ``close`` so the head can be patched into it.
+
+    Later parts are handed to ``_upload_part`` as each fills, so memory stays about two parts. An object that
+    never fills a part goes up in one ``_put_whole`` call. Subclasses supply the four transport calls.
+    """
+
+    def __init__(self, part_size: int) -> None:
+        self._part_size = part_size
+        self._first: bytearray | None = None
+        self._buf = bytearray()
+        self._parts = 0  # parts handed to _upload_part, numbered from 2
+        self._size = 0
+        self._done = False
+
+    @abstractmethod
+    async def _upload_part(self, number: int, data: bytearray) -> None:
+        """Upload part ``number`` (≥ 2 while writing; 1, the patched first part, at close)."""
+
+    @abstractmethod
+    async def _complete(self, count: int) -> None:
+        """Assemble parts 1..count into the object."""
+
+    @abstractmethod
+    async def _put_whole(self, data: bytearray) -> None:
+        """Store a small object in one request."""
+
+    @abstractmethod
+    async def _discard(self) -> None:
+        """Drop uploaded parts."""
+
+    async def write(self, data: bytes) -> None:
+        if self._done:
+            raise RuntimeError("write after close or abort")
+        view = memoryview(data)
+        while view:
+            room = self._part_size - len(self._buf)
+            self._buf += view[:room]
+            view = view[room:]
+            if len(self._buf) == self._part_size:
+                await self._flush()
+        self._size += len(data)
+
+    async def _flush(self) -> None:
+        full, self._buf = self._buf, bytearray()
+        if self._first is None:
+            self._first = full
+        else:
+            self._parts += 1
+            await self._upload_part(self._parts + 1, full)
+
+    async def close(self, head: bytes = b"") -> int:
+        if self._done:
+            raise RuntimeError("close after close or abort")
+        if len(head) > MAX_HEAD:
+            raise ValueError(f"head is {len(head)} bytes; at most {MAX_HEAD} can be patched")
+        self._done = True
+        try:
+            if self._first is None:  # smaller than one part
+                self._buf[: len(head)] = head
+                self._size = len(self._buf)
+                await self._put_whole(self._buf)
+            elif self._parts == 0 and not self._buf:  # exactly one part
+                self._first[: len(head)] = head
+                await self._put_whole(self._first)
+            else:
+                if self._buf:
+                    self._parts += 1
+                    await self._upload_part(self._parts + 1, self._buf)
+                self._first[: len(head)] = head
+                await self._upload_part(1, self._first)
+                await self._complete(self._parts + 1)
+        except BaseException:
+            await self._discard()
+            raise
+        finally:
+            self._first, self._buf = None, bytearray()
+        return self._size
+
+    async def abort(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        self._first, self._buf = None, bytearray()
+        await self._discard()

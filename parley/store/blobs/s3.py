@@ -1,0 +1,165 @@
+"""Recordings in S3-compatible object storage: AWS S3, MinIO, SeaweedFS, Ceph, R2.
+
+boto3 is synchronous, so each call runs in a worker thread; its clients are thread-safe and pool
+connections. Recordings go up as multipart uploads whose first part waits in memory until the end,
+because that is where the WAV header is patched (S3 objects cannot be modified once written).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from .base import READ_CHUNK, BlobNotFound, BlobStore, BlobWriter, PartedWriter, check_key, check_range
+
+__all__ = ["PART_SIZE", "S3BlobStore", "S3BlobWriter"]
+
+PART_SIZE = 5 * 1024 * 1024  # S3's minimum size for every part but the last
+_MISSING = {"404", "NoSuchKey", "NotFound"}
+
+
+def _code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+class S3BlobWriter(PartedWriter):
+    def __init__(self, client: Any, bucket: str, key: str, content_type: str, part_size: int = PART_SIZE) -> None:
+        super().__init__(part_size)
+        self._client, self._bucket, self._key, self._content_type = client, bucket, key, content_type
+        self._upload_id: str | None = None
+        self._etags: dict[int, str] = {}
+
+    async def _upload_part(self, number: int, data: bytearray) -> None:
+        if self._upload_id is None:  # only objects bigger than one part need a multipart upload
+            created = await asyncio.to_thread(
+                self._client.create_multipart_upload,
+                Bucket=self._bucket,
+                Key=self._key,
+                ContentType=self._content_type,
+            )
+            self._upload_id = str(created["UploadId"])
+        part = await asyncio.to_thread(
+            self._client.upload_part,
+            Bucket=self._bucket,
+            Key=self._key,
+            UploadId=self._upload_id,
+            PartNumber=number,
+            Body=data,
+        )
+        self._etags[number] = str(part["ETag"])
+
+    async def _complete(self, count: int) -> None:
+        parts = [{"PartNumber": n, "ETag": self._etags[n]} for n in range(1, count + 1)]
+        await asyncio.to_thread(
+            self._client.complete_multipart_upload,
+            Bucket=self._bucket,
+            Key=self._key,
+            UploadId=self._upload_id,
+            MultipartUpload={"Parts": parts},
+        )
+        self._upload_id = None
+
+    async def _put_whole(self, data: bytearray) -> None:
+        await asyncio.to_thread(
+            self._client.put_object, Bucket=self._bucket, Key=self._key, Body=data, ContentType=self._content_type
+        )
+
+    async def _discard(self) -> None:
+        if self._upload_id is not None:
+            upload_id, self._upload_id = self._upload_id, None
+            await asyncio.to_thread(
+                self._client.abort_multipart_upload, Bucket=self._bucket, Key=self._key, UploadId=upload_id
+            )
+
+
+class S3BlobStore(BlobStore):
+    """Objects in ``bucket``, under ``prefix/`` when a prefix is given.
+
+    Set ``endpoint_url`` for anything but AWS itself; path-style addressing is then used, since
+    self-hosted servers rarely have a DNS name per bucket. Without keys, boto3's usual credential
+    chain (environment, instance role) applies.
+    """
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint_url: str | None = None,
+        region: str = "us-east-1",
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
+        part_size: int = PART_SIZE,
+    ) -> None:
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self._part_size = part_size
+        config = Config(
+            signature_version="s3v4",
+            retries={"mode": "standard", "max_attempts": 5},
+            s3={"addressing_style": "path" if endpoint_url else "auto"},
+            # Non-AWS servers differ in their support for the newer default CRC checksums; MD5-era behaviour is safe.
+            request_checksum_calculation="when_required" if endpoint_url else "when_supported",
+            response_checksum_validation="when_required" if endpoint_url else "when_supported",
+        )
+        self._client: Any = boto3.session.Session().client(
+            "s3",
+            endpoint_url=endpoint_url,
+            region_name=region,
+            aws_access_key_id=access_key_id,
+            aws_secret_access_key=secret_access_key,
+            config=config,
+        )
+
+    def _name(self, key: str) -> str:
+        check_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    async def writer(self, key: str, content_type: str = "audio/wav") -> BlobWriter:
+        return S3BlobWriter(self._client, self.bucket, self._name(key), content_type, self._part_size)
+
+    async def size(self, key: str) -> int | None:
+        try:
+            head = await asyncio.to_thread(self._client.head_object, Bucket=self.bucket, Key=self._name(key))
+        except ClientError as e:
+            if _code(e) in _MISSING:
+                return None
+            raise
+        return int(head["ContentLength"])
+
+    async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        name = self._name(key)
+        check_range(start, end)
+        if end is not None and end <= start:
+            if await self.size(key) is None:
+                raise BlobNotFound(key)
+            return
+        args: dict[str, Any] = {"Bucket": self.bucket, "Key": name}
+        if start or end is not None:
+            args["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
+        try:
+            response = await asyncio.to_thread(self._client.get_object, **args)
+        except ClientError as e:
+            if _code(e) in _MISSING:
+                raise BlobNotFound(key) from None
+            if _code(e) in ("InvalidRange", "416"):  # start is past the end
+                return
+            raise
+        body = response["Body"]
+        try:
+            chunks = body.iter_chunks(READ_CHUNK)
+            while chunk := await asyncio.to_thread(next, chunks, b""):
+                yield chunk
+        finally:
+            body.close()
+
+    async def delete(self, key: str) -> None:
+        await asyncio.to_thread(self._client.delete_object, Bucket=self.bucket, Key=self._name(key))
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self._client.close)

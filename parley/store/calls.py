@@ -1,0 +1,209 @@
+"""Call records: the call, its turns (rewritten as they progress) and its events.
+
+Turns and events carry ``tenant_id`` too, so a tenant's reads never need a join to
+stay inside the tenant; writes check the call is the tenant's first.
+"""
+
+from __future__ import annotations
+
+import builtins
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, or_, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from parley.store.errors import NotFound
+from parley.store.models import Call, CallEvent, Turn, utcnow
+
+STATUSES = ("active", "ended", "failed")
+
+
+def like_pattern(text: str) -> str:
+    """``%text%`` with LIKE's wildcards taken literally (escape character: backslash)."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+class CallRepo:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def _require(self, tenant_id: uuid.UUID, call_id: uuid.UUID) -> None:
+        found = await self.session.scalar(select(Call.id).where(Call.tenant_id == tenant_id, Call.id == call_id))
+        if found is None:
+            raise NotFound(f"call {call_id} not found")
+
+    async def create(
+        self,
+        tenant_id: uuid.UUID,
+        agent_id: uuid.UUID,
+        agent_version: int,
+        agent_name: str,
+        transport: str,
+        caller: str | None = None,
+    ) -> Call:
+        call = Call(
+            id=uuid.uuid4(),
+            tenant_id=tenant_id,
+            agent_id=agent_id,
+            agent_version=agent_version,
+            agent_name=agent_name,
+            transport=transport,
+            status="active",
+            caller=caller,
+            started_at=utcnow(),
+        )
+        self.session.add(call)
+        await self.session.flush()
+        return call
+
+    async def upsert_turn(
+        self,
+        tenant_id: uuid.UUID,
+        call_id: uuid.UUID,
+        turn: int,
+        caller_text: str,
+        agent_text: str,
+        agent_text_generated: str,
+        interrupted: bool,
+        times: dict[str, float],
+        voice_to_voice: float | None,
+    ) -> None:
+        """Writes turn ``turn`` of the call, replacing what was there; ``NotFound`` if not this tenant's call."""
+        await self._require(tenant_id, call_id)
+        values: dict[str, Any] = {
+            "caller_text": caller_text,
+            "agent_text": agent_text,
+            "agent_text_generated": agent_text_generated,
+            "interrupted": interrupted,
+            "times": dict(times),
+            "voice_to_voice": voice_to_voice,
+            "updated_at": utcnow(),
+        }
+        insert = pg_insert if self.session.get_bind().dialect.name == "postgresql" else sqlite_insert
+        stmt = insert(Turn).values(call_id=call_id, tenant_id=tenant_id, turn=turn, **values)
+        stmt = stmt.on_conflict_do_update(index_elements=["call_id", "turn"], set_=values)
+        await self.session.execute(stmt)
+
+    async def add_event(
+        self, tenant_id: uuid.UUID, call_id: uuid.UUID, t: float, kind: str, data: dict[str, Any]
+    ) -> CallEvent:
+        """Appends an event ``t`` seconds into the call; ``NotFound`` if not this tenant's call."""
+        await self._require(tenant_id, call_id)
+        event = CallEvent(call_id=call_id, tenant_id=tenant_id, t=t, kind=kind, data=data, created_at=utcnow())
+        self.session.add(event)
+        await self.session.flush()
+        return event
+
+    async def end(
+        self,
+        tenant_id: uuid.UUID,
+        call_id: uuid.UUID,
+        status: str,
+        end_reason: str | None,
+        duration_s: float | None,
+        recording_key: str | None = None,
+        recording_bytes: int | None = None,
+    ) -> Call | None:
+        """Closes the record; None if the call is not this tenant's."""
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, not {status!r}")
+        call = await self.get(tenant_id, call_id)
+        if call is None:
+            return None
+        call.status = status
+        call.ended_at = utcnow()
+        call.end_reason = end_reason
+        call.duration_s = duration_s
+        call.recording_key = recording_key
+        call.recording_bytes = recording_bytes
+        await self.session.flush()
+        return call
+
+    async def end_stale(self, reason: str = "server-restart") -> int:
+        """Ends every call still 'active', across all tenants, so a crash leaves complete records.
+
+        Only safe while no call is running anywhere: at start-up of the only server.
+        """
+        now = utcnow()
+        calls = await self.session.scalars(select(Call).where(Call.status == "active").with_for_update())
+        n = 0
+        for call in calls:
+            call.status = "ended"
+            call.ended_at = now
+            call.end_reason = reason
+            if call.duration_s is None:
+                call.duration_s = max(0.0, (now - call.started_at).total_seconds())
+            n += 1
+        await self.session.flush()
+        return n
+
+    async def list(
+        self,
+        tenant_id: uuid.UUID,
+        agent_id: uuid.UUID | None = None,
+        status: str | None = None,
+        transport: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        q: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> builtins.list[Call]:
+        """The tenant's calls, newest first. ``since`` is inclusive and ``until`` exclusive (on
+        ``started_at``); ``q`` finds calls whose turns contain the text, case-insensitively."""
+        stmt = select(Call).where(Call.tenant_id == tenant_id)
+        if agent_id is not None:
+            stmt = stmt.where(Call.agent_id == agent_id)
+        if status is not None:
+            stmt = stmt.where(Call.status == status)
+        if transport is not None:
+            stmt = stmt.where(Call.transport == transport)
+        if since is not None:
+            stmt = stmt.where(Call.started_at >= since)
+        if until is not None:
+            stmt = stmt.where(Call.started_at < until)
+        if q:
+            pattern = like_pattern(q)
+            stmt = stmt.where(
+                select(Turn.id)
+                .where(
+                    Turn.call_id == Call.id,
+                    Turn.tenant_id == tenant_id,
+                    or_(Turn.caller_text.ilike(pattern, escape="\\"), Turn.agent_text.ilike(pattern, escape="\\")),
+                )
+                .exists()
+            )
+        stmt = stmt.order_by(Call.started_at.desc(), Call.id).limit(limit).offset(offset)
+        return builtins.list(await self.session.scalars(stmt))
+
+    async def get(self, tenant_id: uuid.UUID, call_id: uuid.UUID) -> Call | None:
+        return await self.session.scalar(select(Call).where(Call.tenant_id == tenant_id, Call.id == call_id))
+
+    async def turns(self, tenant_id: uuid.UUID, call_id: uuid.UUID) -> builtins.list[Turn]:
+        rows = await self.session.scalars(
+            select(Turn).where(Turn.tenant_id == tenant_id, Turn.call_id == call_id).order_by(Turn.turn)
+        )
+        return builtins.list(rows)
+
+    async def events(self, tenant_id: uuid.UUID, call_id: uuid.UUID) -> builtins.list[CallEvent]:
+        rows = await self.session.scalars(
+            select(CallEvent)
+            .where(CallEvent.tenant_id == tenant_id, CallEvent.call_id == call_id)
+            .order_by(CallEvent.t, CallEvent.id)
+        )
+        return builtins.list(rows)
+
+    async def delete(self, tenant_id: uuid.UUID, call_id: uuid.UUID) -> Call | None:
+        """Deletes the call (its turns and events go by cascade) and returns it, so the caller can
+        delete its recording; None if not this tenant's."""
+        call = await self.get(tenant_id, call_id)
+        if call is None:
+            return None
+        await self.session.execute(delete(Call).where(Call.tenant_id == tenant_id, Call.id == call_id))
+        self.session.expunge(call)
+        return call
