@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
+from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -11,7 +13,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import text
 
 from parley.store.agents import AgentRepo
-from parley.store.db import Database
+from parley.store.db import Database, upgrade
 from parley.store.errors import Conflict
 from parley.store.models import Base
 from parley.store.tenants import TenantRepo
@@ -28,6 +30,22 @@ async def test_migration_matches_models(db: Database) -> None:
             lambda c: compare_metadata(MigrationContext.configure(c, opts={"compare_type": True}), Base.metadata)
         )
     assert diff == []
+
+
+async def test_cli_upgrade(tmp_path: Path) -> None:
+    # The synchronous helper runs its own event loop, as `parley db upgrade` does.
+    url = f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"
+    await asyncio.to_thread(upgrade, url)
+    await asyncio.to_thread(upgrade, url)
+    database = Database(url)
+    try:
+        async with database.engine.connect() as conn:
+            version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar_one()
+            mode = (await conn.execute(text("PRAGMA journal_mode"))).scalar_one()
+            fks = (await conn.execute(text("PRAGMA foreign_keys"))).scalar_one()
+        assert (version, mode, fks) == ("0001", "wal", 1)
+    finally:
+        await database.close()
 
 
 async def test_tenants(db: Database) -> None:

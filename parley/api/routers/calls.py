@@ -102,7 +102,9 @@ async def recording(
     if range:
         m = _RANGE.match(range.strip())
         if not m or (m.group(1) == "" and m.group(2) == ""):
-            raise HTTPException(status_code=416, detail="unsupported Range", headers={"Content-Range": f"bytes */{size}"})
+            raise HTTPException(
+                status_code=416, detail="unsupported Range", headers={"Content-Range": f"bytes */{size}"}
+            )
         if m.group(1) == "":  # suffix: the last N bytes
             start, end = max(0, size - int(m.group(2))), size
         else:

@@ -104,7 +104,9 @@ async def talk(ws: WebSocket, agent_ref: str, state: State) -> None:
                 raise WebSocketDisconnect(message.get("code", 1000))
             if (data := message.get("bytes")) is not None:
                 if len(data) > MAX_MESSAGE_BYTES:
-                    await send_event({"type": "error", "message": f"audio messages are limited to {MAX_MESSAGE_BYTES} bytes"})
+                    await send_event(
+                        {"type": "error", "message": f"audio messages are limited to {MAX_MESSAGE_BYTES} bytes"}
+                    )
                     continue
                 yield data
             elif (text := message.get("text")) is not None:
@@ -115,7 +117,7 @@ async def talk(ws: WebSocket, agent_ref: str, state: State) -> None:
                     continue
                 if isinstance(event, dict) and event.get("type") == "end":
                     return
-                await send_event({"type": "error", "message": "unknown event; send binary PCM16 or {\"type\": \"end\"}"})
+                await send_event({"type": "error", "message": 'unknown event; send binary PCM16 or {"type": "end"}'})
 
     try:
         services = await Services.create(target.document)

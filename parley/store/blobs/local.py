@@ -91,7 +91,7 @@ class LocalBlobStore(BlobStore):
 
         def _open() -> BinaryIO:
             path.parent.mkdir(parents=True, exist_ok=True)
-            return open(tmp, "w+b")  # noqa: SIM115 - the writer owns and closes it
+            return open(tmp, "w+b")
 
         return LocalBlobWriter(path, await asyncio.to_thread(_open), tmp)
 

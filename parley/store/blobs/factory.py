@@ -1,0 +1,44 @@
+"""Choose the recording store from settings alone, so deployments switch backends without code changes."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from ...config import Settings
+from .base import BlobStore
+from .local import LocalBlobStore
+
+__all__ = ["open_blob_store"]
+
+
+def open_blob_store(settings: Settings) -> BlobStore:
+    """``storage_url`` unset: files under ``recordings_dir``; ``s3://bucket[/prefix]``; ``az://container[/prefix]``."""
+    url = settings.storage_url
+    if not url:
+        return LocalBlobStore(settings.recordings_dir)
+    parts = urlsplit(url)
+    scheme, name, prefix = parts.scheme.lower(), parts.netloc, parts.path.strip("/")
+    if scheme not in ("s3", "az"):
+        raise ValueError(
+            f"PARLEY_STORAGE_URL {url!r} is not supported: use s3://bucket[/prefix] or az://container[/prefix], "
+            "or leave it unset to keep recordings under PARLEY_DATA_DIR"
+        )
+    if not name:
+        raise ValueError(f"PARLEY_STORAGE_URL {url!r} names no {'bucket' if scheme == 's3' else 'container'}")
+    if scheme == "s3":
+        from .s3 import S3BlobStore  # boto3 is only imported when S3 is configured
+
+        secret = settings.s3_secret_access_key
+        return S3BlobStore(
+            name,
+            prefix,
+            endpoint_url=settings.s3_endpoint_url,
+            region=settings.s3_region,
+            access_key_id=settings.s3_access_key_id,
+            secret_access_key=secret.get_secret_value() if secret else None,
+        )
+    if settings.azure_storage_connection_string is None:
+        raise ValueError(f"PARLEY_STORAGE_URL {url!r} needs PARLEY_AZURE_STORAGE_CONNECTION_STRING to be set")
+    from .azure import AzureBlobStore
+
+    return AzureBlobStore(settings.azure_storage_connection_string.get_secret_value(), name, prefix)
