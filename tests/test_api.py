@@ -28,7 +28,10 @@ async def _admin_sql(sql: str) -> None:
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres+redis"])
 def service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    env: dict[str, str] = {"PARLEY_RATE_LIMIT_PER_KEY": "100000/minute", "PARLEY_RATE_LIMIT_PER_ADDRESS": "100000/minute"}
+    env: dict[str, str] = {
+        "PARLEY_RATE_LIMIT_PER_KEY": "100000/minute",
+        "PARLEY_RATE_LIMIT_PER_ADDRESS": "100000/minute",
+    }
     dbname = None
     if request.param == "postgres+redis":
         dbname = f"parley_api_{secrets.token_hex(4)}"
@@ -74,7 +77,10 @@ def test_agents_crud_with_versions(service: Service, admin_key: str) -> None:
 @pytest.mark.parametrize(
     "change,field",
     [
-        ({"tts": {"provider": "piper", "options": {"length_scale": "slow"}}}, ["body", "tts", "options", "length_scale"]),
+        (
+            {"tts": {"provider": "piper", "options": {"length_scale": "slow"}}},
+            ["body", "tts", "options", "length_scale"],
+        ),
         ({"name": ""}, ["body", "name"]),
         ({"turn": {"end_of_turn_secs": -1}}, ["body", "turn", "end_of_turn_secs"]),
         ({"llm": {"provider": "nope"}}, ["body", "llm", "provider"]),
@@ -112,7 +118,9 @@ def test_security_headers_and_body_limit(service: Service, admin_key: str) -> No
         assert r.headers["x-content-type-options"] == "nosniff"
         big = c.post("/v1/agents", content=b"{" + b" " * 2_000_000 + b"}", headers={"Content-Type": "application/json"})
         assert big.status_code == 413
-        assert c.post("/v1/agents", content=b"not json", headers={"Content-Type": "application/json"}).status_code == 422
+        assert (
+            c.post("/v1/agents", content=b"not json", headers={"Content-Type": "application/json"}).status_code == 422
+        )
         assert c.get("/v1/calls/not-a-uuid").status_code == 422
         assert c.get(f"/v1/calls/{uuid.uuid4()}").status_code == 404
 

@@ -25,6 +25,7 @@ from parley.calls.synthetic_caller import speak
 from .service import ROOT, Service, running_service
 
 RECEPTIONIST = yaml.safe_load((ROOT / "examples/agents/receptionist.yaml").read_text())
+RECEPTIONIST["llm"]["options"]["max_tokens"] = 24  # short answers: the calls here stay short
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +72,7 @@ def test_talk_then_list_transcript_and_recording(service: Service) -> None:
         agent = c.post("/v1/agents", json=RECEPTIONIST).json()
         token = c.post(f"/v1/agents/{agent['id']}/talk-token").json()
     question = asyncio.run(speak("What are your opening hours on Saturday?", "joe-quick"))
-    pcm = np.concatenate([np.zeros(16000 * 5, np.int16), question, np.zeros(16000 * 6, np.int16)])
+    pcm = np.concatenate([np.zeros(16000 * 5, np.int16), question, np.zeros(16000 * 9, np.int16)])
     ws_url = service.url.replace("http", "ws") + token["url"]
     events, audio = asyncio.run(stream_call(ws_url, pcm))
 

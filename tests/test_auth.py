@@ -82,7 +82,7 @@ async def tenant_id_for(name: str) -> uuid.UUID:
 
 
 def make_auth(**settings: Any) -> Authenticator:
-    return Authenticator(Settings(_env_file=None, **settings), lookup_key, tenant_id_for)  # type: ignore[call-arg]
+    return Authenticator(Settings(_env_file=None, **settings), lookup_key, tenant_id_for)
 
 
 def oidc(issuer: str, discover: bool = True) -> Authenticator:
@@ -253,7 +253,7 @@ async def test_talk_tokens() -> None:
     body = jwt.decode(token, secret, algorithms=["HS256"], audience="parley-talk")
     expired = jwt.encode({**body, "exp": int(time.time()) - 60}, secret, algorithm="HS256")
     wrong_aud = jwt.encode({**body, "aud": "parley-api"}, secret, algorithm="HS256")
-    head, payload, sig = token.split(".")
+    head, _, sig = token.split(".")
     forged_payload = b64(json.dumps({**body, "role": "admin"}).encode())
     for bad in (expired, wrong_aud, f"{head}.{forged_payload}.{sig}", token[:-2] + "AA", "garbage"):
         with pytest.raises(AuthError) as e:

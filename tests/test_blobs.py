@@ -17,6 +17,7 @@ import time
 import tracemalloc
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -65,17 +66,17 @@ def _free_port(grpc_too: bool = False) -> int:
 
 
 def _wait(ready: Callable[[], bool], proc: subprocess.Popen[bytes], log: Path, what: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
+    deadline, error = time.monotonic() + timeout, ""
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             pytest.fail(f"{what} exited with {proc.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
         try:
             if ready():
                 return
-        except Exception:
-            pass
+        except Exception as e:
+            error = repr(e)
         time.sleep(0.2)
-    pytest.fail(f"{what} did not come up in {timeout:.0f} s:\n{log.read_text(errors='replace')[-3000:]}")
+    pytest.fail(f"{what} not ready in {timeout:.0f} s ({error}):\n{log.read_text(errors='replace')[-3000:]}")
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -152,7 +153,7 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = _free_port()
     log = root / "azurite.log"
     args = [str(AZURITE_BIN), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location", str(root)]
-    args += ["--skipApiVersionCheck", "--loose", "--silent"]
+    args += ["--skipApiVersionCheck", "--loose", "--silent", "--disableTelemetry"]
     with log.open("wb") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=root)
     conn = (
@@ -161,7 +162,9 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )
 
     def container_ready() -> bool:
-        asyncio.run(_create_container(conn))
+        # Its own loop in its own thread: this runs inside the async store fixture's running loop.
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, _create_container(conn)).result()
         return True
 
     try:
@@ -175,7 +178,7 @@ async def _create_container(conn: str) -> None:
     from azure.core.exceptions import ResourceExistsError
     from azure.storage.blob.aio import BlobServiceClient
 
-    async with BlobServiceClient.from_connection_string(conn) as service:
+    async with BlobServiceClient.from_connection_string(conn, retry_total=0) as service:  # _wait retries
         try:
             await service.create_container(CONTAINER)
         except ResourceExistsError:
@@ -336,7 +339,7 @@ async def test_memory_stays_bounded_for_a_30_minute_call(store: BlobStore) -> No
 
 
 def _settings(**kwargs: Any) -> Settings:
-    return Settings(_env_file=None, **kwargs)  # type: ignore[call-arg]
+    return Settings(_env_file=None, **kwargs)
 
 
 async def test_factory_picks_the_backend(tmp_path: Path) -> None:

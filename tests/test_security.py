@@ -5,13 +5,14 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import StreamingResponse
+from starlette.middleware.cors import CORSMiddleware
 
 from parley.api.security import BodySizeLimitMiddleware, add_security
 from parley.config import Settings
@@ -37,7 +38,7 @@ def build_app() -> FastAPI:
 
     @app.get("/v1/stream")
     async def stream() -> StreamingResponse:
-        async def parts() -> Iterator[bytes]:  # type: ignore[misc]
+        async def parts() -> AsyncIterator[bytes]:
             for i in range(3):
                 yield f"part{i}\n".encode()
 
@@ -49,7 +50,7 @@ def build_app() -> FastAPI:
         await socket.send_text("hello " + await socket.receive_text())
         await socket.close()
 
-    add_security(app, Settings(_env_file=None, cors_origins=[ORIGIN], max_body_bytes=LIMIT))  # type: ignore[call-arg]
+    add_security(app, Settings(_env_file=None, cors_origins=[ORIGIN], max_body_bytes=LIMIT))
     return app
 
 
@@ -116,8 +117,8 @@ def test_cors_preflight(client: httpx.Client) -> None:
 
 def test_wildcard_origin_drops_credentials() -> None:
     app = FastAPI()
-    add_security(app, Settings(_env_file=None, cors_origins=["*"]))  # type: ignore[call-arg]
-    cors = next(m for m in app.user_middleware if m.cls.__name__ == "CORSMiddleware")
+    add_security(app, Settings(_env_file=None, cors_origins=["*"]))
+    cors = next(m for m in app.user_middleware if m.cls is CORSMiddleware)
     assert cors.kwargs["allow_origins"] == ["*"] and cors.kwargs["allow_credentials"] is False
 
 

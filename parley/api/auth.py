@@ -158,11 +158,8 @@ class Authenticator:
             alg = jwt.get_unverified_header(token).get("alg")
         except jwt.PyJWTError:
             raise AuthError(401, "malformed token") from None
-        options: dict[str, Any] = {"require": ["exp"]}
         try:
             if alg == "HS256" and s.jwt_secret:
-                if not s.jwt_audience:
-                    options["verify_aud"] = False
                 claims = jwt.decode(
                     token,
                     s.jwt_secret.get_secret_value(),
@@ -170,7 +167,7 @@ class Authenticator:
                     audience=s.jwt_audience,
                     issuer=s.jwt_issuer,
                     leeway=LEEWAY_S,
-                    options=options,
+                    options={"require": ["exp"], "verify_aud": bool(s.jwt_audience)},
                 )
                 if claims.get("aud") == TALK_AUDIENCE:
                     raise AuthError(401, "talk tokens only open talk sessions")

@@ -6,13 +6,15 @@ from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, HTTPException, Request
+from starlette.requests import HTTPConnection
 
 from parley.api.auth import AuthError, Principal, Role
 from parley.api.state import AppState
 
 
-def app_state(request: Request) -> AppState:
-    state: AppState = request.app.state.parley
+def app_state(conn: HTTPConnection) -> AppState:
+    """The service's state, for HTTP requests and WebSockets alike."""
+    state: AppState = conn.app.state.parley
     return state
 
 

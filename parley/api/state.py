@@ -5,6 +5,8 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
+import structlog
+
 from parley.api.auth import Authenticator, KeyInfo, Role
 from parley.config import Settings
 from parley.store.blobs import BlobStore, open_blob_store
@@ -12,6 +14,22 @@ from parley.store.db import Database
 from parley.store.keys import ApiKeyRepo
 from parley.store.ratelimit import RateLimiter
 from parley.store.tenants import TenantRepo
+
+log = structlog.get_logger(__name__)
+
+
+async def warm_embedded_models() -> None:
+    """Load the shared local STT and TTS models at start-up, so the first caller does not wait for them."""
+    from parley.agent.document import AgentDocument
+    from parley.calls.session import Services
+
+    doc = AgentDocument(name="warm-up", system_prompt="-")
+    try:
+        services = await Services.create(doc)
+    except Exception as exc:  # a deployment without the local extras still serves cloud-backed agents
+        log.warning("embedded_models_unavailable", error=str(exc))
+        return
+    await services.aclose()
 
 
 @dataclass
@@ -43,6 +61,7 @@ class AppState:
             async with db.session() as s:
                 return (await TenantRepo(s).get_or_create(name)).id
 
+        await warm_embedded_models()
         return cls(
             settings=settings,
             db=db,

@@ -63,30 +63,35 @@ class CallRecordWriter:
 
     def __call__(self, frame: Frame, direction: Direction) -> None:
         if isinstance(frame, Transcript):
-            self._queue.put_nowait(("event", {"type": "transcript", "turn": frame.turn_id, "text": frame.text,
-                                              "final": False}))  # fmt: skip
+            self._event({"type": "transcript", "turn": frame.turn_id, "text": frame.text, "final": False})
             self._maybe_final(frame.turn_id)
         elif isinstance(frame, StageTime) and frame.stage == "end_of_turn":
             self._eot.add(frame.turn_id)
             self._maybe_final(frame.turn_id)
         elif isinstance(frame, Interruption) and type(frame) is Interruption:
-            self._queue.put_nowait(("event", {"type": "interruption", "t": round(frame.t, 3)}))
+            self._event({"type": "interruption", "t": round(frame.t, 3)})
         elif isinstance(frame, AgentSpoke) and direction is Direction.UPSTREAM:
             rec = self._log.turns.get(frame.turn_id)
             if rec is not None:
-                self._queue.put_nowait(("turn", rec.as_dict()))
-                self._queue.put_nowait(("event", {"type": "agent_text", "turn": frame.turn_id,
-                                                  "text": frame.heard_text, "interrupted": frame.interrupted}))  # fmt: skip
-                self._queue.put_nowait(("event", {"type": "turn_metrics", "turn": frame.turn_id,
-                                                  "times": rec.as_dict()["times"],
-                                                  "voice_to_voice": rec.as_dict()["voice_to_voice"]}))  # fmt: skip
+                record = rec.as_dict()
+                self._queue.put_nowait(("turn", record))
+                self._event(
+                    {"type": "agent_text", "turn": frame.turn_id, "text": frame.heard_text,
+                     "interrupted": frame.interrupted}
+                )  # fmt: skip
+                self._event(
+                    {"type": "turn_metrics", "turn": frame.turn_id, "times": record["times"],
+                     "voice_to_voice": record["voice_to_voice"]}
+                )  # fmt: skip
+
+    def _event(self, event: dict[str, Any]) -> None:
+        self._queue.put_nowait(("event", event))
 
     def _maybe_final(self, turn_id: int) -> None:
         rec = self._log.turns.get(turn_id)
         if turn_id in self._eot and rec is not None and "stt_final" in rec.times and turn_id not in self._final_sent:
             self._final_sent.add(turn_id)
-            self._queue.put_nowait(("event", {"type": "transcript", "turn": turn_id, "text": rec.caller_text,
-                                              "final": True}))  # fmt: skip
+            self._event({"type": "transcript", "turn": turn_id, "text": rec.caller_text, "final": True})
             self._queue.put_nowait(("turn", rec.as_dict()))
 
     async def _drain(self) -> None:
@@ -174,6 +179,10 @@ class LiveCall:
             async for chunk in audio_in:
                 for frame in splitter.feed(chunk):
                     at = k * self.frame_ms / 1000
+                    # a client that sends faster than real time (a burst after a stall) is paced back to the
+                    # call clock, so audio time and stage times stay one timeline
+                    if at > clock.now() + 0.1:
+                        await clock.sleep_until(at - 0.1)
                     await recorder.caller(frame, at)
                     await call_pipeline.pipeline.queue(AudioIn(pcm=frame, sample_rate=self.sample_rate, t=at))
                     k += 1

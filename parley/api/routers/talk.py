@@ -81,6 +81,13 @@ async def talk(ws: WebSocket, agent_ref: str, state: State) -> None:
     if found is None:
         return
     _who, target = found
+    # models load before the handshake completes: a client streams only once the agent can listen
+    try:
+        services = await Services.create(target.document)
+    except Exception as exc:
+        log.exception("talk_services_failed")
+        await ws.close(code=1011, reason=f"the agent's services cannot start: {exc}"[:120])
+        return
     await ws.accept()
 
     async def send_audio(pcm: bytes) -> None:
@@ -119,13 +126,6 @@ async def talk(ws: WebSocket, agent_ref: str, state: State) -> None:
                     return
                 await send_event({"type": "error", "message": 'unknown event; send binary PCM16 or {"type": "end"}'})
 
-    try:
-        services = await Services.create(target.document)
-    except Exception as exc:
-        log.exception("talk_services_failed")
-        await send_event({"type": "error", "message": f"the agent's services cannot start: {exc}"})
-        await ws.close(code=1011)
-        return
     call = LiveCall(target, services, state.db, state.blobs, "talk", send_audio, send_event, caller=addr)
     try:
         reason = await call.run(audio_in())
