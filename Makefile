@@ -26,6 +26,9 @@ install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
 run: install
+	$(BIN)/parley serve
+
+demo: install
 	$(BIN)/parley demo
 
 system-test-deps:
