@@ -13,6 +13,8 @@ import pytest
 
 from parley.audio import read_wav, resample
 
+from .servers import azurite, seaweedfs  # noqa: F401  (session fixtures for every test module)
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -12,7 +14,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
 import httpx
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,3 +82,42 @@ def running_service(data_dir: Path, **env: str) -> Iterator[Service]:
             proc.wait(15)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+async def _admin_sql(sql: str) -> None:
+    conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/test")
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+BACKENDS = ["sqlite", "postgres+redis+s3"]
+
+
+@contextmanager
+def backend_env(kind: str, request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """The environment that picks a backend: nothing for the embedded one, three settings for production parts.
+
+    PostgreSQL gets a fresh database (dropped afterwards); S3 is SeaweedFS (see servers.py).
+    """
+    env: dict[str, str] = {}
+    dbname = None
+    if "postgres" in kind:
+        dbname = f"parley_api_{secrets.token_hex(4)}"
+        asyncio.run(_admin_sql(f"CREATE DATABASE {dbname}"))
+        env["PARLEY_DATABASE_URL"] = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{dbname}"
+    if "redis" in kind:
+        env["PARLEY_REDIS_URL"] = "redis://127.0.0.1:6379/0"
+    if "s3" in kind:
+        from .servers import BUCKET, S3_KEY, S3_SECRET
+
+        env["PARLEY_STORAGE_URL"] = f"s3://{BUCKET}/api-{secrets.token_hex(3)}"
+        env["PARLEY_S3_ENDPOINT_URL"] = request.getfixturevalue("seaweedfs")
+        env["PARLEY_S3_ACCESS_KEY_ID"] = S3_KEY
+        env["PARLEY_S3_SECRET_ACCESS_KEY"] = S3_SECRET
+    try:
+        yield env
+    finally:
+        if dbname:
+            asyncio.run(_admin_sql(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)"))

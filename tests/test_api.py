@@ -1,49 +1,31 @@
-"""The HTTP API against a real `parley serve`: SQLite + memory, and PostgreSQL + Redis."""
+"""The HTTP API against a real `parley serve`: embedded parts, and PostgreSQL + Redis + S3 (SeaweedFS)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import secrets
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 import yaml
 
-from .service import ROOT, Service, running_service
+from .service import BACKENDS, ROOT, Service, backend_env, running_service
 
 RECEPTIONIST = yaml.safe_load((ROOT / "examples/agents/receptionist.yaml").read_text())
 
 
-async def _admin_sql(sql: str) -> None:
-    conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/test")
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgres+redis"])
+@pytest.fixture(scope="module", params=BACKENDS)
 def service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    env: dict[str, str] = {
-        "PARLEY_RATE_LIMIT_PER_KEY": "100000/minute",
-        "PARLEY_RATE_LIMIT_PER_ADDRESS": "100000/minute",
-    }
-    dbname = None
-    if request.param == "postgres+redis":
-        dbname = f"parley_api_{secrets.token_hex(4)}"
-        asyncio.run(_admin_sql(f"CREATE DATABASE {dbname}"))
-        env["PARLEY_DATABASE_URL"] = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{dbname}"
-        env["PARLEY_REDIS_URL"] = "redis://127.0.0.1:6379/0"
-    try:
-        with running_service(tmp_path_factory.mktemp(request.param.replace("+", "-")), **env) as svc:
-            yield svc
-    finally:
-        if dbname:
-            asyncio.run(_admin_sql(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)"))
+    unlimited = "100000/minute"
+    limits = {"PARLEY_RATE_LIMIT_PER_KEY": unlimited, "PARLEY_RATE_LIMIT_PER_ADDRESS": unlimited}
+    dirname = request.param.replace("+", "-")
+    with (
+        backend_env(request.param, request) as env,
+        running_service(tmp_path_factory.mktemp(dirname), **env, **limits) as svc,
+    ):
+        yield svc
 
 
 @pytest.fixture(scope="module")

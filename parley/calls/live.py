@@ -23,7 +23,7 @@ from parley.audio import FrameSplitter
 from parley.calls.recorder import BlobSink, StereoRecorder
 from parley.calls.session import Services, build_pipeline
 from parley.calls.turnlog import TurnLog
-from parley.pipeline.clock import RealClock
+from parley.pipeline.clock import Clock, RealClock
 from parley.pipeline.frames import AgentSpoke, AudioIn, Direction, Frame, Interruption, StageTime, Transcript
 from parley.pipeline.pipeline import PipelineRunner
 from parley.store.blobs import BlobStore
@@ -135,6 +135,7 @@ class LiveCall:
         send_audio: SendAudio,
         send_event: SendEvent,
         caller: str | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.target = target
         self.services = services
@@ -144,6 +145,7 @@ class LiveCall:
         self.caller = caller
         self._send_audio = send_audio
         self._send_event = send_event
+        self._clock = clock
         self.call_id: uuid.UUID | None = None
 
     async def run(self, audio_in: AsyncIterator[bytes]) -> str:
@@ -165,7 +167,7 @@ class LiveCall:
         call_pipeline = build_pipeline(t.document, self.services, out, self.sample_rate)
         writer = CallRecordWriter(self.db, t.tenant_id, call_id, call_pipeline.turn_log, self._send_event)
         call_pipeline.pipeline.observers.append(writer)
-        clock = RealClock()
+        clock = self._clock or RealClock()
         runner = PipelineRunner(call_pipeline.pipeline, clock, self.sample_rate)
         await self._send_event({"type": "call", "call_id": str(call_id), "sample_rate": self.sample_rate,
                                 "agent_id": str(t.agent_id), "agent_version": t.agent_version})  # fmt: skip
