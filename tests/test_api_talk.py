@@ -191,3 +191,28 @@ def test_schemathesis_finds_no_server_errors(service: Service, tmp_path: Path) -
         capture_output=True, text=True, timeout=600, cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+
+
+def test_the_example_client_talks_and_saves_the_reply(service: Service, tmp_path: Path) -> None:
+    """examples/talk_client.py, run exactly as the README shows."""
+    import subprocess
+    import sys
+
+    from parley.audio import write_wav
+
+    key = service.create_key("example-client")
+    with service.client(key) as c:
+        c.post("/v1/agents", json={**RECEPTIONIST, "name": "Example"})
+    question = asyncio.run(speak("Is there parking near the building?", "joe-quick"))
+    write_wav(tmp_path / "question.wav", np.concatenate([np.zeros(16000 * 5, np.int16), question]), 16000)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples/talk_client.py"), "--url", service.url, "--key", key,
+         "--agent", "Example", "--input", str(tmp_path / "question.wav"), "--output", str(tmp_path / "reply.wav"),
+         "--tail", "7"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    events = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert any(e["type"] == "transcript" and e["final"] and "parking" in e["text"].lower() for e in events)
+    reply = read_wav(tmp_path / "reply.wav")
+    assert reply.duration > 5  # the greeting, then the answer where it was heard
