@@ -135,3 +135,15 @@ def test_talk_token_is_short_lived_and_bound(service: Service, admin_key: str) -
         body = r.json()
         assert body["expires_in"] <= 60 and body["url"].startswith(f"/v1/agents/{agent['id']}/talk?token=")
         assert json.loads(json.dumps(body))["token"].count(".") == 2
+
+
+def test_scopes_narrow_a_key_within_its_role(service: Service, admin_key: str) -> None:
+    with service.client(admin_key) as c:
+        assert c.post("/v1/keys", json={"name": "x", "scopes": ["everything"]}).status_code == 422
+        narrow = c.post("/v1/keys", json={"name": "calls only", "role": "editor", "scopes": ["calls:read"]}).json()
+        assert narrow["scopes"] == ["calls:read"]
+    with service.client(narrow["secret"]) as n:
+        assert n.get("/v1/calls").status_code == 200
+        denied = n.get("/v1/agents")
+        assert denied.status_code == 403 and "agents:read" in denied.json()["detail"]
+        assert n.post("/v1/agents", json=agent_doc("Scoped")).status_code == 403

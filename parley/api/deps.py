@@ -55,15 +55,30 @@ async def principal(
     return who
 
 
-def role(needed: Role) -> Callable[..., Coroutine[Any, Any, Principal]]:
+#: Parley's scopes. A credential that carries any of them is limited to those; one with none is limited
+#: only by its role (identity providers put their own scopes, such as "openid", in tokens).
+SCOPES = ("agents:read", "agents:write", "calls:read", "calls:write", "keys", "talk")
+
+
+def has_scope(who: Principal, scope: str) -> bool:
+    mine = [s for s in who.scopes if s in SCOPES]
+    return not mine or scope in mine
+
+
+def access(needed: Role, scope: str) -> Callable[..., Coroutine[Any, Any, Principal]]:
     async def check(who: Annotated[Principal, Depends(principal)]) -> Principal:
         if not who.role.allows(needed):
             raise HTTPException(status_code=403, detail=f"this needs the {needed.value} role")
+        if not has_scope(who, scope):
+            raise HTTPException(status_code=403, detail=f"this needs the {scope} scope")
         return who
 
     return check
 
 
-Viewer = Annotated[Principal, Depends(role(Role.viewer))]
-Editor = Annotated[Principal, Depends(role(Role.editor))]
-Admin = Annotated[Principal, Depends(role(Role.admin))]
+ReadAgents = Annotated[Principal, Depends(access(Role.viewer, "agents:read"))]
+WriteAgents = Annotated[Principal, Depends(access(Role.editor, "agents:write"))]
+ReadCalls = Annotated[Principal, Depends(access(Role.viewer, "calls:read"))]
+WriteCalls = Annotated[Principal, Depends(access(Role.editor, "calls:write"))]
+ManageKeys = Annotated[Principal, Depends(access(Role.admin, "keys"))]
+Talk = Annotated[Principal, Depends(access(Role.viewer, "talk"))]

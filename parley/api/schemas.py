@@ -71,7 +71,11 @@ class KeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=100)
     role: Role = Role.viewer
-    scopes: list[str] = Field(default_factory=list, max_length=20)
+    scopes: list[Literal["agents:read", "agents:write", "calls:read", "calls:write", "keys", "talk"]] = Field(
+        default_factory=list,
+        max_length=6,
+        description="limit the key to these scopes (within its role); none: everything its role allows",
+    )
 
 
 class KeyOut(_Out):

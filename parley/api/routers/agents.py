@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path, Query, Response
 
 from parley.agent.document import AgentDocument
-from parley.api.deps import Editor, State, Viewer
+from parley.api.deps import ReadAgents, State, WriteAgents
 from parley.api.schemas import AgentOut, AgentVersionOut
 from parley.store.agents import AgentRepo
 from parley.store.errors import Conflict
@@ -34,7 +34,7 @@ def _document(doc: AgentDocument) -> dict[str, object]:
 
 
 @router.post("", status_code=201, response_model=AgentOut)
-async def create_agent(doc: AgentDocument, who: Editor, state: State) -> Agent:
+async def create_agent(doc: AgentDocument, who: WriteAgents, state: State) -> Agent:
     async with state.db.session() as s:
         try:
             return await AgentRepo(s).create(who.tenant_id, doc.name, _document(doc))
@@ -44,7 +44,7 @@ async def create_agent(doc: AgentDocument, who: Editor, state: State) -> Agent:
 
 @router.get("", response_model=list[AgentOut])
 async def list_agents(
-    who: Viewer,
+    who: ReadAgents,
     state: State,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
@@ -54,13 +54,13 @@ async def list_agents(
 
 
 @router.get("/{agent_ref}", response_model=AgentOut)
-async def get_agent(agent_ref: str, who: Viewer, state: State) -> Agent:
+async def get_agent(agent_ref: str, who: ReadAgents, state: State) -> Agent:
     async with state.db.session() as s:
         return await find_agent(AgentRepo(s), who.tenant_id, agent_ref)
 
 
 @router.put("/{agent_ref}", response_model=AgentOut)
-async def update_agent(agent_ref: str, doc: AgentDocument, who: Editor, state: State) -> Agent:
+async def update_agent(agent_ref: str, doc: AgentDocument, who: WriteAgents, state: State) -> Agent:
     async with state.db.session() as s:
         repo = AgentRepo(s)
         agent = await find_agent(repo, who.tenant_id, agent_ref)
@@ -74,7 +74,7 @@ async def update_agent(agent_ref: str, doc: AgentDocument, who: Editor, state: S
 
 
 @router.get("/{agent_ref}/versions", response_model=list[AgentVersionOut])
-async def agent_versions(agent_ref: str, who: Viewer, state: State) -> list[object]:
+async def agent_versions(agent_ref: str, who: ReadAgents, state: State) -> list[object]:
     async with state.db.session() as s:
         repo = AgentRepo(s)
         agent = await find_agent(repo, who.tenant_id, agent_ref)
@@ -83,7 +83,7 @@ async def agent_versions(agent_ref: str, who: Viewer, state: State) -> list[obje
 
 @router.get("/{agent_ref}/versions/{version}", response_model=AgentVersionOut)
 async def agent_version(
-    agent_ref: str, version: Annotated[int, Path(ge=1, le=1_000_000)], who: Viewer, state: State
+    agent_ref: str, version: Annotated[int, Path(ge=1, le=1_000_000)], who: ReadAgents, state: State
 ) -> object:
     async with state.db.session() as s:
         repo = AgentRepo(s)
@@ -95,7 +95,7 @@ async def agent_version(
 
 
 @router.delete("/{agent_ref}", status_code=204)
-async def delete_agent(agent_ref: str, who: Editor, state: State) -> Response:
+async def delete_agent(agent_ref: str, who: WriteAgents, state: State) -> Response:
     async with state.db.session() as s:
         repo = AgentRepo(s)
         agent = await find_agent(repo, who.tenant_id, agent_ref)

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Header, HTTPException, Query, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
-from parley.api.deps import Editor, State, Viewer
+from parley.api.deps import ReadCalls, State, WriteCalls
 from parley.api.schemas import CallDetail, CallOut, EventOut, TurnOut
 from parley.store.blobs import BlobNotFound
 from parley.store.calls import CallRepo
@@ -31,7 +31,7 @@ async def _call(state: State, tenant_id: uuid.UUID, call_id: uuid.UUID) -> Call:
 
 @router.get("", response_model=list[CallOut])
 async def list_calls(
-    who: Viewer,
+    who: ReadCalls,
     state: State,
     agent_id: uuid.UUID | None = None,
     status: Annotated[str | None, Query(max_length=20)] = None,
@@ -50,7 +50,7 @@ async def list_calls(
 
 
 @router.get("/{call_id}", response_model=CallDetail)
-async def get_call(call_id: uuid.UUID, who: Viewer, state: State) -> dict[str, Any]:
+async def get_call(call_id: uuid.UUID, who: ReadCalls, state: State) -> dict[str, Any]:
     call = await _call(state, who.tenant_id, call_id)
     async with state.db.session() as s:
         repo = CallRepo(s)
@@ -65,7 +65,7 @@ async def get_call(call_id: uuid.UUID, who: Viewer, state: State) -> dict[str, A
 
 @router.get("/{call_id}/transcript", response_model=None)
 async def transcript(
-    call_id: uuid.UUID, who: Viewer, state: State, format: Literal["json", "text"] = "json"
+    call_id: uuid.UUID, who: ReadCalls, state: State, format: Literal["json", "text"] = "json"
 ) -> dict[str, Any] | PlainTextResponse:
     call = await _call(state, who.tenant_id, call_id)
     async with state.db.session() as s:
@@ -90,7 +90,7 @@ async def transcript(
 
 @router.get("/{call_id}/recording", response_class=StreamingResponse, responses={206: {}, 416: {}})
 async def recording(
-    call_id: uuid.UUID, who: Viewer, state: State, range: Annotated[str | None, Header()] = None
+    call_id: uuid.UUID, who: ReadCalls, state: State, range: Annotated[str | None, Header()] = None
 ) -> Response:
     """The call as a stereo WAV (caller left, agent right); honours HTTP Range requests."""
     call = await _call(state, who.tenant_id, call_id)
@@ -131,7 +131,7 @@ async def recording(
 
 
 @router.delete("/{call_id}", status_code=204)
-async def delete_call(call_id: uuid.UUID, who: Editor, state: State) -> Response:
+async def delete_call(call_id: uuid.UUID, who: WriteCalls, state: State) -> Response:
     async with state.db.session() as s:
         call = await CallRepo(s).delete(who.tenant_id, call_id)
     if call is None:

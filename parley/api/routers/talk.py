@@ -8,6 +8,7 @@ clients may send their API key or JWT in the usual headers. Protocol: docs/talk.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,9 +18,10 @@ from starlette.websockets import WebSocketState
 
 from parley.agent.document import AgentDocument, AgentDocumentError, parse_agent
 from parley.api.auth import AuthError, Principal
-from parley.api.deps import State, Viewer, rate_limit
+from parley.api.deps import State, Talk, has_scope, rate_limit
 from parley.api.routers.agents import find_agent
 from parley.api.schemas import TalkToken
+from parley.api.state import AppState
 from parley.calls.live import CallTarget, LiveCall
 from parley.calls.session import Services
 from parley.store.agents import AgentRepo
@@ -32,20 +34,18 @@ TOKEN_TTL_S = 60
 
 
 @router.post("/{agent_ref}/talk-token", response_model=TalkToken)
-async def talk_token(agent_ref: str, who: Viewer, state: State) -> TalkToken:
+async def talk_token(agent_ref: str, who: Talk, state: State) -> TalkToken:
     async with state.db.session() as s:
         agent = await find_agent(AgentRepo(s), who.tenant_id, agent_ref)
     token = state.auth.issue_talk_token(who, agent.id, ttl_s=TOKEN_TTL_S)
     return TalkToken(token=token, expires_in=TOKEN_TTL_S, url=f"/v1/agents/{agent.id}/talk?token={token}")
 
 
-async def _authenticate(ws: WebSocket, state: Any, agent_ref: str) -> tuple[Principal, CallTarget] | None:
+async def _authenticate(ws: WebSocket, state: AppState, agent_ref: str) -> tuple[Principal, CallTarget] | None:
     token = ws.query_params.get("token")
     try:
         async with state.db.session() as s:
             if token:
-                import uuid
-
                 try:
                     agent_id = uuid.UUID(agent_ref)
                 except ValueError:
@@ -53,6 +53,8 @@ async def _authenticate(ws: WebSocket, state: Any, agent_ref: str) -> tuple[Prin
                 who = state.auth.verify_talk_token(token, agent_id)
             else:
                 who = await state.auth.authenticate(ws.headers.get("authorization"), ws.headers.get("x-api-key"))
+                if not has_scope(who, "talk"):
+                    raise AuthError(403, "this needs the talk scope")
             agent = await find_agent(AgentRepo(s), who.tenant_id, agent_ref)
     except AuthError as exc:
         log.info("talk_refused", reason=exc.message)
