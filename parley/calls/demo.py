@@ -14,7 +14,7 @@ from parley.calls.simulate import simulate_call
 from parley.calls.synthetic_caller import caller_recording
 
 QUESTIONS = (
-    "Hi, what are your opening hours on Saturday?",
+    "What are your opening hours on Saturday?",
     "Where is your office?",
     "How much does a cleaning cost?",
 )
@@ -26,7 +26,7 @@ def run_demo(out_dir: Path, fast: bool, console: Console) -> None:
     caller = out_dir / "caller.wav"
     agent = load_agent(EXAMPLE_AGENT)
     console.print("[bold]Parley demo[/bold]: a synthetic caller phones the example receptionist (local models).")
-    voice = "us-female" if shutil.which("espeak-ng") else "joe-quick"
+    voice = "gb-male" if shutil.which("espeak-ng") else "joe-quick"  # a voice unlike the agent's
     asyncio.run(caller_recording(QUESTIONS, caller, voice=voice))
     report = asyncio.run(simulate_call(agent, caller, out_dir / "call.wav", fast=fast))
     report.write(out_dir / "report.json")
