@@ -30,7 +30,12 @@ RECEPTIONIST["llm"]["options"]["max_tokens"] = 24  # short answers: the calls he
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    with backend_env(request.param, request) as env, running_service(tmp_path_factory.mktemp("talk"), **env) as svc:
+    unlimited = "100000/minute"  # the fuzzer sends thousands of requests from one address
+    limits = {"PARLEY_RATE_LIMIT_PER_KEY": unlimited, "PARLEY_RATE_LIMIT_PER_ADDRESS": unlimited}
+    with (
+        backend_env(request.param, request) as env,
+        running_service(tmp_path_factory.mktemp("talk"), **env, **limits) as svc,
+    ):
         yield svc
 
 
@@ -79,7 +84,7 @@ def test_talk_then_list_transcript_and_recording(service: Service) -> None:
     kinds = [e["type"] for e in events]
     assert kinds[0] == "call" and kinds[-1] == "end"
     finals = [e for e in events if e["type"] == "transcript" and e["final"]]
-    assert finals and "saturday" in finals[0]["text"].lower()
+    assert finals and "opening hours" in finals[0]["text"].lower()
     replies = [e for e in events if e["type"] == "agent_text" and e["turn"] == 1]
     assert replies and replies[0]["text"]
     assert any(e["type"] == "turn_metrics" and e["turn"] == 1 and e["voice_to_voice"] for e in events)
@@ -89,7 +94,7 @@ def test_talk_then_list_transcript_and_recording(service: Service) -> None:
     with service.client(key) as c:
         listed = c.get("/v1/calls", params={"agent_id": agent["id"]}).json()
         assert [x["id"] for x in listed] == [call_id]
-        assert c.get("/v1/calls", params={"q": "saturday"}).json()[0]["id"] == call_id
+        assert c.get("/v1/calls", params={"q": "OPENING hours"}).json()[0]["id"] == call_id
         assert c.get("/v1/calls", params={"q": "no such words"}).json() == []
         call = c.get(f"/v1/calls/{call_id}").json()
         assert call["status"] == "ended" and call["end_reason"] == "caller-hangup"
@@ -97,7 +102,7 @@ def test_talk_then_list_transcript_and_recording(service: Service) -> None:
         assert [t["turn"] for t in call["turns"]] == [0, 1]
         assert call["turns"][1]["times"]["first_audio_out"] > call["turns"][1]["times"]["speech_end"]
         text = c.get(f"/v1/calls/{call_id}/transcript", params={"format": "text"}).text
-        assert "caller:" in text and "agent:" in text and "Saturday" in text
+        assert "caller:" in text and "agent:" in text and "opening hours" in text.lower()
         rec = c.get(f"/v1/calls/{call_id}/recording")
         assert rec.status_code == 200 and rec.headers["accept-ranges"] == "bytes"
         wav = read_wav(rec.content)
@@ -187,7 +192,7 @@ def test_schemathesis_finds_no_server_errors(service: Service, tmp_path: Path) -
     result = subprocess.run(
         [sys.executable, "-m", "schemathesis.cli", "run", f"{service.url}/openapi.json",
          "--header", f"Authorization: Bearer {key}", "--checks", "not_a_server_error",
-         "--max-examples", "25", "--workers", "2", "--exclude-path-regex", "talk$"],
+         "--max-examples", "25", "--workers", "1", "--exclude-path-regex", "talk$"],
         capture_output=True, text=True, timeout=600, cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]

@@ -94,7 +94,7 @@ async def test_telephone_ulaw_recording(agent: AgentDocument, services: Services
     path.write_bytes(pcm16_to_ulaw(resample(samples, 16000, 8000).astype("<i2").tobytes()))
     report = await simulate_call(agent, path, tmp_path / "call.wav", fast=True, services=services)
     assert len(report.turns) == 1
-    assert "office" in words(report.turns[0].caller_text)
+    assert {"office", "where"} & words(report.turns[0].caller_text)
     assert report.turns[0].agent_text
 
 
@@ -128,7 +128,7 @@ async def test_interruption_in_the_middle_of_the_first_word(
     assert report.greeting is not None
     assert report.greeting.interrupted
     assert report.greeting.agent_text == ""  # not even "Hello" was heard in full
-    assert len(report.turns) == 1 and "sunday" in words(report.turns[0].caller_text)
+    assert len(report.turns) == 1 and {"sunday", "open"} & words(report.turns[0].caller_text)
     assert report.turns[0].agent_text
     # the agent channel goes quiet within ~100 ms of the caller's first sound, until the answer
     right = read_wav(out).samples[:, 1]
