@@ -10,7 +10,7 @@ dropped and the playout reports upstream what the caller actually heard.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -82,6 +82,7 @@ class Playout(Processor):
         self._frame_bytes = samples_per_frame(sample_rate, frame_ms) * 2
         self._silence = bytes(self._frame_bytes)
         self._frames: deque[tuple[int, _Sentence, bytes]] = deque()
+        self._queued: Counter[int] = Counter()  # frames waiting per turn: no scan of the queue 50 times a second
         self._splitters: dict[int, FrameSplitter] = {}
         self._replies: dict[int, _Reply] = {}
         self._confirmed: set[int] = set(confirmed)
@@ -113,6 +114,7 @@ class Playout(Processor):
         """Drop unplayed audio. Every confirmed reply still owed reports what was heard of it (maybe
         nothing); speculative replies for unconfirmed turns just go."""
         self._frames.clear()
+        self._queued.clear()
         self._splitters.clear()
         for turn_id in sorted(self._confirmed):
             reply = self._replies.get(turn_id)
@@ -146,12 +148,13 @@ class Playout(Processor):
         for f in frames:
             sentence.received += len(f)
             self._frames.append((frame.turn_id, sentence, f))
+            self._queued[frame.turn_id] += 1
 
     async def _finish_if_played(self, turn_id: int) -> None:
         reply = self._replies.get(turn_id)
         if reply is None or not reply.done or turn_id not in self._confirmed:
             return
-        if any(t == turn_id for t, _, _ in self._frames):
+        if self._queued[turn_id]:
             return
         del self._replies[turn_id]
         self._confirmed.discard(turn_id)
@@ -183,12 +186,13 @@ class Playout(Processor):
             k += 1
             if speech:
                 turn_id = self._playing_turn
-                if not any(tid == turn_id for tid, _, _ in self._frames):
+                if not self._queued[turn_id]:
                     await self._finish_if_played(turn_id)
 
     def _next_frame(self) -> tuple[bytes, bool]:
         if self._frames and self._frames[0][0] in self._confirmed:
             turn_id, sentence, pcm = self._frames.popleft()
+            self._queued[turn_id] -= 1
             sentence.played += len(pcm)
             self._playing_turn = turn_id
             return pcm, True
