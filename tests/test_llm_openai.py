@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import socket
 import subprocess
 import sys
 import threading
@@ -31,6 +30,8 @@ from parley.services.llm.base import LLMError, Message, registry
 from parley.services.llm.llama import default_model_path
 from parley.services.llm.openai_compat import OpenAICompatibleLLM
 
+from .service import free_port
+
 pytestmark = pytest.mark.slow
 
 QUESTION: list[Message] = [
@@ -38,12 +39,6 @@ QUESTION: list[Message] = [
     {"role": "user", "content": "What is the capital of France?"},
 ]
 SECRET = "sk-parley-TEST-secret-0123456789"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class LlamaServer(NamedTuple):
