@@ -8,6 +8,7 @@ Every production part is chosen here, by configuration only: the database by
 
 from __future__ import annotations
 
+import socket
 from functools import cached_property
 from pathlib import Path
 
@@ -35,6 +36,36 @@ class Settings(BaseSettings):
     public_url: str | None = Field(None, description="the address callers and carriers reach Parley at")
     cors_origins: list[str] = Field(default_factory=list)
     max_body_bytes: int = 1_000_000
+    worker_id: str = Field(
+        default_factory=socket.gethostname,
+        description="names this process in call records; at start-up it closes only its own unfinished calls",
+    )
+
+    # --- telephony ---------------------------------------------------------------
+    sip_port: int = Field(5060, ge=0, le=65535, description="UDP port of the SIP endpoint; 0 turns it off")
+    sip_host: str = Field("127.0.0.1", description="address the SIP endpoint binds")
+    sip_advertised_host: str | None = Field(None, description="address put in Contact/SDP (default: sip_host)")
+    sip_rtp_ports: str = Field("20000-20999", description="UDP port range for RTP media")
+    sip_trunk_uri: str | None = Field(None, description="outbound calls: sip:trunk.example.com[:port]")
+    sip_trunk_username: str | None = None
+    sip_trunk_password: SecretStr | None = None
+    twilio_account_sid: str | None = None
+    twilio_auth_token: SecretStr | None = None
+    twilio_api_base_url: str | None = Field(None, description="tests: a local server speaking Twilio's REST API")
+    vonage_application_id: str | None = None
+    vonage_private_key_path: Path | None = None
+    vonage_signature_secret: SecretStr | None = None
+    vonage_api_base_url: str = "https://api.nexmo.com"
+    plivo_auth_id: str | None = None
+    plivo_auth_token: SecretStr | None = None
+    plivo_api_base_url: str = "https://api.plivo.com"
+    exotel_account_sid: str | None = None
+    exotel_api_key: str | None = None
+    exotel_api_token: SecretStr | None = None
+    exotel_subdomain: str = "api.exotel.com"
+    telephony_tenant: str | None = Field(
+        None, description="tenant whose agents carriers reach by name when a webhook names no tenant"
+    )
 
     # --- security ----------------------------------------------------------------
     jwt_secret: SecretStr | None = Field(None, description="HS256 secret for JWTs your identity system issues")

@@ -55,6 +55,7 @@ def running_service(data_dir: Path, **env: str) -> Iterator[Service]:
         "PARLEY_HOST": "127.0.0.1",
         "PARLEY_PORT": str(port),
         "HF_HUB_OFFLINE": "1",
+        "PARLEY_SIP_PORT": "0",  # tests that want the SIP endpoint pass a free port
         **env,
     }
     log = data_dir / "serve.log"

@@ -6,16 +6,32 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import structlog
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from parley import __version__
-from parley.api.routers import agents, calls, keys, talk
+from parley.api.routers import agents, calls, keys, numbers, talk
 from parley.api.security import add_security
 from parley.api.state import AppState
 from parley.config import Settings
 
 log = structlog.get_logger(__name__)
+
+
+def telephony_routers() -> list[APIRouter]:
+    """Carrier webhooks and media streams (/telephony/<provider>/…), one module per provider."""
+    import importlib
+
+    routers: list[APIRouter] = []
+    for name in ("twilio", "vonage", "plivo", "exotel", "asterisk", "freeswitch"):
+        try:
+            module = importlib.import_module(f"parley.telephony.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"parley.telephony.{name}":
+                raise
+            continue
+        routers.append(module.router)
+    return routers
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -37,7 +53,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     add_security(app, settings)
-    for router in (agents.router, talk.router, calls.router, keys.router):
+    for router in (agents.router, talk.router, calls.router, keys.router, numbers.router):
+        app.include_router(router)
+    for router in telephony_routers():
         app.include_router(router)
 
     @app.get("/health", tags=["health"])

@@ -60,6 +60,9 @@ class CallOut(_Out):
     end_reason: str | None
     duration_s: float | None
     recording_bytes: int | None
+    direction: str = "inbound"
+    called: str | None = None
+    provider_call_id: str | None = None
 
 
 class CallDetail(CallOut):
@@ -103,3 +106,25 @@ class Transcript(BaseModel):
     call_id: uuid.UUID
     turns: list[dict[str, Any]]
     format: Literal["json"] = "json"
+
+
+class CallCreate(BaseModel):
+    """An outbound call: the agent calls ``to`` through ``provider``."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    agent_id: str = Field(min_length=1, max_length=200, description="agent id or name")
+    to: str = Field(min_length=1, max_length=200, description="phone number (E.164) or SIP URI")
+    from_: str | None = Field(None, alias="from", max_length=200, description="caller id (a number you own)")
+    provider: Literal["twilio", "vonage", "plivo", "exotel", "sip"] = "twilio"
+
+
+class NumberCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    number: str = Field(min_length=1, max_length=200, description="E.164 number or SIP user callers dial")
+    agent_id: str = Field(min_length=1, max_length=200, description="agent id or name")
+
+
+class NumberOut(_Out):
+    number: str
+    agent_id: uuid.UUID
+    created_at: datetime

@@ -48,7 +48,7 @@ class AppState:
         async with db.session() as s:
             from parley.store.calls import CallRepo
 
-            await CallRepo(s).end_stale("server-restart")
+            await CallRepo(s).end_stale("server-restart", worker_id=settings.worker_id)
 
         async def lookup_key(secret: str) -> KeyInfo | None:
             async with db.session() as s:

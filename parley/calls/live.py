@@ -20,11 +20,22 @@ import structlog
 
 from parley.agent.document import AgentDocument
 from parley.audio import FrameSplitter
+from parley.calls.control import ActionUnsupported, CallControl
 from parley.calls.recorder import BlobSink, StereoRecorder
-from parley.calls.session import Services, build_pipeline
+from parley.calls.session import CallPipeline, Services, build_pipeline
 from parley.calls.turnlog import TurnLog
 from parley.pipeline.clock import Clock, RealClock
-from parley.pipeline.frames import AgentSpoke, AudioIn, Direction, Frame, Interruption, StageTime, Transcript
+from parley.pipeline.frames import (
+    DTMF,
+    AgentAction,
+    AgentSpoke,
+    AudioIn,
+    Direction,
+    Frame,
+    Interruption,
+    StageTime,
+    Transcript,
+)
 from parley.pipeline.pipeline import PipelineRunner
 from parley.store.blobs import BlobStore
 from parley.store.calls import CallRepo
@@ -87,6 +98,10 @@ class CallRecordWriter:
     def _event(self, event: dict[str, Any]) -> None:
         self._queue.put_nowait(("event", event))
 
+    def event(self, event: dict[str, Any]) -> None:
+        """An event from outside the pipeline (DTMF, an action), written in order with the rest."""
+        self._event(event)
+
     def _maybe_final(self, turn_id: int) -> None:
         rec = self._log.turns.get(turn_id)
         if turn_id in self._eot and rec is not None and "stt_final" in rec.times and turn_id not in self._final_sent:
@@ -119,10 +134,30 @@ class CallRecordWriter:
         await self._task
 
 
-class LiveCall:
-    """Runs one conversation between a connected client and an agent."""
+@dataclass(frozen=True)
+class CallInfo:
+    """What the transport knows about the call, recorded with it."""
 
-    sample_rate = 16000
+    caller: str | None = None
+    called: str | None = None
+    direction: str = "inbound"
+    provider_call_id: str | None = None
+    worker_id: str | None = None
+    #: an outbound call's record, created when it was dialled ('dialing'); media makes it active
+    call_id: uuid.UUID | None = None
+
+
+async def _no_event(event: dict[str, Any]) -> None:
+    return None
+
+
+class LiveCall:
+    """Runs one conversation between a connected client and an agent.
+
+    ``sample_rate`` is the rate of the transport's audio (8000 for G.711 phone calls):
+    the pipeline runs at it, so no audio is resampled per frame on the media path.
+    """
+
     frame_ms = 20
 
     def __init__(
@@ -133,27 +168,116 @@ class LiveCall:
         blobs: BlobStore,
         transport: str,
         send_audio: SendAudio,
-        send_event: SendEvent,
+        send_event: SendEvent = _no_event,
         caller: str | None = None,
         clock: Clock | None = None,
+        *,
+        sample_rate: int = 16000,
+        control: CallControl | None = None,
+        info: CallInfo | None = None,
+        continuous_output: bool = False,
     ) -> None:
         self.target = target
         self.services = services
         self.db = db
         self.blobs = blobs
         self.transport = transport
-        self.caller = caller
+        self.info = info or CallInfo(caller=caller)
+        self.caller = self.info.caller or caller
+        self.sample_rate = sample_rate
+        self.control = control or CallControl()
+        #: RTP sends a packet every 20 ms (silence too); WebSocket carriers get agent speech only
+        self.continuous_output = continuous_output
         self._send_audio = send_audio
         self._send_event = send_event
         self._clock = clock
         self.call_id: uuid.UUID | None = None
+        self._pipeline: CallPipeline | None = None
+        self._runner: PipelineRunner | None = None
+        self._writer: CallRecordWriter | None = None
+        self._actions: set[asyncio.Task[None]] = set()
+        self.started = asyncio.Event()
+
+    def now(self) -> float:
+        return self._runner.clock.now() if self._runner is not None else 0.0
+
+    async def dtmf(self, digit: str) -> None:
+        """A keypad digit from the caller: recorded, and handed to the agent."""
+        if self._pipeline is None or not self.started.is_set():
+            return
+        t = self.now()
+        self.record_event({"type": "dtmf", "digit": digit, "t": round(t, 3)})
+        await self._pipeline.pipeline.queue(DTMF(digit=digit, t=t))
+
+    def record_event(self, event: dict[str, Any]) -> None:
+        """Adds an event to the call record (and sends it to clients that listen for events)."""
+        if self._writer is not None:
+            self._writer.event(event)
+
+    async def end(self, reason: str) -> None:
+        """End the call from the transport's side (the far end hung up, a carrier said so)."""
+        if self._runner is not None:
+            await self._runner.end(reason)
+
+    def _observe(self, frame: Frame, direction: Direction) -> None:
+        """Transport actions triggered by frames leaving the pipeline: clear on barge-in, agent actions."""
+        if isinstance(frame, Interruption) and type(frame) is Interruption:
+            self._spawn(self.control.clear())
+        elif isinstance(frame, AgentAction) and direction is Direction.DOWNSTREAM:
+            self._spawn(self._act(frame))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._actions.add(task)
+        task.add_done_callback(self._actions.discard)
+
+    async def _act(self, action: AgentAction) -> None:
+        event: dict[str, Any] = {"type": "action", "action": action.action, "turn": action.turn_id,
+                                 "t": round(self.now(), 3)}  # fmt: skip
+        if action.target:
+            event["target"] = action.target
+        if action.reason:
+            event["reason"] = action.reason
+        if action.refused:
+            event["result"] = f"not allowed: {action.refused}"
+            self.record_event(event)
+            return
+        try:
+            if action.action == "hang_up":
+                await self.control.hang_up(action.reason or "agent-hangup")
+                event["result"] = "done"
+                self.record_event(event)
+                await self.end("agent-hangup")
+                return
+            if action.action == "transfer":
+                await self.control.transfer(action.target)
+                event["result"] = "done"
+                self.record_event(event)
+                await self.end("transferred")
+                return
+            event["result"] = "unknown action"
+        except ActionUnsupported as exc:
+            event["result"] = f"unsupported: {exc}"
+        except Exception as exc:
+            log.exception("call_action_failed", action=action.action)
+            event["result"] = f"failed: {exc}"
+        self.record_event(event)
 
     async def run(self, audio_in: AsyncIterator[bytes]) -> str:
         """Hold the conversation until ``audio_in`` ends; returns the end reason."""
         t = self.target
+        info = self.info
         async with self.db.session() as s:
-            call = await CallRepo(s).create(t.tenant_id, t.agent_id, t.agent_version, t.agent_name, self.transport,
-                                            caller=self.caller)  # fmt: skip
+            repo = CallRepo(s)
+            call = None
+            if info.call_id is not None:
+                call = await repo.activate(t.tenant_id, info.call_id, info.worker_id, info.provider_call_id)
+            if call is None:
+                call = await repo.create(
+                    t.tenant_id, t.agent_id, t.agent_version, t.agent_name, self.transport, caller=self.caller,
+                    direction=info.direction, called=info.called, provider_call_id=info.provider_call_id,
+                    worker_id=info.worker_id,
+                )  # fmt: skip
         self.call_id = call_id = call.id
         key = f"{t.tenant_id}/{call_id}.wav"
         sink = BlobSink(await self.blobs.writer(key), self.sample_rate)
@@ -161,14 +285,17 @@ class LiveCall:
 
         async def out(pcm: bytes, at: float, speech: bool) -> None:
             await recorder.agent(pcm, at, speech)
-            if speech:
+            if speech or self.continuous_output:
                 await self._send_audio(pcm)
 
-        call_pipeline = build_pipeline(t.document, self.services, out, self.sample_rate)
+        call_pipeline = build_pipeline(
+            t.document, self.services, out, self.sample_rate, played_frames=self.control.played_frames
+        )
         writer = CallRecordWriter(self.db, t.tenant_id, call_id, call_pipeline.turn_log, self._send_event)
-        call_pipeline.pipeline.observers.append(writer)
+        call_pipeline.pipeline.observers.extend([writer, self._observe])
         clock = self._clock or RealClock()
         runner = PipelineRunner(call_pipeline.pipeline, clock, self.sample_rate)
+        self._pipeline, self._runner, self._writer = call_pipeline, runner, writer
         await self._send_event({"type": "call", "call_id": str(call_id), "sample_rate": self.sample_rate,
                                 "agent_id": str(t.agent_id), "agent_version": t.agent_version})  # fmt: skip
         reason = "ended"
@@ -176,6 +303,7 @@ class LiveCall:
 
         async def feed() -> str:
             await runner.wait_started()
+            self.started.set()
             splitter = FrameSplitter(self.sample_rate, self.frame_ms)
             k = 0
             async for chunk in audio_in:
@@ -210,9 +338,9 @@ class LiveCall:
             reason, status = f"error: {exc}", "failed"
             log.exception("call_failed", call_id=str(call_id))
         finally:
-            for task in (feeder, run_task):
+            for task in (feeder, run_task, *self._actions):
                 task.cancel()
-            await asyncio.gather(feeder, run_task, return_exceptions=True)
+            await asyncio.gather(feeder, run_task, *self._actions, return_exceptions=True)
             await writer.aclose()
             duration = await recorder.close()
             async with self.db.session() as s:

@@ -29,7 +29,7 @@ from parley.services.tts.base import TTS
 from parley.services.tts.fallback import create_tts
 from parley.services.vad.base import VAD
 from parley.services.vad.base import registry as vad_registry
-from parley.transports.playout import FrameSink, Playout
+from parley.transports.playout import FrameSink, PlayedFrames, Playout
 
 log = structlog.get_logger(__name__)
 
@@ -82,11 +82,12 @@ def build_pipeline(
     sink: FrameSink,
     sample_rate: int,
     observers: list[Observer] | None = None,
+    played_frames: PlayedFrames | None = None,
 ) -> CallPipeline:
     """The processors of a call, in order, ending in a paced playout to ``sink``."""
     turn_log = TurnLog()
     turns = TurnTaker(services.vad, agent.vad, agent.turn, agent.interruptions)
-    playout = Playout(sample_rate, sink)
+    playout = Playout(sample_rate, sink, played_frames=played_frames)
     conversation = Conversation(agent.system_prompt, agent.max_history_turns, agent.greeting)
     pipeline = Pipeline(
         [

@@ -216,3 +216,19 @@ class AgentSpoke(SystemFrame):
     heard_text: str = ""
     interrupted: bool = False
     t: float = 0.0
+
+
+@dataclass
+class AgentAction(DataFrame):
+    """The agent acts on the call (``hang_up``, ``transfer``) once the reply before it has been heard.
+
+    It travels behind the reply's audio, so the playout releases it only when that
+    audio has played; the live call then asks its transport to carry it out.
+    """
+
+    turn_id: int = 0
+    action: str = ""
+    target: str = ""
+    reason: str = ""
+    #: why the agent may not do this (the document does not allow it): recorded, never carried out
+    refused: str = ""

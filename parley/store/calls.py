@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from parley.store.errors import NotFound
 from parley.store.models import Call, CallEvent, Turn, utcnow
 
-STATUSES = ("active", "ended", "failed")
+STATUSES = ("dialing", "active", "ended", "failed")
 
 
 def like_pattern(text: str) -> str:
@@ -45,15 +45,28 @@ class CallRepo:
         agent_name: str,
         transport: str,
         caller: str | None = None,
+        *,
+        direction: str = "inbound",
+        called: str | None = None,
+        provider_call_id: str | None = None,
+        worker_id: str | None = None,
+        status: str = "active",
+        call_id: uuid.UUID | None = None,
     ) -> Call:
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, not {status!r}")
         call = Call(
-            id=uuid.uuid4(),
+            id=call_id or uuid.uuid4(),
+            direction=direction,
+            called=called,
+            provider_call_id=provider_call_id,
+            worker_id=worker_id,
             tenant_id=tenant_id,
             agent_id=agent_id,
             agent_version=agent_version,
             agent_name=agent_name,
             transport=transport,
-            status="active",
+            status=status,
             caller=caller,
             started_at=utcnow(),
         )
@@ -124,13 +137,42 @@ class CallRepo:
         await self.session.flush()
         return call
 
-    async def end_stale(self, reason: str = "server-restart") -> int:
-        """Ends every call still 'active', across all tenants, so a crash leaves complete records.
+    async def activate(
+        self, tenant_id: uuid.UUID, call_id: uuid.UUID, worker_id: str | None, provider_call_id: str | None = None
+    ) -> Call | None:
+        """A dialled (outbound) call was answered and its media arrived at ``worker_id``."""
+        call = await self.get(tenant_id, call_id)
+        if call is None or call.status != "dialing":
+            return None
+        call.status = "active"
+        call.worker_id = worker_id
+        if provider_call_id:
+            call.provider_call_id = provider_call_id
+        await self.session.flush()
+        return call
 
-        Only safe while no call is running anywhere: at start-up of the only server.
+    async def by_provider_id(self, transport: str, provider_call_id: str) -> Call | None:
+        """The call a carrier's callback is about. Carriers name only their own id, so this lookup spans
+        tenants; callers authenticate the callback (a signature) before using it."""
+        return await self.session.scalar(
+            select(Call)
+            .where(Call.transport == transport, Call.provider_call_id == provider_call_id)
+            .order_by(Call.started_at.desc())
+            .limit(1)
+        )
+
+    async def end_stale(self, reason: str = "server-restart", worker_id: str | None = None) -> int:
+        """Ends calls still 'active' or 'dialing' that ``worker_id`` was running (all of them when None),
+        so a crash leaves complete records.
+
+        A worker restarting under a stable id (a hostname, a StatefulSet pod) closes only its own calls;
+        other workers' calls go on.
         """
         now = utcnow()
-        calls = await self.session.scalars(select(Call).where(Call.status == "active").with_for_update())
+        query = select(Call).where(Call.status.in_(("active", "dialing")))
+        if worker_id is not None:
+            query = query.where(Call.worker_id == worker_id)
+        calls = await self.session.scalars(query.with_for_update())
         n = 0
         for call in calls:
             call.status = "ended"

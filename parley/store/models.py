@@ -128,6 +128,12 @@ class Call(Base):
     duration_s: Mapped[float | None] = mapped_column(Float, default=None)
     recording_key: Mapped[str | None] = mapped_column(String(500), default=None)
     recording_bytes: Mapped[int | None] = mapped_column(Integer, default=None)
+    direction: Mapped[str] = mapped_column(String(16), default="inbound")
+    called: Mapped[str | None] = mapped_column(String(200), default=None)
+    #: the carrier's id for the call (Twilio CallSid, SIP Call-ID …): status callbacks find the record by it
+    provider_call_id: Mapped[str | None] = mapped_column(String(200), default=None, index=True)
+    #: the process that runs the call; a restarting worker closes only its own calls
+    worker_id: Mapped[str | None] = mapped_column(String(200), default=None)
 
 
 class Turn(Base):
@@ -156,4 +162,17 @@ class CallEvent(Base):
     t: Mapped[float] = mapped_column(Float)
     kind: Mapped[str] = mapped_column(String(64))
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PhoneNumber(Base):
+    """A number (or SIP user) callers dial, mapped to the agent that answers it. Numbers are unique across
+    tenants: an incoming call names only the number, and the number names the tenant."""
+
+    __tablename__ = "phone_numbers"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    number: Mapped[str] = mapped_column(String(200), unique=True)
+    agent_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

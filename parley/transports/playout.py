@@ -35,6 +35,8 @@ log = structlog.get_logger(__name__)
 
 #: called for every 20 ms frame: (pcm16, call time, whether it is agent speech rather than silence)
 FrameSink = Callable[[bytes, float, bool], Awaitable[None]]
+#: how many agent speech frames the far end has confirmed playing (Twilio marks), or None to trust what was sent
+PlayedFrames = Callable[[], int | None]
 
 
 @dataclass
@@ -43,6 +45,7 @@ class _Sentence:
     received: int = 0  # bytes
     played: int = 0
     complete: bool = False
+    first_frame: int | None = None  # index (among all speech frames of the call) of its first frame played
 
 
 @dataclass
@@ -52,12 +55,17 @@ class _Reply:
     done: bool = False  # ReplyDone arrived
     started: bool = False  # first frame played
 
-    def heard(self) -> str:
+    def heard(self, confirmed_frames: int | None = None, frame_bytes: int = 1) -> str:
+        """The words played; with ``confirmed_frames`` only those the far end confirmed it played."""
         parts: list[str] = []
         for s in self.sentences:
-            if s.played <= 0:
+            played = s.played
+            if confirmed_frames is not None:
+                start = s.first_frame if s.first_frame is not None else confirmed_frames
+                played = min(played, max(0, confirmed_frames - start) * frame_bytes)
+            if played <= 0:
                 break
-            fraction = 1.0 if s.complete and s.played >= s.received else s.played / max(1, s.received)
+            fraction = 1.0 if s.complete and played >= s.received else played / max(1, s.received)
             part = heard_part(s.text, fraction)
             if part:
                 parts.append(part)
@@ -73,9 +81,16 @@ class Playout(Processor):
     """The last processor of a call: paces agent audio out to a transport's sink."""
 
     def __init__(
-        self, sample_rate: int, sink: FrameSink, frame_ms: int = 20, confirmed: tuple[int, ...] = (0,)
+        self,
+        sample_rate: int,
+        sink: FrameSink,
+        frame_ms: int = 20,
+        confirmed: tuple[int, ...] = (0,),
+        played_frames: PlayedFrames | None = None,
     ) -> None:
         super().__init__()
+        self._played_frames = played_frames
+        self.speech_frames = 0  # agent speech frames sent so far (the numbering far-end confirmations use)
         self.sample_rate = sample_rate
         self.frame_ms = frame_ms
         self._sink = sink
@@ -116,9 +131,10 @@ class Playout(Processor):
         self._frames.clear()
         self._queued.clear()
         self._splitters.clear()
+        confirmed_frames = self._played_frames() if self._played_frames else None
         for turn_id in sorted(self._confirmed):
             reply = self._replies.get(turn_id)
-            heard = reply.heard() if reply else ""
+            heard = reply.heard(confirmed_frames, self._frame_bytes) if reply else ""
             log.info("reply_interrupted", turn_id=turn_id, heard=heard)
             await self.push(
                 AgentSpoke(turn_id=turn_id, heard_text=heard, interrupted=True, t=self.clock.now()),
@@ -193,6 +209,9 @@ class Playout(Processor):
         if self._frames and self._frames[0][0] in self._confirmed:
             turn_id, sentence, pcm = self._frames.popleft()
             self._queued[turn_id] -= 1
+            if sentence.first_frame is None:
+                sentence.first_frame = self.speech_frames
+            self.speech_frames += 1
             sentence.played += len(pcm)
             self._playing_turn = turn_id
             return pcm, True

@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, HTTPException, Query, Response
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from parley.api.deps import ReadCalls, State, WriteCalls
-from parley.api.schemas import CallDetail, CallOut, EventOut, TurnOut
+from parley.api.schemas import CallCreate, CallDetail, CallOut, EventOut, TurnOut
 from parley.store.blobs import BlobNotFound
 from parley.store.calls import CallRepo
 from parley.store.models import Call
@@ -47,6 +47,22 @@ async def list_calls(
             who.tenant_id, agent_id=agent_id, status=status, transport=transport, since=since, until=until, q=q,
             limit=limit, offset=offset,
         )  # fmt: skip
+
+
+@router.post("", response_model=CallOut, status_code=201)
+async def create_call(body: CallCreate, who: WriteCalls, state: State, request: Request) -> Call:
+    """Dial out: the agent calls ``to`` through ``provider`` (its credentials come from PARLEY_* settings)."""
+    from parley.telephony.outbound import DialError, place_call
+    from parley.telephony.routing import NoSuchAgent, resolve_target
+
+    try:
+        target = await resolve_target(state.db, agent_ref=body.agent_id, tenant_ref=str(who.tenant_id))
+    except NoSuchAgent:
+        raise HTTPException(status_code=404, detail="agent not found") from None
+    try:
+        return await place_call(state, target, body.provider, body.to, body.from_, str(request.base_url))
+    except DialError as exc:
+        raise HTTPException(status_code=502, detail=f"{body.provider} did not place the call: {exc}"[:300]) from None
 
 
 @router.get("/{call_id}", response_model=CallDetail)

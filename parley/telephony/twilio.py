@@ -1,0 +1,325 @@
+"""Twilio: voice webhook (TwiML ``<Connect><Stream>``), Media Streams, status callbacks, outbound calls.
+
+Wire format (Media Streams, bidirectional): Twilio sends ``connected``, ``start``,
+``media`` (base64 µ-law 8 kHz), ``dtmf``, ``mark`` and ``stop``; Parley sends only
+``media``, ``mark`` and ``clear`` (anything else is error 31924). Webhooks are
+checked with the SDK's ``RequestValidator`` against ``PARLEY_PUBLIC_URL``; the
+stream cannot carry query parameters, so the TwiML passes ``<Parameter>``s and an
+HMAC over them (keyed by the auth token) that the stream checks at ``start``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import uuid
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+import structlog
+from fastapi import APIRouter, Depends, HTTPException, Request, Response, WebSocket
+from twilio.request_validator import RequestValidator
+from twilio.rest import Client
+from twilio.twiml.voice_response import Connect, Dial, VoiceResponse
+
+from parley.api.deps import State
+from parley.api.state import AppState
+from parley.audio import pcm16_to_ulaw, ulaw_to_pcm16
+from parley.calls.live import CallTarget
+from parley.config import Settings
+from parley.store.calls import CallRepo
+from parley.telephony.routing import NoSuchAgent, resolve_target
+from parley.telephony.stream import (
+    Dtmf,
+    Event,
+    Info,
+    MarkPlayed,
+    Media,
+    Outgoing,
+    Stop,
+    StreamControl,
+    StreamProtocol,
+    StreamStart,
+    WireError,
+    run_media_stream,
+)
+
+log = structlog.get_logger(__name__)
+router = APIRouter(prefix="/telephony/twilio", tags=["telephony"])
+
+#: CallStatus values that mean the call never connected or has ended
+FAILED = {"busy": "busy", "failed": "failed", "no-answer": "no-answer", "canceled": "canceled"}
+
+
+class TwilioStream(StreamProtocol):
+    """Twilio Media Streams JSON messages ↔ call events."""
+
+    name = "twilio"
+    sample_rate = 8000
+    supports_marks = True
+
+    def __init__(self) -> None:
+        self.stream_sid = ""
+        self._last_seq = -1
+
+    def parse(self, message: str | bytes) -> list[Event]:
+        if isinstance(message, bytes):
+            raise WireError("Media Streams messages are JSON text")
+        try:
+            data = json.loads(message)
+        except ValueError:
+            raise WireError("not JSON") from None
+        if not isinstance(data, dict) or not isinstance(data.get("event"), str):
+            raise WireError("no event name")
+        event = data["event"]
+        self._check_order(data)
+        if event == "connected":
+            return [Info(f"connected protocol={data.get('protocol')} version={data.get('version')}")]
+        if event == "start":
+            return [self._start(data)]
+        if not self.stream_sid:
+            raise WireError(f"{event} before start")
+        if data.get("streamSid", self.stream_sid) != self.stream_sid:
+            raise WireError("message for another stream")
+        if event == "media":
+            media = _obj(data, "media")
+            if media.get("track", "inbound") not in ("inbound", "inbound_track"):
+                return []
+            try:
+                payload = base64.b64decode(str(media.get("payload", "")), validate=True)
+            except (binascii.Error, ValueError):
+                raise WireError("media payload is not base64") from None
+            return [Media(ulaw_to_pcm16(payload))] if payload else []
+        if event == "dtmf":
+            digit = str(_obj(data, "dtmf").get("digit", ""))
+            if len(digit) != 1 or digit not in "0123456789*#ABCD":
+                raise WireError(f"bad DTMF digit {digit[:8]!r}")
+            return [Dtmf(digit)]
+        if event == "mark":
+            return [MarkPlayed(str(_obj(data, "mark").get("name", "")))]
+        if event == "stop":
+            return [Stop("caller-hangup")]
+        raise WireError(f"unknown event {event[:32]!r}")
+
+    def _check_order(self, data: dict[str, Any]) -> None:
+        seq = data.get("sequenceNumber")
+        if seq is None:
+            return
+        try:
+            n = int(seq)
+        except (TypeError, ValueError):
+            raise WireError("sequenceNumber is not a number") from None
+        if n <= self._last_seq:
+            raise WireError(f"message {n} out of order (after {self._last_seq})")
+        self._last_seq = n
+
+    def _start(self, data: dict[str, Any]) -> StreamStart:
+        start = _obj(data, "start")
+        sid = str(data.get("streamSid") or start.get("streamSid") or "")
+        if not sid:
+            raise WireError("start without streamSid")
+        fmt = start.get("mediaFormat") or {}
+        if isinstance(fmt, dict) and fmt.get("encoding") not in (None, "audio/x-mulaw"):
+            raise WireError(f"unsupported encoding {fmt.get('encoding')!r}")
+        self.stream_sid = sid
+        params = start.get("customParameters") or {}
+        params = {str(k): str(v) for k, v in params.items()} if isinstance(params, dict) else {}
+        return StreamStart(
+            stream_id=sid, provider_call_id=str(start.get("callSid") or "") or None,
+            caller=params.get("caller"), called=params.get("called"), params=params,
+        )  # fmt: skip
+
+    def audio(self, pcm: bytes) -> list[Outgoing]:
+        payload = base64.b64encode(pcm16_to_ulaw(pcm)).decode()
+        return [json.dumps({"event": "media", "streamSid": self.stream_sid, "media": {"payload": payload}})]
+
+    def mark(self, name: str) -> Outgoing | None:
+        return json.dumps({"event": "mark", "streamSid": self.stream_sid, "mark": {"name": name}})
+
+    def clear(self) -> Outgoing | None:
+        return json.dumps({"event": "clear", "streamSid": self.stream_sid})
+
+
+def _obj(data: dict[str, Any], key: str) -> dict[str, Any]:
+    value = data.get(key)
+    if not isinstance(value, dict):
+        raise WireError(f"{data.get('event')} without a {key} object")
+    return value
+
+
+# --- configuration helpers ------------------------------------------------------------
+
+
+def _auth_token(settings: Settings) -> str:
+    if settings.twilio_auth_token is None:
+        raise HTTPException(status_code=403, detail="Twilio is not configured (PARLEY_TWILIO_AUTH_TOKEN)")
+    return settings.twilio_auth_token.get_secret_value()
+
+
+def public_url(settings: Settings, request_base: str) -> str:
+    """The address carriers reach Parley at: PARLEY_PUBLIC_URL, else what this request came in on."""
+    return (settings.public_url or request_base).rstrip("/")
+
+
+def stream_token(auth_token: str, params: dict[str, str]) -> str:
+    """HMAC over the stream's parameters: the stream proves they came from a TwiML we signed."""
+    text = "|".join(f"{k}={params[k]}" for k in sorted(params))
+    return hmac.new(auth_token.encode(), text.encode(), hashlib.sha256).hexdigest()
+
+
+def rest_client(settings: Settings) -> Client:
+    if not settings.twilio_account_sid or settings.twilio_auth_token is None:
+        raise RuntimeError("Twilio REST calls need PARLEY_TWILIO_ACCOUNT_SID and PARLEY_TWILIO_AUTH_TOKEN")
+    client = Client(settings.twilio_account_sid, settings.twilio_auth_token.get_secret_value())
+    if settings.twilio_api_base_url:  # a local server speaking Twilio's REST API (tests)
+        client.api.base_url = settings.twilio_api_base_url.rstrip("/")
+    return client
+
+
+async def verified_form(request: Request) -> dict[str, str]:
+    """The webhook's form fields, once X-Twilio-Signature has been checked against the public URL."""
+    state: AppState = request.app.state.parley
+    token = _auth_token(state.settings)
+    form = {k: str(v) for k, v in (await request.form()).multi_items()}
+    url = public_url(state.settings, str(request.base_url)) + request.url.path
+    if request.url.query:
+        url += "?" + request.url.query
+    signature = request.headers.get("x-twilio-signature", "")
+    if not RequestValidator(token).validate(url, form, signature):
+        log.warning("twilio_bad_signature", path=request.url.path)
+        raise HTTPException(status_code=403, detail="invalid X-Twilio-Signature")
+    return form
+
+
+Form = Annotated[dict[str, str], Depends(verified_form)]
+
+
+def _twiml(response: VoiceResponse, status: int = 200) -> Response:
+    return Response(str(response), status_code=status, media_type="application/xml")
+
+
+# --- webhooks ---------------------------------------------------------------------------
+
+
+@router.post("/voice")
+async def voice(request: Request, form: Form, state: State) -> Response:
+    """A call arrived (or a dialled call was answered): connect it to the agent's media stream."""
+    q = request.query_params
+    called = form.get("To") or form.get("Called")
+    caller = form.get("From") or form.get("Caller")
+    if q.get("call"):  # an outbound call: the far party is "To"
+        caller, called = called, caller
+    try:
+        target = await resolve_target(
+            state.db, agent_ref=q.get("agent"), called=called, tenant_ref=q.get("tenant"),
+            default_tenant=state.settings.telephony_tenant,
+        )  # fmt: skip
+    except NoSuchAgent as exc:
+        log.warning("twilio_unknown_agent", error=str(exc))
+        response = VoiceResponse()
+        response.say("Sorry, this number is not in service.")
+        response.hangup()
+        return _twiml(response, status=404)
+    base = public_url(state.settings, str(request.base_url))
+    ws_base = "wss://" + base.split("://", 1)[1] if base.startswith("https://") else "ws://" + base.split("://", 1)[-1]
+    params = {"agent": str(target.agent_id), "tenant": str(target.tenant_id), "caller": caller or "",
+              "called": called or "", "call_sid": form.get("CallSid", ""), "call": q.get("call", "")}  # fmt: skip
+    params["token"] = stream_token(_auth_token(state.settings), params)
+    connect = Connect()
+    stream = connect.stream(url=f"{ws_base}/telephony/twilio/stream")
+    for name, value in params.items():
+        stream.parameter(name=name, value=value)
+    response = VoiceResponse()
+    response.append(connect)
+    log.info("twilio_call", call_sid=form.get("CallSid"), agent=target.agent_name)
+    return _twiml(response)
+
+
+@router.post("/status")
+async def status_callback(form: Form, state: State) -> Response:
+    """Call progress from Twilio: a dialled call that failed is closed; every status is an event."""
+    sid, status = form.get("CallSid", ""), form.get("CallStatus", "")
+    async with state.db.session() as s:
+        repo = CallRepo(s)
+        call = await repo.by_provider_id("twilio", sid) if sid else None
+        if call is None:
+            log.info("twilio_status_unknown_call", call_sid=sid, status=status)
+            return Response(status_code=204)
+        event = {"type": "carrier_status", "status": status, "duration": form.get("CallDuration")}
+        await repo.add_event(call.tenant_id, call.id, 0.0, "carrier_status", event)
+        if call.status == "dialing" and (status in FAILED or status == "completed"):
+            await repo.end(call.tenant_id, call.id, "failed", FAILED.get(status, "not-answered"), 0.0)
+    return Response(status_code=204)
+
+
+@router.websocket("/stream")
+async def stream(ws: WebSocket, state: State) -> None:
+    settings = state.settings
+    if settings.twilio_auth_token is None:
+        await ws.close(code=1008, reason="Twilio is not configured")
+        return
+    token = settings.twilio_auth_token.get_secret_value()
+    signature = ws.headers.get("x-twilio-signature")
+    if signature is not None:
+        url = public_url(settings, f"http://{ws.url.netloc}").replace("http", "ws", 1) + ws.url.path
+        if not RequestValidator(token).validate(url, {}, signature):
+            log.warning("twilio_stream_bad_signature")
+            await ws.close(code=1008, reason="invalid X-Twilio-Signature")
+            return
+    await ws.accept()
+
+    async def find_target(start: StreamStart) -> CallTarget:
+        params = dict(start.params)
+        given = params.pop("token", "")
+        if not hmac.compare_digest(given, stream_token(token, params)):
+            raise NoSuchAgent("stream parameters are not signed by this Parley")
+        return await resolve_target(state.db, agent_ref=params.get("agent"), tenant_ref=params.get("tenant"))
+
+    def setup(control: StreamControl, start: StreamStart, target: CallTarget) -> None:
+        call_sid = start.provider_call_id
+
+        async def transfer(to: str) -> None:
+            if not call_sid:
+                raise RuntimeError("the stream did not name its call")
+            response = VoiceResponse()
+            dial = Dial()
+            dial.sip(to) if to.startswith("sip:") else dial.number(to)
+            response.append(dial)
+            await update_call(settings, call_sid, twiml=str(response))
+
+        control.transfer_to = transfer
+
+    await run_media_stream(ws, TwilioStream(), state, find_target=find_target, setup_control=setup)
+
+
+# --- REST API: outbound calls and call updates -----------------------------------------
+
+
+async def update_call(settings: Settings, call_sid: str, **fields: Any) -> None:
+    client = rest_client(settings)
+    await asyncio.to_thread(lambda: client.calls(call_sid).update(**fields))
+
+
+async def dial(
+    state: AppState, target: CallTarget, call_id: uuid.UUID, to: str, from_: str | None, base_url: str
+) -> str:
+    """Start an outbound call; Twilio fetches the voice webhook when it is answered. Returns the CallSid."""
+    if not from_:
+        raise ValueError("Twilio needs a 'from' number (one of your Twilio numbers)")
+    base = public_url(state.settings, base_url)
+    query = urlencode({"agent": str(target.agent_id), "tenant": str(target.tenant_id), "call": str(call_id)})
+    client = rest_client(state.settings)
+
+    def create() -> str:
+        call = client.calls.create(
+            to=to, from_=from_, url=f"{base}/telephony/twilio/voice?{query}", method="POST",
+            status_callback=f"{base}/telephony/twilio/status", status_callback_method="POST",
+            status_callback_event=["initiated", "ringing", "answered", "completed"],
+        )  # fmt: skip
+        return str(call.sid)
+
+    return await asyncio.to_thread(create)
