@@ -32,6 +32,7 @@ class Service:
     url: str
     env: dict[str, str]
     log: Path
+    pid: int = 0
 
     def create_key(self, tenant: str, role: str = "admin") -> str:
         """`parley admin create-key`, exactly as the README tells a newcomer."""
@@ -76,7 +77,7 @@ def running_service(data_dir: Path, **env: str) -> Iterator[Service]:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"parley serve did not start:\n{log.read_text()[-3000:]}")
             time.sleep(0.2)
-        yield Service(url, full_env, log)
+        yield Service(url, full_env, log, proc.pid)
     finally:
         proc.terminate()
         try:

@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -26,7 +26,7 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from parley.services.llm.base import LLMError, Message, registry
+from parley.services.llm.base import LLMError, Message, Tool, ToolCall, registry
 from parley.services.llm.llama import default_model_path
 from parley.services.llm.openai_compat import OpenAICompatibleLLM
 
@@ -125,10 +125,15 @@ class Handler(BaseHTTPRequestHandler):
             self.send_json(404, {"error": {"message": "The model `missing` does not exist", "code": "model_not_found"}})
         elif model == "slow":
             time.sleep(1.5)
+        elif model == "tools":  # text, then two tool calls whose arguments arrive in fragments
+            self.send_stream(["One ", "moment."], TOOL_DELTAS)
+        elif model == "broken-tools":
+            self.send_stream([], [{"index": 0, "id": "c", "type": "function",
+                                   "function": {"name": "hang_up", "arguments": "{not json"}}])  # fmt: skip
         else:
             self.send_stream(["Hel", "lo", " there"] if model != "endless" else ["word "] * 500)
 
-    def send_stream(self, pieces: list[str]) -> None:
+    def send_stream(self, pieces: list[str], tool_calls: Sequence[dict[str, Any]] = ()) -> None:
         def event(data: dict[str, Any]) -> bytes:
             return f"data: {json.dumps(data)}\n\n".encode()
 
@@ -151,9 +156,23 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.write(chunk({"content": piece}))
                 self.wfile.flush()
                 time.sleep(0.01)
-            self.wfile.write(chunk({}, "stop") + b"data: [DONE]\n\n")
+            for call in tool_calls:
+                self.wfile.write(chunk({"tool_calls": [call]}))
+                self.wfile.flush()
+            self.wfile.write(chunk({}, "tool_calls" if tool_calls else "stop") + b"data: [DONE]\n\n")
         except (BrokenPipeError, ConnectionResetError):
             self.server.disconnected.set()
+
+
+# as OpenAI streams them: the first delta of a call names it, later ones carry only argument fragments
+TOOL_DELTAS: list[dict[str, Any]] = [
+    {"index": 0, "id": "call_a", "type": "function", "function": {"name": "transfer", "arguments": ""}},
+    {"index": 0, "function": {"arguments": '{"tar'}},
+    {"index": 0, "function": {"arguments": 'get": "sal'}},
+    {"index": 1, "id": "call_b", "type": "function", "function": {"name": "hang_up", "arguments": '{"reason"'}},
+    {"index": 0, "function": {"arguments": 'es"}'}},
+    {"index": 1, "function": {"arguments": ': "done"}'}},
+]
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +192,7 @@ def client(**options: Any) -> OpenAICompatibleLLM:
     return llm
 
 
-async def collect(llm: OpenAICompatibleLLM, messages: list[Message] = QUESTION) -> list[str]:
+async def collect(llm: OpenAICompatibleLLM, messages: list[Message] = QUESTION) -> list[str | ToolCall]:
     return [piece async for piece in llm.stream(messages)]
 
 
@@ -183,13 +202,14 @@ async def test_streams_deltas_from_llama_cpp_server(llama_server: LlamaServer) -
         await llm.prepare()
         pieces = await collect(llm)
         assert len(pieces) > 1
-        assert "".join(pieces).strip()
+        text = "".join(p for p in pieces if isinstance(p, str))
+        assert text.strip()
         turn2: list[Message] = [
             *QUESTION,
-            {"role": "assistant", "content": "".join(pieces)},
+            {"role": "assistant", "content": text},
             {"role": "user", "content": "And Italy?"},
         ]
-        assert "".join(await collect(llm, turn2)).strip()
+        assert "".join(p for p in await collect(llm, turn2) if isinstance(p, str)).strip()
     finally:
         await llm.aclose()
 
@@ -226,6 +246,40 @@ async def test_early_close_drops_the_http_stream(fake_server: FakeServer) -> Non
     await stream.aclose()
     await llm.aclose()
     assert fake_server.disconnected.wait(2), "the server kept streaming to a closed client"
+
+
+async def test_actions_go_as_tools_and_tool_call_deltas_come_back_whole(
+    fake_server: FakeServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = f"http://127.0.0.1:{fake_server.server_port}/v1"
+    tools = [
+        Tool("hang_up", "End the call.", {"type": "object", "properties": {"reason": {"type": "string"}}}),
+        Tool("transfer", "Transfer the caller.", {"type": "object", "properties": {"target": {"type": "string"}}}),
+    ]
+    llm = client(base_url=url, model="tools", preconnect=False)
+    try:
+        items = [item async for item in llm.stream(QUESTION, tools)]
+        sent = fake_server.requests[-1]["body"]
+        assert items == ["One ", "moment.", ToolCall("transfer", {"target": "sales"}),
+                         ToolCall("hang_up", {"reason": "done"})]  # fmt: skip
+        assert sent["tools"] == [
+            {"type": "function", "function": {"name": "hang_up", "description": "End the call.",
+                                              "parameters": tools[0].parameters}},
+            {"type": "function", "function": {"name": "transfer", "description": "Transfer the caller.",
+                                              "parameters": tools[1].parameters}},
+        ]  # fmt: skip
+        await collect(llm)  # no tools offered: none sent
+        assert "tools" not in fake_server.requests[-1]["body"]
+    finally:
+        await llm.aclose()
+    off = client(base_url=url, model="tools", preconnect=False, tools=False)  # a server without function calling
+    [item async for item in off.stream(QUESTION, tools)]
+    assert "tools" not in fake_server.requests[-1]["body"]
+    await off.aclose()
+    broken = client(base_url=url, model="broken-tools", preconnect=False)
+    assert [item async for item in broken.stream(QUESTION, tools)] == [ToolCall("hang_up", {})]
+    assert "not JSON" in caplog.text
+    await broken.aclose()
 
 
 async def test_azure_path_version_and_key_header(fake_server: FakeServer) -> None:

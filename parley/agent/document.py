@@ -8,13 +8,15 @@ options are validated by the provider's own options model, so a typo such as
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from parley.services.llm.base import Tool, ToolCall
 from parley.services.llm.base import registry as llm_registry
 from parley.services.registry import Registry, UnknownProvider
 from parley.services.stt.base import registry as stt_registry
@@ -87,6 +89,131 @@ class InterruptionSettings(_Strict):
     min_speech_secs: float = Field(0.0, ge=0, le=2, description="caller speech needed before the agent stops")
 
 
+DTMF_DIGITS = "0123456789*#ABCD"
+_TARGET = re.compile(r"[^\s\x00-\x1f]{1,256}")  # a phone number or SIP URI: one token, no control characters
+
+
+def _target(v: str) -> str:
+    if not _TARGET.fullmatch(v):
+        raise ValueError(f"must be a phone number or SIP URI (one word, at most 256 characters), not {v!r}")
+    return v
+
+
+Target = Annotated[str, AfterValidator(_target)]
+
+
+class KeypadAction(_Strict):
+    """What a keypad digit does at once, without asking the LLM."""
+
+    action: Literal["hang_up", "transfer"]
+    target: Target | None = Field(None, description="transfer: a number/URI or a transfer_targets name")
+    reason: str = ""
+
+
+class ActionSettings(_Strict):
+    """What the agent may do to the call besides talking.
+
+    The LLM gets a tool per allowed action (``hang_up``, ``transfer``); keypad digits in
+    ``dtmf`` act at once (they need no ``hang_up``/``transfer_to`` permission: the
+    document names them explicitly). Other digits are collected and answered as a turn.
+    """
+
+    hang_up: bool = Field(False, description="the agent may end the call (LLM tool / canned rule)")
+    transfer_to: Target | None = Field(None, description="default transfer destination")
+    transfer_targets: dict[str, Target] = Field(default_factory=dict, description="name → number/URI")
+    dtmf: dict[str, KeypadAction] = Field(default_factory=dict, description="keypad digit → action")
+    keypad_timeout_secs: float = Field(
+        1.5, ge=0.2, le=10, description="pause after the last digit that ends a keypad entry ('#' ends it at once)"
+    )
+
+    @field_validator("transfer_targets")
+    @classmethod
+    def _names(cls, v: dict[str, str]) -> dict[str, str]:
+        if any(not name.strip() for name in v):
+            raise ValueError("transfer target names must not be blank")
+        return v
+
+    @field_validator("dtmf")
+    @classmethod
+    def _digits(cls, v: dict[str, KeypadAction]) -> dict[str, KeypadAction]:
+        for digit in v:
+            if len(digit) != 1 or digit not in DTMF_DIGITS:
+                raise ValueError(f"{digit!r} is not a keypad digit (one of {DTMF_DIGITS})")
+        return v
+
+    @model_validator(mode="after")
+    def _keypad_targets(self) -> ActionSettings:
+        for digit, k in self.dtmf.items():
+            if k.action == "transfer" and k.target is None and not self.transfer_to:
+                raise ValueError(f"dtmf {digit!r}: a transfer needs a target (or actions.transfer_to)")
+        return self
+
+    @property
+    def can_transfer(self) -> bool:
+        return bool(self.transfer_to or self.transfer_targets)
+
+    def tools(self) -> list[Tool]:
+        """The actions the LLM may take, described so it knows when to use them and where a transfer may go."""
+        tools: list[Tool] = []
+        if self.hang_up:
+            reason = {"type": "string", "description": "why the call ends, in a few words"}
+            tools.append(
+                Tool(
+                    "hang_up",
+                    "End the call. Only after saying goodbye, when the conversation is over or the caller asks.",
+                    {"type": "object", "properties": {"reason": reason}},
+                )
+            )
+        if self.can_transfer:
+            names = list(self.transfer_targets)
+            target: dict[str, Any] = {"type": "string"}
+            params: dict[str, Any] = {"type": "object", "properties": {"target": target}}
+            if names:
+                target["enum"] = names
+                target["description"] = "where to transfer the caller"
+            if self.transfer_to:
+                target["description"] = "where to transfer the caller; leave it out for the usual destination"
+            else:
+                params["required"] = ["target"]
+            where = f"one of: {', '.join(names)}" if names else "a human colleague"
+            tools.append(
+                Tool("transfer", f"Transfer the caller to {where}. Tell the caller you are transferring them first.",
+                     params)
+            )  # fmt: skip
+        return tools
+
+    def resolve(self, call: ToolCall) -> tuple[str, str, str, str]:
+        """(action, target, reason, refusal) for an LLM's tool call; ``refusal`` is empty when it is allowed."""
+        args = call.arguments
+        reason = str(args.get("reason") or "")[:200]
+        if call.name == "hang_up":
+            return "hang_up", "", reason, "" if self.hang_up else "hang_up is not enabled for this agent"
+        if call.name == "transfer":
+            asked = str(args.get("target") or "").strip()
+            if not self.can_transfer:
+                return "transfer", asked, reason, "transfer is not enabled for this agent"
+            if not asked:
+                if self.transfer_to:
+                    return "transfer", self.transfer_to, reason, ""
+                return "transfer", "", reason, "transfer needs a target"
+            if asked in self.transfer_targets:
+                return "transfer", self.transfer_targets[asked], reason, ""
+            if asked == self.transfer_to or asked in self.transfer_targets.values():
+                return "transfer", asked, reason, ""
+            return "transfer", asked[:256], reason, f"target {asked[:64]!r} is not an allowed transfer target"
+        return call.name[:64], "", reason, f"unknown action {call.name[:64]!r}"
+
+    def keypad(self, digit: str) -> tuple[str, str, str] | None:
+        """(action, target, reason) for a mapped keypad digit, or None when the digit goes to the agent."""
+        k = self.dtmf.get(digit)
+        if k is None:
+            return None
+        target = ""
+        if k.action == "transfer":
+            target = self.transfer_targets.get(k.target, k.target) if k.target else (self.transfer_to or "")
+        return k.action, target, k.reason or f"keypad {digit}"
+
+
 class AgentDocument(_Strict):
     """Everything that defines an agent."""
 
@@ -101,6 +228,7 @@ class AgentDocument(_Strict):
     vad: VADSettings = Field(default_factory=VADSettings)
     turn: TurnSettings = Field(default_factory=TurnSettings)
     interruptions: InterruptionSettings = Field(default_factory=InterruptionSettings)
+    actions: ActionSettings = Field(default_factory=ActionSettings)
     max_history_turns: int = Field(8, ge=0, le=100)
     kind: Literal["agent"] = "agent"
 

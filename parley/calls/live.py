@@ -110,24 +110,40 @@ class CallRecordWriter:
             self._queue.put_nowait(("turn", rec.as_dict()))
 
     async def _drain(self) -> None:
-        while (item := await self._queue.get()) is not None:
-            kind, data = item
+        """Writes what has queued up in one transaction (a turn ends with several records at once), then sends
+        the events to the client in order."""
+        done = False
+        while not done:
+            batch = [await self._queue.get()]
+            while not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            if batch[-1] is None:
+                done = True
+            items = [item for item in batch if item is not None]
+            if not items:
+                continue
             try:
-                if kind == "turn":
-                    async with self._db.session() as s:
-                        await CallRepo(s).upsert_turn(
-                            self._tenant, self._call, turn=data["turn"], caller_text=data["caller_text"],
-                            agent_text=data["agent_text"], agent_text_generated=data["agent_text_generated"],
-                            interrupted=data["interrupted"], times=data["times"],
-                            voice_to_voice=data["voice_to_voice"],
-                        )  # fmt: skip
-                else:
-                    t = float(data.get("t", 0.0))
-                    async with self._db.session() as s:
-                        await CallRepo(s).add_event(self._tenant, self._call, t, data["type"], data)
-                    await self._send(data)
+                async with self._db.session() as s:
+                    repo = CallRepo(s)
+                    for kind, data in items:
+                        if kind == "turn":
+                            await repo.upsert_turn(
+                                self._tenant, self._call, turn=data["turn"], caller_text=data["caller_text"],
+                                agent_text=data["agent_text"], agent_text_generated=data["agent_text_generated"],
+                                interrupted=data["interrupted"], times=data["times"],
+                                voice_to_voice=data["voice_to_voice"], checked=True,
+                            )  # fmt: skip
+                        else:
+                            t = float(data.get("t", 0.0))
+                            await repo.add_event(self._tenant, self._call, t, data["type"], data, checked=True)
             except Exception:
-                log.exception("call_record_write_failed", call_id=str(self._call), kind=kind)
+                log.exception("call_record_write_failed", call_id=str(self._call), items=len(items))
+            for kind, data in items:
+                if kind == "event":
+                    try:
+                        await self._send(data)
+                    except Exception:
+                        log.exception("call_event_send_failed", call_id=str(self._call))
 
     async def aclose(self) -> None:
         self._queue.put_nowait(None)
@@ -322,7 +338,7 @@ class LiveCall:
         run_task = asyncio.create_task(runner.run(), name=f"call-run-{call_id}")
         try:
             done, _ = await asyncio.wait({feeder, run_task}, return_when=asyncio.FIRST_COMPLETED)
-            if feeder in done:
+            if feeder in done and run_task not in done:  # else the pipeline ended itself (agent hang-up)
                 exc = feeder.exception()
                 reason = "client-disconnected" if exc is not None else feeder.result()
                 if exc is not None:

@@ -79,6 +79,8 @@ class StereoRecorder:
         self._agent: deque[bytes] = deque()
         self._written = 0  # frames
         self._closed = False
+        #: frames interleaved and written at a time: per-frame writes cost more than the audio math
+        self.batch_frames = 25
 
     @classmethod
     def to_file(cls, path: str | Path, sample_rate: int, frame_ms: int = 20) -> StereoRecorder:
@@ -100,8 +102,9 @@ class StereoRecorder:
             queue.append(silence)
         if index < have:
             return  # a late duplicate
-        queue.append(pcm.ljust(self._frame_bytes, b"\0")[: self._frame_bytes])
-        await self._flush()
+        queue.append(pcm if len(pcm) == self._frame_bytes else pcm.ljust(self._frame_bytes, b"\0")[: self._frame_bytes])
+        if len(self._caller) >= self.batch_frames and len(self._agent) >= self.batch_frames:
+            await self._flush()
 
     async def _flush(self) -> None:
         n = min(len(self._caller), len(self._agent))

@@ -86,14 +86,14 @@ def build_pipeline(
 ) -> CallPipeline:
     """The processors of a call, in order, ending in a paced playout to ``sink``."""
     turn_log = TurnLog()
-    turns = TurnTaker(services.vad, agent.vad, agent.turn, agent.interruptions)
+    turns = TurnTaker(services.vad, agent.vad, agent.turn, agent.interruptions, agent.actions)
     playout = Playout(sample_rate, sink, played_frames=played_frames)
     conversation = Conversation(agent.system_prompt, agent.max_history_turns, agent.greeting)
     pipeline = Pipeline(
         [
             turns,
             Transcriber(services.stt, agent.language),
-            Responder(services.llm, conversation),
+            Responder(services.llm, conversation, agent.actions),
             SentenceChunker(first_max_words=agent.tts.first_piece_max_words),
             Synthesizer(services.tts, sample_rate),
             playout,

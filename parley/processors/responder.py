@@ -1,4 +1,4 @@
-"""The agent's turn: caller text in, the LLM's reply streamed out, context kept as heard."""
+"""The agent's turn: caller text in, the LLM's reply streamed out, context kept as heard; actions checked here."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ from contextlib import aclosing
 import structlog
 
 from parley.agent.context import Conversation
+from parley.agent.document import ActionSettings
 from parley.pipeline.frames import (
+    DTMF,
+    AgentAction,
     AgentSpoke,
     Direction,
     Frame,
@@ -19,11 +22,12 @@ from parley.pipeline.frames import (
     Transcript,
 )
 from parley.pipeline.processor import Processor
-from parley.services.llm.base import LLM
+from parley.services.llm.base import LLM, ToolCall
 
 log = structlog.get_logger(__name__)
 
 GREETING_TURN = 0
+MAX_ACTIONS_PER_REPLY = 4  # a model that loops on tool calls must not flood the call record
 
 
 class Responder(Processor):
@@ -33,12 +37,28 @@ class Responder(Processor):
     (:class:`AgentSpoke`), so a cut-off reply is remembered as far as it was played.
     When the agent said nothing at all for a turn (the caller talked on), the
     caller's words are carried into the next turn's message instead of being lost.
+
+    Actions: the LLM's tool calls are checked against the document's ``actions``; each
+    becomes an :class:`AgentAction` pushed after the reply's :class:`LLMDone`, so it
+    travels behind the reply's audio and the playout releases it once the reply was
+    heard (a disallowed one carries ``refused`` and is only recorded). A keypad digit
+    mapped in ``actions.dtmf`` acts at once, without the LLM: its action belongs to
+    the latest caller turn (the turn taker has already cut off any reply the caller
+    was hearing; with interruptions disabled the action waits for that reply). Other
+    digits become keypad turns in the turn taker and arrive here as transcripts, like
+    speech.
     """
 
-    def __init__(self, llm: LLM, conversation: Conversation) -> None:
+    def __init__(self, llm: LLM, conversation: Conversation, actions: ActionSettings | None = None) -> None:
         super().__init__()
         self.llm = llm
         self.conversation = conversation
+        self.actions = actions or ActionSettings()
+        self._tools = self.actions.tools()
+        if self._tools and not llm.supports_tools:
+            log.warning("llm_cannot_act", provider=getattr(llm, "provider_name", type(llm).__name__),
+                        actions=[t.name for t in self._tools])  # fmt: skip
+        self._turn = GREETING_TURN  # the latest caller turn a reply was started for
         self._user_text: dict[int, str] = {}  # what each open turn's reply answers (carry included)
         self._closed: set[int] = set()  # turns the playout has reported on
         self._carry = ""  # caller words no reply has answered yet
@@ -55,6 +75,10 @@ class Responder(Processor):
         if isinstance(frame, Transcript):
             await self.push(frame, direction)
             await self._on_transcript(frame)
+            return
+        if isinstance(frame, DTMF):
+            await self.push(frame, direction)
+            await self._on_dtmf(frame)
             return
         if isinstance(frame, AgentSpoke) and direction is Direction.UPSTREAM:
             self._closed.add(frame.turn_id)
@@ -77,16 +101,36 @@ class Responder(Processor):
             await self.push(ReplyDone(turn_id=frame.turn_id))
             return
         self._user_text[frame.turn_id] = user = _join(self._carry, text)
+        self._turn = max(self._turn, frame.turn_id)
         self.spawn(self._reply(frame.turn_id, user), f"reply-{frame.turn_id}")
 
     async def on_interruption(self) -> None:
         await self.cancel_spawned()
 
+    async def _on_dtmf(self, frame: DTMF) -> None:
+        keypad = self.actions.keypad(frame.digit)
+        if keypad is None:
+            return  # the turn taker collects it into a keypad turn
+        action, target, reason = keypad
+        log.info("keypad_action", digit=frame.digit, action=action, turn_id=self._turn)
+        await self.push(AgentAction(turn_id=self._turn, action=action, target=target, reason=reason))
+
+    def _action(self, turn_id: int, call: ToolCall) -> AgentAction:
+        action, target, reason, refused = self.actions.resolve(call)
+        if refused:
+            log.warning("agent_action_refused", turn_id=turn_id, action=action, why=refused)
+        return AgentAction(turn_id=turn_id, action=action, target=target, reason=reason, refused=refused)
+
     async def _reply(self, turn_id: int, text: str) -> None:
         messages = self.conversation.messages_for(text)
         pieces: list[str] = []
-        async with aclosing(self.llm.stream(messages)) as stream:
+        actions: list[AgentAction] = []
+        async with aclosing(self.llm.stream(messages, self._tools)) as stream:
             async for piece in stream:
+                if isinstance(piece, ToolCall):
+                    if len(actions) < MAX_ACTIONS_PER_REPLY:
+                        actions.append(self._action(turn_id, piece))
+                    continue
                 if not pieces:
                     await self.push(StageTime(turn_id=turn_id, stage="llm_first_token", t=self.clock.now()))
                 pieces.append(piece)
@@ -94,6 +138,8 @@ class Responder(Processor):
         reply = "".join(pieces).strip()
         await self.push(StageTime(turn_id=turn_id, stage="llm_done", t=self.clock.now(), text=reply))
         await self.push(LLMDone(turn_id=turn_id))
+        for action in actions:  # behind the reply: carried out once the caller has heard it
+            await self.push(action)
 
 
 def _join(a: str, b: str) -> str:

@@ -7,7 +7,15 @@ while the end-of-turn silence is still running. If the caller speaks again befor
 otherwise :class:`EndOfTurn` confirms it and the prepared reply plays at once.
 
 Barge-in: caller speech while the agent is busy with a reply (or its greeting)
-interrupts it in the same VAD window that detects the speech.
+interrupts it in the same VAD window that detects the speech. A keypad press does
+too (it is deliberate, so ``interruptions.min_speech_secs`` does not apply).
+
+Keypad: digits the agent document does not map to an action (the responder acts on
+mapped ones) are collected; when the caller stops pressing for
+``actions.keypad_timeout_secs`` or presses ``#``, they become a turn of their own,
+``(the caller pressed 1 2 3 on the keypad)``, confirmed at once and answered like
+speech. The timeout is checked as caller audio arrives (every transport streams it
+continuously), so no timer task is needed and simulated time works unchanged.
 """
 
 from __future__ import annotations
@@ -17,9 +25,10 @@ from enum import Enum
 import numpy as np
 import structlog
 
-from parley.agent.document import InterruptionSettings, TurnSettings, VADSettings
+from parley.agent.document import DTMF_DIGITS, ActionSettings, InterruptionSettings, TurnSettings, VADSettings
 from parley.audio import Resampler, pcm16_to_float
 from parley.pipeline.frames import (
+    DTMF,
     AgentSpoke,
     AudioIn,
     Direction,
@@ -30,6 +39,7 @@ from parley.pipeline.frames import (
     SpeechStopped,
     StageTime,
     StartFrame,
+    Transcript,
     TurnResumed,
     UserTurn,
 )
@@ -54,15 +64,17 @@ class TurnTaker(Processor):
         vad_settings: VADSettings,
         turn: TurnSettings,
         interruptions: InterruptionSettings,
+        actions: ActionSettings | None = None,
     ) -> None:
         super().__init__()
         self.vad = vad
         self.settings = vad_settings
         self.turn = turn
         self.interruptions = interruptions
+        self.actions = actions or ActionSettings()
         self._rate = 0
         self._window = 0
-        self._pending = np.zeros(0, dtype=np.float32)
+        self._pending_pcm = b""  # caller audio not yet a whole VAD window
         self._resampler: Resampler | None = None
         self._in_rate = 0
         self._state = _State.QUIET
@@ -77,6 +89,9 @@ class TurnTaker(Processor):
         # replies still owed to the caller: turn ids whose AgentSpoke has not come back
         self._agent_busy: set[int] = set()
         self._greeting = True
+        self._digits: list[str] = []  # keypad entry not yet sent as a turn
+        self._digits_end = False  # '#' pressed: the entry is complete
+        self._last_digit = 0.0
 
     # --- flow ------------------------------------------------------------------
 
@@ -84,6 +99,10 @@ class TurnTaker(Processor):
         if isinstance(frame, AudioIn):
             await self.push(frame, direction)
             await self._feed(frame)
+            await self._maybe_keypad_turn()
+            return
+        if isinstance(frame, DTMF):
+            await self._on_dtmf(frame, direction)
             return
         if isinstance(frame, AgentSpoke) and direction is Direction.UPSTREAM:
             self._agent_busy.discard(frame.turn_id)
@@ -101,7 +120,7 @@ class TurnTaker(Processor):
     @property
     def idle(self) -> bool:
         """Nobody is speaking and no reply is owed: the call could end here."""
-        return self._state is _State.QUIET and not self._agent_busy
+        return self._state is _State.QUIET and not self._agent_busy and not self._digits and not self._digits_end
 
     # --- audio -----------------------------------------------------------------
 
@@ -111,32 +130,32 @@ class TurnTaker(Processor):
             self._configure(frame.sample_rate)
         if self._resampler is not None:
             pcm = self._resampler.process(pcm)
-        samples = pcm16_to_float(pcm)
-        if self._pending.size:
-            samples = np.concatenate([self._pending, samples])
+        # the caller's bytes are kept as they came (PCM16) for the utterance; floats only feed the VAD
+        raw = self._pending_pcm + pcm if self._pending_pcm else pcm
+        samples = pcm16_to_float(raw)
         step = self._window
         n_windows = samples.size // step
-        self._pending = samples[n_windows * step :]
+        self._pending_pcm = raw[n_windows * step * 2 :]
+        pending = samples.size - n_windows * step
         # call time of the first sample of the first whole window (pending samples came before this frame)
-        t0 = frame.t + len(frame.pcm) / 2 / frame.sample_rate - (n_windows * step + self._pending.size) / self._rate
+        t0 = frame.t + len(frame.pcm) / 2 / frame.sample_rate - (n_windows * step + pending) / self._rate
         for i in range(n_windows):
             window = samples[i * step : (i + 1) * step]
             start = t0 + i * step / self._rate
             self._t = start + step / self._rate
             prob = self.vad.speech_probability(window, self._rate)
-            await self._on_window(window, prob, start)
+            await self._on_window(window, prob, start, raw[i * step * 2 : (i + 1) * step * 2])
 
     def _configure(self, rate: int) -> None:
         self._in_rate = rate
         self._rate = rate if rate in self.vad.sample_rates else 16000
         self._resampler = Resampler(rate, self._rate) if rate != self._rate else None
         self._window = self.vad.window_samples(self._rate)
-        self._pending = np.zeros(0, dtype=np.float32)
+        self._pending_pcm = b""
         self.vad.reset()
 
-    async def _on_window(self, window: np.ndarray, prob: float, start: float) -> None:
+    async def _on_window(self, window: np.ndarray, prob: float, start: float, pcm: bytes) -> None:
         dur = window.size / self._rate
-        pcm = (np.clip(window, -1, 1) * 32767).astype("<i2").tobytes()
         speech = prob >= self.settings.threshold
         silence = prob < self.settings.silence_threshold
 
@@ -193,17 +212,65 @@ class TurnTaker(Processor):
         await self.push(SpeechStarted(t=self._t))
         await self._maybe_interrupt(self._window / self._rate)
 
-    async def _maybe_interrupt(self, dur: float) -> None:
+    def _may_interrupt(self) -> bool:
         if not self._agent_busy or not self.interruptions.enabled:
-            return
-        if self._greeting and 0 in self._agent_busy and not self.interruptions.during_greeting:
+            return False
+        return not (self._greeting and 0 in self._agent_busy and not self.interruptions.during_greeting)
+
+    async def _maybe_interrupt(self, dur: float) -> None:
+        if not self._may_interrupt():
             return
         self._speech_run += dur
         if self._speech_run + 1e-9 < self.interruptions.min_speech_secs:
             return
-        log.info("barge_in", t=round(self._t, 3), turn_id=self._turn_id)
+        await self._interrupt_agent(self._t)
+
+    async def _interrupt_agent(self, t: float) -> None:
+        log.info("barge_in", t=round(t, 3), turn_id=self._turn_id)
         self._agent_busy.clear()
-        await self.push(Interruption(t=self._t))
+        await self.push(Interruption(t=t))
+
+    # --- keypad ------------------------------------------------------------------
+
+    async def _on_dtmf(self, frame: DTMF, direction: Direction) -> None:
+        if len(frame.digit) != 1 or frame.digit not in DTMF_DIGITS:  # it would end up in the LLM's prompt
+            log.warning("dtmf_ignored", digit=frame.digit[:8])
+            return
+        if self._may_interrupt():
+            await self._interrupt_agent(self.clock.now())
+        await self.push(frame, direction)
+        if self.actions.keypad(frame.digit) is not None:
+            return  # mapped: the responder acts on it
+        if frame.digit == "#":
+            self._digits_end = True
+        else:
+            self._digits.append(frame.digit)
+        self._last_digit = self.clock.now()
+        await self._maybe_keypad_turn()
+
+    async def _maybe_keypad_turn(self) -> None:
+        """Send the keypad entry on as a turn once it is complete and nobody is talking over it."""
+        if not (self._digits or self._digits_end) or self._state is not _State.QUIET:
+            return  # a spoken turn in progress: the keypad turn follows it
+        now = self.clock.now()
+        if not self._digits_end and now - self._last_digit < self.actions.keypad_timeout_secs:
+            return
+        if self._agent_busy:
+            if not self._may_interrupt():
+                return  # the agent finishes its reply first
+            await self._interrupt_agent(now)
+        digits = " ".join(self._digits or ["#"])
+        self._digits, self._digits_end = [], False
+        self._turn_id += 1
+        turn_id, text = self._turn_id, f"(the caller pressed {digits} on the keypad)"
+        log.info("keypad_turn", turn_id=turn_id, digits=digits)
+        self._agent_busy.add(turn_id)
+        # the turn counts from the moment the entry was complete (its voice-to-voice is the agent's own latency)
+        await self.push(StageTime(turn_id=turn_id, stage="speech_end", t=now))
+        await self.push(StageTime(turn_id=turn_id, stage="end_of_turn", t=now))
+        await self.push(EndOfTurn(turn_id=turn_id, t=now))
+        await self.push(StageTime(turn_id=turn_id, stage="stt_final", t=now, text=text))
+        await self.push(Transcript(turn_id=turn_id, text=text, t=now))
 
     async def _paused(self) -> None:
         self._state = _State.PAUSED

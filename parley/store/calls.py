@@ -85,9 +85,15 @@ class CallRepo:
         interrupted: bool,
         times: dict[str, float],
         voice_to_voice: float | None,
+        checked: bool = False,
     ) -> None:
-        """Writes turn ``turn`` of the call, replacing what was there; ``NotFound`` if not this tenant's call."""
-        await self._require(tenant_id, call_id)
+        """Writes turn ``turn`` of the call, replacing what was there; ``NotFound`` if not this tenant's call.
+
+        ``checked``: the caller created this call for this tenant itself (a live call's writer), so the
+        ownership query is skipped.
+        """
+        if not checked:
+            await self._require(tenant_id, call_id)
         values: dict[str, Any] = {
             "caller_text": caller_text,
             "agent_text": agent_text,
@@ -103,13 +109,22 @@ class CallRepo:
         await self.session.execute(stmt)
 
     async def add_event(
-        self, tenant_id: uuid.UUID, call_id: uuid.UUID, t: float, kind: str, data: dict[str, Any]
+        self,
+        tenant_id: uuid.UUID,
+        call_id: uuid.UUID,
+        t: float,
+        kind: str,
+        data: dict[str, Any],
+        checked: bool = False,
     ) -> CallEvent:
-        """Appends an event ``t`` seconds into the call; ``NotFound`` if not this tenant's call."""
-        await self._require(tenant_id, call_id)
+        """Appends an event ``t`` seconds into the call; ``NotFound`` if not this tenant's call (``checked``:
+        see :meth:`upsert_turn`)."""
+        if not checked:
+            await self._require(tenant_id, call_id)
         event = CallEvent(call_id=call_id, tenant_id=tenant_id, t=t, kind=kind, data=data, created_at=utcnow())
         self.session.add(event)
-        await self.session.flush()
+        if not checked:
+            await self.session.flush()
         return event
 
     async def end(

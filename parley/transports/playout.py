@@ -5,6 +5,11 @@ jitter never accumulates). Audio for a turn is held until that turn is confirmed
 (:class:`EndOfTurn`): replies prepared speculatively during the caller's pause wait
 here and play the moment the turn ends. On an interruption the unplayed audio is
 dropped and the playout reports upstream what the caller actually heard.
+
+An :class:`AgentAction` (hang up, transfer) arrives behind its reply's audio and is
+held until that reply has played to the end (when :class:`AgentSpoke` goes up), so
+the caller hears the goodbye before the line drops; with nothing owed for its turn
+it goes on at once. An interruption drops held actions: the caller is still talking.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import structlog
 from parley.agent.context import heard_part
 from parley.audio import FrameSplitter, samples_per_frame
 from parley.pipeline.frames import (
+    AgentAction,
     AgentSpoke,
     AudioOut,
     Direction,
@@ -100,6 +106,7 @@ class Playout(Processor):
         self._queued: Counter[int] = Counter()  # frames waiting per turn: no scan of the queue 50 times a second
         self._splitters: dict[int, FrameSplitter] = {}
         self._replies: dict[int, _Reply] = {}
+        self._held: dict[int, list[AgentAction]] = {}  # actions waiting for their turn's reply to be heard
         self._confirmed: set[int] = set(confirmed)
         self._ticker: asyncio.Task[None] | None = None
         self.frames_out = 0
@@ -115,6 +122,12 @@ class Playout(Processor):
         if isinstance(frame, ReplyDone):
             self._reply(frame.turn_id).done = True
             await self._finish_if_played(frame.turn_id)
+            return
+        if isinstance(frame, AgentAction):
+            if frame.turn_id in self._replies:  # its reply is still owed (speculative, queued or playing)
+                self._held.setdefault(frame.turn_id, []).append(frame)
+            else:
+                await self.push(frame, direction)
             return
         if isinstance(frame, StartFrame):
             self._ticker = asyncio.get_running_loop().create_task(self._tick(), name="playout")
@@ -142,6 +155,9 @@ class Playout(Processor):
             )
         self._confirmed.clear()
         self._replies.clear()
+        if self._held:
+            log.info("agent_actions_dropped", turns=sorted(self._held))
+            self._held.clear()
         self.speaking = False
 
     def _reply(self, turn_id: int) -> _Reply:
@@ -179,6 +195,8 @@ class Playout(Processor):
             AgentSpoke(turn_id=turn_id, heard_text=reply.full_text(), interrupted=False, t=self.clock.now()),
             Direction.UPSTREAM,
         )
+        for action in self._held.pop(turn_id, ()):
+            await self.push(action)
 
     # --- clock side ----------------------------------------------------------------
 

@@ -3,6 +3,10 @@
 Browsers cannot set headers on a WebSocket, so they first get a short-lived talk
 token (``POST /v1/agents/{agent}/talk-token``) and pass it as ``?token=``; other
 clients may send their API key or JWT in the usual headers. Protocol: docs/talk.md.
+
+The socket is the whole call: when the agent hangs up, the call ends and the
+server sends ``{"type": "end"}`` and closes it; a transfer has nowhere to go
+(recorded as unsupported, the conversation goes on).
 """
 
 from __future__ import annotations
@@ -16,12 +20,13 @@ import structlog
 from fastapi import APIRouter, HTTPException, WebSocket, WebSocketDisconnect
 from starlette.websockets import WebSocketState
 
-from parley.agent.document import AgentDocument, AgentDocumentError, parse_agent
+from parley.agent.document import DTMF_DIGITS, AgentDocument, AgentDocumentError, parse_agent
 from parley.api.auth import AuthError, Principal
 from parley.api.deps import State, Talk, has_scope, rate_limit
 from parley.api.routers.agents import find_agent
 from parley.api.schemas import TalkToken
 from parley.api.state import AppState
+from parley.calls.control import CallControl
 from parley.calls.live import CallTarget, LiveCall
 from parley.calls.session import Services
 from parley.store.agents import AgentRepo
@@ -31,6 +36,13 @@ router = APIRouter(prefix="/v1/agents", tags=["talk"])
 
 MAX_MESSAGE_BYTES = 64_000  # 2 s of audio: a client sending more per message is not streaming
 TOKEN_TTL_S = 60
+
+
+class TalkControl(CallControl):
+    """Hanging up needs nothing from the socket here: the call ends, then the route sends ``end`` and closes."""
+
+    async def hang_up(self, reason: str) -> None:
+        log.info("talk_agent_hangup", reason=reason)
 
 
 @router.post("/{agent_ref}/talk-token", response_model=TalkToken)
@@ -126,9 +138,21 @@ async def talk(ws: WebSocket, agent_ref: str, state: State) -> None:
                     continue
                 if isinstance(event, dict) and event.get("type") == "end":
                     return
-                await send_event({"type": "error", "message": 'unknown event; send binary PCM16 or {"type": "end"}'})
+                if isinstance(event, dict) and event.get("type") == "dtmf":
+                    digit = event.get("digit")
+                    if isinstance(digit, str) and len(digit) == 1 and digit in DTMF_DIGITS:
+                        await call.dtmf(digit)
+                    else:
+                        await send_event({"type": "error", "message": f"dtmf digit must be one of {DTMF_DIGITS}"})
+                    continue
+                await send_event(
+                    {"type": "error", "message": 'unknown event; send binary PCM16, {"type": "dtmf", "digit": "1"} '
+                     'or {"type": "end"}'}
+                )  # fmt: skip
 
-    call = LiveCall(target, services, state.db, state.blobs, "talk", send_audio, send_event, caller=addr)
+    call = LiveCall(
+        target, services, state.db, state.blobs, "talk", send_audio, send_event, caller=addr, control=TalkControl()
+    )
     try:
         reason = await call.run(audio_in())
         await send_event({"type": "end", "reason": reason, "call_id": str(call.call_id)})

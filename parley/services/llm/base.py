@@ -1,10 +1,11 @@
-"""Language model interface: chat messages in, streamed text out."""
+"""Language model interface: chat messages (and the tools the agent may use) in, streamed text and tool calls out."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator
-from typing import ClassVar, TypedDict
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypedDict
 
 from parley.services.registry import ProviderOptions, Registry
 
@@ -21,14 +22,37 @@ class Message(TypedDict):
     content: str
 
 
+@dataclass(frozen=True)
+class Tool:
+    """A function the LLM may call (OpenAI function-calling shape): ``parameters`` is a JSON schema."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """The LLM asks to act (``hang_up``, ``transfer``); the responder checks it against the agent's document."""
+
+    name: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+
+
 class LLM(ABC):
     """Streams a reply. Closing the iterator early (barge-in) must stop generation promptly."""
 
     Options: ClassVar[type[ProviderOptions]] = ProviderOptions
+    #: whether :meth:`stream` may yield a :class:`ToolCall` (providers without it ignore ``tools``)
+    supports_tools: ClassVar[bool] = False
 
     @abstractmethod
-    def stream(self, messages: list[Message]) -> AsyncGenerator[str, None]:
-        """Yield pieces of the assistant's reply to ``messages`` as they are generated."""
+    def stream(self, messages: list[Message], tools: Sequence[Tool] = ()) -> AsyncGenerator[str | ToolCall, None]:
+        """Yield pieces of the assistant's reply to ``messages`` as they are generated.
+
+        A :class:`ToolCall` comes after the text it belongs to; ``tools`` lists what the agent may do
+        (empty: no tools are offered).
+        """
 
     async def warm(self, messages: list[Message]) -> None:  # noqa: B027 (optional hook)
         """Optionally pre-compute a prompt prefix (the system prompt) before the first turn."""

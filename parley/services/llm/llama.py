@@ -26,7 +26,7 @@ import llama_cpp
 from llama_cpp import Llama, StoppingCriteriaList
 from pydantic import Field
 
-from parley.services.llm.base import LLM, LLMError, Message, registry
+from parley.services.llm.base import LLM, LLMError, Message, Tool, registry
 from parley.services.registry import ProviderOptions
 
 log = logging.getLogger(__name__)
@@ -264,7 +264,9 @@ class LlamaLLM(LLM):
             stopped_early=stop.is_set(),
         )
 
-    async def stream(self, messages: list[Message]) -> AsyncGenerator[str, None]:
+    async def stream(self, messages: list[Message], tools: Sequence[Tool] = ()) -> AsyncGenerator[str, None]:
+        """Text only: a 135M model cannot call tools reliably, so ``tools`` are ignored (agent actions then
+        come from keypad mappings only; use the ``openai`` provider for an agent that acts)."""
         async with self._lock:
             llama = await self._model()
             await self._idle()

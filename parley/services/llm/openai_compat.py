@@ -2,19 +2,23 @@
 
 Uses the official ``openai`` SDK, so the wire format, retries and SSE parsing are the vendor's. Every SDK
 failure becomes one :class:`LLMError` whose message names the server URL and never the API key.
+
+Agent actions travel as OpenAI ``tools``; streamed ``tool_calls`` deltas (the arguments JSON arrives in
+fragments) are put together and yielded as :class:`ToolCall` items after the reply's text.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from typing import Annotated, Any, Literal, cast
 
 import openai
 from pydantic import Field, SecretStr, model_validator
 
-from parley.services.llm.base import LLM, LLMError, Message, registry
+from parley.services.llm.base import LLM, LLMError, Message, Tool, ToolCall, registry
 from parley.services.registry import ProviderOptions
 
 log = logging.getLogger(__name__)
@@ -25,6 +29,8 @@ NO_KEY = "sk-no-key-required"  # llama.cpp, vLLM and Ollama accept any key; the 
 @registry.register("openai")
 class OpenAICompatibleLLM(LLM):
     """One SDK client (and HTTP connection pool) per call; ``aclose()`` closes it."""
+
+    supports_tools = True
 
     class Options(ProviderOptions):
         base_url: str = "https://api.openai.com/v1"
@@ -45,6 +51,7 @@ class OpenAICompatibleLLM(LLM):
         api_version: str | None = None
         extra_headers: dict[str, str] = Field(default_factory=dict)
         extra_body: dict[str, Any] = Field(default_factory=dict)  # server-specific fields (vLLM, Ollama)
+        tools: bool = True  # offer the agent's actions as tools; false for servers without function calling
 
         @model_validator(mode="after")
         def _azure_needs_version(self) -> OpenAICompatibleLLM.Options:
@@ -131,22 +138,42 @@ class OpenAICompatibleLLM(LLM):
             params["extra_body"] = o.extra_body
         return params
 
-    async def stream(self, messages: list[Message]) -> AsyncGenerator[str, None]:
+    async def stream(self, messages: list[Message], tools: Sequence[Tool] = ()) -> AsyncGenerator[str | ToolCall, None]:
+        params = self._params()
+        if tools and self.options.tools:
+            params["tools"] = [
+                {"type": "function", "function": {"name": t.name, "description": t.description,
+                                                  "parameters": t.parameters}}
+                for t in tools
+            ]  # fmt: skip
         try:
             response = await self._client.chat.completions.create(
-                model=self.options.model, messages=cast(Any, messages), stream=True, **self._params()
+                model=self.options.model, messages=cast(Any, messages), stream=True, **params
             )
         except openai.OpenAIError as exc:
             raise self._error(exc) from None  # no chained cause: its text may quote a header or body
+        calls: dict[int, list[str]] = {}  # tool call index → [name, arguments JSON so far]
         try:
             async for chunk in response:
                 for choice in chunk.choices:  # Azure opens with a content-filter chunk that has none
-                    if choice.index == 0 and choice.delta is not None and choice.delta.content:
+                    if choice.index != 0 or choice.delta is None:
+                        continue
+                    if choice.delta.content:
                         yield choice.delta.content
+                    for delta in choice.delta.tool_calls or ():
+                        # Ollama has sent whole calls without an index: each is then a call of its own
+                        key = delta.index if isinstance(delta.index, int) else len(calls)
+                        call = calls.setdefault(key, ["", ""])
+                        if delta.function is not None:
+                            call[0] = call[0] or (delta.function.name or "")
+                            call[1] += delta.function.arguments or ""
         except openai.OpenAIError as exc:
             raise self._error(exc) from None
         finally:
             await response.close()  # barge-in: drop the HTTP stream so the server stops generating
+        for _, (name, arguments) in sorted(calls.items()):
+            if name:
+                yield ToolCall(name, _arguments(name, arguments))
 
     async def prepare(self) -> None:
         """Open the connection before the first turn, so it does not pay for DNS, TCP and TLS."""
@@ -161,3 +188,15 @@ class OpenAICompatibleLLM(LLM):
 
     async def aclose(self) -> None:
         await self._client.close()
+
+
+def _arguments(name: str, text: str) -> dict[str, Any]:
+    """A tool call's arguments; a model that wrote broken JSON still gets its call, without arguments."""
+    if not text.strip():
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        log.warning("openai llm: tool call %s has arguments that are not JSON (%d chars)", name, len(text))
+        return {}
+    return value if isinstance(value, dict) else {}

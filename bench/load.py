@@ -1,0 +1,275 @@
+"""Load benchmark: N concurrent Twilio Media Streams calls against one Parley process.
+
+The agent is model-free (energy VAD, canned STT/LLM, tone TTS) so the media path is
+what is measured: WebSocket messages, G.711, VAD windows, turn-taking, the 20 ms
+playout, marks, recording and the call record. The Parley process is pinned to one
+CPU core; the simulated callers run on the other cores (one process per core).
+
+Each caller speaks in real-time-paced 20 ms µ-law frames, waits for the reply, and
+speaks again. Measured per step of N calls:
+
+- gaps: a reply frame that arrived after a 60 ms jitter buffer would have played it;
+- latency: end of the caller's speech (last speech frame sent) → first reply frame;
+- CPU: Parley's user+system time over the steady window, as % of one core and per call;
+- memory: Parley's RSS, and its growth per call.
+
+    .venv/bin/python bench/load.py [--steps 50 100 150 200 250] [--hold 30] [--out bench/load-latest.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import multiprocessing as mp
+import os
+import statistics
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import websockets
+from twilio.request_validator import RequestValidator
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from parley.audio import pcm16_to_ulaw  # noqa: E402
+from tests.service import running_service  # noqa: E402
+
+TOKEN = "bench-auth-token"
+JITTER_S = 0.06
+AGENT = {
+    "name": "load-canned",
+    "system_prompt": "Canned replies for the load benchmark.",
+    "greeting": "Hello, thanks for calling.",
+    "vad": {"provider": "energy"},
+    "stt": {"provider": "canned", "options": {"text": "what time do you open"}},
+    "llm": {"provider": "canned", "options": {"default": "We open at nine in the morning."}},
+    "tts": {"provider": "tone", "fallback": None},
+}
+
+
+def utterance() -> np.ndarray:
+    """1.2 s of a voiced, speech-like sound (a buzz with syllable-rate amplitude), 8 kHz."""
+    t = np.arange(int(1.2 * 8000)) / 8000
+    syllables = 0.55 + 0.45 * np.sin(2 * np.pi * 4 * t)
+    buzz = np.sign(np.sin(2 * np.pi * 140 * t)) * 0.5 + np.sin(2 * np.pi * 700 * t) * 0.3
+    return (buzz * syllables * 0.3 * 32767).astype(np.int16)
+
+
+def frames_b64(pcm: np.ndarray) -> list[str]:
+    data = pcm16_to_ulaw(pcm.tobytes())
+    return [base64.b64encode(data[i : i + 160]).decode() for i in range(0, len(data) - 159, 160)]
+
+
+class Caller:
+    """One simulated Twilio call: paced media out, reply frames in, gaps and latencies counted."""
+
+    def __init__(self, url: str, params: dict[str, str], n: int, speech: list[str], silence: str) -> None:
+        self.url, self.params, self.sid = url, params, f"MZ{n:032d}"
+        self.speech, self.silence = speech, silence
+        self.seq = 0
+        self.pos = -1  # index into speech while speaking
+        self.speech_end = 0.0
+        self.awaiting = False
+        self.latencies: list[float] = []
+        self.gaps = 0
+        self.frames_in = 0
+        self.last_in = 0.0
+        self.play_start = 0.0
+        self.k = 0
+        self.ws: Any = None
+        self.alive = False
+        self.next_talk = 0.0
+
+    def msg(self, event: str, body: str) -> str:
+        self.seq += 1
+        return f'{{"event":"{event}","sequenceNumber":"{self.seq}","streamSid":"{self.sid}",{body}}}'
+
+    async def connect(self) -> None:
+        self.ws = await websockets.connect(self.url, max_queue=None, compression=None)
+        start = {"accountSid": "AC0", "streamSid": self.sid, "callSid": self.params["call_sid"], "tracks": ["inbound"],
+                 "customParameters": self.params,
+                 "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}  # fmt: skip
+        await self.ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+        await self.ws.send(self.msg("start", f'"start":{json.dumps(start)}'))
+        self.alive = True
+        self.next_talk = time.monotonic() + 3.0  # after the greeting
+
+    def tick(self, now: float) -> str | None:
+        if not self.alive:
+            return None
+        if self.pos < 0 and not self.awaiting and now >= self.next_talk:
+            self.pos = 0
+        if self.pos >= 0:
+            payload = self.speech[self.pos]
+            self.pos += 1
+            if self.pos >= len(self.speech):
+                self.pos, self.speech_end, self.awaiting = -1, now, True
+        else:
+            payload = self.silence
+        return self.msg("media", f'"media":{{"payload":"{payload}"}}')
+
+    async def receive(self) -> None:
+        try:
+            async for message in self.ws:
+                now = time.monotonic()
+                if '"media"' in message[:40]:
+                    self.frames_in += 1
+                    if now - self.last_in > 0.3:  # a new reply starts playing after the jitter buffer
+                        self.play_start, self.k = now + JITTER_S, 0
+                        if self.awaiting:
+                            self.latencies.append(now - self.speech_end)
+                            self.awaiting = False
+                            self.next_talk = now + 4.0
+                    else:
+                        self.k += 1
+                        if now > self.play_start + self.k * 0.02:
+                            self.gaps += 1
+                            self.play_start, self.k = now, 0
+                    self.last_in = now
+                elif '"mark"' in message[:40]:
+                    name = json.loads(message)["mark"]["name"]
+                    await self.ws.send(self.msg("mark", f'"mark":{{"name":"{name}"}}'))
+        except websockets.ConnectionClosed:
+            pass
+        self.alive = False
+
+    async def stop(self) -> None:
+        if self.ws is not None and self.alive:
+            self.alive = False
+            await self.ws.send(self.msg("stop", '"stop":{}'))
+            await self.ws.close()
+
+
+async def drive(url: str, params: list[dict[str, str]], hold: float, first: int) -> dict[str, Any]:
+    speech, silence = frames_b64(utterance()), frames_b64(np.zeros(160, np.int16))[0]
+    callers = [Caller(url, p, first + i, speech, silence) for i, p in enumerate(params)]
+    for i in range(0, len(callers), 10):  # ramp: 10 connections at a time
+        await asyncio.gather(*(c.connect() for c in callers[i : i + 10]))
+    readers = [asyncio.create_task(c.receive()) for c in callers]
+    t0 = time.monotonic()
+    k = 0
+    while time.monotonic() - t0 < hold:
+        k += 1
+        await asyncio.sleep(max(0.0, t0 + k * 0.02 - time.monotonic()))
+        now = time.monotonic()
+        for c in callers:
+            m = c.tick(now)
+            if m is not None:
+                try:
+                    await c.ws.send(m)
+                except websockets.ConnectionClosed:
+                    c.alive = False
+    await asyncio.gather(*(c.stop() for c in callers), return_exceptions=True)
+    for r in readers:
+        r.cancel()
+    return {"latencies": [x for c in callers for x in c.latencies], "gaps": sum(c.gaps for c in callers),
+            "frames": sum(c.frames_in for c in callers), "dropped": sum(not c.latencies for c in callers)}  # fmt: skip
+
+
+def client_process(url: str, params: list[dict[str, str]], hold: float, first: int, cpu: int | None, out: Any) -> None:
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+    out.put(asyncio.run(drive(url, params, hold, first)))
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def stream_params(base: str, agent: str, n: int) -> dict[str, str]:
+    form = {"CallSid": f"CA{n:032d}", "AccountSid": "AC0", "From": f"+1555{n:07d}", "To": "+15550000000"}
+    path = f"/telephony/twilio/voice?agent={agent}"
+    sig = RequestValidator(TOKEN).compute_signature(base + path, form)
+    r = httpx.post(base + path, data=form, headers={"X-Twilio-Signature": sig}, timeout=30)
+    r.raise_for_status()
+    stream = ET.fromstring(r.text).find("./Connect/Stream")
+    assert stream is not None
+    return {p.attrib["name"]: p.attrib["value"] for p in stream.findall("Parameter")}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, nargs="+", default=[50, 100, 150, 200, 250])
+    ap.add_argument("--hold", type=float, default=30.0, help="seconds each step holds its calls")
+    ap.add_argument("--clients", type=int, default=max(1, (os.cpu_count() or 2) - 1), help="caller processes")
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    cpus = sorted(os.sched_getaffinity(0))
+    server_cpu, client_cpus = cpus[0], (cpus[1:] or cpus)
+    with tempfile.TemporaryDirectory() as d:
+        env = {
+            "PARLEY_TWILIO_AUTH_TOKEN": TOKEN,
+            "PARLEY_TWILIO_ACCOUNT_SID": "AC0",
+            "PARLEY_RATE_LIMIT_PER_ADDRESS": "1000000/minute",
+            "PARLEY_RATE_LIMIT_PER_KEY": "1000000/minute",
+        }
+        with running_service(Path(d), **env) as svc:
+            pid = svc.pid
+            os.sched_setaffinity(pid, {server_cpu})  # Parley gets one core
+            print(f"parley pid {pid} on cpu {server_cpu}", file=sys.stderr, flush=True)
+            key = svc.create_key("bench")
+            with svc.client(key) as c:
+                c.post("/v1/agents", json=AGENT).raise_for_status()
+            ws_url = svc.url.replace("http", "ws") + "/telephony/twilio/stream"
+            results: list[dict[str, Any]] = []
+            n0 = 0
+            for n in args.steps:
+                params = [stream_params(svc.url, AGENT["name"], n0 + i) for i in range(n)]
+                rss0, cpu0, t0 = rss_mb(pid), cpu_seconds(pid), time.monotonic()
+                queue: Any = mp.get_context("fork").Queue()
+                k = min(args.clients, len(client_cpus), n)
+                procs = [mp.get_context("fork").Process(
+                    target=client_process,
+                    args=(ws_url, params[i::k], args.hold, n0 + i * 100000, client_cpus[i % len(client_cpus)], queue))
+                    for i in range(k)]  # fmt: skip
+                for p in procs:
+                    p.start()
+                parts = [queue.get(timeout=args.hold + 300) for _ in procs]
+                cpu1, t1, rss1 = cpu_seconds(pid), time.monotonic(), rss_mb(pid)
+                for p in procs:
+                    p.join()
+                lat = sorted(x for part in parts for x in part["latencies"])
+                frames, gaps = sum(p["frames"] for p in parts), sum(p["gaps"] for p in parts)
+                busy = (cpu1 - cpu0) / (t1 - t0)
+                results.append({
+                    "calls": n, "reply_frames": frames, "gaps": gaps,
+                    "calls_without_reply": sum(p["dropped"] for p in parts),
+                    "latency_ms_p50": round(1000 * statistics.median(lat), 1) if lat else None,
+                    "latency_ms_p95": round(1000 * lat[int(0.95 * (len(lat) - 1))], 1) if lat else None,
+                    "replies": len(lat), "server_cpu_pct_of_one_core": round(100 * busy, 1),
+                    "server_cpu_ms_per_call_second": round(1000 * busy / n, 3),
+                    "server_rss_mb": round(rss1, 1), "rss_growth_mb_per_call": round((rss1 - rss0) / n, 3),
+                })  # fmt: skip
+                print(json.dumps(results[-1]), file=sys.stderr)
+                n0 += n
+                time.sleep(3)  # calls wind down before the next step
+    held = [r["calls"] for r in results if r["gaps"] == 0 and r["calls_without_reply"] == 0
+            and r["server_cpu_pct_of_one_core"] < 100]  # fmt: skip
+    report = {"benchmark": "load", "transport": "twilio", "server_cores": 1, "hold_s": args.hold,
+              "max_calls_zero_gaps": max(held) if held else 0, "target_calls_per_core": 200,
+              "steps": results}  # fmt: skip
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
