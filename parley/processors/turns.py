@@ -97,7 +97,7 @@ class TurnTaker(Processor):
 
     async def process(self, frame: Frame, direction: Direction) -> None:
         if isinstance(frame, AudioIn):
-            await self.push(frame, direction)
+            # caller audio ends here (50 frames a second per call): later stages get whole utterances
             await self._feed(frame)
             await self._maybe_keypad_turn()
             return

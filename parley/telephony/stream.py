@@ -220,7 +220,7 @@ class StreamControl(CallControl):
         if self.ws.application_state is WebSocketState.CONNECTED:
             try:
                 await self.ws.close(code=code, reason=reason[:120])
-            except (RuntimeError, OSError):
+            except (RuntimeError, OSError, WebSocketDisconnect):
                 pass
 
 
@@ -387,5 +387,5 @@ async def _close(ws: WebSocket, code: int, reason: str) -> None:
     if ws.application_state is WebSocketState.CONNECTED:
         try:
             await ws.close(code=code, reason=reason[:120])
-        except (RuntimeError, OSError):
+        except (RuntimeError, OSError, WebSocketDisconnect):
             pass
