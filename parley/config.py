@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     exotel_api_key: str | None = None
     exotel_api_token: SecretStr | None = None
     exotel_subdomain: str = "api.exotel.com"
+    exotel_api_base_url: str | None = Field(None, description="tests: a local server speaking Exotel's API")
+    asterisk_username: str = Field("parley", description="websocket_client.conf username Asterisk sends")
+    asterisk_password: SecretStr | None = Field(None, description="set: Asterisk must send this Basic password")
+    freeswitch_token: SecretStr | None = Field(None, description="set: mod_audio_stream URLs must carry ?token=")
     telephony_tenant: str | None = Field(
         None, description="tenant whose agents carriers reach by name when a webhook names no tenant"
     )

@@ -1,0 +1,304 @@
+"""Exotel: the Voicebot applet's WebSocket (AgentStream), status callbacks and outbound calls.
+
+Wire format (developer.exotel.com/docs/agentstream/stream-voicebot-applet): Exotel
+sends JSON ``connected``, ``start`` (``stream_sid``, ``call_sid``, ``from``, ``to``,
+``custom_parameters``, ``media_format``), ``media`` (base64 16-bit little-endian PCM,
+8 kHz unless the applet URL asks for ``sample-rate=16000``), ``dtmf``, ``mark`` (a
+mark Parley sent has played) and ``stop``; Parley sends ``media`` (one 20 ms frame,
+320 bytes at 8 kHz: a multiple of 320 as Exotel requires), ``mark`` and ``clear``.
+
+Exotel authenticates the stream with HTTP Basic (``wss://KEY:TOKEN@host/…``): when
+``PARLEY_EXOTEL_API_KEY`` and ``PARLEY_EXOTEL_API_TOKEN`` are set, a stream without
+them is refused (403). Outbound calls use the AgentStream "connect" API, which dials
+the number and streams the answered call straight to Parley.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import uuid
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import httpx
+import structlog
+from fastapi import APIRouter, Request, Response, WebSocket
+
+from parley.api.deps import State
+from parley.api.state import AppState
+from parley.calls.live import CallTarget
+from parley.config import Settings
+from parley.store.calls import CallRepo
+from parley.telephony.stream import (
+    Dtmf,
+    Event,
+    Info,
+    MarkPlayed,
+    Media,
+    Outgoing,
+    Stop,
+    StreamProtocol,
+    StreamStart,
+    WireError,
+    run_media_stream,
+)
+from parley.telephony.twilio import public_url
+from parley.telephony.vonage import ws_base
+
+log = structlog.get_logger(__name__)
+router = APIRouter(prefix="/telephony/exotel", tags=["telephony"])
+
+FAILED = {"busy", "failed", "no-answer", "canceled", "cancelled"}
+DIGITS = "0123456789*#ABCD"
+
+
+class ExotelStream(StreamProtocol):
+    """Exotel AgentStream JSON messages ↔ call events."""
+
+    name = "exotel"
+    sample_rate = 8000
+    supports_marks = True
+
+    def __init__(self, params: dict[str, str] | None = None) -> None:
+        self.params = dict(params or {})  # the applet URL's query (Exotel echoes it as custom_parameters too)
+        self.stream_sid = ""
+        self._last_seq = -1
+
+    def parse(self, message: str | bytes) -> list[Event]:
+        if isinstance(message, bytes):
+            raise WireError("Exotel stream messages are JSON text")
+        try:
+            data = json.loads(message)
+        except (ValueError, RecursionError):
+            raise WireError("not JSON") from None
+        if not isinstance(data, dict) or not isinstance(data.get("event"), str):
+            raise WireError("no event name")
+        event = data["event"]
+        self._check_order(data)
+        if event == "connected":
+            return [Info("connected")]
+        if event == "start":
+            return [self._start(data)]
+        if not self.stream_sid:
+            raise WireError(f"{event[:32]} before start")
+        if str(data.get("stream_sid", self.stream_sid)) != self.stream_sid:
+            raise WireError("message for another stream")
+        if event == "media":
+            payload = _obj(data, "media").get("payload", "")
+            try:
+                pcm = base64.b64decode(payload if isinstance(payload, str) else "?", validate=True)
+            except (binascii.Error, ValueError):
+                raise WireError("media payload is not base64") from None
+            if len(pcm) % 2:
+                raise WireError(f"media payload of odd length {len(pcm)}")
+            return [Media(pcm)] if pcm else []
+        if event == "dtmf":
+            digit = str(_obj(data, "dtmf").get("digit", ""))
+            if len(digit) != 1 or digit not in DIGITS:
+                raise WireError(f"bad DTMF digit {digit[:8]!r}")
+            return [Dtmf(digit)]
+        if event == "mark":
+            name = _obj(data, "mark").get("name")
+            if not isinstance(name, str):
+                raise WireError("mark without a name")
+            return [MarkPlayed(name)]
+        if event == "clear":
+            return [Info("clear")]
+        if event == "stop":
+            stop = data.get("stop")
+            reason = str(stop.get("reason", "")) if isinstance(stop, dict) else ""
+            return [Stop("caller-hangup" if reason in ("", "callended") else f"stream-{reason[:40]}")]
+        raise WireError(f"unknown event {event[:32]!r}")
+
+    def _check_order(self, data: dict[str, Any]) -> None:
+        seq = data.get("sequence_number")
+        if seq is None:
+            return
+        try:
+            n = int(seq)
+        except (TypeError, ValueError, OverflowError):
+            raise WireError("sequence_number is not a number") from None
+        if n <= self._last_seq:
+            raise WireError(f"message {n} out of order (after {self._last_seq})")
+        self._last_seq = n
+
+    def _start(self, data: dict[str, Any]) -> StreamStart:
+        start = _obj(data, "start")
+        sid = str(start.get("stream_sid") or data.get("stream_sid") or "")
+        if not sid:
+            raise WireError("start without stream_sid")
+        fmt = start.get("media_format") or {}
+        if not isinstance(fmt, dict):
+            raise WireError("media_format is not an object")
+        rate = str(fmt.get("sample_rate", "8000"))
+        if rate not in ("8000", "16000"):
+            raise WireError(f"unsupported sample rate {rate[:10]!r}")
+        self.sample_rate = int(rate)
+        self.stream_sid = sid
+        custom = start.get("custom_parameters") or {}
+        params = {str(k): str(v) for k, v in custom.items()} if isinstance(custom, dict) else {}
+        params.update(self.params)  # the URL Parley was reached at is what Parley trusts
+        caller, called = str(start.get("from") or "") or None, str(start.get("to") or "") or None
+        if params.get("call"):  # an outbound call: "from" is the number dialled
+            caller, called = called, caller
+        return StreamStart(
+            stream_id=sid, provider_call_id=str(start.get("call_sid") or "") or None, caller=caller, called=called,
+            params=params,
+        )  # fmt: skip
+
+    def audio(self, pcm: bytes) -> list[Outgoing]:
+        payload = base64.b64encode(pcm).decode()
+        return [json.dumps({"event": "media", "stream_sid": self.stream_sid, "media": {"payload": payload}})]
+
+    def mark(self, name: str) -> Outgoing | None:
+        return json.dumps({"event": "mark", "stream_sid": self.stream_sid, "mark": {"name": name}})
+
+    def clear(self) -> Outgoing | None:
+        return json.dumps({"event": "clear", "stream_sid": self.stream_sid})
+
+
+def _obj(data: dict[str, Any], key: str) -> dict[str, Any]:
+    value = data.get(key)
+    if not isinstance(value, dict):
+        raise WireError(f"{str(data.get('event'))[:32]} without a {key} object")
+    return value
+
+
+# --- authentication -------------------------------------------------------------------------
+
+
+def _credentials(settings: Settings) -> tuple[str, str] | None:
+    if not settings.exotel_api_key or settings.exotel_api_token is None:
+        return None
+    return settings.exotel_api_key, settings.exotel_api_token.get_secret_value()
+
+
+def basic_auth_ok(settings: Settings, authorization: str) -> bool:
+    """The stream's ``Authorization: Basic`` header names this account's API key and token (or none is set)."""
+    creds = _credentials(settings)
+    if creds is None:
+        return True
+    scheme, _, value = authorization.partition(" ")
+    try:
+        given = base64.b64decode(value.strip(), validate=True).decode()
+    except (binascii.Error, ValueError):
+        return False
+    return scheme.lower() == "basic" and hmac.compare_digest(given.encode(), f"{creds[0]}:{creds[1]}".encode())
+
+
+def callback_token(settings: Settings, call_id: str) -> str:
+    """Exotel does not sign callbacks: the status URL Parley hands out carries an HMAC of the call id."""
+    creds = _credentials(settings)
+    key = creds[1] if creds else ""
+    return hmac.new(key.encode(), f"exotel-status:{call_id}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+# --- endpoints --------------------------------------------------------------------------------
+
+
+@router.websocket("/stream")
+async def stream(ws: WebSocket, state: State) -> None:
+    if not basic_auth_ok(state.settings, ws.headers.get("authorization", "")):
+        log.warning("exotel_stream_bad_credentials")
+        await ws.close(code=1008, reason="invalid credentials")  # before accept: the handshake gets a 403
+        return
+    await ws.accept()
+    params = {k: v for k, v in ws.query_params.items() if k != "sample-rate"}
+    await run_media_stream(ws, ExotelStream(params), state)
+
+
+@router.get("/status", operation_id="exotel_status_get")
+@router.post("/status", operation_id="exotel_status_post")
+async def status_callback(request: Request, state: State) -> Response:
+    """Status callback of a dialled call: recorded as an event; a call that never connected is closed."""
+    fields: dict[str, Any] = dict(request.query_params)
+    if request.method == "POST":
+        body = await request.body()
+        try:
+            data = json.loads(body) if body.lstrip().startswith(b"{") else dict((await request.form()).items())
+        except (ValueError, RecursionError):
+            data = {}
+        fields.update(data if isinstance(data, dict) else {})
+    f = {k.lower(): str(v) for k, v in fields.items()}
+    call_id = f.get("call", "")
+    if not call_id or not hmac.compare_digest(f.get("token", ""), callback_token(state.settings, call_id)):
+        return Response(status_code=403)
+    try:
+        record_id = uuid.UUID(call_id)
+    except ValueError:
+        return Response(status_code=403)
+    status = f.get("status") or f.get("callstatus") or ""
+    async with state.db.session() as s:
+        repo = CallRepo(s)
+        call = await repo.by_provider_id("exotel", f.get("callsid") or f.get("call_sid") or "")
+        if call is None or call.id != record_id:
+            log.info("exotel_status_unknown_call", status=status)
+            return Response(status_code=204)
+        data = {"type": "carrier_status", "status": status, "duration": f.get("conversationduration")}
+        await repo.add_event(call.tenant_id, call.id, 0.0, "carrier_status", data)
+        if call.status == "dialing" and (status in FAILED or status == "completed"):
+            await repo.end(call.tenant_id, call.id, "failed", status if status in FAILED else "not-answered", 0.0)
+    return Response(status_code=204)
+
+
+# --- outbound calls ---------------------------------------------------------------------------
+
+
+def api_base(settings: Settings) -> str:
+    return (settings.exotel_api_base_url or f"https://{settings.exotel_subdomain}").rstrip("/")
+
+
+async def dial(
+    state: AppState, target: CallTarget, call_id: uuid.UUID, to: str, from_: str | None, base_url: str
+) -> str:
+    """Dial ``to`` and stream the answered call to Parley (AgentStream connect API). Returns the CallSid."""
+    settings = state.settings
+    creds = _credentials(settings)
+    if creds is None or not settings.exotel_account_sid:
+        raise RuntimeError(
+            "Exotel calls need PARLEY_EXOTEL_ACCOUNT_SID, PARLEY_EXOTEL_API_KEY and PARLEY_EXOTEL_API_TOKEN"
+        )
+    if not from_:
+        raise ValueError("Exotel needs a 'from' number (your ExoPhone, shown as the caller id)")
+    base = public_url(settings, base_url)
+    scheme, _, host = ws_base(base).partition("://")
+    query = urlencode({"agent": str(target.agent_id), "tenant": str(target.tenant_id), "call": str(call_id)})
+    userinfo = f"{quote(creds[0], safe='')}:{quote(creds[1], safe='')}@"
+    status_query = urlencode({"call": str(call_id), "token": callback_token(settings, str(call_id))})
+    form = [
+        ("from", to), ("callerid", from_), ("streamtype", "bidirectional"),
+        ("streamurl", f"{scheme}://{userinfo}{host}/telephony/exotel/stream?{query}"),
+        ("statuscallback", f"{base}/telephony/exotel/status?{status_query}"),
+        ("statuscallbackevents[]", "answered"), ("statuscallbackevents[]", "terminal"),
+        ("customfield", str(call_id)),
+    ]  # fmt: skip
+    url = f"{api_base(settings)}/v1/accounts/{settings.exotel_account_sid}/calls/connect"
+    async with httpx.AsyncClient(timeout=15) as client:
+        response = await client.post(url, data=_multi(form), auth=creds)
+    if response.status_code >= 400:
+        raise RuntimeError(f"Exotel refused the call ({response.status_code}): {response.text[:200]}")
+    try:
+        data = response.json()
+        call = data.get("call") or data.get("Call") or {}
+        sid = call.get("sid") or call.get("Sid")
+    except (ValueError, AttributeError):
+        sid = None
+    if not isinstance(sid, str) or not sid:
+        raise RuntimeError("Exotel did not return the call's sid")
+    return sid
+
+
+def _multi(pairs: list[tuple[str, str]]) -> dict[str, str | list[str]]:
+    """Form fields, a repeated name as a list (httpx sends each value)."""
+    out: dict[str, str | list[str]] = {}
+    for k, v in pairs:
+        if k in out:
+            prev = out[k]
+            out[k] = [*prev, v] if isinstance(prev, list) else [prev, v]
+        else:
+            out[k] = v
+    return out

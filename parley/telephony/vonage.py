@@ -1,0 +1,328 @@
+"""Vonage Voice API: answer URL (an NCCO that connects the call to a WebSocket), event URL, outbound calls.
+
+Wire format (developer.vonage.com/voice/voice-api/concepts/websockets): the first
+text message is ``websocket:connected`` with the NCCO endpoint's ``headers`` at the
+top level; then binary 16-bit linear PCM frames (640 bytes = 20 ms at 16 kHz) both
+ways; DTMF arrives as ``websocket:dtmf``. Parley sends ``{"action": "clear"}`` on
+barge-in and ``{"action": "notify", "payload": …}`` marks, which Vonage echoes as
+``websocket:notify`` once the audio before them has played.
+
+Signed webhooks carry ``Authorization: Bearer <JWT>`` (HS256, the account's
+signature secret). With ``PARLEY_VONAGE_SIGNATURE_SECRET`` set, unsigned or
+mis-signed webhooks are refused (403) and the stream's headers carry an HMAC that
+the stream checks, as Twilio's do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+import jwt
+import structlog
+from fastapi import APIRouter, HTTPException, Request, Response, WebSocket
+from fastapi.responses import JSONResponse
+
+from parley.api.deps import State
+from parley.api.state import AppState
+from parley.calls.live import CallTarget
+from parley.config import Settings
+from parley.store.calls import CallRepo
+from parley.telephony.routing import NoSuchAgent, resolve_target
+from parley.telephony.stream import (
+    Dtmf,
+    Event,
+    Info,
+    MarkPlayed,
+    Media,
+    Outgoing,
+    StreamControl,
+    StreamProtocol,
+    StreamStart,
+    WireError,
+    run_media_stream,
+)
+from parley.telephony.twilio import public_url, stream_token
+
+log = structlog.get_logger(__name__)
+router = APIRouter(prefix="/telephony/vonage", tags=["telephony"])
+
+SAMPLE_RATE = 16000
+#: event statuses that mean a dialled call never connected
+FAILED = {"busy", "cancelled", "unanswered", "rejected", "failed", "timeout"}
+DIGITS = "0123456789*#ABCD"
+
+
+class VonageStream(StreamProtocol):
+    """Vonage WebSocket messages ↔ call events."""
+
+    name = "vonage"
+    sample_rate = SAMPLE_RATE
+    supports_marks = True
+
+    def __init__(self) -> None:
+        self.connected = False
+
+    def parse(self, message: str | bytes) -> list[Event]:
+        if isinstance(message, bytes):
+            if not self.connected:
+                raise WireError("audio before websocket:connected")
+            if len(message) % 2:
+                raise WireError(f"audio frame of odd length {len(message)}")
+            return [Media(message)] if message else []
+        data = _json(message)
+        event = data.get("event")
+        if not isinstance(event, str):
+            raise WireError("text message without an event name")
+        if event == "websocket:connected":
+            return [self._start(data)]
+        if not self.connected:
+            raise WireError(f"{event[:40]} before websocket:connected")
+        if event == "websocket:dtmf":
+            nested = data.get("dtmf")
+            digit = str(data.get("digit") or (nested.get("digit") if isinstance(nested, dict) else "") or "")
+            if len(digit) != 1 or digit not in DIGITS:
+                raise WireError(f"bad DTMF digit {digit[:8]!r}")
+            return [Dtmf(digit)]
+        if event == "websocket:notify":
+            payload = data.get("payload")
+            if not isinstance(payload, dict) or not isinstance(payload.get("name"), str):
+                return [Info("notify without a mark name")]
+            return [MarkPlayed(payload["name"])]
+        # websocket:cleared and whatever else Vonage adds: the docs say to look at the event and ignore the rest
+        return [Info(event[:60])]
+
+    def _start(self, data: dict[str, Any]) -> StreamStart:
+        rate = _rate(str(data.get("content-type", "")))
+        if rate not in (8000, 16000):
+            raise WireError(f"unsupported content-type {str(data.get('content-type'))[:40]!r}")
+        self.sample_rate = rate
+        self.connected = True
+        params = {str(k): str(v) for k, v in data.items() if k not in ("event", "content-type") and v is not None}
+        return StreamStart(
+            stream_id=params.get("call_uuid", ""), provider_call_id=params.get("call_uuid") or None,
+            caller=params.get("caller") or None, called=params.get("called") or None, params=params,
+        )  # fmt: skip
+
+    def audio(self, pcm: bytes) -> list[Outgoing]:
+        return [pcm]
+
+    def mark(self, name: str) -> Outgoing | None:
+        return json.dumps({"action": "notify", "payload": {"name": name}})
+
+    def clear(self) -> Outgoing | None:
+        return json.dumps({"action": "clear"})
+
+
+def _json(message: str) -> dict[str, Any]:
+    try:
+        data = json.loads(message)
+    except (ValueError, RecursionError):
+        raise WireError("not JSON") from None
+    if not isinstance(data, dict):
+        raise WireError("not a JSON object")
+    return data
+
+
+def _rate(content_type: str) -> int:
+    """``audio/l16;rate=16000`` → 16000 (0 when it is not linear PCM)."""
+    kind, _, rest = content_type.replace(" ", "").lower().partition(";")
+    if kind != "audio/l16" or not rest.startswith("rate="):
+        return 0
+    return int(rest[5:]) if rest[5:].isdigit() and len(rest) < 12 else 0
+
+
+# --- webhooks ---------------------------------------------------------------------------
+
+
+def ws_base(base: str) -> str:
+    scheme, _, rest = base.partition("://")
+    return ("wss://" if scheme == "https" else "ws://") + rest
+
+
+async def verified_fields(request: Request) -> dict[str, str]:
+    """The webhook's fields (query for GET, JSON body for POST), once the Vonage JWT has been checked."""
+    settings: Settings = request.app.state.parley.settings
+    body = await request.body() if request.method == "POST" else b""
+    fields: dict[str, str] = {}
+    if body:
+        try:
+            data = json.loads(body)
+        except (ValueError, RecursionError):
+            raise HTTPException(status_code=400, detail="body is not JSON") from None
+        if not isinstance(data, dict):
+            raise HTTPException(status_code=400, detail="body is not a JSON object")
+        fields = {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in data.items() if v is not None}
+    if settings.vonage_signature_secret is not None:
+        _check_jwt(settings.vonage_signature_secret.get_secret_value(), request.headers.get("authorization", ""), body)
+    return {**dict(request.query_params), **fields}
+
+
+def _check_jwt(secret: str, authorization: str, body: bytes) -> None:
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        log.warning("vonage_unsigned_webhook")
+        raise HTTPException(status_code=403, detail="missing Vonage signature (Authorization: Bearer)")
+    try:
+        claims = jwt.decode(token, secret, algorithms=["HS256"], options={"require": ["iat"]}, leeway=300)
+    except jwt.PyJWTError as exc:
+        log.warning("vonage_bad_signature", error=str(exc)[:100])
+        raise HTTPException(status_code=403, detail="invalid Vonage signature") from None
+    if time.time() - float(claims["iat"]) > 600:
+        raise HTTPException(status_code=403, detail="stale Vonage signature")
+    expected = claims.get("payload_hash")
+    if body and isinstance(expected, str) and not _hash_matches(expected, body):
+        raise HTTPException(status_code=403, detail="payload does not match its signature")
+
+
+def _hash_matches(expected: str, body: bytes) -> bool:
+    """Vonage hashes the payload as a compact JSON string; accept the raw body or its compact form."""
+    candidates = [body]
+    try:
+        candidates.append(json.dumps(json.loads(body), separators=(",", ":"), ensure_ascii=False).encode())
+    except (ValueError, RecursionError):
+        pass
+    return any(hmac.compare_digest(hashlib.sha256(c).hexdigest(), expected.lower()) for c in candidates)
+
+
+@router.get("/answer", operation_id="vonage_answer_get")
+@router.post("/answer", operation_id="vonage_answer_post")
+async def answer(request: Request, state: State) -> Response:
+    """A call arrived (or a dialled call was answered): an NCCO that connects it to the agent's WebSocket."""
+    f = await verified_fields(request)
+    caller, called = f.get("from"), f.get("to")
+    if f.get("call"):  # an outbound call: the far party is "to"
+        caller, called = called, caller
+    try:
+        target = await resolve_target(
+            state.db, agent_ref=f.get("agent"), called=called, tenant_ref=f.get("tenant"),
+            default_tenant=state.settings.telephony_tenant,
+        )  # fmt: skip
+    except NoSuchAgent as exc:
+        log.warning("vonage_unknown_agent", error=str(exc))
+        ncco = [{"action": "talk", "text": "Sorry, this number is not in service."}]
+        return JSONResponse(ncco, status_code=404)
+    base = public_url(state.settings, str(request.base_url))
+    headers = {"agent": str(target.agent_id), "tenant": str(target.tenant_id), "caller": caller or "",
+               "called": called or "", "call_uuid": f.get("uuid", ""), "call": f.get("call", "")}  # fmt: skip
+    secret = state.settings.vonage_signature_secret
+    if secret is not None:
+        headers["token"] = stream_token(secret.get_secret_value(), headers)
+    endpoint = {"type": "websocket", "uri": f"{ws_base(base)}/telephony/vonage/stream",
+                "content-type": f"audio/l16;rate={SAMPLE_RATE}", "headers": headers}  # fmt: skip
+    log.info("vonage_call", call_uuid=f.get("uuid"), agent=target.agent_name)
+    return JSONResponse([{"action": "connect", "endpoint": [endpoint]}])
+
+
+@router.post("/event")
+async def event(request: Request, state: State) -> Response:
+    """Call progress from Vonage: every status is a call event; a dialled call that failed is closed."""
+    f = await verified_fields(request)
+    call_uuid, status = f.get("uuid", ""), f.get("status", "")
+    async with state.db.session() as s:
+        repo = CallRepo(s)
+        call = await repo.by_provider_id("vonage", call_uuid) if call_uuid else None
+        if call is None:
+            log.info("vonage_event_unknown_call", call_uuid=call_uuid, status=status)
+            return Response(status_code=204)
+        data = {"type": "carrier_status", "status": status, "duration": f.get("duration")}
+        await repo.add_event(call.tenant_id, call.id, 0.0, "carrier_status", data)
+        if call.status == "dialing" and (status in FAILED or status == "completed"):
+            await repo.end(call.tenant_id, call.id, "failed", status if status in FAILED else "not-answered", 0.0)
+    return Response(status_code=204)
+
+
+@router.websocket("/stream")
+async def stream(ws: WebSocket, state: State) -> None:
+    settings = state.settings
+    await ws.accept()
+
+    async def find_target(start: StreamStart) -> CallTarget:
+        params = dict(start.params)
+        given = params.pop("token", "")
+        if settings.vonage_signature_secret is not None:
+            expected = stream_token(settings.vonage_signature_secret.get_secret_value(), params)
+            if not hmac.compare_digest(given, expected):
+                raise NoSuchAgent("stream parameters are not signed by this Parley")
+        return await resolve_target(
+            state.db, agent_ref=params.get("agent"), called=start.called, tenant_ref=params.get("tenant"),
+            default_tenant=settings.telephony_tenant,
+        )  # fmt: skip
+
+    def setup(control: StreamControl, start: StreamStart, target: CallTarget) -> None:
+        call_uuid = start.provider_call_id
+
+        async def transfer(to: str) -> None:
+            if not call_uuid:
+                raise RuntimeError("the stream did not name its call")
+            endpoint = {"type": "sip", "uri": to} if to.startswith("sip:") else {"type": "phone", "number": _e164(to)}
+            ncco = [{"action": "connect", "endpoint": [endpoint]}]
+            await api_request(settings, "PUT", f"/v1/calls/{call_uuid}",
+                              {"action": "transfer", "destination": {"type": "ncco", "ncco": ncco}})  # fmt: skip
+
+        control.transfer_to = transfer
+
+    await run_media_stream(ws, VonageStream(), state, find_target=find_target, setup_control=setup)
+
+
+# --- Voice API: outbound calls and call updates ----------------------------------------
+
+
+def _e164(number: str) -> str:
+    """Vonage writes numbers without the plus."""
+    return number.strip().lstrip("+")
+
+
+def api_token(settings: Settings) -> str:
+    """An application JWT (RS256 with the application's private key), valid for five minutes."""
+    if not settings.vonage_application_id or settings.vonage_private_key_path is None:
+        raise RuntimeError("Vonage calls need PARLEY_VONAGE_APPLICATION_ID and PARLEY_VONAGE_PRIVATE_KEY_PATH")
+    key = settings.vonage_private_key_path.read_text()
+    now = int(time.time())
+    claims = {"application_id": settings.vonage_application_id, "iat": now, "exp": now + 300,
+              "jti": uuid.uuid4().hex}  # fmt: skip
+    return jwt.encode(claims, key, algorithm="RS256")
+
+
+async def api_request(settings: Settings, method: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {api_token(settings)}"}
+    async with httpx.AsyncClient(base_url=settings.vonage_api_base_url.rstrip("/"), timeout=15) as client:
+        response = await client.request(method, path, json=body, headers=headers)
+    if response.status_code >= 400:
+        try:
+            detail = response.json()
+            text = f"{detail.get('title', '')}: {detail.get('detail', '')}".strip(": ")
+        except ValueError:
+            text = response.text[:200]
+        raise RuntimeError(f"Vonage refused the request ({response.status_code}): {text}")
+    if not response.content:
+        return {}
+    data = response.json()
+    return data if isinstance(data, dict) else {}
+
+
+async def dial(
+    state: AppState, target: CallTarget, call_id: uuid.UUID, to: str, from_: str | None, base_url: str
+) -> str:
+    """Start an outbound call; Vonage fetches the answer URL when it is answered. Returns the call's uuid."""
+    if not from_:
+        raise ValueError("Vonage needs a 'from' number (one of your Vonage numbers)")
+    base = public_url(state.settings, base_url)
+    query = urlencode({"agent": str(target.agent_id), "tenant": str(target.tenant_id), "call": str(call_id)})
+    body = {
+        "to": [{"type": "sip", "uri": to} if to.startswith("sip:") else {"type": "phone", "number": _e164(to)}],
+        "from": {"type": "phone", "number": _e164(from_)},
+        "answer_url": [f"{base}/telephony/vonage/answer?{query}"], "answer_method": "GET",
+        "event_url": [f"{base}/telephony/vonage/event"], "event_method": "POST",
+    }  # fmt: skip
+    created = await api_request(state.settings, "POST", "/v1/calls", body)
+    call_uuid = created.get("uuid")
+    if not isinstance(call_uuid, str) or not call_uuid:
+        raise RuntimeError("Vonage did not return the call's uuid")
+    return call_uuid
