@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # System packages the tests drive for real: espeak-ng (a second family of voices for
-# test callers, and Parley's fallback TTS) and sox. Installed with apt-get when missing.
+# test callers, and Parley's fallback TTS), sox, and SIP peers (kamailio, SIPp, baresip).
+# Installed with apt-get when missing.
 set -euo pipefail
 need=()
 command -v espeak-ng >/dev/null 2>&1 || need+=(espeak-ng)
 command -v sox >/dev/null 2>&1 || need+=(sox)
+command -v kamailio >/dev/null 2>&1 || [ -x /usr/sbin/kamailio ] || need+=(kamailio)  # SIP load balancer tests
+command -v sipp >/dev/null 2>&1 || need+=(sip-tester)  # SIPp: callers and trunks for the SIP endpoint tests
+command -v baresip >/dev/null 2>&1 || need+=(baresip)  # a softphone calling the SIP endpoint
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" -ne 0 ]; then
   echo "missing ${need[*]}: run as root or install them with apt-get" >&2

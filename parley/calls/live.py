@@ -213,6 +213,7 @@ class LiveCall:
         self._writer: CallRecordWriter | None = None
         self._actions: set[asyncio.Task[None]] = set()
         self.started = asyncio.Event()
+        self._end_reason: str | None = None
 
     def now(self) -> float:
         return self._runner.clock.now() if self._runner is not None else 0.0
@@ -231,7 +232,12 @@ class LiveCall:
             self._writer.event(event)
 
     async def end(self, reason: str) -> None:
-        """End the call from the transport's side (the far end hung up, a carrier said so)."""
+        """End the call from the transport's side (the far end hung up, a carrier said so, shutdown).
+
+        The reason is kept: the transport usually closes the audio right after, and the call must be
+        recorded with this reason, not as the caller hanging up."""
+        if self._end_reason is None:
+            self._end_reason = reason
         if self._runner is not None:
             await self._runner.end(reason)
 
@@ -305,7 +311,12 @@ class LiveCall:
                 await self._send_audio(pcm)
 
         call_pipeline = build_pipeline(
-            t.document, self.services, out, self.sample_rate, played_frames=self.control.played_frames
+            t.document,
+            self.services,
+            out,
+            self.sample_rate,
+            played_frames=self.control.played_frames,
+            idle_silence=self.continuous_output,
         )
         writer = CallRecordWriter(self.db, t.tenant_id, call_id, call_pipeline.turn_log, self._send_event)
         call_pipeline.pipeline.observers.extend([writer, self._observe])
@@ -341,12 +352,13 @@ class LiveCall:
             if feeder in done and run_task not in done:  # else the pipeline ended itself (agent hang-up)
                 exc = feeder.exception()
                 reason = "client-disconnected" if exc is not None else feeder.result()
+                reason = self._end_reason or reason
                 if exc is not None:
                     log.info("call_client_gone", call_id=str(call_id), error=repr(exc))
                 await runner.end(reason)
                 await run_task
             else:
-                reason = run_task.result().reason
+                reason = self._end_reason or run_task.result().reason
         except asyncio.CancelledError:
             reason = "cancelled"
             raise

@@ -103,6 +103,9 @@ class StereoRecorder:
         if index < have:
             return  # a late duplicate
         queue.append(pcm if len(pcm) == self._frame_bytes else pcm.ljust(self._frame_bytes, b"\0")[: self._frame_bytes])
+        other = self._agent if queue is self._caller else self._caller
+        if len(queue) - len(other) > 2 * self.batch_frames:  # the other side is silent (it sends no frames)
+            other.extend([silence] * (len(queue) - len(other) - self.batch_frames))
         if len(self._caller) >= self.batch_frames and len(self._agent) >= self.batch_frames:
             await self._flush()
 

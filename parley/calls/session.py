@@ -83,11 +83,12 @@ def build_pipeline(
     sample_rate: int,
     observers: list[Observer] | None = None,
     played_frames: PlayedFrames | None = None,
+    idle_silence: bool = True,
 ) -> CallPipeline:
     """The processors of a call, in order, ending in a paced playout to ``sink``."""
     turn_log = TurnLog()
     turns = TurnTaker(services.vad, agent.vad, agent.turn, agent.interruptions, agent.actions)
-    playout = Playout(sample_rate, sink, played_frames=played_frames)
+    playout = Playout(sample_rate, sink, played_frames=played_frames, idle_silence=idle_silence)
     conversation = Conversation(agent.system_prompt, agent.max_history_turns, agent.greeting)
     pipeline = Pipeline(
         [

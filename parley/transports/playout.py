@@ -15,6 +15,7 @@ it goes on at once. An interruption drops held actions: the caller is still talk
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -93,9 +94,14 @@ class Playout(Processor):
         frame_ms: int = 20,
         confirmed: tuple[int, ...] = (0,),
         played_frames: PlayedFrames | None = None,
+        idle_silence: bool = True,
     ) -> None:
         super().__init__()
         self._played_frames = played_frames
+        #: False: no sink call (and no timer) while there is nothing to play, so an idle call costs nothing
+        #: (WebSocket carriers); True: a frame every 20 ms, silence included (RTP, offline recordings)
+        self.idle_silence = idle_silence
+        self._wake = asyncio.Event()
         self.speech_frames = 0  # agent speech frames sent so far (the numbering far-end confirmations use)
         self.sample_rate = sample_rate
         self.frame_ms = frame_ms
@@ -133,6 +139,7 @@ class Playout(Processor):
             self._ticker = asyncio.get_running_loop().create_task(self._tick(), name="playout")
         elif isinstance(frame, EndOfTurn):
             self._confirmed.add(frame.turn_id)
+            self._wake.set()
             await self._finish_if_played(frame.turn_id)
         elif isinstance(frame, EndFrame):
             await self._stop_ticker()
@@ -181,6 +188,7 @@ class Playout(Processor):
             sentence.received += len(f)
             self._frames.append((frame.turn_id, sentence, f))
             self._queued[frame.turn_id] += 1
+        self._wake.set()
 
     async def _finish_if_played(self, turn_id: int) -> None:
         reply = self._replies.get(turn_id)
@@ -205,6 +213,11 @@ class Playout(Processor):
         start = self.clock.now()
         k = 0
         while True:
+            if not self.idle_silence and not self._playable():
+                self._wake.clear()
+                await self._wake.wait()
+                k = max(k, math.ceil((self.clock.now() - start) / step - 1e-9))
+                continue
             t = start + k * step
             await self.clock.sleep_until(t)
             pcm, speech = self._next_frame()
@@ -223,8 +236,11 @@ class Playout(Processor):
                 if not self._queued[turn_id]:
                     await self._finish_if_played(turn_id)
 
+    def _playable(self) -> bool:
+        return bool(self._frames) and self._frames[0][0] in self._confirmed
+
     def _next_frame(self) -> tuple[bytes, bool]:
-        if self._frames and self._frames[0][0] in self._confirmed:
+        if self._playable():
             turn_id, sentence, pcm = self._frames.popleft()
             self._queued[turn_id] -= 1
             if sentence.first_frame is None:
