@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import structlog
 from fastapi import APIRouter, FastAPI, Request
@@ -34,16 +35,34 @@ def telephony_routers() -> list[APIRouter]:
     return routers
 
 
+async def start_sip(settings: Settings, state: AppState) -> Any:
+    """The SIP endpoint (PARLEY_SIP_PORT; 0 turns it off). A taken port is logged, not fatal: the API still serves."""
+    if not settings.sip_port:
+        return None
+    from parley.sip.endpoint import SipEndpoint
+
+    sip = SipEndpoint(settings, state.db, state.blobs)
+    try:
+        await sip.start()
+    except OSError as exc:
+        log.error("sip_unavailable", host=settings.sip_host, port=settings.sip_port, error=str(exc))
+        return None
+    return sip
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.parley = await AppState.open(settings)
+        app.state.sip = await start_sip(settings, app.state.parley)
         log.info("parley_started", database=settings.effective_database_url.split("@")[-1])
         try:
             yield
         finally:
+            if app.state.sip is not None:
+                await app.state.sip.stop()
             await app.state.parley.aclose()
 
     app = FastAPI(

@@ -1,0 +1,354 @@
+"""SIP messages (RFC 3261 sections 7, 19, 20, 25): parse and serialize, with the forms real peers send.
+
+Anyone on the network can send a datagram to the SIP port, so :func:`parse_message` raises only
+:class:`SipParseError`. When the start line and the headers a response needs were readable, the error
+carries them (``partial``), so the endpoint can still answer 400 instead of dropping the request.
+
+Accepted on input: compact header names (``v``, ``f``, ``t``, ``i``, ...), header folding, several
+values of a list header on one line (``Via: a, b``) or several lines, bare LF line ends, a missing
+Content-Length (a datagram's body is the rest of it). Output is always long names, one value a line,
+CRLF, and a Content-Length that matches the body.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Iterable, Iterator
+
+from .uri import TOKEN as _TOKEN
+from .uri import Address, SipParseError, SipUri, Via, split_quoted
+
+__all__ = [
+    "REASONS",
+    "Address",
+    "Headers",
+    "Request",
+    "Response",
+    "SipMessage",
+    "SipParseError",
+    "SipUri",
+    "Via",
+    "new_branch",
+    "new_call_id",
+    "new_tag",
+    "parse_message",
+    "response_to",
+]
+
+SIP_VERSION = "SIP/2.0"
+BRANCH_COOKIE = "z9hG4bK"
+MAX_MESSAGE_BYTES = 65_535  # one UDP datagram
+
+
+COMPACT = {
+    "a": "Accept-Contact", "b": "Referred-By", "c": "Content-Type", "d": "Request-Disposition",
+    "e": "Content-Encoding", "f": "From", "i": "Call-ID", "j": "Reject-Contact", "k": "Supported",
+    "l": "Content-Length", "m": "Contact", "n": "Identity-Info", "o": "Event", "r": "Refer-To",
+    "s": "Subject", "t": "To", "u": "Allow-Events", "v": "Via", "x": "Session-Expires", "y": "Identity",
+}  # fmt: skip
+_SPECIAL_CASE = {
+    name.lower(): name
+    for name in ("Call-ID", "CSeq", "WWW-Authenticate", "MIME-Version", "RAck", "RSeq", "SIP-ETag", "SIP-If-Match")
+}
+#: headers whose comma-separated values are separate entries (RFC 3261 section 7.3.1)
+LIST_HEADERS = frozenset(
+    {"Via", "Route", "Record-Route", "Contact", "Allow", "Supported", "Require", "Proxy-Require", "Unsupported",
+     "Accept", "Accept-Encoding", "Accept-Language", "Allow-Events", "Content-Encoding", "Path"}
+)  # fmt: skip
+#: list headers written as one line (address lists stay one entry a line, as most stacks write them)
+_JOINED = LIST_HEADERS - {"Via", "Route", "Record-Route", "Contact", "Path"}
+_STATUS_LINE = re.compile(r"^SIP/2\.0 ([1-6]\d\d)(?: (.*))?$", re.IGNORECASE)
+
+
+def canonical(name: str) -> str:
+    """The long, conventionally capitalised form of a header name (``i`` and ``call-id`` -> ``Call-ID``)."""
+    lower = name.lower()
+    if lower in COMPACT:
+        return COMPACT[lower]
+    return _SPECIAL_CASE.get(lower) or "-".join(part[:1].upper() + part[1:] for part in lower.split("-"))
+
+
+class Headers:
+    """Ordered header fields, case-insensitive by long name; list headers hold one value per entry."""
+
+    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
+        self._items: list[tuple[str, str]] = []
+        for name, value in items:
+            self.add(name, value)
+
+    def add(self, name: str, value: str, first: bool = False) -> None:
+        name = canonical(name)
+        values = [v.strip() for v in split_quoted(value, ",")] if name in LIST_HEADERS else [value.strip()]
+        entries = [(name, v) for v in values if v or len(values) == 1]  # "Supported:" may list nothing
+        if first:
+            self._items[0:0] = entries
+        else:
+            self._items.extend(entries)
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        name = canonical(name)
+        return next((v for n, v in self._items if n == name), default)
+
+    def get_all(self, name: str) -> list[str]:
+        name = canonical(name)
+        return [v for n, v in self._items if n == name]
+
+    def set(self, name: str, value: str) -> None:
+        """Replaces every ``name`` field with ``value``, where the first one was (or at the end)."""
+        name = canonical(name)
+        at = next((i for i, (n, _) in enumerate(self._items) if n == name), len(self._items))
+        self.remove(name)
+        self._items.insert(at, (name, value))
+
+    def replace_first(self, name: str, value: str) -> None:
+        name = canonical(name)
+        for i, (n, _) in enumerate(self._items):
+            if n == name:
+                self._items[i] = (name, value)
+                return
+        self._items.append((name, value))
+
+    def remove(self, name: str) -> None:
+        name = canonical(name)
+        self._items = [(n, v) for n, v in self._items if n != name]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and any(n == canonical(name) for n, _ in self._items)
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(list(self._items))
+
+    def copy(self) -> Headers:
+        h = Headers()
+        h._items = list(self._items)
+        return h
+
+
+class SipMessage:
+    headers: Headers
+    body: bytes
+
+    @property
+    def call_id(self) -> str:
+        return self.headers.get("Call-ID") or ""
+
+    @property
+    def cseq(self) -> tuple[int, str]:
+        """``(number, method)``; checked when the message was parsed."""
+        num, _, method = (self.headers.get("CSeq") or "").strip().partition(" ")
+        return int(num), method.strip().upper()
+
+    @property
+    def from_(self) -> Address:
+        return Address.parse(self.headers.get("From") or "")
+
+    @property
+    def to(self) -> Address:
+        return Address.parse(self.headers.get("To") or "")
+
+    @property
+    def vias(self) -> list[Via]:
+        return [Via.parse(v) for v in self.headers.get_all("Via")]
+
+    @property
+    def content_type(self) -> str:
+        return (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+
+    def start_line(self) -> str:
+        raise NotImplementedError
+
+    def encode(self) -> bytes:
+        self.headers.set("Content-Length", str(len(self.body)))
+        lines = [self.start_line()]
+        last = None
+        for name, value in self.headers:
+            if name == last and name in _JOINED:
+                lines[-1] += f", {value}"
+            else:
+                lines.append(f"{name}: {value}")
+            last = name
+        return ("\r\n".join(lines) + "\r\n\r\n").encode() + self.body
+
+
+class Request(SipMessage):
+    def __init__(self, method: str, uri: str, headers: Headers | None = None, body: bytes = b"") -> None:
+        self.method = method
+        self.uri = uri
+        self.headers = headers or Headers()
+        self.body = body
+
+    def start_line(self) -> str:
+        return f"{self.method} {self.uri} {SIP_VERSION}"
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.uri} {self.call_id}>"
+
+
+class Response(SipMessage):
+    def __init__(self, status: int, reason: str = "", headers: Headers | None = None, body: bytes = b"") -> None:
+        self.status = status
+        self.reason = reason or REASONS.get(status, "Unknown")
+        self.headers = headers or Headers()
+        self.body = body
+
+    def start_line(self) -> str:
+        return f"{SIP_VERSION} {self.status} {self.reason}"
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {self.reason} {self.call_id}>"
+
+
+_REQUIRED = ("Via", "From", "To", "Call-ID", "CSeq")
+
+
+def parse_message(data: bytes) -> Request | Response:
+    """One SIP message from one datagram."""
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise SipParseError("message larger than a datagram")
+    head_end, sep_len = data.find(b"\r\n\r\n"), 4
+    if head_end < 0:
+        head_end, sep_len = data.find(b"\n\n"), 2
+    if head_end < 0:
+        head_end, sep_len = len(data), 0
+    try:
+        head = data[:head_end].decode("utf-8")
+    except UnicodeDecodeError:
+        raise SipParseError("the start line and headers are not UTF-8") from None
+    rest = data[head_end + sep_len :]
+    lines = head.replace("\r\n", "\n").split("\n")
+    while lines and not lines[0].strip():  # RFC 3261 section 7.5: ignore CRLFs before the start line
+        lines.pop(0)
+    if not lines:
+        raise SipParseError("empty message")
+    message = _start_line(lines[0])
+    unfolded: list[str] = []
+    for line in lines[1:]:
+        if line[:1] in (" ", "\t") and unfolded:
+            unfolded[-1] += " " + line.strip()
+        elif line.strip():
+            unfolded.append(line)
+    problem = None
+    for line in unfolded:
+        name, colon, value = line.partition(":")
+        name = name.strip()
+        if not colon or not _TOKEN.match(name):
+            problem = problem or f"bad header line {line[:60]!r}"
+            continue
+        try:
+            message.headers.add(name, value)
+        except SipParseError as exc:
+            problem = problem or f"{canonical(name)}: {exc}"
+    problem = problem or _check(message)
+    if problem is None:
+        length = message.headers.get("Content-Length")
+        if length is None:
+            message.body = rest
+        elif not length.strip().isdigit():
+            problem = f"bad Content-Length {length[:20]!r}"
+        elif int(length) > len(rest):
+            problem = f"Content-Length {int(length)} but {len(rest)} body bytes"
+        else:
+            message.body = rest[: int(length)]
+    if problem is not None:
+        partial = message if isinstance(message, Request) and _can_answer(message) else None
+        raise SipParseError(problem, partial)
+    return message
+
+
+def _start_line(line: str) -> Request | Response:
+    line = line.strip()
+    if m := _STATUS_LINE.match(line):
+        return Response(int(m.group(1)), (m.group(2) or "").strip())
+    parts = line.split(" ")
+    if len(parts) != 3 or not _TOKEN.match(parts[0]) or parts[2].upper() != SIP_VERSION or ":" not in parts[1]:
+        raise SipParseError(f"bad start line {line[:80]!r}")
+    return Request(parts[0].upper(), parts[1])
+
+
+def _check(message: Request | Response) -> str | None:
+    """The headers every message needs, in a form the rest of the endpoint can rely on."""
+    for name in _REQUIRED:
+        if name not in message.headers:
+            return f"missing {name}"
+    num, _, method = (message.headers.get("CSeq") or "").strip().partition(" ")
+    if not num.isdigit() or int(num) >= 2**31 or not _TOKEN.match(method.strip() or "-"):
+        return "bad CSeq"
+    if isinstance(message, Request) and method.strip().upper() != message.method:
+        return "CSeq method differs from the request method"
+    try:
+        _ = (message.from_, message.to, message.vias)  # parsed now, so later use cannot fail
+        for name in ("Contact", "Record-Route", "Route"):
+            for value in message.headers.get_all(name):
+                if value.strip() != "*":
+                    Address.parse(value)
+    except SipParseError as exc:
+        return str(exc)
+    return None
+
+
+def _can_answer(request: Request) -> bool:
+    """A response goes back by the top Via and copies the rest as received, malformed or not."""
+    try:
+        return bool(request.vias) and all(n in request.headers for n in _REQUIRED)
+    except SipParseError:
+        return False
+
+
+def response_to(
+    request: Request,
+    status: int,
+    reason: str | None = None,
+    *,
+    to_tag: str | None = None,
+    headers: Iterable[tuple[str, str]] = (),
+    body: bytes = b"",
+    record_route: bool = False,
+) -> Response:
+    """A response with the request's Via, From, To (tagged), Call-ID and CSeq (RFC 3261 section 8.2.6.2)."""
+    h = Headers()
+    for via in request.headers.get_all("Via"):
+        h.add("Via", via)
+    for name in ("From", "To", "Call-ID", "CSeq"):
+        value = request.headers.get(name)
+        if value is not None:
+            h.add(name, value)
+    if status != 100:  # RFC 3261 section 8.2.6.2: every response but 100 tags the To
+        try:
+            to = request.to
+            if to.tag is None:
+                h.set("To", str(to.with_tag(to_tag or new_tag())))
+        except SipParseError:
+            pass
+    if status == 100 and (ts := request.headers.get("Timestamp")):
+        h.add("Timestamp", ts)
+    if record_route and 100 < status < 300:
+        for rr in request.headers.get_all("Record-Route"):
+            h.add("Record-Route", rr)
+    for name, value in headers:
+        h.add(name, value)
+    return Response(status, reason or "", h, body)
+
+
+def new_branch() -> str:
+    return BRANCH_COOKIE + secrets.token_hex(8)
+
+
+def new_tag() -> str:
+    return secrets.token_hex(6)
+
+
+def new_call_id(host: str) -> str:
+    return f"{secrets.token_hex(12)}@{host}"
+
+
+REASONS = {
+    100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded", 182: "Queued", 183: "Session Progress",
+    200: "OK", 202: "Accepted", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+    405: "Method Not Allowed", 407: "Proxy Authentication Required", 408: "Request Timeout",
+    415: "Unsupported Media Type", 416: "Unsupported URI Scheme", 420: "Bad Extension",
+    480: "Temporarily Unavailable", 481: "Call/Transaction Does Not Exist", 482: "Loop Detected",
+    483: "Too Many Hops",
+    486: "Busy Here", 487: "Request Terminated", 488: "Not Acceptable Here", 491: "Request Pending",
+    500: "Server Internal Error", 501: "Not Implemented", 503: "Service Unavailable", 603: "Decline",
+}  # fmt: skip
