@@ -148,3 +148,38 @@ async def test_a_200_never_acked_ends_the_call_with_bye(
     finally:
         sock.close()
         await endpoint.stop()
+
+
+def test_post_calls_dials_through_the_sip_trunk(tmp_path: Path) -> None:
+    """`POST /v1/calls {"provider": "sip"}` on `parley serve`: the endpoint dials the trunk (SIPp answering
+    486 Busy Here), and the record the API returned ends as failed with that code."""
+    import subprocess
+    import time
+
+    from .service import running_service
+
+    trunk_port = free_udp_port()
+    workdir = tmp_path / "sipp"
+    cmd = sipp_command("trunk_busy", workdir, None, "trunk", local_port=trunk_port)
+    sipp = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    env = {"PARLEY_SIP_PORT": str(free_udp_port()), "PARLEY_SIP_RTP_PORTS": rtp_range(),
+           "PARLEY_SIP_TRUNK_URI": f"sip:127.0.0.1:{trunk_port}", "PARLEY_SIP_TRUNK_USERNAME": "parley",
+           "PARLEY_SIP_TRUNK_PASSWORD": "s3cret"}  # fmt: skip
+    try:
+        with running_service(tmp_path / "svc", **env) as svc:
+            key = svc.create_key("dialer")
+            with svc.client(key) as c:
+                assert c.post("/v1/agents", json={**RECEPTIONIST, "name": "outbound"}).status_code == 201
+                r = c.post("/v1/calls", json={"agent_id": "outbound", "to": "+15550002222", "provider": "sip"})
+                assert r.status_code == 201, r.text
+                call = r.json()
+                assert call["status"] == "dialing" and call["transport"] == "sip" and call["direction"] == "outbound"
+                for _ in range(300):
+                    after = c.get(f"/v1/calls/{call['id']}").json()
+                    if after["status"] != "dialing":
+                        break
+                    time.sleep(0.2)
+            assert after["status"] == "failed" and after["end_reason"] == "sip-486 Busy Here"
+    finally:
+        output = sipp.communicate(timeout=60)[0].decode(errors="replace")
+    check_sipp("trunk_busy", workdir, sipp.returncode, output)

@@ -29,8 +29,7 @@ PROVIDERS = {
     "vonage": "parley.telephony.vonage",
     "plivo": "parley.telephony.plivo",
     "exotel": "parley.telephony.exotel",
-    "sip": "parley.sip.outbound",
-}
+}  # "sip" is dialled by the running SIP endpoint (api/routers/calls.py)
 
 
 class DialError(RuntimeError):
