@@ -178,7 +178,35 @@ async def drive(url: str, params: list[dict[str, str]], hold: float, first: int)
 def client_process(url: str, params: list[dict[str, str]], hold: float, first: int, cpu: int | None, out: Any) -> None:
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})
-    out.put(asyncio.run(drive(url, params, hold, first)))
+    cpu0, t0 = time.process_time(), time.monotonic()
+    result = asyncio.run(drive(url, params, hold, first))
+    result["cpu_pct"] = 100 * (time.process_time() - cpu0) / (time.monotonic() - t0)
+    out.put(result)
+
+
+def server_view(client: httpx.Client, seen: set[str]) -> dict[str, Any]:
+    """The calls of the step as Parley recorded them: late playout frames and voice-to-voice per turn."""
+    calls: list[dict[str, Any]] = []
+    offset = 0
+    while True:
+        page = client.get("/v1/calls", params={"transport": "twilio", "limit": 200, "offset": offset}).json()
+        calls += [c for c in page if c["id"] not in seen]
+        if len(page) < 200:
+            break
+        offset += 200
+    late, frames, v2v = 0, 0, []
+    for c in calls:
+        seen.add(c["id"])
+        detail = client.get(f"/v1/calls/{c['id']}").json()
+        for e in detail["events"]:
+            if e["kind"] == "media":
+                late += e["data"]["late_frames"]
+                frames += e["data"]["speech_frames_out"]
+        v2v += [t["voice_to_voice"] for t in detail["turns"] if t["turn"] > 0 and t["voice_to_voice"] is not None]
+    v2v.sort()
+    return {"calls_recorded": len(calls), "speech_frames_out": frames, "late_frames": late,
+            "voice_to_voice_ms_p50": round(1000 * statistics.median(v2v), 1) if v2v else None,
+            "voice_to_voice_ms_p95": round(1000 * v2v[int(0.95 * (len(v2v) - 1))], 1) if v2v else None}  # fmt: skip
 
 
 def cpu_seconds(pid: int) -> float:
@@ -229,6 +257,7 @@ def main() -> None:
                 c.post("/v1/agents", json=AGENT).raise_for_status()
             ws_url = svc.url.replace("http", "ws") + "/telephony/twilio/stream"
             results: list[dict[str, Any]] = []
+            seen: set[str] = set()
             n0 = 0
             for n in args.steps:
                 params = [stream_params(svc.url, AGENT["name"], n0 + i) for i in range(n)]
@@ -245,22 +274,25 @@ def main() -> None:
                 cpu1, t1, rss1 = cpu_seconds(pid), time.monotonic(), rss_mb(pid)
                 for p in procs:
                     p.join()
+                time.sleep(3)  # the calls' records are closed
+                with svc.client(key) as c:
+                    server = server_view(c, seen)
                 lat = sorted(x for part in parts for x in part["latencies"])
                 frames, gaps = sum(p["frames"] for p in parts), sum(p["gaps"] for p in parts)
                 busy = (cpu1 - cpu0) / (t1 - t0)
                 results.append({
-                    "calls": n, "reply_frames": frames, "gaps": gaps,
+                    "calls": n, "server": server, "caller_view_reply_frames": frames, "caller_view_gaps": gaps,
                     "calls_without_reply": sum(p["dropped"] for p in parts),
-                    "latency_ms_p50": round(1000 * statistics.median(lat), 1) if lat else None,
-                    "latency_ms_p95": round(1000 * lat[int(0.95 * (len(lat) - 1))], 1) if lat else None,
+                    "caller_process_cpu_pct": round(max(p["cpu_pct"] for p in parts), 1),
+                    "caller_view_latency_ms_p50": round(1000 * statistics.median(lat), 1) if lat else None,
+                    "caller_view_latency_ms_p95": round(1000 * lat[int(0.95 * (len(lat) - 1))], 1) if lat else None,
                     "replies": len(lat), "server_cpu_pct_of_one_core": round(100 * busy, 1),
                     "server_cpu_ms_per_call_second": round(1000 * busy / n, 3),
                     "server_rss_mb": round(rss1, 1), "rss_growth_mb_per_call": round((rss1 - rss0) / n, 3),
                 })  # fmt: skip
                 print(json.dumps(results[-1]), file=sys.stderr)
                 n0 += n
-                time.sleep(3)  # calls wind down before the next step
-    held = [r["calls"] for r in results if r["gaps"] == 0 and r["calls_without_reply"] == 0
+    held = [r["calls"] for r in results if r["server"]["late_frames"] == 0 and r["calls_without_reply"] == 0
             and r["server_cpu_pct_of_one_core"] < 100]  # fmt: skip
     report = {"benchmark": "load", "transport": "twilio", "server_cores": 1, "hold_s": args.hold,
               "max_calls_zero_gaps": max(held) if held else 0, "target_calls_per_core": 200,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import uuid
 from dataclasses import dataclass
 
@@ -62,6 +63,10 @@ class AppState:
                 return (await TenantRepo(s).get_or_create(name)).id
 
         await warm_embedded_models()
+        # Everything loaded so far (models, libraries) lives as long as the process: keep it out of the
+        # cyclic GC, whose full collections would otherwise scan it and stall every call's 20 ms playout.
+        gc.collect()
+        gc.freeze()
         return cls(
             settings=settings,
             db=db,

@@ -369,6 +369,10 @@ class LiveCall:
             for task in (feeder, run_task, *self._actions):
                 task.cancel()
             await asyncio.gather(feeder, run_task, *self._actions, return_exceptions=True)
+            playout = call_pipeline.playout
+            writer.event({"type": "media", "t": round(clock.now(), 3), "speech_frames_out": playout.speech_frames,
+                          "late_frames": playout.late_frames,
+                          "max_lateness_ms": round(1000 * playout.max_lateness, 1)})  # fmt: skip
             await writer.aclose()
             duration = await recorder.close()
             async with self.db.session() as s:

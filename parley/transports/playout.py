@@ -103,6 +103,10 @@ class Playout(Processor):
         self.idle_silence = idle_silence
         self._wake = asyncio.Event()
         self.speech_frames = 0  # agent speech frames sent so far (the numbering far-end confirmations use)
+        #: speech frames that left more than one frame period after their slot: a listener with a small
+        #: jitter buffer hears a gap there (the event loop was too busy)
+        self.late_frames = 0
+        self.max_lateness = 0.0
         self.sample_rate = sample_rate
         self.frame_ms = frame_ms
         self._sink = sink
@@ -222,6 +226,10 @@ class Playout(Processor):
             await self.clock.sleep_until(t)
             pcm, speech = self._next_frame()
             if speech:
+                lateness = self.clock.now() - t
+                if lateness > step:
+                    self.late_frames += 1
+                self.max_lateness = max(self.max_lateness, lateness)
                 await self._mark_started(t)
             try:
                 await self._sink(pcm, t, speech)
