@@ -102,6 +102,7 @@ class Playout(Processor):
         #: (WebSocket carriers); True: a frame every 20 ms, silence included (RTP, offline recordings)
         self.idle_silence = idle_silence
         self._wake = asyncio.Event()
+        self._turn_ended: dict[int, float] = {}  # EndOfTurn's call time, per turn
         self.speech_frames = 0  # agent speech frames sent so far (the numbering far-end confirmations use)
         #: speech frames that left more than one frame period after their slot: a listener with a small
         #: jitter buffer hears a gap there (the event loop was too busy)
@@ -143,6 +144,7 @@ class Playout(Processor):
             self._ticker = asyncio.get_running_loop().create_task(self._tick(), name="playout")
         elif isinstance(frame, EndOfTurn):
             self._confirmed.add(frame.turn_id)
+            self._turn_ended[frame.turn_id] = frame.t
             self._wake.set()
             await self._finish_if_played(frame.turn_id)
         elif isinstance(frame, EndFrame):
@@ -165,6 +167,7 @@ class Playout(Processor):
                 Direction.UPSTREAM,
             )
         self._confirmed.clear()
+        self._turn_ended.clear()
         self._replies.clear()
         if self._held:
             log.info("agent_actions_dropped", turns=sorted(self._held))
@@ -264,8 +267,12 @@ class Playout(Processor):
         if reply is not None and not reply.started:
             reply.started = True
             self.speaking = True
-            # the frame's slot may already be a little in the past: stamp when it really leaves
-            await self.push(StageTime(turn_id=reply.turn_id, stage="first_audio_out", t=max(t, self.clock.now())))
+            # the frame's slot may already be a little in the past: stamp when it really leaves. Caller audio
+            # may run up to 100 ms ahead of the clock (a burst is paced back), so the end of turn, stamped in
+            # audio time, can lie a little ahead too: the reply is not heard before the turn it answers ended.
+            ended = self._turn_ended.pop(reply.turn_id, 0.0)
+            stamp = max(t, self.clock.now(), ended)
+            await self.push(StageTime(turn_id=reply.turn_id, stage="first_audio_out", t=stamp))
 
     async def _stop_ticker(self) -> None:
         task, self._ticker = self._ticker, None
