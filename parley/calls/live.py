@@ -192,6 +192,7 @@ class LiveCall:
         control: CallControl | None = None,
         info: CallInfo | None = None,
         continuous_output: bool = False,
+        pace_input: bool = True,
     ) -> None:
         self.target = target
         self.services = services
@@ -204,6 +205,7 @@ class LiveCall:
         self.control = control or CallControl()
         #: RTP sends a packet every 20 ms (silence too); WebSocket carriers get agent speech only
         self.continuous_output = continuous_output
+        self.pace_input = pace_input
         self._send_audio = send_audio
         self._send_event = send_event
         self._clock = clock
@@ -336,9 +338,12 @@ class LiveCall:
             async for chunk in audio_in:
                 for frame in splitter.feed(chunk):
                     at = k * self.frame_ms / 1000
-                    # a client that sends faster than real time (a burst after a stall) is paced back to the
-                    # call clock, so audio time and stage times stay one timeline
-                    if at > clock.now() + 0.1:
+                    # a client that sends faster than real time (a file streamed at once) is paced back to
+                    # the call clock, so audio time and stage times stay one timeline. Carriers send in real
+                    # time: a burst from them is a backlog (audio that queued while the call started) and
+                    # must be caught up at once, or every reply would come that much later for the rest
+                    # of the call.
+                    if self.pace_input and at > clock.now() + 0.1:
                         await clock.sleep_until(at - 0.1)
                     await recorder.caller(frame, at)
                     await call_pipeline.pipeline.queue(AudioIn(pcm=frame, sample_rate=self.sample_rate, t=at))

@@ -300,7 +300,7 @@ async def run_media_stream(
     )  # fmt: skip
     call = LiveCall(
         target, services, state.db, state.blobs, protocol.name, control.send_audio,
-        sample_rate=protocol.sample_rate, control=control, info=info,
+        sample_rate=protocol.sample_rate, control=control, info=info, pace_input=False,
     )  # fmt: skip
 
     async def audio_in() -> AsyncIterator[bytes]:
