@@ -33,6 +33,7 @@ from parley.api.state import AppState
 from parley.calls.live import CallTarget
 from parley.config import Settings
 from parley.store.calls import CallRepo
+from parley.telephony.outbound import record_carrier_status
 from parley.telephony.stream import (
     Dtmf,
     Event,
@@ -40,14 +41,16 @@ from parley.telephony.stream import (
     MarkPlayed,
     Media,
     Outgoing,
+    SequenceCheck,
     Stop,
     StreamProtocol,
     StreamStart,
     WireError,
+    json_event,
+    member,
     run_media_stream,
 )
-from parley.telephony.twilio import public_url
-from parley.telephony.vonage import ws_base
+from parley.telephony.webhooks import public_url, ws_base
 
 log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/telephony/exotel", tags=["telephony"])
@@ -66,18 +69,10 @@ class ExotelStream(StreamProtocol):
     def __init__(self, params: dict[str, str] | None = None) -> None:
         self.params = dict(params or {})  # the applet URL's query (Exotel echoes it as custom_parameters too)
         self.stream_sid = ""
-        self._last_seq = -1
+        self._check_order = SequenceCheck("sequence_number")
 
     def parse(self, message: str | bytes) -> list[Event]:
-        if isinstance(message, bytes):
-            raise WireError("Exotel stream messages are JSON text")
-        try:
-            data = json.loads(message)
-        except (ValueError, RecursionError):
-            raise WireError("not JSON") from None
-        if not isinstance(data, dict) or not isinstance(data.get("event"), str):
-            raise WireError("no event name")
-        event = data["event"]
+        data, event = json_event(message, "Exotel stream messages")
         self._check_order(data)
         if event == "connected":
             return [Info("connected")]
@@ -88,7 +83,7 @@ class ExotelStream(StreamProtocol):
         if str(data.get("stream_sid", self.stream_sid)) != self.stream_sid:
             raise WireError("message for another stream")
         if event == "media":
-            payload = _obj(data, "media").get("payload", "")
+            payload = member(data, "media").get("payload", "")
             try:
                 pcm = base64.b64decode(payload if isinstance(payload, str) else "?", validate=True)
             except (binascii.Error, ValueError):
@@ -97,12 +92,12 @@ class ExotelStream(StreamProtocol):
                 raise WireError(f"media payload of odd length {len(pcm)}")
             return [Media(pcm)] if pcm else []
         if event == "dtmf":
-            digit = str(_obj(data, "dtmf").get("digit", ""))
+            digit = str(member(data, "dtmf").get("digit", ""))
             if len(digit) != 1 or digit not in DIGITS:
                 raise WireError(f"bad DTMF digit {digit[:8]!r}")
             return [Dtmf(digit)]
         if event == "mark":
-            name = _obj(data, "mark").get("name")
+            name = member(data, "mark").get("name")
             if not isinstance(name, str):
                 raise WireError("mark without a name")
             return [MarkPlayed(name)]
@@ -114,20 +109,8 @@ class ExotelStream(StreamProtocol):
             return [Stop("caller-hangup" if reason in ("", "callended") else f"stream-{reason[:40]}")]
         raise WireError(f"unknown event {event[:32]!r}")
 
-    def _check_order(self, data: dict[str, Any]) -> None:
-        seq = data.get("sequence_number")
-        if seq is None:
-            return
-        try:
-            n = int(seq)
-        except (TypeError, ValueError, OverflowError):
-            raise WireError("sequence_number is not a number") from None
-        if n <= self._last_seq:
-            raise WireError(f"message {n} out of order (after {self._last_seq})")
-        self._last_seq = n
-
     def _start(self, data: dict[str, Any]) -> StreamStart:
-        start = _obj(data, "start")
+        start = member(data, "start")
         sid = str(start.get("stream_sid") or data.get("stream_sid") or "")
         if not sid:
             raise WireError("start without stream_sid")
@@ -159,13 +142,6 @@ class ExotelStream(StreamProtocol):
 
     def clear(self) -> Outgoing | None:
         return json.dumps({"event": "clear", "stream_sid": self.stream_sid})
-
-
-def _obj(data: dict[str, Any], key: str) -> dict[str, Any]:
-    value = data.get(key)
-    if not isinstance(value, dict):
-        raise WireError(f"{str(data.get('event'))[:32]} without a {key} object")
-    return value
 
 
 # --- authentication -------------------------------------------------------------------------
@@ -238,10 +214,7 @@ async def status_callback(request: Request, state: State) -> Response:
         if call is None or call.id != record_id:
             log.info("exotel_status_unknown_call", status=status)
             return Response(status_code=204)
-        data = {"type": "carrier_status", "status": status, "duration": f.get("conversationduration")}
-        await repo.add_event(call.tenant_id, call.id, 0.0, "carrier_status", data)
-        if call.status == "dialing" and (status in FAILED or status == "completed"):
-            await repo.end(call.tenant_id, call.id, "failed", status if status in FAILED else "not-answered", 0.0)
+        await record_carrier_status(repo, call, status, FAILED, duration=f.get("conversationduration"))
     return Response(status_code=204)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 
 import structlog
 
@@ -30,6 +30,17 @@ PROVIDERS = {
     "plivo": "parley.telephony.plivo",
     "exotel": "parley.telephony.exotel",
 }  # "sip" is dialled by the running SIP endpoint (api/routers/calls.py)
+
+
+async def record_carrier_status(
+    repo: CallRepo, call: Call, status: str, failed: Collection[str], **details: str | None
+) -> None:
+    """A carrier's word on a call: always a ``carrier_status`` event; a dialled call that ends before it was
+    answered (a status in ``failed``, or ``completed`` while still dialing) is closed as failed."""
+    await repo.add_event(call.tenant_id, call.id, 0.0, "carrier_status",
+                         {"type": "carrier_status", "status": status, **details})  # fmt: skip
+    if call.status == "dialing" and (status in failed or status == "completed"):
+        await repo.end(call.tenant_id, call.id, "failed", status if status in failed else "not-answered", 0.0)
 
 
 class DialError(RuntimeError):

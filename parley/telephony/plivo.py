@@ -32,6 +32,7 @@ from parley.audio import pcm16_to_ulaw, ulaw_to_pcm16
 from parley.calls.live import CallTarget
 from parley.config import Settings
 from parley.store.calls import CallRepo
+from parley.telephony.outbound import record_carrier_status
 from parley.telephony.routing import NoSuchAgent, resolve_target
 from parley.telephony.stream import (
     Dtmf,
@@ -40,15 +41,17 @@ from parley.telephony.stream import (
     MarkPlayed,
     Media,
     Outgoing,
+    SequenceCheck,
     Stop,
     StreamControl,
     StreamProtocol,
     StreamStart,
     WireError,
+    json_event,
+    member,
     run_media_stream,
 )
-from parley.telephony.twilio import public_url, stream_token
-from parley.telephony.vonage import ws_base
+from parley.telephony.webhooks import answer_target, public_url, stream_token, ws_base
 
 log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/telephony/plivo", tags=["telephony"])
@@ -70,15 +73,10 @@ class PlivoStream(StreamProtocol):
     def __init__(self, params: dict[str, str] | None = None) -> None:
         self.params = dict(params or {})  # the stream URL's query: who the call is for (signed)
         self.stream_id = ""
-        self._last_seq = -1
+        self._check_order = SequenceCheck("sequenceNumber")
 
     def parse(self, message: str | bytes) -> list[Event]:
-        if isinstance(message, bytes):
-            raise WireError("Plivo stream messages are JSON text")
-        data = _json(message)
-        event = data.get("event")
-        if not isinstance(event, str):
-            raise WireError("no event name")
+        data, event = json_event(message, "Plivo stream messages")
         self._check_order(data)
         if event == "start":
             return [self._start(data)]
@@ -87,7 +85,7 @@ class PlivoStream(StreamProtocol):
         if data.get("streamId", self.stream_id) != self.stream_id:
             raise WireError("message for another stream")
         if event == "media":
-            media = _obj(data, "media")
+            media = member(data, "media")
             if media.get("track", "inbound") != "inbound":
                 return []
             payload = media.get("payload", "")
@@ -97,7 +95,7 @@ class PlivoStream(StreamProtocol):
                 raise WireError("media payload is not base64") from None
             return [Media(ulaw_to_pcm16(raw))] if raw else []
         if event == "dtmf":
-            digit = str(_obj(data, "dtmf").get("digit", ""))
+            digit = str(member(data, "dtmf").get("digit", ""))
             if len(digit) != 1 or digit not in DIGITS:
                 raise WireError(f"bad DTMF digit {digit[:8]!r}")
             return [Dtmf(digit)]
@@ -112,20 +110,8 @@ class PlivoStream(StreamProtocol):
             return [Stop("caller-hangup")]
         raise WireError(f"unknown event {event[:32]!r}")
 
-    def _check_order(self, data: dict[str, Any]) -> None:
-        seq = data.get("sequenceNumber")
-        if seq is None:
-            return
-        try:
-            n = int(seq)
-        except (TypeError, ValueError, OverflowError):
-            raise WireError("sequenceNumber is not a number") from None
-        if n <= self._last_seq:
-            raise WireError(f"message {n} out of order (after {self._last_seq})")
-        self._last_seq = n
-
     def _start(self, data: dict[str, Any]) -> StreamStart:
-        start = _obj(data, "start")
+        start = member(data, "start")
         sid = str(start.get("streamId") or data.get("streamId") or "")
         if not sid:
             raise WireError("start without streamId")
@@ -149,23 +135,6 @@ class PlivoStream(StreamProtocol):
 
     def clear(self) -> Outgoing | None:
         return json.dumps({"event": "clearAudio", "streamId": self.stream_id})
-
-
-def _json(message: str) -> dict[str, Any]:
-    try:
-        data = json.loads(message)
-    except (ValueError, RecursionError):
-        raise WireError("not JSON") from None
-    if not isinstance(data, dict):
-        raise WireError("not a JSON object")
-    return data
-
-
-def _obj(data: dict[str, Any], key: str) -> dict[str, Any]:
-    value = data.get(key)
-    if not isinstance(value, dict):
-        raise WireError(f"{str(data.get('event'))[:32]} without a {key} object")
-    return value
 
 
 # --- signatures -----------------------------------------------------------------------------
@@ -222,20 +191,14 @@ def _xml(body: str, status: int = 200) -> Response:
 async def answer(request: Request, state: State) -> Response:
     """A call arrived (or a dialled call was answered): stream it to the agent, both ways."""
     p = await verified_params(request)
-    caller, called = p.get("From"), p.get("To")
-    if p.get("call"):  # an outbound call: the far party is "To"
-        caller, called = called, caller
     try:
-        target = await resolve_target(
-            state.db, agent_ref=p.get("agent"), called=called, tenant_ref=p.get("tenant"),
-            default_tenant=state.settings.telephony_tenant,
-        )  # fmt: skip
+        target, params = await answer_target(
+            state.db, state.settings, p, p.get("From"), p.get("To"), "call_uuid", p.get("CallUUID", "")
+        )
     except NoSuchAgent as exc:
         log.warning("plivo_unknown_agent", error=str(exc))
         return _xml("<Speak>Sorry, this number is not in service.</Speak><Hangup/>", status=404)
     base = public_url(state.settings, str(request.base_url))
-    params = {"agent": str(target.agent_id), "tenant": str(target.tenant_id), "caller": caller or "",
-              "called": called or "", "call_uuid": p.get("CallUUID", ""), "call": p.get("call", "")}  # fmt: skip
     if state.settings.plivo_auth_token is not None:
         params["token"] = stream_token(state.settings.plivo_auth_token.get_secret_value(), params)
     url = f"{ws_base(base)}/telephony/plivo/stream?{urlencode(params)}"
@@ -260,11 +223,7 @@ async def status_callback(request: Request, state: State) -> Response:
         if call is None:
             log.info("plivo_status_unknown_call", call_uuid=p.get("CallUUID"), status=status)
             return Response(status_code=204)
-        data = {"type": "carrier_status", "status": status, "cause": p.get("HangupCause"),
-                "duration": p.get("Duration")}  # fmt: skip
-        await repo.add_event(call.tenant_id, call.id, 0.0, "carrier_status", data)
-        if call.status == "dialing" and (status in FAILED or status == "completed"):
-            await repo.end(call.tenant_id, call.id, "failed", status if status in FAILED else "not-answered", 0.0)
+        await record_carrier_status(repo, call, status, FAILED, cause=p.get("HangupCause"), duration=p.get("Duration"))
     return Response(status_code=204)
 
 

@@ -12,11 +12,13 @@ skipped; a stream that sends only garbage is closed.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 from fastapi import WebSocket, WebSocketDisconnect
@@ -37,6 +39,58 @@ MAX_MESSAGE_BYTES = 64_000
 
 class WireError(ValueError):
     """A message that does not follow the provider's wire format (the text says how)."""
+
+
+# --- JSON wire helpers shared by the providers whose messages are JSON ---------------
+
+
+def json_object(message: str | bytes, what: str = "stream messages") -> dict[str, Any]:
+    """One JSON text message as an object; anything else (binary, not JSON, nested too deep) is a WireError."""
+    if isinstance(message, bytes):
+        raise WireError(f"{what} are JSON text")
+    try:
+        data = json.loads(message)
+    except (ValueError, RecursionError):
+        raise WireError("not JSON") from None
+    if not isinstance(data, dict):
+        raise WireError("not a JSON object")
+    return data
+
+
+def json_event(message: str | bytes, what: str = "stream messages") -> tuple[dict[str, Any], str]:
+    """A JSON message with a string ``event`` name (Twilio, Plivo, Exotel)."""
+    data = json_object(message, what)
+    if not isinstance(data.get("event"), str):
+        raise WireError("no event name")
+    return data, data["event"]
+
+
+def member(data: dict[str, Any], key: str) -> dict[str, Any]:
+    """The object ``data[key]``, which the message's event requires."""
+    value = data.get(key)
+    if not isinstance(value, dict):
+        raise WireError(f"{str(data.get('event'))[:32]} without a {key} object")
+    return value
+
+
+class SequenceCheck:
+    """Refuses messages whose sequence number (field ``key``) does not increase: replays, reordering."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.last = -1
+
+    def __call__(self, data: dict[str, Any]) -> None:
+        seq = data.get(self.key)
+        if seq is None:
+            return
+        try:
+            n = int(seq)
+        except (TypeError, ValueError, OverflowError):
+            raise WireError(f"{self.key} is not a number") from None
+        if n <= self.last:
+            raise WireError(f"message {n} out of order (after {self.last})")
+        self.last = n
 
 
 # --- events a provider's messages turn into ------------------------------------------

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import hashlib
 import hmac
 import json
 import uuid
@@ -32,6 +31,7 @@ from parley.audio import pcm16_to_ulaw, ulaw_to_pcm16
 from parley.calls.live import CallTarget
 from parley.config import Settings
 from parley.store.calls import CallRepo
+from parley.telephony.outbound import record_carrier_status
 from parley.telephony.routing import NoSuchAgent, resolve_target
 from parley.telephony.stream import (
     Dtmf,
@@ -40,19 +40,23 @@ from parley.telephony.stream import (
     MarkPlayed,
     Media,
     Outgoing,
+    SequenceCheck,
     Stop,
     StreamControl,
     StreamProtocol,
     StreamStart,
     WireError,
+    json_event,
+    member,
     run_media_stream,
 )
+from parley.telephony.webhooks import answer_target, public_url, stream_token, ws_base
 
 log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/telephony/twilio", tags=["telephony"])
 
 #: CallStatus values that mean the call never connected or has ended
-FAILED = {"busy": "busy", "failed": "failed", "no-answer": "no-answer", "canceled": "canceled"}
+FAILED = {"busy", "failed", "no-answer", "canceled"}
 
 
 class TwilioStream(StreamProtocol):
@@ -64,18 +68,10 @@ class TwilioStream(StreamProtocol):
 
     def __init__(self) -> None:
         self.stream_sid = ""
-        self._last_seq = -1
+        self._check_order = SequenceCheck("sequenceNumber")
 
     def parse(self, message: str | bytes) -> list[Event]:
-        if isinstance(message, bytes):
-            raise WireError("Media Streams messages are JSON text")
-        try:
-            data = json.loads(message)
-        except ValueError:
-            raise WireError("not JSON") from None
-        if not isinstance(data, dict) or not isinstance(data.get("event"), str):
-            raise WireError("no event name")
-        event = data["event"]
+        data, event = json_event(message, "Media Streams messages")
         self._check_order(data)
         if event == "connected":
             return [Info(f"connected protocol={data.get('protocol')} version={data.get('version')}")]
@@ -86,7 +82,7 @@ class TwilioStream(StreamProtocol):
         if data.get("streamSid", self.stream_sid) != self.stream_sid:
             raise WireError("message for another stream")
         if event == "media":
-            media = _obj(data, "media")
+            media = member(data, "media")
             if media.get("track", "inbound") not in ("inbound", "inbound_track"):
                 return []
             try:
@@ -95,30 +91,18 @@ class TwilioStream(StreamProtocol):
                 raise WireError("media payload is not base64") from None
             return [Media(ulaw_to_pcm16(payload))] if payload else []
         if event == "dtmf":
-            digit = str(_obj(data, "dtmf").get("digit", ""))
+            digit = str(member(data, "dtmf").get("digit", ""))
             if len(digit) != 1 or digit not in "0123456789*#ABCD":
                 raise WireError(f"bad DTMF digit {digit[:8]!r}")
             return [Dtmf(digit)]
         if event == "mark":
-            return [MarkPlayed(str(_obj(data, "mark").get("name", "")))]
+            return [MarkPlayed(str(member(data, "mark").get("name", "")))]
         if event == "stop":
             return [Stop("caller-hangup")]
         raise WireError(f"unknown event {event[:32]!r}")
 
-    def _check_order(self, data: dict[str, Any]) -> None:
-        seq = data.get("sequenceNumber")
-        if seq is None:
-            return
-        try:
-            n = int(seq)
-        except (TypeError, ValueError):
-            raise WireError("sequenceNumber is not a number") from None
-        if n <= self._last_seq:
-            raise WireError(f"message {n} out of order (after {self._last_seq})")
-        self._last_seq = n
-
     def _start(self, data: dict[str, Any]) -> StreamStart:
-        start = _obj(data, "start")
+        start = member(data, "start")
         sid = str(data.get("streamSid") or start.get("streamSid") or "")
         if not sid:
             raise WireError("start without streamSid")
@@ -144,13 +128,6 @@ class TwilioStream(StreamProtocol):
         return json.dumps({"event": "clear", "streamSid": self.stream_sid})
 
 
-def _obj(data: dict[str, Any], key: str) -> dict[str, Any]:
-    value = data.get(key)
-    if not isinstance(value, dict):
-        raise WireError(f"{data.get('event')} without a {key} object")
-    return value
-
-
 # --- configuration helpers ------------------------------------------------------------
 
 
@@ -158,17 +135,6 @@ def _auth_token(settings: Settings) -> str:
     if settings.twilio_auth_token is None:
         raise HTTPException(status_code=403, detail="Twilio is not configured (PARLEY_TWILIO_AUTH_TOKEN)")
     return settings.twilio_auth_token.get_secret_value()
-
-
-def public_url(settings: Settings, request_base: str) -> str:
-    """The address carriers reach Parley at: PARLEY_PUBLIC_URL, else what this request came in on."""
-    return (settings.public_url or request_base).rstrip("/")
-
-
-def stream_token(auth_token: str, params: dict[str, str]) -> str:
-    """HMAC over the stream's parameters: the stream proves they came from a TwiML we signed."""
-    text = "|".join(f"{k}={params[k]}" for k in sorted(params))
-    return hmac.new(auth_token.encode(), text.encode(), hashlib.sha256).hexdigest()
 
 
 def rest_client(settings: Settings) -> Client:
@@ -208,16 +174,12 @@ def _twiml(response: VoiceResponse, status: int = 200) -> Response:
 @router.post("/voice")
 async def voice(request: Request, form: Form, state: State) -> Response:
     """A call arrived (or a dialled call was answered): connect it to the agent's media stream."""
-    q = request.query_params
     called = form.get("To") or form.get("Called")
     caller = form.get("From") or form.get("Caller")
-    if q.get("call"):  # an outbound call: the far party is "To"
-        caller, called = called, caller
     try:
-        target = await resolve_target(
-            state.db, agent_ref=q.get("agent"), called=called, tenant_ref=q.get("tenant"),
-            default_tenant=state.settings.telephony_tenant,
-        )  # fmt: skip
+        target, params = await answer_target(
+            state.db, state.settings, request.query_params, caller, called, "call_sid", form.get("CallSid", "")
+        )
     except NoSuchAgent as exc:
         log.warning("twilio_unknown_agent", error=str(exc))
         response = VoiceResponse()
@@ -225,12 +187,9 @@ async def voice(request: Request, form: Form, state: State) -> Response:
         response.hangup()
         return _twiml(response, status=404)
     base = public_url(state.settings, str(request.base_url))
-    ws_base = "wss://" + base.split("://", 1)[1] if base.startswith("https://") else "ws://" + base.split("://", 1)[-1]
-    params = {"agent": str(target.agent_id), "tenant": str(target.tenant_id), "caller": caller or "",
-              "called": called or "", "call_sid": form.get("CallSid", ""), "call": q.get("call", "")}  # fmt: skip
     params["token"] = stream_token(_auth_token(state.settings), params)
     connect = Connect()
-    stream = connect.stream(url=f"{ws_base}/telephony/twilio/stream")
+    stream = connect.stream(url=f"{ws_base(base)}/telephony/twilio/stream")
     for name, value in params.items():
         stream.parameter(name=name, value=value)
     response = VoiceResponse()
@@ -249,10 +208,7 @@ async def status_callback(form: Form, state: State) -> Response:
         if call is None:
             log.info("twilio_status_unknown_call", call_sid=sid, status=status)
             return Response(status_code=204)
-        event = {"type": "carrier_status", "status": status, "duration": form.get("CallDuration")}
-        await repo.add_event(call.tenant_id, call.id, 0.0, "carrier_status", event)
-        if call.status == "dialing" and (status in FAILED or status == "completed"):
-            await repo.end(call.tenant_id, call.id, "failed", FAILED.get(status, "not-answered"), 0.0)
+        await record_carrier_status(repo, call, status, FAILED, duration=form.get("CallDuration"))
     return Response(status_code=204)
 
 

@@ -34,6 +34,7 @@ from parley.api.state import AppState
 from parley.calls.live import CallTarget
 from parley.config import Settings
 from parley.store.calls import CallRepo
+from parley.telephony.outbound import record_carrier_status
 from parley.telephony.routing import NoSuchAgent, resolve_target
 from parley.telephony.stream import (
     Dtmf,
@@ -46,9 +47,10 @@ from parley.telephony.stream import (
     StreamProtocol,
     StreamStart,
     WireError,
+    json_object,
     run_media_stream,
 )
-from parley.telephony.twilio import public_url, stream_token
+from parley.telephony.webhooks import answer_target, public_url, stream_token, ws_base
 
 log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/telephony/vonage", tags=["telephony"])
@@ -76,7 +78,7 @@ class VonageStream(StreamProtocol):
             if len(message) % 2:
                 raise WireError(f"audio frame of odd length {len(message)}")
             return [Media(message)] if message else []
-        data = _json(message)
+        data = json_object(message)
         event = data.get("event")
         if not isinstance(event, str):
             raise WireError("text message without an event name")
@@ -120,16 +122,6 @@ class VonageStream(StreamProtocol):
         return json.dumps({"action": "clear"})
 
 
-def _json(message: str) -> dict[str, Any]:
-    try:
-        data = json.loads(message)
-    except (ValueError, RecursionError):
-        raise WireError("not JSON") from None
-    if not isinstance(data, dict):
-        raise WireError("not a JSON object")
-    return data
-
-
 def _rate(content_type: str) -> int:
     """``audio/l16;rate=16000`` → 16000 (0 when it is not linear PCM)."""
     kind, _, rest = content_type.replace(" ", "").lower().partition(";")
@@ -139,11 +131,6 @@ def _rate(content_type: str) -> int:
 
 
 # --- webhooks ---------------------------------------------------------------------------
-
-
-def ws_base(base: str) -> str:
-    scheme, _, rest = base.partition("://")
-    return ("wss://" if scheme == "https" else "ws://") + rest
 
 
 async def verified_fields(request: Request) -> dict[str, str]:
@@ -196,21 +183,15 @@ def _hash_matches(expected: str, body: bytes) -> bool:
 async def answer(request: Request, state: State) -> Response:
     """A call arrived (or a dialled call was answered): an NCCO that connects it to the agent's WebSocket."""
     f = await verified_fields(request)
-    caller, called = f.get("from"), f.get("to")
-    if f.get("call"):  # an outbound call: the far party is "to"
-        caller, called = called, caller
     try:
-        target = await resolve_target(
-            state.db, agent_ref=f.get("agent"), called=called, tenant_ref=f.get("tenant"),
-            default_tenant=state.settings.telephony_tenant,
-        )  # fmt: skip
+        target, headers = await answer_target(
+            state.db, state.settings, f, f.get("from"), f.get("to"), "call_uuid", f.get("uuid", "")
+        )
     except NoSuchAgent as exc:
         log.warning("vonage_unknown_agent", error=str(exc))
         ncco = [{"action": "talk", "text": "Sorry, this number is not in service."}]
         return JSONResponse(ncco, status_code=404)
     base = public_url(state.settings, str(request.base_url))
-    headers = {"agent": str(target.agent_id), "tenant": str(target.tenant_id), "caller": caller or "",
-               "called": called or "", "call_uuid": f.get("uuid", ""), "call": f.get("call", "")}  # fmt: skip
     secret = state.settings.vonage_signature_secret
     if secret is not None:
         headers["token"] = stream_token(secret.get_secret_value(), headers)
@@ -231,10 +212,7 @@ async def event(request: Request, state: State) -> Response:
         if call is None:
             log.info("vonage_event_unknown_call", call_uuid=call_uuid, status=status)
             return Response(status_code=204)
-        data = {"type": "carrier_status", "status": status, "duration": f.get("duration")}
-        await repo.add_event(call.tenant_id, call.id, 0.0, "carrier_status", data)
-        if call.status == "dialing" and (status in FAILED or status == "completed"):
-            await repo.end(call.tenant_id, call.id, "failed", status if status in FAILED else "not-answered", 0.0)
+        await record_carrier_status(repo, call, status, FAILED, duration=f.get("duration"))
     return Response(status_code=204)
 
 
