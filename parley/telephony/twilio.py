@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import hmac
 import json
 import uuid
 from typing import Annotated, Any
@@ -32,7 +31,7 @@ from parley.calls.live import CallTarget
 from parley.config import Settings
 from parley.store.calls import CallRepo
 from parley.telephony.outbound import record_carrier_status
-from parley.telephony.routing import NoSuchAgent, resolve_target
+from parley.telephony.routing import NoSuchAgent
 from parley.telephony.stream import (
     Dtmf,
     Event,
@@ -50,7 +49,7 @@ from parley.telephony.stream import (
     member,
     run_media_stream,
 )
-from parley.telephony.webhooks import answer_target, public_url, stream_token, ws_base
+from parley.telephony.webhooks import answer_target, public_url, signed_stream_target, stream_token, ws_base
 
 log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/telephony/twilio", tags=["telephony"])
@@ -228,12 +227,7 @@ async def stream(ws: WebSocket, state: State) -> None:
             return
     await ws.accept()
 
-    async def find_target(start: StreamStart) -> CallTarget:
-        params = dict(start.params)
-        given = params.pop("token", "")
-        if not hmac.compare_digest(given, stream_token(token, params)):
-            raise NoSuchAgent("stream parameters are not signed by this Parley")
-        return await resolve_target(state.db, agent_ref=params.get("agent"), tenant_ref=params.get("tenant"))
+    find_target = signed_stream_target(state.db, settings, token)
 
     def setup(control: StreamControl, start: StreamStart, target: CallTarget) -> None:
         call_sid = start.provider_call_id

@@ -35,7 +35,7 @@ from parley.calls.live import CallTarget
 from parley.config import Settings
 from parley.store.calls import CallRepo
 from parley.telephony.outbound import record_carrier_status
-from parley.telephony.routing import NoSuchAgent, resolve_target
+from parley.telephony.routing import NoSuchAgent
 from parley.telephony.stream import (
     Dtmf,
     Event,
@@ -50,7 +50,7 @@ from parley.telephony.stream import (
     json_object,
     run_media_stream,
 )
-from parley.telephony.webhooks import answer_target, public_url, stream_token, ws_base
+from parley.telephony.webhooks import answer_target, public_url, signed_stream_target, stream_token, ws_base
 
 log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/telephony/vonage", tags=["telephony"])
@@ -221,17 +221,8 @@ async def stream(ws: WebSocket, state: State) -> None:
     settings = state.settings
     await ws.accept()
 
-    async def find_target(start: StreamStart) -> CallTarget:
-        params = dict(start.params)
-        given = params.pop("token", "")
-        if settings.vonage_signature_secret is not None:
-            expected = stream_token(settings.vonage_signature_secret.get_secret_value(), params)
-            if not hmac.compare_digest(given, expected):
-                raise NoSuchAgent("stream parameters are not signed by this Parley")
-        return await resolve_target(
-            state.db, agent_ref=params.get("agent"), called=start.called, tenant_ref=params.get("tenant"),
-            default_tenant=settings.telephony_tenant,
-        )  # fmt: skip
+    secret = settings.vonage_signature_secret
+    find_target = signed_stream_target(state.db, settings, secret.get_secret_value() if secret else None)
 
     def setup(control: StreamControl, start: StreamStart, target: CallTarget) -> None:
         call_uuid = start.provider_call_id

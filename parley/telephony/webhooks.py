@@ -15,7 +15,8 @@ from collections.abc import Mapping
 from parley.calls.live import CallTarget
 from parley.config import Settings
 from parley.store.db import Database
-from parley.telephony.routing import resolve_target
+from parley.telephony.routing import NoSuchAgent, resolve_target
+from parley.telephony.stream import StreamStart, TargetFinder
 
 
 def public_url(settings: Settings, request_base: str) -> str:
@@ -58,3 +59,19 @@ async def answer_target(
     params = {"agent": str(target.agent_id), "tenant": str(target.tenant_id), "caller": caller or "",
               "called": called or "", call_key: provider_call_id, "call": query.get("call", "")}  # fmt: skip
     return target, params
+
+
+def signed_stream_target(db: Database, settings: Settings, secret: str | None) -> TargetFinder:
+    """The stream's agent, from the parameters our webhook answer signed (checked when ``secret`` is set)."""
+
+    async def find(start: StreamStart) -> CallTarget:
+        params = dict(start.params)
+        given = params.pop("token", "")
+        if secret is not None and not hmac.compare_digest(given, stream_token(secret, params)):
+            raise NoSuchAgent("stream parameters are not signed by this Parley")
+        return await resolve_target(
+            db, agent_ref=params.get("agent"), called=start.called, tenant_ref=params.get("tenant"),
+            default_tenant=settings.telephony_tenant,
+        )  # fmt: skip
+
+    return find
