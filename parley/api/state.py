@@ -13,6 +13,7 @@ from parley.config import Settings
 from parley.store.blobs import BlobStore, open_blob_store
 from parley.store.db import Database
 from parley.store.keys import ApiKeyRepo
+from parley.store.nonces import NonceStore
 from parley.store.ratelimit import RateLimiter
 from parley.store.tenants import TenantRepo
 
@@ -40,6 +41,7 @@ class AppState:
     blobs: BlobStore
     limiter: RateLimiter
     auth: Authenticator
+    nonces: NonceStore  # one-use signatures, nonces and talk tokens (Redis when configured)
 
     @classmethod
     async def open(cls, settings: Settings) -> AppState:
@@ -73,9 +75,11 @@ class AppState:
             blobs=open_blob_store(settings),
             limiter=RateLimiter(settings.redis_url),
             auth=Authenticator(settings, lookup_key, tenant_id_for),
+            nonces=NonceStore(settings.redis_url),
         )
 
     async def aclose(self) -> None:
         await self.limiter.aclose()
+        await self.nonces.aclose()
         await self.blobs.aclose()
         await self.db.close()

@@ -176,3 +176,31 @@ class PhoneNumber(Base):
     number: Mapped[str] = mapped_column(String(200), unique=True)
     agent_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ProviderCredential(Base):
+    """A tenant's secret for a provider (an API key), encrypted at rest; agent documents name it, never hold it.
+
+    Write-only through the API: the ciphertext is never returned, only the name and when it was set."""
+
+    __tablename__ = "provider_credentials"
+    __table_args__ = (UniqueConstraint("tenant_id", "name", name="uq_provider_credentials_tenant_name"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    ciphertext: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class NumberOwner(Base):
+    """Which tenant owns a number (or SIP user), decided by the operator (``parley admin numbers assign``).
+
+    A tenant may map only numbers it owns to its agents, so a number cannot be claimed first by another tenant."""
+
+    __tablename__ = "number_owners"
+
+    number: Mapped[str] = mapped_column(String(200), primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    assigned_at: Mapped[datetime] = mapped_column(default=utcnow)
