@@ -13,7 +13,12 @@ $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip setuptools wheel
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/activate
+# llama-cpp-python is built portably (no -march=native) into a cache keyed by its build flags: see the script.
+$(VENV)/.llama: scripts/install-llama.sh | $(BIN)/activate
+	./scripts/install-llama.sh $(VENV)
+	touch $@
+
+$(VENV)/.installed: pyproject.toml $(VENV)/.llama | $(BIN)/activate
 	$(BIN)/pip install -e '.[local,piper]'
 	$(BIN)/pip install --no-deps $(NODEPS)
 	touch $@

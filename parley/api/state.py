@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
@@ -21,11 +22,19 @@ log = structlog.get_logger(__name__)
 
 
 async def warm_embedded_models() -> None:
-    """Load the shared local STT and TTS models at start-up, so the first caller does not wait for them."""
+    """Check the embedded models in a child process, then load the shared local STT and TTS models at start-up,
+    so the first caller does not wait for them. A stage whose native library crashed the check is disabled
+    (with a logged reason and remedy) and warmed with a model-free stand-in instead."""
     from parley.agent.document import AgentDocument
     from parley.calls.session import Services
+    from parley.services.selfcheck import check_embedded_models, disable_failed
 
-    doc = AgentDocument(name="warm-up", system_prompt="-")
+    failed = disable_failed(await check_embedded_models())
+    stand_ins: dict[str, Any] = {
+        "vad": {"provider": "energy"}, "stt": {"provider": "canned"},
+        "llm": {"provider": "canned"}, "tts": {"provider": "tone"},
+    }  # fmt: skip
+    doc = AgentDocument(name="warm-up", system_prompt="-", **{stage: stand_ins[stage] for stage in failed})
     try:
         services = await Services.create(doc)
     except Exception as exc:  # a deployment without the local extras still serves cloud-backed agents

@@ -34,6 +34,10 @@ class UnknownProvider(LookupError):
     pass
 
 
+class ProviderUnavailable(UnknownProvider):
+    """The provider exists but cannot run on this host (its native library failed the start-up self-check)."""
+
+
 class Registry(Generic[T]):
     """Name → provider class for one kind of service (vad, stt, llm, tts)."""
 
@@ -41,6 +45,11 @@ class Registry(Generic[T]):
         self.kind = kind
         self._classes: dict[str, type[T]] = {}
         self._modules = modules or {}  # provider name → module name, where they differ
+        self._unavailable: dict[str, str] = {}  # provider name → why it cannot run here
+
+    def disable(self, name: str, reason: str) -> None:
+        """Refuse to create ``name`` in this process (documents naming it still validate)."""
+        self._unavailable[name] = reason
 
     def register(self, name: str) -> Callable[[type[T]], type[T]]:
         def deco(cls: type[T]) -> type[T]:
@@ -67,6 +76,10 @@ class Registry(Generic[T]):
         return opts_cls.model_validate(options or {})
 
     def create(self, name: str, options: dict[str, Any] | None = None) -> T:
+        if name in self._unavailable:
+            raise ProviderUnavailable(
+                f"{self.kind} provider {name!r} cannot run on this host: {self._unavailable[name]}"
+            )
         cls = self.get(name)
         return cls(self.options(name, options))  # type: ignore[call-arg]
 

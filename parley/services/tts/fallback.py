@@ -10,7 +10,7 @@ from typing import Any
 
 import structlog
 
-from parley.services.registry import UnknownProvider
+from parley.services.registry import ProviderUnavailable, UnknownProvider
 from parley.services.tts.base import TTS, registry
 
 log = structlog.get_logger(__name__)
@@ -21,7 +21,11 @@ def create_tts(name: str, options: dict[str, Any] | None = None, fallback: str |
     try:
         return registry.create(name, options)
     except (UnknownProvider, ImportError, RuntimeError) as exc:
-        missing = not isinstance(exc, UnknownProvider) or "needs a missing package" in str(exc)
+        missing = (
+            not isinstance(exc, UnknownProvider)
+            or isinstance(exc, ProviderUnavailable)
+            or "needs a missing package" in str(exc)
+        )
         if not missing or fallback is None or fallback == name:
             raise
         log.warning("tts provider unavailable, using fallback", provider=name, fallback=fallback, reason=str(exc))
