@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -19,6 +20,8 @@ agents_app = typer.Typer(help="Agent documents.", no_args_is_help=True)
 app.add_typer(agents_app, name="agents")
 admin_app = typer.Typer(help="Administration from the command line.", no_args_is_help=True)
 app.add_typer(admin_app, name="admin")
+numbers_app = typer.Typer(help="Which tenant owns each number (a tenant maps only its own).", no_args_is_help=True)
+admin_app.add_typer(numbers_app, name="numbers")
 db_app = typer.Typer(help="The database.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 console = Console()
@@ -139,6 +142,73 @@ def admin_create_key(
     secret = asyncio.run(create())
     err.print(f"tenant {tenant!r}, role {role_value.value}: your key (shown once):")
     print(secret)
+
+
+def _on_db(work: Any) -> Any:
+    """Run ``work(session)`` on the configured database, migrated first, and commit."""
+    from parley.config import Settings
+    from parley.store.db import Database
+
+    async def run() -> Any:
+        settings = Settings()
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        db = Database(settings.effective_database_url)
+        try:
+            await db.migrate()
+            async with db.session() as s:
+                return await work(s)
+        finally:
+            await db.close()
+
+    return asyncio.run(run())
+
+
+@numbers_app.command("assign")
+def admin_numbers_assign(
+    number: str = typer.Argument(..., help="E.164 number or SIP user, e.g. +15550100000."),
+    tenant: str = typer.Option(..., help="Tenant name (created if it does not exist)."),
+) -> None:
+    """Give a number to a tenant: only then can its editors map it to an agent (POST /v1/numbers)."""
+    from parley.store.errors import Conflict
+    from parley.store.numbers import NumberRepo, normalize_number
+    from parley.store.tenants import TenantRepo
+
+    async def assign(s: Any) -> None:
+        await NumberRepo(s).assign(number, (await TenantRepo(s).get_or_create(tenant)).id)
+
+    try:
+        _on_db(assign)
+    except Conflict as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    console.print(f"{normalize_number(number)} → tenant {tenant!r}")
+
+
+@numbers_app.command("unassign")
+def admin_numbers_unassign(number: str = typer.Argument(..., help="The number to take back.")) -> None:
+    """Take a number from its tenant, with its mapping: calls to it reach no agent until it is assigned again."""
+    from parley.store.numbers import NumberRepo, normalize_number
+
+    if not _on_db(lambda s: NumberRepo(s).unassign(number)):
+        err.print(f"[red]error:[/red] {normalize_number(number)} is not assigned")
+        raise typer.Exit(1)
+    console.print(f"{normalize_number(number)} unassigned")
+
+
+@numbers_app.command("list")
+def admin_numbers_list(tenant: str | None = typer.Option(None, help="Only this tenant's numbers.")) -> None:
+    """Numbers and the tenants that own them."""
+    from parley.store.numbers import NumberRepo
+    from parley.store.tenants import TenantRepo
+
+    async def owners(s: Any) -> list[tuple[str, str]]:
+        if tenant is None:
+            return await NumberRepo(s).owners()
+        found = await TenantRepo(s).by_name(tenant)
+        return [] if found is None else await NumberRepo(s).owners(found.id)
+
+    for number, name in _on_db(owners):
+        print(f"{number}\t{name}")
 
 
 @db_app.command("upgrade")

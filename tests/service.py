@@ -42,6 +42,13 @@ class Service:
         )  # fmt: skip
         return out.stdout.strip().splitlines()[-1]
 
+    def assign_number(self, number: str, tenant: str) -> None:
+        """`parley admin numbers assign`, as the README tells an operator: only then may the tenant map it."""
+        subprocess.run(
+            [sys.executable, "-m", "parley.cli", "admin", "numbers", "assign", number, "--tenant", tenant],
+            env=self.env, capture_output=True, text=True, timeout=120, cwd=ROOT, check=True,
+        )  # fmt: skip
+
     def client(self, key: str | None = None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=60)

@@ -147,6 +147,7 @@ def test_one_tenant_cannot_reach_another_on_any_endpoint(service: Service) -> No
     with service.client(a_key) as a:
         agent = a.post("/v1/agents", json={**RECEPTIONIST, "name": "A's agent"}).json()
         a_extra_key = a.post("/v1/keys", json={"name": "a2", "role": "viewer"}).json()
+        service.assign_number("+15550001111", "tenant-a")
         assert a.post("/v1/numbers", json={"number": "+15550001111", "agent_id": agent["id"]}).status_code == 201
         question = asyncio.run(speak("Hello?", "joe-quick"))
         token = a.post(f"/v1/agents/{agent['id']}/talk-token").json()

@@ -205,6 +205,7 @@ def test_keypad_transfer_by_refer_and_hang_up_by_bye(sip: SipService, tmp_path: 
 
 
 def test_a_mapped_number_reaches_its_agent(sip: SipService) -> None:
+    sip.service.assign_number("+1 (555) 010-0000", "sip-tests")
     with sip.service.client(sip.key) as c:
         r = c.post("/v1/numbers", json={"number": "+1 (555) 010-0000", "agent_id": sip.agent["id"]})
         assert r.status_code == 201, r.text

@@ -153,6 +153,7 @@ def agent(service: Service, key: str) -> dict[str, Any]:
     with service.client(key) as c:
         created = c.post("/v1/agents", json={**RECEPTIONIST, "name": "phone-desk"})
         assert created.status_code == 201, created.text
+        service.assign_number("+1 (555) 010-0200", "phones")
         assert c.post("/v1/numbers", json={"number": "+1 (555) 010-0200", "agent_id": "phone-desk"}).status_code == 201
         return dict(created.json())
 

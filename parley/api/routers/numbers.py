@@ -10,17 +10,20 @@ from parley.api.schemas import NumberCreate, NumberOut
 from parley.store.agents import AgentRepo
 from parley.store.errors import Conflict
 from parley.store.models import PhoneNumber
-from parley.store.numbers import NumberRepo
+from parley.store.numbers import NotOwned, NumberRepo
 
 router = APIRouter(prefix="/v1/numbers", tags=["numbers"])
 
 
 @router.post("", response_model=NumberOut, status_code=201)
 async def add_number(body: NumberCreate, who: WriteAgents, state: State) -> PhoneNumber:
+    """Maps a number the operator assigned to this tenant (``parley admin numbers assign``) to an agent."""
     async with state.db.session() as s:
         agent = await find_agent(AgentRepo(s), who.tenant_id, body.agent_id)
         try:
             return await NumberRepo(s).create(who.tenant_id, body.number, agent.id)
+        except NotOwned as exc:  # numbers are the operator's to give, not the first mapper's to take
+            raise HTTPException(status_code=403, detail=str(exc)) from None
         except Conflict as exc:
             raise HTTPException(status_code=409, detail=str(exc)) from None
 
