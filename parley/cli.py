@@ -104,7 +104,10 @@ def serve(
     console.print(f"[bold]Parley[/bold] on {url}  (API docs: {url}/docs)")
     console.print(f"database: {settings.effective_database_url.split('@')[-1]}")
     console.print("first API key:  [bold].venv/bin/parley admin create-key --tenant demo --role admin[/bold]")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", ws="websockets-sansio")
+    # proxy_headers off: uvicorn would believe X-Forwarded-For from 127.0.0.1; the app heeds PARLEY_TRUSTED_PROXIES
+    uvicorn.run(
+        create_app(settings), host=host, port=port, log_level="warning", ws="websockets-sansio", proxy_headers=False
+    )
 
 
 @admin_app.command("create-key")

@@ -8,12 +8,20 @@ Every production part is chosen here, by configuration only: the database by
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from functools import cached_property
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BeforeValidator, Field, SecretStr
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def _networks(value: Any) -> list[str]:
+    """``10.0.0.1,10.1.0.0/16`` (or a list) -> normalised networks; a typo fails at start-up, never silently."""
+    items = value.split(",") if isinstance(value, str) else value
+    return [str(ipaddress.ip_network(str(item).strip(), strict=False)) for item in items if str(item).strip()]
 
 
 class Settings(BaseSettings):
@@ -81,6 +89,11 @@ class Settings(BaseSettings):
     token_secret: SecretStr | None = Field(None, description="signs short-lived talk tokens; default: generated")
     rate_limit_per_key: str = "600/minute"
     rate_limit_per_address: str = "1200/minute"
+    trusted_proxies: Annotated[list[str], NoDecode, BeforeValidator(_networks)] = Field(
+        default_factory=list,
+        description="IPs/CIDRs of reverse proxies whose X-Forwarded-For/-Proto are believed; empty: none",
+    )
+    jwt_max_lifetime_s: int = Field(86_400, ge=60, description="JWTs meant to live longer (exp - iat) are refused")
 
     @cached_property
     def effective_database_url(self) -> str:

@@ -181,9 +181,10 @@ def test_one_tenant_cannot_reach_another_on_any_endpoint(service: Service) -> No
         assert b.post("/v1/calls", json={"agent_id": agent["id"], "to": "+15550002222"}).status_code == 404
         assert b.post("/v1/numbers", json={"number": "+15550003333", "agent_id": agent["id"]}).status_code == 404
         # B cannot talk to A's agent, by header or with A's token bound to A's agent id
-        with pytest.raises(websockets.exceptions.InvalidStatus):
+        with pytest.raises(websockets.exceptions.ConnectionClosedError) as refused:  # closed 1008, see docs/talk.md
             asyncio.run(stream_call(service.url.replace("http", "ws") + f"/v1/agents/{agent['id']}/talk", pcm[:320],
                                     headers={"Authorization": f"Bearer {b_key}"}))  # fmt: skip
+        assert refused.value.rcvd is not None and refused.value.rcvd.code == 1008
     # and A's things are all still there
     with service.client(a_key) as a:
         assert a.get(f"/v1/agents/{agent['id']}").status_code == 200

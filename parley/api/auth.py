@@ -53,6 +53,15 @@ class Principal:
     agent_id: uuid.UUID | None = None  # talk tokens are bound to one agent
 
 
+@dataclass(frozen=True)
+class TalkGrant:
+    """A verified talk token: who it speaks for, and what one-use bookkeeping needs (its id and expiry)."""
+
+    principal: Principal
+    token_id: str
+    expires_at: float
+
+
 class AuthError(Exception):
     """401: who you are is unknown; 403: known but not allowed; 503: the identity provider cannot be reached."""
 
@@ -188,6 +197,7 @@ class Authenticator:
             raise AuthError(401, "token expired") from None
         except jwt.PyJWTError as e:
             raise AuthError(401, f"invalid token ({type(e).__name__})") from None
+        self._check_lifetime(claims)
         tenant = next((claims[c] for c in ("tenant", "tid", "org_id") if claims.get(c)), None)
         if not isinstance(tenant, str):
             raise AuthError(403, "token names no tenant (claim 'tenant', 'tid' or 'org_id')")
@@ -198,6 +208,15 @@ class Authenticator:
             kind="jwt",
             scopes=_scopes_from_claims(claims),
         )
+
+    def _check_lifetime(self, claims: dict[str, Any]) -> None:
+        """Refuse tokens meant to live longer than ``PARLEY_JWT_MAX_LIFETIME_S``: a leaked token that never expires
+        is a permanent credential. Measured from ``iat`` (or now, when absent or later) to ``exp``."""
+        now = time.time()
+        iat = claims.get("iat")
+        start = min(iat, now) if isinstance(iat, int | float) and not isinstance(iat, bool) else now
+        if float(claims["exp"]) - start > self._settings.jwt_max_lifetime_s + LEEWAY_S:
+            raise AuthError(401, f"token lifetime exceeds {self._settings.jwt_max_lifetime_s} s")
 
     async def _oidc_key(self, token: str, alg: str) -> jwt.PyJWK:
         """The issuer's key for the token's ``kid``, whose type must match the header's alg (no confusion)."""
@@ -250,6 +269,7 @@ class Authenticator:
             "tenant_id": str(principal.tenant_id),
             "role": str(principal.role),
             "agent_id": str(agent_id),
+            **({"key_id": str(principal.key_id)} if principal.key_id else {}),  # checked for revocation at use
             "jti": uuid.uuid4().hex,
             "iat": now,
             "exp": now + ttl_s,
@@ -257,6 +277,31 @@ class Authenticator:
         return jwt.encode(claims, self._talk_secret, algorithm="HS256")
 
     def verify_talk_token(self, token: str, agent_id: uuid.UUID) -> Principal:
+        """Signature, audience, expiry and agent only: sessions open through ``redeem_talk_token``."""
+        return self.check_talk_token(token, agent_id).principal
+
+    async def redeem_talk_token(
+        self,
+        token: str,
+        agent_id: uuid.UUID,
+        use_once: Callable[[str, float], Awaitable[bool]],
+        key_is_live: Callable[[uuid.UUID, uuid.UUID], Awaitable[bool]],
+    ) -> Principal:
+        """Verify a talk token and spend it: one session per token, and none once the key that minted it is revoked.
+
+        ``use_once(key, ttl_s)`` is ``NonceStore.use`` (shared by all workers with Redis); the token id is
+        remembered until the token expires. ``key_is_live(tenant_id, key_id)`` looks the minting key up.
+        """
+        grant = self.check_talk_token(token, agent_id)
+        who = grant.principal
+        if who.key_id is not None and not await key_is_live(who.tenant_id, who.key_id):
+            raise AuthError(401, "the key that issued this talk token has been revoked")
+        ttl_s = max(1.0, grant.expires_at - time.time() + TALK_LEEWAY_S)
+        if not await use_once(f"talk-token:{grant.token_id}", ttl_s):
+            raise AuthError(401, "talk token already used")
+        return who
+
+    def check_talk_token(self, token: str, agent_id: uuid.UUID) -> TalkGrant:
         try:
             claims = jwt.decode(
                 token,
@@ -267,6 +312,10 @@ class Authenticator:
                 options={"require": ["exp", "aud", "jti", "tenant_id", "agent_id", "role"]},
             )
             tenant_id, bound_agent, role = uuid.UUID(claims["tenant_id"]), uuid.UUID(claims["agent_id"]), claims["role"]
+            key_id = uuid.UUID(claims["key_id"]) if "key_id" in claims else None
+            token_id, expires_at = claims["jti"], float(claims["exp"])
+            if not isinstance(token_id, str):
+                raise TypeError("jti")
         except jwt.ExpiredSignatureError:
             raise AuthError(401, "talk token expired") from None
         except (jwt.PyJWTError, ValueError, TypeError, AttributeError):
@@ -275,4 +324,7 @@ class Authenticator:
             raise AuthError(401, "invalid talk token")
         if bound_agent != agent_id:
             raise AuthError(403, "talk token is for another agent")
-        return Principal(tenant_id, Role(role), str(claims.get("sub", "")), "talk_token", agent_id=bound_agent)
+        who = Principal(
+            tenant_id, Role(role), str(claims.get("sub", "")), "talk_token", key_id=key_id, agent_id=bound_agent
+        )
+        return TalkGrant(who, token_id, expires_at)

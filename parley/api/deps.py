@@ -60,9 +60,14 @@ async def principal(
 SCOPES = ("agents:read", "agents:write", "calls:read", "calls:write", "keys", "talk")
 
 
+def effective_scopes(who: Principal) -> tuple[str, ...]:
+    """The Parley scopes ``who`` holds: those it carries, or all of them when it carries none."""
+    mine = tuple(s for s in SCOPES if s in who.scopes)
+    return mine or SCOPES
+
+
 def has_scope(who: Principal, scope: str) -> bool:
-    mine = [s for s in who.scopes if s in SCOPES]
-    return not mine or scope in mine
+    return scope in effective_scopes(who)
 
 
 def access(needed: Role, scope: str) -> Callable[..., Coroutine[Any, Any, Principal]]:

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from starlette.datastructures import MutableHeaders
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from parley.config import Settings
 
@@ -161,3 +162,13 @@ def add_security(app: FastAPI, settings: Settings) -> None:
         max_age=600,
     )
     app.add_middleware(SecurityHeadersMiddleware)
+    add_trusted_proxies(app, settings)
+
+
+def add_trusted_proxies(app: FastAPI, settings: Settings) -> None:
+    """Outermost: the client address (rate limits, call records) and scheme come from X-Forwarded-For/-Proto only
+    when the peer is one of ``PARLEY_TRUSTED_PROXIES``, and then from the right-most untrusted hop, which the
+    nearest trusted proxy wrote; entries to its left are whatever the client sent. None trusted by default:
+    otherwise anyone reaching the port directly (or through a local tunnel) picks their own address."""
+    if settings.trusted_proxies:
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(settings.trusted_proxies))

@@ -66,6 +66,13 @@ class ApiKeyRepo:
     async def get(self, tenant_id: uuid.UUID, key_id: uuid.UUID) -> ApiKey | None:
         return await self.session.scalar(select(ApiKey).where(ApiKey.tenant_id == tenant_id, ApiKey.id == key_id))
 
+    async def is_live(self, tenant_id: uuid.UUID, key_id: uuid.UUID) -> bool:
+        """Whether this tenant's key exists and is not revoked (talk tokens it minted die with it)."""
+        found = await self.session.scalar(
+            select(ApiKey.id).where(ApiKey.tenant_id == tenant_id, ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
+        )
+        return found is not None
+
     async def revoke(self, tenant_id: uuid.UUID, key_id: uuid.UUID) -> bool:
         """True when a live key of this tenant was revoked; False if unknown, foreign or already revoked."""
         result = await self.session.execute(

@@ -30,12 +30,15 @@ from parley.calls.control import CallControl
 from parley.calls.live import CallTarget, LiveCall
 from parley.calls.session import Services
 from parley.store.agents import AgentRepo
+from parley.store.keys import ApiKeyRepo
 
 log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/v1/agents", tags=["talk"])
 
 MAX_MESSAGE_BYTES = 64_000  # 2 s of audio: a client sending more per message is not streaming
+MAX_TEXT_CHARS = 1_000  # the client's events are tiny: {"type": "dtmf", "digit": "5"}
 TOKEN_TTL_S = 60
+POLICY_VIOLATION, TRY_AGAIN_LATER, INTERNAL_ERROR = 1008, 1013, 1011
 
 
 class TalkControl(CallControl):
@@ -53,43 +56,79 @@ async def talk_token(agent_ref: str, who: Talk, state: State) -> TalkToken:
     return TalkToken(token=token, expires_in=TOKEN_TTL_S, url=f"/v1/agents/{agent.id}/talk?token={token}")
 
 
-async def _authenticate(ws: WebSocket, state: AppState, agent_ref: str) -> tuple[Principal, CallTarget] | None:
+async def refuse(ws: WebSocket, code: int, reason: str) -> None:
+    """Accept, then close with ``code`` and ``reason``: closing before accepting answers HTTP 403, which a
+    browser's WebSocket hides (it sees only 1006), while a close frame's code and reason reach ``onclose``."""
+    await ws.accept()
+    await ws.close(code=code, reason=reason.encode()[:120].decode(errors="ignore"))
+
+
+async def _who(ws: WebSocket, state: AppState, agent_ref: str) -> Principal:
+    """The caller, from a talk token (spent here: one session each, none once its key is revoked) or headers."""
     token = ws.query_params.get("token")
+    if not token:
+        who = await state.auth.authenticate(ws.headers.get("authorization"), ws.headers.get("x-api-key"))
+        if not has_scope(who, "talk"):
+            raise AuthError(403, "this needs the talk scope")
+        return who
     try:
+        agent_id = uuid.UUID(agent_ref)
+    except ValueError:
+        raise AuthError(403, "talk tokens name the agent by id") from None
+
+    async def key_is_live(tenant_id: uuid.UUID, key_id: uuid.UUID) -> bool:
         async with state.db.session() as s:
-            if token:
-                try:
-                    agent_id = uuid.UUID(agent_ref)
-                except ValueError:
-                    raise AuthError(403, "talk tokens name the agent by id") from None
-                who = state.auth.verify_talk_token(token, agent_id)
-            else:
-                who = await state.auth.authenticate(ws.headers.get("authorization"), ws.headers.get("x-api-key"))
-                if not has_scope(who, "talk"):
-                    raise AuthError(403, "this needs the talk scope")
+            return await ApiKeyRepo(s).is_live(tenant_id, key_id)
+
+    return await state.auth.redeem_talk_token(token, agent_id, state.nonces.use, key_is_live)
+
+
+async def _authenticate(ws: WebSocket, state: AppState, agent_ref: str) -> tuple[Principal, CallTarget] | None:
+    """Who calls and which agent, each refused with a close code; the per-key rate limit applies as on HTTP."""
+    try:
+        who = await _who(ws, state, agent_ref)
+        await rate_limit(state, f"who:{who.tenant_id}:{who.subject}", state.settings.rate_limit_per_key)
+        async with state.db.session() as s:
             agent = await find_agent(AgentRepo(s), who.tenant_id, agent_ref)
     except AuthError as exc:
         log.info("talk_refused", reason=exc.message)
-        await ws.close(code=1008, reason=exc.message[:120])
+        await refuse(ws, POLICY_VIOLATION, exc.message)
         return None
-    except HTTPException:
-        await ws.close(code=1008, reason="agent not found")
+    except HTTPException as exc:
+        limited = exc.status_code == 429
+        await refuse(ws, TRY_AGAIN_LATER if limited else POLICY_VIOLATION, str(exc.detail))
         return None
     try:
         document: AgentDocument = parse_agent(agent.document, f"agent {agent.name}")
     except AgentDocumentError as exc:
-        await ws.close(code=1011, reason=str(exc).splitlines()[0][:120])
+        await refuse(ws, INTERNAL_ERROR, str(exc).splitlines()[0])
         return None
     return who, CallTarget(who.tenant_id, agent.id, agent.version, agent.name, document)
 
 
+def parse_event(text: str) -> dict[str, Any] | str:
+    """A client text frame as an event, or why it is not one (answered with an ``error`` event; the call goes on).
+
+    Bounded first: a deeply nested frame makes ``json.loads`` raise RecursionError, which would end the call.
+    """
+    if len(text) > MAX_TEXT_CHARS:
+        return f"text frames are limited to {MAX_TEXT_CHARS} characters"
+    try:
+        event = json.loads(text)
+    except (ValueError, RecursionError):
+        return "text frames must be JSON events"
+    if not isinstance(event, dict):
+        return "text frames must be JSON objects"
+    return event
+
+
 @router.websocket("/{agent_ref}/talk")
 async def talk(ws: WebSocket, agent_ref: str, state: State) -> None:
-    addr = ws.client.host if ws.client else "unknown"
+    addr = ws.client.host if ws.client else "unknown"  # a trusted proxy's client: see PARLEY_TRUSTED_PROXIES
     try:
         await rate_limit(state, f"addr:{addr}", state.settings.rate_limit_per_address)
     except HTTPException:
-        await ws.close(code=1013, reason="rate limit exceeded")
+        await refuse(ws, TRY_AGAIN_LATER, "rate limit exceeded")
         return
     found = await _authenticate(ws, state, agent_ref)
     if found is None:
@@ -100,7 +139,7 @@ async def talk(ws: WebSocket, agent_ref: str, state: State) -> None:
         services = await Services.create(target.document)
     except Exception as exc:
         log.exception("talk_services_failed")
-        await ws.close(code=1011, reason=f"the agent's services cannot start: {exc}"[:120])
+        await refuse(ws, INTERNAL_ERROR, f"the agent's services cannot start: {exc}")
         return
     await ws.accept()
 
@@ -131,14 +170,13 @@ async def talk(ws: WebSocket, agent_ref: str, state: State) -> None:
                     continue
                 yield data
             elif (text := message.get("text")) is not None:
-                try:
-                    event = json.loads(text)
-                except ValueError:
-                    await send_event({"type": "error", "message": "text frames must be JSON events"})
+                event = parse_event(text)
+                if isinstance(event, str):
+                    await send_event({"type": "error", "message": event})
                     continue
-                if isinstance(event, dict) and event.get("type") == "end":
+                if event.get("type") == "end":
                     return
-                if isinstance(event, dict) and event.get("type") == "dtmf":
+                if event.get("type") == "dtmf":
                     digit = event.get("digit")
                     if isinstance(digit, str) and len(digit) == 1 and digit in DTMF_DIGITS:
                         await call.dtmf(digit)
