@@ -78,6 +78,12 @@ class Settings(BaseSettings):
     telephony_tenant: str | None = Field(
         None, description="tenant whose agents carriers reach by name when a webhook names no tenant"
     )
+    telephony_signature_ttl_s: float = Field(
+        300, gt=0, le=3600, description="how long a signed stream answer, or a carrier webhook's signature, is valid"
+    )
+    telephony_rate_limit: str = Field(
+        "3000/minute", description="carrier webhooks and stream handshakes per source address"
+    )
 
     # --- security ----------------------------------------------------------------
     jwt_secret: SecretStr | None = Field(None, description="HS256 secret for JWTs your identity system issues")

@@ -323,17 +323,20 @@ def agent(service: Service, key: str) -> dict[str, Any]:
         return dict(created.json())
 
 
-def signed(body: bytes = b"", secret: str = SECRET) -> dict[str, str]:
-    """What Vonage sends on a signed webhook: a JWT (HS256, signature secret) with the payload's hash."""
+def signed(body: bytes = b"", secret: str = SECRET, query: dict[str, str] | None = None) -> dict[str, str]:
+    """What Vonage sends on a signed webhook: a JWT (HS256, signature secret, a fresh jti) with the payload's
+    hash: of the body for POST, of the query parameters as a compact JSON object for GET."""
     claims: dict[str, Any] = {"iat": int(time.time()), "jti": uuid.uuid4().hex, "iss": "Vonage"}
     if body:
         claims["payload_hash"] = hashlib.sha256(body).hexdigest()
+    elif query:
+        claims["payload_hash"] = hashlib.sha256(json.dumps(query, separators=(",", ":")).encode()).hexdigest()
     return {"Authorization": f"Bearer {jwt.encode(claims, secret, algorithm='HS256')}"}
 
 
 def test_answer_url_returns_a_websocket_ncco(service: Service, agent: dict[str, Any]) -> None:
     query = {"to": "447700900000", "from": "447700900001", "uuid": "aaaaaaaa-bbbb", "agent": agent["name"]}
-    r = httpx.get(f"{service.url}/telephony/vonage/answer", params=query, headers=signed())
+    r = httpx.get(f"{service.url}/telephony/vonage/answer", params=query, headers=signed(query=query))
     assert r.status_code == 200, r.text
     (connect,) = r.json()
     assert connect["action"] == "connect"
@@ -352,13 +355,15 @@ def test_answer_url_returns_a_websocket_ncco(service: Service, agent: dict[str, 
 def test_unsigned_forged_or_tampered_webhooks_are_refused(service: Service, agent: dict[str, Any]) -> None:
     url = f"{service.url}/telephony/vonage/answer"
     assert httpx.get(url, params={"agent": agent["id"]}).status_code == 403
-    assert httpx.get(url, params={"agent": agent["id"]}, headers=signed(secret=OTHER_SECRET)).status_code == 403
+    query = {"agent": agent["id"]}
+    assert httpx.get(url, params=query, headers=signed(secret=OTHER_SECRET, query=query)).status_code == 403
     body = json.dumps({"agent": agent["id"], "to": "1"}).encode()
     assert httpx.post(url, content=body, headers=signed(b'{"agent":"other"}')).status_code == 403
 
 
 def test_unknown_agent_is_404(service: Service) -> None:
-    r = httpx.get(f"{service.url}/telephony/vonage/answer", params={"agent": "nobody"}, headers=signed())
+    query = {"agent": "nobody"}
+    r = httpx.get(f"{service.url}/telephony/vonage/answer", params=query, headers=signed(query=query))
     assert r.status_code == 404 and r.json()[0]["action"] == "talk"
 
 
@@ -389,7 +394,7 @@ def test_outbound_call_and_its_failure(service: Service, key: str, agent: dict[s
 def test_a_call_over_the_websocket(service: Service, key: str, agent: dict[str, Any]) -> None:
     query = {"to": "447700900000", "from": "447700900123", "uuid": "4c3b2a10-0000-4000-8000-000000000001",
              "agent": agent["id"]}  # fmt: skip
-    ncco = httpx.get(f"{service.url}/telephony/vonage/answer", params=query, headers=signed()).json()
+    ncco = httpx.get(f"{service.url}/telephony/vonage/answer", params=query, headers=signed(query=query)).json()
     endpoint = ncco[0]["endpoint"][0]
     pcm = speech(16000)
 

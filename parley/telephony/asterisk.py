@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hmac
 import json
 import re
 from collections.abc import Callable
 from typing import Any
 
 import structlog
-from fastapi import APIRouter, WebSocket
+from fastapi import APIRouter, Depends, WebSocket
 
 from parley.api.deps import State
 from parley.audio import alaw_to_pcm16, pcm16_to_alaw, pcm16_to_ulaw, ulaw_to_pcm16
@@ -45,9 +44,10 @@ from parley.telephony.stream import (
     WireError,
     run_media_stream,
 )
+from parley.telephony.webhooks import safe_equal, source_limit
 
 log = structlog.get_logger(__name__)
-router = APIRouter(prefix="/telephony/asterisk", tags=["telephony"])
+router = APIRouter(prefix="/telephony/asterisk", tags=["telephony"], dependencies=[Depends(source_limit)])
 
 
 def _same(b: bytes) -> bytes:
@@ -179,7 +179,7 @@ def credentials_ok(settings: Settings, authorization: str) -> bool:
     except (binascii.Error, ValueError):
         return False
     expected = f"{settings.asterisk_username}:{settings.asterisk_password.get_secret_value()}"
-    return scheme.lower() == "basic" and hmac.compare_digest(given.encode(), expected.encode())
+    return scheme.lower() == "basic" and safe_equal(given, expected)
 
 
 @router.websocket("/media")

@@ -26,7 +26,7 @@ from urllib.parse import quote, urlencode
 
 import httpx
 import structlog
-from fastapi import APIRouter, Request, Response, WebSocket
+from fastapi import APIRouter, Depends, Request, Response, WebSocket
 
 from parley.api.deps import State
 from parley.api.state import AppState
@@ -50,10 +50,10 @@ from parley.telephony.stream import (
     member,
     run_media_stream,
 )
-from parley.telephony.webhooks import public_url, ws_base
+from parley.telephony.webhooks import public_url, safe_equal, source_limit, ws_base
 
 log = structlog.get_logger(__name__)
-router = APIRouter(prefix="/telephony/exotel", tags=["telephony"])
+router = APIRouter(prefix="/telephony/exotel", tags=["telephony"], dependencies=[Depends(source_limit)])
 
 FAILED = {"busy", "failed", "no-answer", "canceled", "cancelled"}
 DIGITS = "0123456789*#ABCD"
@@ -77,6 +77,8 @@ class ExotelStream(StreamProtocol):
         if event == "connected":
             return [Info("connected")]
         if event == "start":
+            if self.stream_sid:  # the stream is already named: another stream_sid must not take it over
+                raise WireError("a second start")
             return [self._start(data)]
         if not self.stream_sid:
             raise WireError(f"{event[:32]} before start")
@@ -163,14 +165,17 @@ def basic_auth_ok(settings: Settings, authorization: str) -> bool:
         given = base64.b64decode(value.strip(), validate=True).decode()
     except (binascii.Error, ValueError):
         return False
-    return scheme.lower() == "basic" and hmac.compare_digest(given.encode(), f"{creds[0]}:{creds[1]}".encode())
+    return scheme.lower() == "basic" and safe_equal(given, f"{creds[0]}:{creds[1]}")
 
 
-def callback_token(settings: Settings, call_id: str) -> str:
-    """Exotel does not sign callbacks: the status URL Parley hands out carries an HMAC of the call id."""
+def callback_token(settings: Settings, call_id: str) -> str | None:
+    """Exotel does not sign callbacks: the status URL Parley hands out carries an HMAC of the call id, keyed by
+    the API token. None when Exotel is not configured: no key, so no callback is believed."""
     creds = _credentials(settings)
-    key = creds[1] if creds else ""
-    return hmac.new(key.encode(), f"exotel-status:{call_id}".encode(), hashlib.sha256).hexdigest()[:32]
+    if creds is None or not creds[1]:
+        return None
+    text = f"exotel-status:{call_id}".encode("utf-8", "surrogatepass")
+    return hmac.new(creds[1].encode(), text, hashlib.sha256).hexdigest()[:32]
 
 
 # --- endpoints --------------------------------------------------------------------------------
@@ -201,7 +206,8 @@ async def status_callback(request: Request, state: State) -> Response:
         fields.update(data if isinstance(data, dict) else {})
     f = {k.lower(): str(v) for k, v in fields.items()}
     call_id = f.get("call", "")
-    if not call_id or not hmac.compare_digest(f.get("token", ""), callback_token(state.settings, call_id)):
+    expected = callback_token(state.settings, call_id)
+    if not call_id or expected is None or not safe_equal(f.get("token", ""), expected):
         return Response(status_code=403)
     try:
         record_id = uuid.UUID(call_id)
@@ -241,7 +247,7 @@ async def dial(
     scheme, _, host = ws_base(base).partition("://")
     query = urlencode({"agent": str(target.agent_id), "tenant": str(target.tenant_id), "call": str(call_id)})
     userinfo = f"{quote(creds[0], safe='')}:{quote(creds[1], safe='')}@"
-    status_query = urlencode({"call": str(call_id), "token": callback_token(settings, str(call_id))})
+    status_query = urlencode({"call": str(call_id), "token": callback_token(settings, str(call_id)) or ""})
     form = [
         ("from", to), ("callerid", from_), ("streamtype", "bidirectional"),
         ("streamurl", f"{scheme}://{userinfo}{host}/telephony/exotel/stream?{query}"),

@@ -19,11 +19,10 @@ and hanging up closes the socket (the dialplan decides what happens next).
 from __future__ import annotations
 
 import base64
-import hmac
 import json
 
 import structlog
-from fastapi import APIRouter, WebSocket
+from fastapi import APIRouter, Depends, WebSocket
 
 from parley.api.deps import State
 from parley.config import Settings
@@ -37,9 +36,10 @@ from parley.telephony.stream import (
     WireError,
     run_media_stream,
 )
+from parley.telephony.webhooks import safe_equal, source_limit
 
 log = structlog.get_logger(__name__)
-router = APIRouter(prefix="/telephony/freeswitch", tags=["telephony"])
+router = APIRouter(prefix="/telephony/freeswitch", tags=["telephony"], dependencies=[Depends(source_limit)])
 
 #: metadata keys Parley reads (the rest is ignored)
 KEYS = ("agent", "tenant", "caller", "called", "uuid", "call")
@@ -95,7 +95,7 @@ def token_ok(settings: Settings, given: str) -> bool:
     """When PARLEY_FREESWITCH_TOKEN is set the stream URL must carry it (``…?token=…``)."""
     if settings.freeswitch_token is None:
         return True
-    return hmac.compare_digest(given.encode(), settings.freeswitch_token.get_secret_value().encode())
+    return safe_equal(given, settings.freeswitch_token.get_secret_value())
 
 
 @router.websocket("/stream")

@@ -24,7 +24,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 import httpx
 import structlog
-from fastapi import APIRouter, HTTPException, Request, Response, WebSocket
+from fastapi import APIRouter, Depends, HTTPException, Request, Response, WebSocket
 
 from parley.api.deps import State
 from parley.api.state import AppState
@@ -51,15 +51,24 @@ from parley.telephony.stream import (
     member,
     run_media_stream,
 )
-from parley.telephony.webhooks import answer_target, public_url, signed_stream_target, stream_token, ws_base
+from parley.telephony.webhooks import (
+    answer_target,
+    public_url,
+    safe_equal,
+    sign_stream,
+    signed_stream_target,
+    source_limit,
+    ws_base,
+)
 
 log = structlog.get_logger(__name__)
-router = APIRouter(prefix="/telephony/plivo", tags=["telephony"])
+router = APIRouter(prefix="/telephony/plivo", tags=["telephony"], dependencies=[Depends(source_limit)])
 
 CONTENT_TYPE = "audio/x-mulaw;rate=8000"
 #: CallStatus values of a call that never connected
 FAILED = {"busy", "failed", "timeout", "no-answer", "cancel", "canceled", "cancelled", "rejected"}
 DIGITS = "0123456789*#ABCD"
+NONCE_TTL_S = 24 * 3600  # how long a used X-Plivo-Signature-V3-Nonce is remembered
 TRANSFER_TARGET = re.compile(r"\+?\d{2,20}|sip:[\w.!~*'()&=+$,;?/%:@-]{1,200}")
 
 
@@ -79,6 +88,8 @@ class PlivoStream(StreamProtocol):
         data, event = json_event(message, "Plivo stream messages")
         self._check_order(data)
         if event == "start":
+            if self.stream_id:  # the stream is already named: another streamId must not take it over
+                raise WireError("a second start")
             return [self._start(data)]
         if not self.stream_id:
             raise WireError(f"{event[:32]} before start")
@@ -156,7 +167,7 @@ def signature_v3(auth_token: str, method: str, url: str, params: dict[str, str],
         if query and params:
             text += "."
         text += "".join(f"{k}{v}" for k, v in sorted(params.items()))
-    digest = hmac.new(auth_token.encode(), f"{text}.{nonce}".encode(), hashlib.sha256).digest()
+    digest = hmac.new(auth_token.encode(), f"{text}.{nonce}".encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
     return base64.b64encode(digest).decode()
 
 
@@ -172,9 +183,13 @@ async def verified_params(request: Request) -> dict[str, str]:
         nonce = request.headers.get("x-plivo-signature-v3-nonce", "")
         given = request.headers.get("x-plivo-signature-v3", "")
         expected = signature_v3(token.get_secret_value(), request.method, url, form, nonce)
-        if not nonce or not any(hmac.compare_digest(s.strip(), expected) for s in given.split(",")):
+        if not nonce or not any(safe_equal(s.strip(), expected) for s in given.split(",")):
             log.warning("plivo_bad_signature", path=request.url.path)
             raise HTTPException(status_code=403, detail="invalid X-Plivo-Signature-V3")
+        # V3 has no timestamp: the nonce is what makes a captured request worthless (used once, kept a day)
+        if not await state.nonces.use(f"plivo-nonce:{nonce}", NONCE_TTL_S):
+            log.warning("plivo_replayed_nonce", path=request.url.path)
+            raise HTTPException(status_code=403, detail="X-Plivo-Signature-V3-Nonce was already used")
     return {**dict(request.query_params), **form}
 
 
@@ -199,8 +214,9 @@ async def answer(request: Request, state: State) -> Response:
         log.warning("plivo_unknown_agent", error=str(exc))
         return _xml("<Speak>Sorry, this number is not in service.</Speak><Hangup/>", status=404)
     base = public_url(state.settings, str(request.base_url))
-    if state.settings.plivo_auth_token is not None:
-        params["token"] = stream_token(state.settings.plivo_auth_token.get_secret_value(), params)
+    token = state.settings.plivo_auth_token
+    if token is not None:
+        params = sign_stream(token.get_secret_value(), params, state.settings.telephony_signature_ttl_s)
     url = f"{ws_base(base)}/telephony/plivo/stream?{urlencode(params)}"
     attrs = (f'bidirectional="true" keepCallAlive="true" contentType="{CONTENT_TYPE}" '
              f"statusCallbackUrl={quoteattr(base + '/telephony/plivo/status')}")  # fmt: skip
@@ -245,7 +261,7 @@ async def stream(ws: WebSocket, state: State) -> None:
     await ws.accept()
 
     secret = settings.plivo_auth_token
-    find_target = signed_stream_target(state.db, settings, secret.get_secret_value() if secret else None)
+    find_target = signed_stream_target(state, secret.get_secret_value() if secret else None)
 
     def setup(control: StreamControl, start: StreamStart, target: CallTarget) -> None:
         call_uuid = start.provider_call_id

@@ -49,10 +49,17 @@ from parley.telephony.stream import (
     member,
     run_media_stream,
 )
-from parley.telephony.webhooks import answer_target, public_url, signed_stream_target, stream_token, ws_base
+from parley.telephony.webhooks import (
+    answer_target,
+    public_url,
+    sign_stream,
+    signed_stream_target,
+    source_limit,
+    ws_base,
+)
 
 log = structlog.get_logger(__name__)
-router = APIRouter(prefix="/telephony/twilio", tags=["telephony"])
+router = APIRouter(prefix="/telephony/twilio", tags=["telephony"], dependencies=[Depends(source_limit)])
 
 #: CallStatus values that mean the call never connected or has ended
 FAILED = {"busy", "failed", "no-answer", "canceled"}
@@ -75,6 +82,8 @@ class TwilioStream(StreamProtocol):
         if event == "connected":
             return [Info(f"connected protocol={data.get('protocol')} version={data.get('version')}")]
         if event == "start":
+            if self.stream_sid:  # the stream is already named: another streamSid must not take it over
+                raise WireError("a second start")
             return [self._start(data)]
         if not self.stream_sid:
             raise WireError(f"{event} before start")
@@ -186,7 +195,7 @@ async def voice(request: Request, form: Form, state: State) -> Response:
         response.hangup()
         return _twiml(response, status=404)
     base = public_url(state.settings, str(request.base_url))
-    params["token"] = stream_token(_auth_token(state.settings), params)
+    params = sign_stream(_auth_token(state.settings), params, state.settings.telephony_signature_ttl_s)
     connect = Connect()
     stream = connect.stream(url=f"{ws_base(base)}/telephony/twilio/stream")
     for name, value in params.items():
@@ -227,7 +236,7 @@ async def stream(ws: WebSocket, state: State) -> None:
             return
     await ws.accept()
 
-    find_target = signed_stream_target(state.db, settings, token)
+    find_target = signed_stream_target(state, token)
 
     def setup(control: StreamControl, start: StreamStart, target: CallTarget) -> None:
         call_sid = start.provider_call_id

@@ -16,7 +16,6 @@ the stream checks, as Twilio's do.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import time
 import uuid
@@ -26,7 +25,7 @@ from urllib.parse import urlencode
 import httpx
 import jwt
 import structlog
-from fastapi import APIRouter, HTTPException, Request, Response, WebSocket
+from fastapi import APIRouter, Depends, HTTPException, Request, Response, WebSocket
 from fastapi.responses import JSONResponse
 
 from parley.api.deps import State
@@ -50,15 +49,24 @@ from parley.telephony.stream import (
     json_object,
     run_media_stream,
 )
-from parley.telephony.webhooks import answer_target, public_url, signed_stream_target, stream_token, ws_base
+from parley.telephony.webhooks import (
+    answer_target,
+    public_url,
+    safe_equal,
+    sign_stream,
+    signed_stream_target,
+    source_limit,
+    ws_base,
+)
 
 log = structlog.get_logger(__name__)
-router = APIRouter(prefix="/telephony/vonage", tags=["telephony"])
+router = APIRouter(prefix="/telephony/vonage", tags=["telephony"], dependencies=[Depends(source_limit)])
 
 SAMPLE_RATE = 16000
 #: event statuses that mean a dialled call never connected
 FAILED = {"busy", "cancelled", "unanswered", "rejected", "failed", "timeout"}
 DIGITS = "0123456789*#ABCD"
+CLOCK_SKEW_S = 60  # a webhook JWT may say it was issued this far in the future
 
 
 class VonageStream(StreamProtocol):
@@ -134,8 +142,12 @@ def _rate(content_type: str) -> int:
 
 
 async def verified_fields(request: Request) -> dict[str, str]:
-    """The webhook's fields (query for GET, JSON body for POST), once the Vonage JWT has been checked."""
-    settings: Settings = request.app.state.parley.settings
+    """The webhook's fields (query, and the JSON body of a POST), once the Vonage JWT has been checked.
+
+    What the JWT's ``payload_hash`` does not cover is not used: a POST whose hash covers only its body has its
+    query ignored, so a captured JWT cannot be sent again with another ``?agent=``.
+    """
+    state: AppState = request.app.state.parley
     body = await request.body() if request.method == "POST" else b""
     fields: dict[str, str] = {}
     if body:
@@ -146,36 +158,92 @@ async def verified_fields(request: Request) -> dict[str, str]:
         if not isinstance(data, dict):
             raise HTTPException(status_code=400, detail="body is not a JSON object")
         fields = {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in data.items() if v is not None}
-    if settings.vonage_signature_secret is not None:
-        _check_jwt(settings.vonage_signature_secret.get_secret_value(), request.headers.get("authorization", ""), body)
-    return {**dict(request.query_params), **fields}
+    query = dict(request.query_params)
+    secret = state.settings.vonage_signature_secret
+    if secret is None:
+        return {**query, **fields}
+    claims = _verified_claims(state.settings, secret.get_secret_value(), request.headers.get("authorization", ""))
+    covered = _covered(claims.get("payload_hash"), query, body)
+    if covered is None:
+        log.warning("vonage_payload_mismatch", path=request.url.path)
+        raise HTTPException(status_code=403, detail="payload does not match its signature")
+    # checked last, so that a tampered copy cannot use up the genuine request's jti
+    ttl = state.settings.telephony_signature_ttl_s + CLOCK_SKEW_S
+    if not await state.nonces.use(f"vonage-jti:{claims['jti']}", ttl):
+        log.warning("vonage_replayed_jwt", path=request.url.path)
+        raise HTTPException(status_code=403, detail="this Vonage signature was already used")
+    if covered == "body" and query:
+        log.info("vonage_query_not_signed", path=request.url.path, ignored=sorted(query)[:10])
+        return fields
+    return {**query, **fields}
 
 
-def _check_jwt(secret: str, authorization: str, body: bytes) -> None:
+def _verified_claims(settings: Settings, secret: str, authorization: str) -> dict[str, Any]:
+    """The claims of a JWT signed (HS256) with the signature secret, issued within the signature TTL, with a jti."""
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token:
         log.warning("vonage_unsigned_webhook")
         raise HTTPException(status_code=403, detail="missing Vonage signature (Authorization: Bearer)")
     try:
-        claims = jwt.decode(token, secret, algorithms=["HS256"], options={"require": ["iat"]}, leeway=300)
+        claims: dict[str, Any] = jwt.decode(
+            token, secret, algorithms=["HS256"], options={"require": ["iat", "jti"]}, leeway=CLOCK_SKEW_S
+        )
     except jwt.PyJWTError as exc:
         log.warning("vonage_bad_signature", error=str(exc)[:100])
         raise HTTPException(status_code=403, detail="invalid Vonage signature") from None
-    if time.time() - float(claims["iat"]) > 600:
-        raise HTTPException(status_code=403, detail="stale Vonage signature")
-    expected = claims.get("payload_hash")
-    if body and isinstance(expected, str) and not _hash_matches(expected, body):
-        raise HTTPException(status_code=403, detail="payload does not match its signature")
-
-
-def _hash_matches(expected: str, body: bytes) -> bool:
-    """Vonage hashes the payload as a compact JSON string; accept the raw body or its compact form."""
-    candidates = [body]
     try:
-        candidates.append(json.dumps(json.loads(body), separators=(",", ":"), ensure_ascii=False).encode())
-    except (ValueError, RecursionError):
-        pass
-    return any(hmac.compare_digest(hashlib.sha256(c).hexdigest(), expected.lower()) for c in candidates)
+        age = time.time() - float(claims["iat"])
+    except (TypeError, ValueError):
+        age = float("inf")
+    if not age <= settings.telephony_signature_ttl_s:
+        raise HTTPException(status_code=403, detail="stale Vonage signature")
+    if not isinstance(claims["jti"], str) or not claims["jti"]:
+        raise HTTPException(status_code=403, detail="invalid Vonage signature (jti)")
+    app_id = claims.get("application_id")
+    if settings.vonage_application_id and app_id is not None and app_id != settings.vonage_application_id:
+        raise HTTPException(status_code=403, detail="signed for another Vonage application")
+    return claims
+
+
+def _covered(expected: object, query: dict[str, str], body: bytes) -> str | None:
+    """What ``payload_hash`` covers: "all" (query and body), "body" (the body only), or None (it does not match).
+
+    Vonage hashes the webhook's parameters as a compact JSON object: the query's for GET, the body's for POST
+    (or both merged). Without a payload there is nothing to hash; with one, the hash is required.
+    """
+    if not body and not query:
+        return "all"
+    if not isinstance(expected, str):
+        return None
+    want = expected.lower()
+    merged: dict[str, Any] = dict(query)
+    body_forms: list[bytes] = []
+    if body:
+        body_forms.append(body)
+        try:
+            data = json.loads(body)
+        except (ValueError, RecursionError):
+            data = None
+        if isinstance(data, dict):
+            body_forms += _compact(data)
+            merged.update(data)
+    if any(_sha256_is(want, form) for form in _compact(merged)) or (not query and _any_is(want, body_forms)):
+        return "all"
+    return "body" if _any_is(want, body_forms) else None
+
+
+def _compact(data: dict[str, Any]) -> list[bytes]:
+    """The compact JSON text of ``data``: with non-ASCII as is (as JavaScript writes it) and escaped."""
+    return [json.dumps(data, separators=(",", ":"), ensure_ascii=e).encode("utf-8", "surrogatepass")
+            for e in (False, True)]  # fmt: skip
+
+
+def _sha256_is(want: str, data: bytes) -> bool:
+    return safe_equal(hashlib.sha256(data).hexdigest(), want)
+
+
+def _any_is(want: str, forms: list[bytes]) -> bool:
+    return any(_sha256_is(want, form) for form in forms)
 
 
 @router.get("/answer", operation_id="vonage_answer_get")
@@ -194,7 +262,7 @@ async def answer(request: Request, state: State) -> Response:
     base = public_url(state.settings, str(request.base_url))
     secret = state.settings.vonage_signature_secret
     if secret is not None:
-        headers["token"] = stream_token(secret.get_secret_value(), headers)
+        headers = sign_stream(secret.get_secret_value(), headers, state.settings.telephony_signature_ttl_s)
     endpoint = {"type": "websocket", "uri": f"{ws_base(base)}/telephony/vonage/stream",
                 "content-type": f"audio/l16;rate={SAMPLE_RATE}", "headers": headers}  # fmt: skip
     log.info("vonage_call", call_uuid=f.get("uuid"), agent=target.agent_name)
@@ -222,7 +290,7 @@ async def stream(ws: WebSocket, state: State) -> None:
     await ws.accept()
 
     secret = settings.vonage_signature_secret
-    find_target = signed_stream_target(state.db, settings, secret.get_secret_value() if secret else None)
+    find_target = signed_stream_target(state, secret.get_secret_value() if secret else None)
 
     def setup(control: StreamControl, start: StreamStart, target: CallTarget) -> None:
         call_uuid = start.provider_call_id

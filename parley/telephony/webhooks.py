@@ -3,20 +3,38 @@
 A carrier's answer/voice webhook names the call's parties and (in its query) the
 agent; it answers with where the media stream connects and which parameters it
 carries. Those parameters are signed (HMAC keyed by the carrier's secret), so a
-stream cannot choose its own agent.
+stream cannot choose its own agent; the signature covers an expiry and a nonce,
+and the nonce is used once (``state.nonces``: Redis when several workers share it),
+so one signed answer opens one stream, within minutes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import json
+import secrets
+import time
 from collections.abc import Mapping
 
+import structlog
+from fastapi import HTTPException
+from starlette.exceptions import WebSocketException
+from starlette.requests import HTTPConnection
+
+from parley.api.state import AppState
 from parley.calls.live import CallTarget
 from parley.config import Settings
 from parley.store.db import Database
 from parley.telephony.routing import NoSuchAgent, resolve_target
 from parley.telephony.stream import StreamStart, TargetFinder
+
+log = structlog.get_logger(__name__)
+
+
+def safe_equal(given: str, expected: str) -> bool:
+    """Constant-time comparison of two texts as bytes: any text (non-ASCII, lone surrogates) is just unequal."""
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass"))
 
 
 def public_url(settings: Settings, request_base: str) -> str:
@@ -30,10 +48,36 @@ def ws_base(base: str) -> str:
     return ("wss://" if scheme == "https" else "ws://") + rest
 
 
+async def source_limit(conn: HTTPConnection) -> None:
+    """Rate limit per source address on every carrier webhook and stream handshake (PARLEY_TELEPHONY_RATE_LIMIT).
+
+    A refused webhook gets 429; a refused handshake is closed before it is accepted (the client sees HTTP 403).
+    """
+    state: AppState = conn.app.state.parley
+    address = conn.client.host if conn.client else "unknown"
+    decision = await state.limiter.hit(f"telephony:{address}", state.settings.telephony_rate_limit)
+    if decision.allowed:
+        return
+    log.warning("telephony_rate_limited", path=conn.url.path[:80])
+    if conn.scope["type"] == "websocket":
+        raise WebSocketException(code=1008, reason="rate limit exceeded")
+    raise HTTPException(429, "rate limit exceeded", headers={"Retry-After": str(max(1, round(decision.retry_after)))})
+
+
 def stream_token(secret: str, params: Mapping[str, str]) -> str:
-    """HMAC over the stream's parameters: the stream proves they came from a webhook answer we signed."""
-    text = "|".join(f"{k}={params[k]}" for k in sorted(params))
-    return hmac.new(secret.encode(), text.encode(), hashlib.sha256).hexdigest()
+    """HMAC over the stream's parameters: the stream proves they came from a webhook answer we signed.
+
+    The text is canonical JSON, so no value can shift the boundary between two parameters.
+    """
+    text = "parley-stream:" + json.dumps(dict(params), sort_keys=True, separators=(",", ":"))
+    return hmac.new(secret.encode(), text.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
+
+
+def sign_stream(secret: str, params: Mapping[str, str], ttl_s: float) -> dict[str, str]:
+    """``params`` plus an expiry, a nonce and the ``token`` over all of them (what a webhook answer carries)."""
+    signed = {**params, "exp": str(int(time.time() + ttl_s)), "nonce": secrets.token_urlsafe(12)}
+    signed["token"] = stream_token(secret, signed)
+    return signed
 
 
 async def answer_target(
@@ -61,17 +105,32 @@ async def answer_target(
     return target, params
 
 
-def signed_stream_target(db: Database, settings: Settings, secret: str | None) -> TargetFinder:
+async def check_stream_signature(state: AppState, secret: str, params: Mapping[str, str]) -> None:
+    """Signed by us, not expired, and not used before (raises :class:`NoSuchAgent`, which closes with 1008)."""
+    unsigned = dict(params)
+    given = unsigned.pop("token", "")
+    if not safe_equal(given, stream_token(secret, unsigned)):
+        raise NoSuchAgent("stream parameters are not signed by this Parley")
+    try:
+        left = float(unsigned.get("exp", "")) - time.time()
+    except ValueError:
+        left = -1.0
+    if left <= 0:
+        raise NoSuchAgent("signed stream parameters have expired")
+    if not await state.nonces.use(f"stream:{unsigned.get('nonce', '')}", left + 1):
+        raise NoSuchAgent("signed stream parameters were already used")
+
+
+def signed_stream_target(state: AppState, secret: str | None) -> TargetFinder:
     """The stream's agent, from the parameters our webhook answer signed (checked when ``secret`` is set)."""
 
     async def find(start: StreamStart) -> CallTarget:
         params = dict(start.params)
-        given = params.pop("token", "")
-        if secret is not None and not hmac.compare_digest(given, stream_token(secret, params)):
-            raise NoSuchAgent("stream parameters are not signed by this Parley")
+        if secret is not None:
+            await check_stream_signature(state, secret, params)
         return await resolve_target(
-            db, agent_ref=params.get("agent"), called=start.called, tenant_ref=params.get("tenant"),
-            default_tenant=settings.telephony_tenant,
+            state.db, agent_ref=params.get("agent"), called=start.called, tenant_ref=params.get("tenant"),
+            default_tenant=state.settings.telephony_tenant,
         )  # fmt: skip
 
     return find
