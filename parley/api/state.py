@@ -57,10 +57,11 @@ class AppState:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         db = Database(settings.effective_database_url)
         await db.migrate()
-        async with db.session() as s:
-            from parley.store.calls import CallRepo
+        blobs = open_blob_store(settings)
+        from parley.calls.recovery import recover_crashed_calls
 
-            await CallRepo(s).end_stale("server-restart", worker_id=settings.worker_id)
+        # what a crash of this worker left: calls ended at their last sign of life, recordings finished
+        await recover_crashed_calls(db, blobs, settings.worker_id)
 
         async def lookup_key(secret: str) -> KeyInfo | None:
             async with db.session() as s:
@@ -81,7 +82,7 @@ class AppState:
         return cls(
             settings=settings,
             db=db,
-            blobs=open_blob_store(settings),
+            blobs=blobs,
             limiter=RateLimiter(settings.redis_url),
             auth=Authenticator(settings, lookup_key, tenant_id_for),
             nonces=NonceStore(settings.redis_url),

@@ -8,6 +8,8 @@ local WAV file, or a blob store object uploaded in parts during the call.
 
 from __future__ import annotations
 
+import struct
+import uuid
 from collections import deque
 from pathlib import Path
 from typing import Protocol
@@ -15,6 +17,33 @@ from typing import Protocol
 import numpy as np
 
 from parley.audio import WavWriter, samples_per_frame, wav_header
+
+WAV_HEADER_BYTES = 44
+
+
+def recording_key(tenant_id: uuid.UUID, call_id: uuid.UUID) -> str:
+    """Where a live call's recording is stored (and where start-up recovery looks for it)."""
+    return f"{tenant_id}/{call_id}.wav"
+
+
+def wav_format(head: bytes) -> tuple[int, int] | None:
+    """(sample rate, bytes per frame) of the 44-byte PCM16 header :func:`wav_header` writes; None otherwise."""
+    if len(head) < WAV_HEADER_BYTES or head[:4] != b"RIFF" or head[8:16] != b"WAVEfmt " or head[36:40] != b"data":
+        return None
+    channels, rate = struct.unpack_from("<HI", head, 22)
+    block = struct.unpack_from("<H", head, 32)[0]
+    return (rate, block) if rate > 0 and block > 0 and channels > 0 else None
+
+
+def fixed_wav_head(head: bytes, size: int) -> bytes:
+    """The header a streamed WAV cut off at ``size`` bytes (a crash) should have: the sizes of what is there,
+    in whole frames; empty when ``head`` is not such a header (the bytes are left alone)."""
+    fmt = wav_format(head)
+    if fmt is None:
+        return b""
+    rate, block = fmt
+    channels = struct.unpack_from("<H", head, 22)[0]
+    return wav_header(rate, channels, max(0, size - WAV_HEADER_BYTES) // block * block)
 
 
 class RecordingSink(Protocol):

@@ -11,7 +11,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -176,27 +176,53 @@ class CallRepo:
             .limit(1)
         )
 
-    async def end_stale(self, reason: str = "server-restart", worker_id: str | None = None) -> int:
-        """Ends calls still 'active' or 'dialing' that ``worker_id`` was running (all of them when None),
-        so a crash leaves complete records.
+    async def unfinished(self, worker_id: str | None = None) -> builtins.list[Call]:
+        """Calls still 'active' or 'dialing' that ``worker_id`` was running (all of them when None).
 
-        A worker restarting under a stable id (a hostname, a StatefulSet pod) closes only its own calls;
-        other workers' calls go on.
+        A worker restarting under a stable id (a hostname, a StatefulSet pod) finds only its own calls; other
+        workers' calls go on. Calls recorded with no worker (talk calls before they named theirs) count as
+        every worker's: nothing else would ever close them.
         """
-        now = utcnow()
         query = select(Call).where(Call.status.in_(("active", "dialing")))
         if worker_id is not None:
-            query = query.where(Call.worker_id == worker_id)
-        calls = await self.session.scalars(query.with_for_update())
-        n = 0
-        for call in calls:
-            call.status = "ended"
-            call.ended_at = now
-            call.end_reason = reason
-            if call.duration_s is None:
-                call.duration_s = max(0.0, (now - call.started_at).total_seconds())
-            n += 1
+            query = query.where(or_(Call.worker_id == worker_id, Call.worker_id.is_(None)))
+        return builtins.list(await self.session.scalars(query.order_by(Call.started_at)))
+
+    async def last_activity(self, call: Call) -> datetime:
+        """When the call was last known alive: its latest turn or event write, else its start."""
+        turn = await self.session.scalar(select(func.max(Turn.updated_at)).where(Turn.call_id == call.id))
+        event = await self.session.scalar(select(func.max(CallEvent.created_at)).where(CallEvent.call_id == call.id))
+        return max(t for t in (call.started_at, turn, event) if t is not None)
+
+    async def close_unfinished(
+        self,
+        call_id: uuid.UUID,
+        reason: str,
+        ended_at: datetime,
+        recording_key: str | None = None,
+        recording_bytes: int | None = None,
+    ) -> bool:
+        """Ends a call its worker never ended, at ``ended_at`` (the last sign of life, not now: the downtime is
+        no part of the call); False if it was ended meanwhile."""
+        call = await self.session.scalar(
+            select(Call).where(Call.id == call_id, Call.status.in_(("active", "dialing"))).with_for_update()
+        )
+        if call is None:
+            return False
+        ended_at = max(ended_at, call.started_at)
+        call.status, call.ended_at, call.end_reason = "ended", ended_at, reason
+        call.duration_s = (ended_at - call.started_at).total_seconds()
+        if recording_key is not None:
+            call.recording_key, call.recording_bytes = recording_key, recording_bytes
         await self.session.flush()
+        return True
+
+    async def end_stale(self, reason: str = "server-restart", worker_id: str | None = None) -> int:
+        """Ends the calls :meth:`unfinished` finds at their last sign of life, so a crash leaves complete
+        records (``parley.calls.recovery`` does this and recovers their recordings too)."""
+        n = 0
+        for call in await self.unfinished(worker_id):
+            n += await self.close_unfinished(call.id, reason, await self.last_activity(call))
         return n
 
     async def list(

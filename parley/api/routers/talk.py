@@ -27,7 +27,7 @@ from parley.api.routers.agents import find_agent
 from parley.api.schemas import TalkToken
 from parley.api.state import AppState
 from parley.calls.control import CallControl
-from parley.calls.live import CallTarget, LiveCall
+from parley.calls.live import CallInfo, CallTarget, LiveCall
 from parley.calls.session import Services
 from parley.store.agents import AgentRepo
 from parley.store.keys import ApiKeyRepo
@@ -188,8 +188,9 @@ async def talk(ws: WebSocket, agent_ref: str, state: State) -> None:
                      'or {"type": "end"}'}
                 )  # fmt: skip
 
+    info = CallInfo(caller=addr, worker_id=state.settings.worker_id)  # a restart after a crash finds its calls
     call = LiveCall(
-        target, services, state.db, state.blobs, "talk", send_audio, send_event, caller=addr, control=TalkControl()
+        target, services, state.db, state.blobs, "talk", send_audio, send_event, control=TalkControl(), info=info
     )
     try:
         reason = await call.run(audio_in())

@@ -1,8 +1,9 @@
 """Recordings in Azure Blob Storage, through the SDK's native asyncio client.
 
 A recording is a block blob built from staged blocks committed in order at close. The first block
-waits in memory until then because that is where the WAV header is patched; staged blocks are
-invisible until the commit, so an aborted recording leaves no blob (Azure drops uncommitted blocks).
+stays in memory until then because that is where the WAV header is patched (it is staged as soon as it
+fills too, and again at close); staged blocks are invisible until the commit, so an aborted recording
+leaves no blob (Azure drops uncommitted blocks), and ``recover`` commits what a crashed writer staged.
 """
 
 from __future__ import annotations
@@ -15,7 +16,18 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.storage.blob import BlobBlock, ContentSettings
 from azure.storage.blob.aio import BlobClient, BlobServiceClient, ContainerClient
 
-from .base import READ_CHUNK, BlobNotFound, BlobStore, BlobWriter, PartedWriter, check_key, check_range
+from .base import (
+    MAX_HEAD,
+    READ_CHUNK,
+    BlobNotFound,
+    BlobStore,
+    BlobWriter,
+    FixHead,
+    PartedWriter,
+    Recovered,
+    check_key,
+    check_range,
+)
 
 __all__ = ["BLOCK_SIZE", "AzureBlobStore", "AzureBlobWriter"]
 
@@ -26,6 +38,19 @@ _SEND_CHUNK = 64 * 1024
 def _block_id(number: int) -> str:
     # Every block id in a blob must have the same length, hence the fixed width.
     return base64.b64encode(f"{number:08d}".encode()).decode()
+
+
+def _block_number(block_id: str) -> int | None:
+    """The number in one of our block ids, as the SDK hands it back (decoded or not); None for others."""
+    texts = [block_id]
+    try:
+        texts.append(base64.b64decode(block_id).decode("latin-1"))
+    except ValueError:  # not base64: the SDK decoded it already
+        pass
+    for text in texts:
+        if len(text) == 8 and text.isdigit():
+            return int(text)
+    return None
 
 
 class _Body:
@@ -124,3 +149,31 @@ class AzureBlobStore(BlobStore):
 
     async def aclose(self) -> None:
         await self._service.close()
+
+    async def recover(self, key: str, fix: FixHead) -> Recovered | None:
+        """Commit the dead writer's staged blocks 1…n in a row, then stage the first again with its head patched."""
+        found = await super().recover(key, fix)
+        if found is not None:
+            return found
+        blob = self._blob(key)
+        try:
+            _, staged = await blob.get_block_list("uncommitted")
+        except ResourceNotFoundError:
+            return None
+        sizes_by_number = {_block_number(str(b.id)): int(b.size) for b in staged}
+        sizes: list[int] = []
+        while len(sizes) + 1 in sizes_by_number:
+            sizes.append(sizes_by_number[len(sizes) + 1])
+        if not sizes:
+            return None
+        blocks = [BlobBlock(block_id=_block_id(n)) for n in range(1, len(sizes) + 1)]
+        settings = ContentSettings(content_type="audio/wav")
+        await blob.commit_block_list(blocks, content_settings=settings)
+        total = sum(sizes)
+        first = bytearray(await (await blob.download_blob(offset=0, length=sizes[0])).readall())
+        head = fix(bytes(first[:MAX_HEAD]), total)
+        if head and not first.startswith(head):
+            first[: len(head)] = head
+            await blob.stage_block(_block_id(1), _Body(first), length=len(first))  # type: ignore[arg-type]
+            await blob.commit_block_list(blocks, content_settings=settings)  # the newly staged first block wins
+        return Recovered(total)

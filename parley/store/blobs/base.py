@@ -4,14 +4,29 @@ A call recording is written as it happens, for as long as the call lasts, so a w
 the whole object: it appends, uploads in parts as they fill, and at the end may patch the first bytes
 (a streaming WAV writer only learns its RIFF and data sizes when the call ends). Reads stream byte
 ranges so the API can answer HTTP Range requests without loading a recording.
+
+A writer whose process dies (``kill -9``, a lost node) leaves what reached storage behind, unfinished;
+``recover`` turns it into the object at start-up, so a crash loses at most the unsent tail.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import datetime
 
-__all__ = ["MAX_HEAD", "READ_CHUNK", "BlobNotFound", "BlobStore", "BlobWriter", "PartedWriter", "check_key"]
+__all__ = [
+    "MAX_HEAD",
+    "READ_CHUNK",
+    "BlobNotFound",
+    "BlobStore",
+    "BlobWriter",
+    "FixHead",
+    "PartedWriter",
+    "Recovered",
+    "check_key",
+]
 
 MAX_HEAD = 4096  # the most ``close(head)`` may patch: a WAV header with room for extra chunks
 READ_CHUNK = 256 * 1024  # the largest chunk ``read`` yields
@@ -19,6 +34,19 @@ READ_CHUNK = 256 * 1024  # the largest chunk ``read`` yields
 
 class BlobNotFound(Exception):
     """The key names no stored object."""
+
+
+#: ``fix(first_bytes, size)`` → the bytes to write over the start of a recovered object of ``size`` bytes
+#: (at most MAX_HEAD; empty: leave it as it is). It gets the object's first MAX_HEAD bytes or fewer.
+FixHead = Callable[[bytes, int], bytes]
+
+
+@dataclass(frozen=True)
+class Recovered:
+    """An object finished by ``recover``: its size, and when its last bytes reached storage, where known."""
+
+    size: int
+    modified: datetime | None = None
 
 
 def check_key(key: str) -> str:
@@ -78,25 +106,36 @@ class BlobStore(ABC):
     async def aclose(self) -> None:
         """Release connections."""
 
+    async def recover(self, key: str, fix: FixHead) -> Recovered | None:
+        """Finish the object a dead writer left under ``key`` from what reached storage, its head patched by
+        ``fix``; the object itself when it was finished; None when nothing of it is stored.
+
+        Only for keys whose writer is known to be dead: a live writer's parts would be taken from it.
+        """
+        size = await self.size(key)
+        return None if size is None else Recovered(size)
+
 
 class PartedWriter(BlobWriter):
     """Fills fixed-size parts, keeping the first in memory until ``close`` so the head can be patched into it.
 
-    Later parts are handed to ``_upload_part`` as each fills, so memory stays about two parts. An object that
-    never fills a part goes up in one ``_put_whole`` call. Subclasses supply the four transport calls.
+    Every part, the first included, is handed to ``_upload_part`` as it fills, so memory stays about two parts
+    and a crash loses only the part being filled (``recover`` assembles the rest); the first goes up once more
+    at close with the head patched in. An object that never fills a part goes up in one ``_put_whole`` call.
+    Subclasses supply the four transport calls.
     """
 
     def __init__(self, part_size: int) -> None:
         self._part_size = part_size
         self._first: bytearray | None = None
         self._buf = bytearray()
-        self._parts = 0  # parts handed to _upload_part, numbered from 2
+        self._parts = 0  # parts handed to _upload_part after the first, numbered from 2
         self._size = 0
         self._done = False
 
     @abstractmethod
     async def _upload_part(self, number: int, data: bytearray) -> None:
-        """Upload part ``number`` (≥ 2 while writing; 1, the patched first part, at close)."""
+        """Upload part ``number`` (numbered from 1; the first again, patched, at close: the later one counts)."""
 
     @abstractmethod
     async def _complete(self, count: int) -> None:
@@ -126,6 +165,7 @@ class PartedWriter(BlobWriter):
         full, self._buf = self._buf, bytearray()
         if self._first is None:
             self._first = full
+            await self._upload_part(1, full)  # as written (the head unpatched): what a crash leaves is complete
         else:
             self._parts += 1
             await self._upload_part(self._parts + 1, full)
@@ -141,9 +181,6 @@ class PartedWriter(BlobWriter):
                 self._buf[: len(head)] = head
                 self._size = len(self._buf)
                 await self._put_whole(self._buf)
-            elif self._parts == 0 and not self._buf:  # exactly one part
-                self._first[: len(head)] = head
-                await self._put_whole(self._first)
             else:
                 if self._buf:
                     self._parts += 1

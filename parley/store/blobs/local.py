@@ -2,23 +2,27 @@
 
 File I/O runs in worker threads so a slow disk never stalls the event loop that carries live audio.
 Writes go to a hidden temporary file renamed into place at close, so a reader never sees half a
-recording and an aborted one leaves nothing behind.
+recording and an aborted one leaves nothing behind. What is written reaches the file at least every
+second, so a process killed mid-call leaves all but that last second there for ``recover``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from .base import MAX_HEAD, READ_CHUNK, BlobNotFound, BlobStore, BlobWriter, check_key, check_range
+from .base import MAX_HEAD, READ_CHUNK, BlobNotFound, BlobStore, BlobWriter, FixHead, Recovered, check_key, check_range
 
 __all__ = ["LocalBlobStore", "LocalBlobWriter"]
 
 _WRITE_BUFFER = 256 * 1024  # batch small audio frames into one thread hop and one write(2)
+_WRITE_EVERY_S = 1.0  # …but hand them to the OS at least this often: a crash loses no more than this
 
 
 class LocalBlobWriter(BlobWriter):
@@ -27,16 +31,18 @@ class LocalBlobWriter(BlobWriter):
         self._buf = bytearray()
         self._size = 0
         self._done = False
+        self._flushed_at = time.monotonic()
 
     async def write(self, data: bytes) -> None:
         if self._done:
             raise RuntimeError("write after close or abort")
         self._buf += data
         self._size += len(data)
-        if len(self._buf) >= _WRITE_BUFFER:
+        if len(self._buf) >= _WRITE_BUFFER or time.monotonic() - self._flushed_at >= _WRITE_EVERY_S:
             await self._flush()
 
     async def _flush(self) -> None:
+        self._flushed_at = time.monotonic()
         if self._buf:
             data, self._buf = self._buf, bytearray()
             await asyncio.to_thread(self._file.write, data)
@@ -85,6 +91,11 @@ class LocalBlobStore(BlobStore):
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)
 
+    @staticmethod
+    def _parts(path: Path) -> list[Path]:
+        """The temporary files of writers of ``path`` (one per writer that never closed)."""
+        return list(path.parent.glob(f".{path.name}.*.part")) if path.parent.is_dir() else []
+
     async def writer(self, key: str, content_type: str = "audio/wav") -> BlobWriter:
         path = self._path(key)
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
@@ -128,3 +139,30 @@ class LocalBlobStore(BlobStore):
 
     async def aclose(self) -> None:
         return None
+
+    async def recover(self, key: str, fix: FixHead) -> Recovered | None:
+        """Rename the dead writer's temporary file into place (the largest, if several), its head patched."""
+        return await asyncio.to_thread(self._recover, self._path(key), fix)
+
+    def _recover(self, path: Path, fix: FixHead) -> Recovered | None:
+        parts = sorted(self._parts(path), key=lambda p: p.stat().st_size)
+        if path.exists():
+            for stale in parts:
+                stale.unlink(missing_ok=True)
+            return Recovered(path.stat().st_size)
+        if not parts:
+            return None
+        best = parts.pop()
+        for stale in parts:
+            stale.unlink(missing_ok=True)
+        modified = datetime.fromtimestamp(best.stat().st_mtime, UTC)
+        with open(best, "r+b") as file:
+            size = os.fstat(file.fileno()).st_size
+            head = fix(file.read(MAX_HEAD), size)
+            if head:
+                file.seek(0)
+                file.write(head)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(best, path)
+        return Recovered(max(size, len(head)), modified)

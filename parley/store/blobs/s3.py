@@ -2,7 +2,8 @@
 
 boto3 is synchronous, so each call runs in a worker thread; its clients are thread-safe and pool
 connections. Recordings go up as multipart uploads whose first part waits in memory until the end,
-because that is where the WAV header is patched (S3 objects cannot be modified once written).
+because that is where the WAV header is patched (S3 objects cannot be modified once written); it is
+uploaded as soon as it fills too, so a crash leaves every full part in the upload for ``recover``.
 """
 
 from __future__ import annotations
@@ -12,15 +13,28 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import boto3
+import structlog
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from .base import READ_CHUNK, BlobNotFound, BlobStore, BlobWriter, PartedWriter, check_key, check_range
+from .base import (
+    MAX_HEAD,
+    READ_CHUNK,
+    BlobNotFound,
+    BlobStore,
+    BlobWriter,
+    FixHead,
+    PartedWriter,
+    Recovered,
+    check_key,
+    check_range,
+)
 
 __all__ = ["PART_SIZE", "S3BlobStore", "S3BlobWriter"]
 
 PART_SIZE = 5 * 1024 * 1024  # S3's minimum size for every part but the last
 _MISSING = {"404", "NoSuchKey", "NotFound"}
+log = structlog.get_logger(__name__)
 
 
 def _code(error: ClientError) -> str:
@@ -163,3 +177,78 @@ class S3BlobStore(BlobStore):
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self._client.close)
+
+    async def recover(self, key: str, fix: FixHead) -> Recovered | None:
+        """Complete the dead writer's multipart upload from its parts 1…n in a row, then patch the head."""
+        found = await super().recover(key, fix)
+        if found is not None:
+            return found
+        name = self._name(key)
+        listed = await asyncio.to_thread(self._client.list_multipart_uploads, Bucket=self.bucket, Prefix=name)
+        uploads = sorted((u for u in listed.get("Uploads", []) if u["Key"] == name), key=lambda u: u["Initiated"])
+        recovered = None
+        for upload in reversed(uploads):  # the newest one that has a first part wins; the rest are dropped
+            parts = [] if recovered else await self._parts_in_a_row(name, upload["UploadId"])
+            if not parts:
+                await asyncio.to_thread(
+                    self._client.abort_multipart_upload, Bucket=self.bucket, Key=name, UploadId=upload["UploadId"]
+                )
+                continue
+            await asyncio.to_thread(
+                self._client.complete_multipart_upload, Bucket=self.bucket, Key=name, UploadId=upload["UploadId"],
+                MultipartUpload={"Parts": [{"PartNumber": p["PartNumber"], "ETag": p["ETag"]} for p in parts]},
+            )  # fmt: skip
+            recovered = Recovered(sum(int(p["Size"]) for p in parts), max(p["LastModified"] for p in parts))
+            try:
+                await self._patch_head(name, [int(p["Size"]) for p in parts], recovered.size, fix)
+            except ClientError as exc:  # the object stands as uploaded (a WAV that says "to the end")
+                log.warning("blob_recovery_head_not_patched", key=name, error=str(exc))
+        return recovered
+
+    async def _parts_in_a_row(self, name: str, upload_id: str) -> list[dict[str, Any]]:
+        parts: list[dict[str, Any]] = []
+        marker = 0
+        while True:
+            page = await asyncio.to_thread(
+                self._client.list_parts, Bucket=self.bucket, Key=name, UploadId=upload_id, PartNumberMarker=marker
+            )
+            parts += page.get("Parts", [])
+            if not page.get("IsTruncated"):
+                break
+            marker = int(page["NextPartNumberMarker"])
+        in_a_row: list[dict[str, Any]] = []
+        for part in sorted(parts, key=lambda p: int(p["PartNumber"])):
+            if int(part["PartNumber"]) != len(in_a_row) + 1:
+                break  # a gap: what follows it cannot be placed
+            in_a_row.append(part)
+        return in_a_row
+
+    async def _patch_head(self, name: str, sizes: list[int], total: int, fix: FixHead) -> None:
+        """Rewrite the object with a patched head: the first part uploaded again, the others copied server-side."""
+        got = await asyncio.to_thread(
+            self._client.get_object, Bucket=self.bucket, Key=name, Range=f"bytes=0-{sizes[0] - 1}"
+        )
+        first = bytearray(await asyncio.to_thread(got["Body"].read))
+        head = fix(bytes(first[:MAX_HEAD]), total)
+        if not head or first.startswith(head):
+            return
+        first[: len(head)] = head
+        writer = S3BlobWriter(self._client, self.bucket, name, "audio/wav", self._part_size)
+        writer._upload_id = str(
+            (
+                await asyncio.to_thread(
+                    self._client.create_multipart_upload, Bucket=self.bucket, Key=name, ContentType="audio/wav"
+                )
+            )["UploadId"]
+        )
+        await writer._upload_part(1, first)
+        start = sizes[0]
+        for number, size in enumerate(sizes[1:], 2):
+            copied = await asyncio.to_thread(
+                self._client.upload_part_copy, Bucket=self.bucket, Key=name, UploadId=writer._upload_id,
+                PartNumber=number, CopySource={"Bucket": self.bucket, "Key": name},
+                CopySourceRange=f"bytes={start}-{start + size - 1}",
+            )  # fmt: skip
+            writer._etags[number] = str(copied["CopyPartResult"]["ETag"])
+            start += size
+        await writer._complete(len(sizes))

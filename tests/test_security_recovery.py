@@ -1,0 +1,159 @@
+"""A crash (``kill -9``) mid-call loses neither the recording nor the call record.
+
+The stores' recovery runs against the real servers (SeaweedFS, Azurite) with a writer abandoned mid-stream,
+as a killed process leaves it; the whole path runs against a real `parley serve` killed with SIGKILL during a
+talk call and started again on the same data directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import signal
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import websockets
+
+from parley.audio import read_wav, wav_header
+from parley.calls.recorder import BlobSink, fixed_wav_head
+from parley.store.blobs import BlobStore, LocalBlobStore
+from parley.store.blobs.azure import AzureBlobStore
+from parley.store.blobs.s3 import PART_SIZE, S3BlobStore
+
+from .servers import BUCKET, CONTAINER, S3_KEY, S3_SECRET, s3_client
+from .service import BACKENDS, Service, backend_env, running_service
+
+RATE = 16000
+SECOND = RATE * 2 * 2  # bytes of stereo PCM16 a second
+PART = {"local": 256 * 1024, "s3": PART_SIZE, "azure": 64 * 1024}  # local: its write buffer; S3's minimum part
+
+
+def _open(kind: str, request: pytest.FixtureRequest, root: Path) -> BlobStore:
+    if kind == "local":
+        return LocalBlobStore(root)
+    if kind == "s3":
+        endpoint = request.getfixturevalue("seaweedfs")
+        return S3BlobStore(BUCKET, "crash", endpoint_url=endpoint, access_key_id=S3_KEY, secret_access_key=S3_SECRET)
+    return AzureBlobStore(request.getfixturevalue("azurite"), CONTAINER, "crash", block_size=PART["azure"])
+
+
+@pytest.fixture(params=["local", "s3", "azure"])
+async def stores(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tuple[BlobStore, BlobStore, int]]:
+    """The store the dead process wrote with, the restarted process's own, and the most a crash may lose."""
+    dead, fresh = _open(request.param, request, tmp_path), _open(request.param, request, tmp_path)
+    yield dead, fresh, PART[request.param]
+    await dead.aclose()
+    await fresh.aclose()
+
+
+async def test_a_recording_cut_by_a_crash_is_recovered_as_a_valid_wav(
+    stores: tuple[BlobStore, BlobStore, int],
+) -> None:
+    dead, fresh, part = stores
+    key = f"{uuid.uuid4()}/{uuid.uuid4()}.wav"
+    rng = np.random.default_rng(5)
+    audio = rng.integers(-3000, 3000, size=int(2.5 * part) // 4 * 2, dtype="<i2").tobytes()  # 2½ parts
+    sink = BlobSink(await dead.writer(key), RATE)
+    for i in range(0, len(audio), SECOND // 50 * 25):  # half a second at a time, as the recorder writes
+        await sink.write(audio[i : i + SECOND // 50 * 25])
+    # the process dies here: no close, no abort
+    assert await fresh.size(key) is None, "nothing is visible before recovery"
+    recovered = await fresh.recover(key, fixed_wav_head)
+    assert recovered is not None
+    stored = b"".join([chunk async for chunk in fresh.read(key)])
+    assert len(stored) == recovered.size
+    kept = len(stored) - 44
+    # every full part (local: every full write buffer) reached storage; only the tail is lost
+    assert kept >= len(audio) - part, (kept, len(audio))
+    assert stored[:44] == wav_header(RATE, 2, kept // 4 * 4)
+    assert stored[44:] == audio[:kept]
+    wav = read_wav(stored)
+    assert wav.sample_rate == RATE and abs(wav.duration - kept / SECOND) < 0.01
+    # a second recovery finds the finished object and changes nothing
+    again = await fresh.recover(key, fixed_wav_head)
+    assert again is not None and again.size == recovered.size
+    if isinstance(fresh, S3BlobStore):
+        uploads = s3_client(fresh._client.meta.endpoint_url).list_multipart_uploads(Bucket=BUCKET, Prefix="crash/")
+        assert [u for u in uploads.get("Uploads", []) if u["Key"].endswith(key)] == []
+
+
+async def test_nothing_stored_recovers_nothing(stores: tuple[BlobStore, BlobStore, int]) -> None:
+    _, fresh, _ = stores
+    assert await fresh.recover(f"{uuid.uuid4()}/{uuid.uuid4()}.wav", fixed_wav_head) is None
+
+
+# --- a real server killed mid-call ---------------------------------------------------------------------------
+
+TALKER = {
+    "name": "long-talker",
+    "system_prompt": "Say the greeting.",
+    "greeting": "Thank you for calling, please hold while we talk for a long while. " * 20,
+    "vad": {"provider": "energy"},
+    "stt": {"provider": "canned", "options": {"text": "hello"}},
+    "llm": {"provider": "canned", "options": {"default": "Still here."}},
+    "tts": {"provider": "tone", "fallback": None},
+    "interruptions": {"enabled": False},
+}
+
+
+async def _talk_then_kill(service: Service, key: str, agent_id: str, seconds: float) -> tuple[str, float]:
+    """Stream silence for ``seconds`` of call, then SIGKILL the server mid-call; (call id, seconds of call)."""
+    url = service.url.replace("http", "ws", 1) + f"/v1/agents/{agent_id}/talk"
+    headers = {"Authorization": f"Bearer {key}"}
+    async with websockets.connect(url, additional_headers=headers, max_size=2**20, ping_interval=None) as ws:
+        first = json.loads(await ws.recv())
+        assert first["type"] == "call", first
+        start = time.monotonic()
+        k = 0
+        while (elapsed := time.monotonic() - start) < seconds:
+            await ws.send(bytes(640))
+            k += 1
+            await asyncio.sleep(max(0.0, start + k * 0.02 - time.monotonic()))
+            while True:  # drain what the agent sent
+                try:
+                    await asyncio.wait_for(ws.recv(), 0.001)
+                except TimeoutError:
+                    break
+        os.kill(service.pid, signal.SIGKILL)
+    return str(first["call_id"]), elapsed
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_killed_server_ends_the_call_and_keeps_its_recording(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    talked = 6.0
+    with backend_env(backend, request) as env:
+        env["PARLEY_WORKER_ID"] = "worker-1"
+        with running_service(tmp_path, **env) as service:
+            key = service.create_key("crashers")
+            with service.client(key) as c:
+                agent = c.post("/v1/agents", json=TALKER)
+                assert agent.status_code == 201, agent.text
+            call_id, talked = asyncio.run(_talk_then_kill(service, key, agent.json()["id"], talked))
+        time.sleep(4)  # downtime: no part of the call
+        with running_service(tmp_path, **env) as service, service.client(key) as c:
+            call = c.get(f"/v1/calls/{call_id}").json()
+            assert call["status"] == "ended" and call["end_reason"] == "worker-crashed", call
+            assert talked - 2.5 <= call["duration_s"] <= talked + 1.5, (call["duration_s"], talked)
+            rec = c.get(f"/v1/calls/{call_id}/recording")
+            if "s3" in backend:  # a 6 s call fills no 5 MiB part: nothing of it reached S3
+                assert rec.status_code == 404
+                return
+            assert rec.status_code == 200, rec.text
+            wav = read_wav(io.BytesIO(rec.content).getvalue())
+            assert wav.channels == 2 and talked - 2.5 <= wav.duration <= talked + 0.5, (wav.duration, talked)
+            agent_side = np.asarray(wav.samples)[:, 1] if np.asarray(wav.samples).ndim == 2 else None
+            assert agent_side is None or np.abs(agent_side).max() > 0, "the agent's greeting is in the recording"
+            assert not list(tmp_path.rglob("*.part")), "no orphaned part files are left"
+            # and a second restart leaves the record as it is
+            listed: list[dict[str, Any]] = c.get("/v1/calls").json()
+            assert [x["status"] for x in listed] == ["ended"]
