@@ -54,6 +54,14 @@ class Settings(BaseSettings):
     sip_host: str = Field("127.0.0.1", description="address the SIP endpoint binds")
     sip_advertised_host: str | None = Field(None, description="address put in Contact/SDP (default: sip_host)")
     sip_rtp_ports: str = Field("20000-20999", description="UDP port range for RTP media")
+    sip_ack_timeout_s: float = Field(
+        10.0, gt=0, le=32, description="a 200 OK not ACKed by then ends the call and frees its RTP port (RFC: 32)"
+    )
+    sip_max_unacked_per_source: int = Field(
+        10, ge=0, description="INVITEs being answered and not yet ACKed per source address; beyond: 486 (0: no cap)"
+    )
+    sip_invites_per_s: float = Field(5.0, ge=0, description="new INVITEs a second per source address (0: no limit)")
+    sip_invite_burst: int = Field(20, ge=1, description="INVITEs one source may send at once before the rate applies")
     sip_trunk_uri: str | None = Field(None, description="outbound calls: sip:trunk.example.com[:port]")
     sip_trunk_username: str | None = None
     sip_trunk_password: SecretStr | None = None

@@ -85,7 +85,10 @@ class SipCall:
 
     async def apply(self, params: MediaParams) -> None:
         """Point the RTP session at what the SDP settled (first time and on every re-INVITE)."""
-        host = (await self.ep.resolve((params.remote_host, params.remote_port)))[0]
+        try:
+            host = (await self.ep.resolve((params.remote_host, params.remote_port)))[0]
+        except OSError as exc:
+            raise SdpError(str(exc)) from None
         codec = PCMU if params.encoding == "PCMU" else PCMA
         self.session.configure((host, params.remote_port), codec, params.dtmf_payload_type)
         was_held = self.session.on_hold
@@ -105,18 +108,23 @@ class SipCall:
     # --- 2xx reliability --------------------------------------------------------------------------------
 
     def send_2xx(self, txn: ServerTransaction, response: Response) -> None:
-        """Send a 2xx to an INVITE and keep sending it (T1 doubling to T2) until the ACK, for 64*T1."""
+        """Send a 2xx to an INVITE and keep sending it (T1 doubling to T2) until the ACK.
+
+        RFC 3261 gives up after 64*T1 (32 s); an INVITE never ACKed holds an RTP port and loaded models all
+        that time, so Parley gives up after ``sip_ack_timeout_s`` (10 s: five sends) and frees them.
+        """
         txn.respond(response)
         self._pending = (txn.request.cseq[0], response, txn.addr)
         self._schedule_2xx(T1, 0.0)
 
     def _schedule_2xx(self, interval: float, elapsed: float) -> None:
-        self._retransmit = self.ep.loop.call_later(interval, self._resend_2xx, interval, elapsed + interval)
+        delay = min(interval, max(0.0, self.ep.settings.sip_ack_timeout_s - elapsed))  # give up on time
+        self._retransmit = self.ep.loop.call_later(delay, self._resend_2xx, interval, elapsed + delay)
 
     def _resend_2xx(self, interval: float, elapsed: float) -> None:
         if self._pending is None or self.terminated:
             return
-        if elapsed >= 64 * T1:
+        if elapsed >= self.ep.settings.sip_ack_timeout_s - 1e-6:
             log.warning("sip_no_ack", call_id=self.dialog.call_id)
             self._pending = None
             self.spawn(self.finish("no-ack"))
@@ -189,9 +197,13 @@ class SipCall:
         except SdpError as exc:
             txn.respond(response_to(request, 400, "Bad SDP", headers=[("Warning", f'399 parley "{exc}"'[:150])]))
             return
+        try:
+            if params is not None:
+                await self.apply(params)
+        except SdpError as exc:
+            txn.respond(response_to(request, 488, headers=[("Warning", f'305 parley "{exc}"'[:150])]))
+            return
         self.dialog.update_target(request)
-        if params is not None:
-            await self.apply(params)
         headers = [("Contact", self.ep.contact), ("Allow", ALLOW), ("Supported", ""),
                    ("Content-Type", "application/sdp"), ("User-Agent", "Parley")]  # fmt: skip
         self.send_2xx(txn, response_to(request, 200, to_tag=self.dialog.local_tag, headers=headers, body=body))
@@ -238,7 +250,11 @@ class SipCall:
         if self._retransmit is not None:
             self._retransmit.cancel()
         bye = self.dialog.request("BYE", self.ep.via_host, self.ep.contact)
-        response = await self.send_request(bye)
+        try:
+            response = await self.send_request(bye)
+        except OSError as exc:  # the far end's Contact names a host that does not resolve
+            log.info("sip_bye_unroutable", call_id=self.dialog.call_id, error=str(exc)[:200])
+            return
         if response.status >= 300:
             log.info("sip_bye_refused", call_id=self.dialog.call_id, status=response.status)
 

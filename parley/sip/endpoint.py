@@ -28,16 +28,20 @@ from parley.telephony.routing import NoSuchAgent, resolve_target
 
 from .call import SipCall
 from .dialog import ALLOW, Dialog, DialogKey
+from .guard import InviteGuard, Refusal
 from .media import RtpSession
 from .message import Request, Response, SipParseError, SipUri, new_tag, response_to
 from .sdp import NoCommonCodec, SdpError, SessionDescription, answer_offer
 from .transactions import Addr, ServerKey, ServerTransaction, TransactionLayer
+from .uri import number
 
 log = structlog.get_logger(__name__)
 
 KNOWN_METHODS = frozenset({"REGISTER", "SUBSCRIBE", "PUBLISH", "MESSAGE", "UPDATE", "PRACK", "REFER"})
 SUPPORTED_EXTENSIONS: frozenset[str] = frozenset()
 SHUTDOWN_GRACE_S = 5.0
+NO_PORT_RETRY_S = 5  # Retry-After when every RTP port is taken, and at shutdown
+DNS_TIMEOUT_S = 2.0
 
 
 def parse_port_range(text: str) -> tuple[int, int]:
@@ -66,6 +70,9 @@ class SipEndpoint:
         self._results: dict[uuid.UUID, str] = {}
         self._invites: set[tuple[str, str, int]] = set()  # INVITEs being answered or answered: merged copies get 482
         self._malformed: dict[str, tuple[float, int]] = {}
+        self._refused: dict[str, tuple[float, int]] = {}
+        self.guard = InviteGuard(settings.sip_invites_per_s, settings.sip_invite_burst,
+                                 settings.sip_max_unacked_per_source, settings.sip_ack_timeout_s)  # fmt: skip
         self._dns: dict[str, str] = {}
         self.stopping = False
         # the socket and its loop exist once start() ran
@@ -125,7 +132,10 @@ class SipEndpoint:
         self._invites.discard(call.invite_ident)
 
     async def resolve(self, addr: tuple[str, int]) -> Addr:
-        """An address to send to (A/AAAA lookup only; SRV/NAPTR are not used)."""
+        """An address to send to (A/AAAA lookup only; SRV/NAPTR are not used); OSError if there is none.
+
+        Names come from peers (Contact, SDP): a lookup is bounded in time and the cache in size.
+        """
         host, port = addr
         try:
             ipaddress.ip_address(host)
@@ -134,7 +144,13 @@ class SipEndpoint:
             pass
         if host not in self._dns:
             family = socket.AF_INET6 if ":" in self.bind_host else socket.AF_INET
-            infos = await self.loop.getaddrinfo(host, port, family=family, type=socket.SOCK_DGRAM)
+            try:
+                lookup = self.loop.getaddrinfo(host, port, family=family, type=socket.SOCK_DGRAM)
+                infos = await asyncio.wait_for(lookup, DNS_TIMEOUT_S)
+            except (TimeoutError, UnicodeError) as exc:
+                raise OSError(f"cannot resolve {host[:60]!r}: {exc or 'timeout'}") from None
+            if len(self._dns) >= 1000:
+                self._dns.clear()
             self._dns[host] = str(infos[0][4][0])
         return (self._dns[host], port)
 
@@ -150,6 +166,25 @@ class SipEndpoint:
             self._malformed[addr[0]] = (since, count + 1)
         if len(self._malformed) > 10_000:
             self._malformed.clear()
+
+    def _note_refused(self, why: str, addr: Addr, **fields: Any) -> None:
+        """One warning per source, reason and minute, with a count: refusing a flood must not flood the log."""
+        now, key = time.monotonic(), f"{addr[0]} {why}"
+        since, count = self._refused.get(key, (0.0, 0))
+        if now - since >= 60:
+            log.warning("sip_invite_refused", source=addr[0], why=why, suppressed=count, **fields)
+            self._refused[key] = (now, 0)
+        else:
+            self._refused[key] = (since, count + 1)
+        if len(self._refused) > 10_000:
+            self._refused.clear()
+
+    def _refuse(self, txn: ServerTransaction, refusal: Refusal) -> None:
+        """Over the source's INVITE rate (503) or unacknowledged-dialog cap (486): say when to come back."""
+        why = "rate" if refusal.status == 503 else "unacked-cap"
+        self._note_refused(why, txn.source, unacked=self.guard.unacked.get(txn.source[0], 0))
+        headers = [("Retry-After", str(refusal.retry_after))]
+        txn.respond(response_to(txn.request, refusal.status, refusal.reason, headers=headers))
 
     # --- the transaction user ---------------------------------------------------------------------------
 
@@ -176,9 +211,12 @@ class SipEndpoint:
             if ident in self._invites:  # the same INVITE by another path (RFC 3261 section 8.2.2.2)
                 txn.respond(response_to(request, 482, "Loop Detected"))
                 return
+            if (refusal := self.guard.admit(txn.source[0])) is not None:
+                self._refuse(txn, refusal)
+                return
             self._invites.add(ident)
             flags = [True]
-            self._setups[txn.key] = (self.spawn(self._incoming(txn, flags)), flags)
+            self._setups[txn.key] = (self.spawn(self._incoming(txn, flags, txn.source[0])), flags)
         elif method == "OPTIONS":
             headers = [("Allow", ALLOW), ("Accept", "application/sdp"), ("Supported", ""), ("User-Agent", "Parley")]
             txn.respond(response_to(request, 200, headers=headers))
@@ -198,10 +236,10 @@ class SipEndpoint:
             SipUri.parse(request.uri)
         except SipParseError as exc:
             return response_to(request, 400, "Bad Request-URI", headers=[("Warning", f'399 parley "{exc}"'[:150])])
-        forwards = (request.headers.get("Max-Forwards") or "70").strip()
-        if not forwards.isdigit():
+        forwards = number(request.headers.get("Max-Forwards") or "70")
+        if forwards is None:
             return response_to(request, 400, "Bad Max-Forwards")
-        if int(forwards) == 0 and request.method != "OPTIONS":
+        if forwards == 0 and request.method != "OPTIONS":
             return response_to(request, 483)
         required = [t.strip() for v in request.headers.get_all("Require") for t in v.split(",") if t.strip()]
         unsupported = [t for t in required if t not in SUPPORTED_EXTENSIONS]
@@ -226,7 +264,10 @@ class SipEndpoint:
         from .dialog import uri_address
 
         if call.ack_for_2xx is not None:
-            self.layer.send(call.ack_for_2xx, await self.resolve(uri_address(call.dialog.next_hop())))
+            try:
+                self.layer.send(call.ack_for_2xx, await self.resolve(uri_address(call.dialog.next_hop())))
+            except OSError:
+                pass  # the far end's Contact does not resolve: the first ACK went the same way
 
     def _cancel(self, txn: ServerTransaction) -> None:
         """RFC 3261 section 9.2: 200 for the CANCEL; 487 for the INVITE if it is still unanswered."""
@@ -257,7 +298,51 @@ class SipEndpoint:
         except NoSuchAgent:
             return await resolve_target(self.db, called=user, default_tenant=tenant)
 
-    async def _incoming(self, txn: ServerTransaction, by_caller: list[bool]) -> None:
+    async def _incoming(self, txn: ServerTransaction, by_caller: list[bool], source: str) -> None:
+        """Answer an INVITE and hold its call; until the ACK it counts against its source's unacked cap."""
+        try:
+            call = await self._answer(txn, by_caller)
+            if call is None:
+                return
+            await call.acked.wait()  # set by the ACK, and by the 2xx's timeout or shutdown (finish)
+        finally:
+            self.guard.release(source)
+        await call.run()
+
+    async def _offer(self, txn: ServerTransaction) -> tuple[bool, SessionDescription | None]:
+        """The INVITE's SDP offer, or (False, None) once answered 415/488/400: checked before any port or model."""
+        request = txn.request
+        if not request.body:
+            return True, None
+        if request.content_type != "application/sdp":
+            txn.respond(response_to(request, 415, headers=[("Accept", "application/sdp")]))
+            return False, None
+        try:
+            offer = SessionDescription.parse(request.body)
+            _, params = answer_offer(offer, self.advertised_host, 9, 0, 0)
+            await self.resolve((params.remote_host, params.remote_port))
+        except OSError as exc:
+            txn.respond(response_to(request, 488, headers=[("Warning", f'305 parley "{exc}"'[:150])]))
+            return False, None
+        except NoCommonCodec as exc:
+            txn.respond(response_to(request, 488, headers=[("Warning", f'305 parley "{exc}"'[:150])]))
+            return False, None
+        except SdpError as exc:
+            txn.respond(response_to(request, 400, "Bad SDP", headers=[("Warning", f'399 parley "{exc}"'[:150])]))
+            return False, None
+        return True, offer
+
+    async def _open_rtp(self, txn: ServerTransaction) -> RtpSession | None:
+        """An RTP port for the call, or None once answered 503 with Retry-After (every port is taken)."""
+        try:
+            return await RtpSession.open(self.bind_host, self.rtp_ports)
+        except OSError as exc:
+            self._note_refused("no-rtp-port", txn.source, error=str(exc))
+            txn.respond(response_to(txn.request, 503, headers=[("Retry-After", str(NO_PORT_RETRY_S))]))
+            return None
+
+    async def _answer(self, txn: ServerTransaction, by_caller: list[bool]) -> SipCall | None:
+        """100, route, check the offer, take an RTP port, 180 while the models load, then the 200 with SDP."""
         request = txn.request
         txn.respond(response_to(request, 100))
         tag = new_tag()
@@ -270,28 +355,14 @@ class SipEndpoint:
                 target = await self.route(uri.user_text or "")
             except NoSuchAgent as exc:
                 txn.respond(response_to(request, 404, headers=[("Warning", f'399 parley "{exc}"'[:150])]))
-                return
-            offer = None
-            if request.body:
-                if request.content_type != "application/sdp":
-                    txn.respond(response_to(request, 415, headers=[("Accept", "application/sdp")]))
-                    return
-                try:
-                    offer = SessionDescription.parse(request.body)
-                    answer_offer(offer, self.advertised_host, 9, 0, 0)  # refuse before loading any model
-                except NoCommonCodec as exc:
-                    txn.respond(response_to(request, 488, headers=[("Warning", f'305 parley "{exc}"'[:150])]))
-                    return
-                except SdpError as exc:
-                    txn.respond(response_to(request, 400, "Bad SDP",
-                                            headers=[("Warning", f'399 parley "{exc}"'[:150])]))  # fmt: skip
-                    return
+                return None
+            acceptable, offer = await self._offer(txn)
+            if not acceptable or (session := await self._open_rtp(txn)) is None:
+                return None  # refused before any model loads
             txn.respond(response_to(request, 180, to_tag=tag, record_route=True, headers=[("Contact", self.contact)]))
             services = await load_services(target)
-            session = await RtpSession.open(self.bind_host, self.rtp_ports)
-            caller = request.from_.uri.user_text
-            info = CallInfo(caller=caller, called=uri.user_text, direction="inbound", provider_call_id=request.call_id,
-                            worker_id=self.settings.worker_id)  # fmt: skip
+            info = CallInfo(caller=request.from_.uri.user_text, called=uri.user_text, direction="inbound",
+                            provider_call_id=request.call_id, worker_id=self.settings.worker_id)  # fmt: skip
             call = SipCall(self, Dialog.as_uas(request, tag), target, services, session, info, random.getrandbits(31))
             call.invite_ident = (request.call_id, request.from_.tag or "", request.cseq[0])
             services = session = None  # the call owns them now
@@ -302,22 +373,17 @@ class SipEndpoint:
                        ("Content-Type", "application/sdp"), ("User-Agent", "Parley")]  # fmt: skip
             self.calls[call.dialog.key] = call
             call.send_2xx(txn, response_to(request, 200, to_tag=tag, record_route=True, headers=headers, body=body))
+            return call
         except asyncio.CancelledError:
-            status = 487 if by_caller[0] else 503
-            txn.respond(response_to(request, status, to_tag=tag))
-            if call is not None:
-                self.forget(call)
-                call.session.close()
-                await asyncio.shield(call.services.aclose())
-            return
+            extra = [] if by_caller[0] else [("Retry-After", str(NO_PORT_RETRY_S))]
+            txn.respond(response_to(request, 487 if by_caller[0] else 503, to_tag=tag, headers=extra))
+            await self._drop(call)
+            return None
         except Exception:
             log.exception("sip_invite_failed", call_id=request.call_id)
             txn.respond(response_to(request, 500, to_tag=tag))
-            if call is not None:
-                self.forget(call)
-                call.session.close()
-                await call.services.aclose()
-            return
+            await self._drop(call)
+            return None
         finally:
             self._setups.pop(txn.key, None)
             if call is None or call.dialog.key not in self.calls:
@@ -326,7 +392,13 @@ class SipEndpoint:
                 session.close()
             if services is not None:
                 await asyncio.shield(services.aclose())
-        await call.run()
+
+    async def _drop(self, call: SipCall | None) -> None:
+        """A call set up but not answered after all (CANCEL raced the 200, shutdown, a bug): free it now."""
+        if call is not None:
+            self.forget(call)
+            call.session.close()
+            await asyncio.shield(call.services.aclose())
 
     # --- outbound calls ---------------------------------------------------------------------------------
 
@@ -361,13 +433,42 @@ class SipEndpoint:
 
 
 async def load_services(target: CallTarget) -> Services:
-    """Load the agent's models; if the caller gives up meanwhile, close them once they are loaded."""
-    loading = asyncio.ensure_future(Services.create(target.document))
+    """Load the agent's models for an INVITE; abandoned (CANCEL, shutdown), the load stops where it can.
+
+    Creating the providers runs in threads that cannot be stopped: that part finishes and is closed. Their
+    preparation (warming the model on the prompt, a test synthesis) is cancelled and the providers closed at
+    once, so an INVITE that is given up costs no more CPU than it already has.
+    """
+    doc = target.document
+    creating = asyncio.ensure_future(_create_services(target))
     try:
-        return await asyncio.shield(loading)
+        services = await asyncio.shield(creating)
     except asyncio.CancelledError:
-        loading.add_done_callback(_close_loaded)
+        creating.add_done_callback(_close_loaded)
         raise
+    try:
+        await services.prepare(doc)
+    except BaseException:
+        await asyncio.shield(services.aclose())
+        raise
+    return services
+
+
+async def _create_services(target: CallTarget) -> Services:
+    """``Services.create`` without its preparation step (which :func:`load_services` makes cancellable)."""
+    from parley.services.llm.base import registry as llm_registry
+    from parley.services.stt.base import registry as stt_registry
+    from parley.services.tts.fallback import create_tts
+    from parley.services.vad.base import registry as vad_registry
+
+    doc = target.document
+    vad = vad_registry.create(doc.vad.provider, doc.vad.options)
+    stt, llm, tts = await asyncio.gather(
+        asyncio.to_thread(stt_registry.create, doc.stt.provider, doc.stt.options),
+        asyncio.to_thread(llm_registry.create, doc.llm.provider, doc.llm.options),
+        asyncio.to_thread(create_tts, doc.tts.provider, doc.tts.options, doc.tts.fallback),
+    )
+    return Services(vad=vad, stt=stt, llm=llm, tts=tts)
 
 
 _closing: set[asyncio.Future[None]] = set()

@@ -17,7 +17,7 @@ import secrets
 from collections.abc import Iterable, Iterator
 
 from .uri import TOKEN as _TOKEN
-from .uri import Address, SipParseError, SipUri, Via, split_quoted
+from .uri import Address, SipParseError, SipUri, Via, number, split_quoted
 
 __all__ = [
     "REASONS",
@@ -242,14 +242,15 @@ def parse_message(data: bytes) -> Request | Response:
     problem = problem or _check(message)
     if problem is None:
         length = message.headers.get("Content-Length")
+        size = None if length is None else number(length)
         if length is None:
             message.body = rest
-        elif not length.strip().isdigit():
+        elif size is None:
             problem = f"bad Content-Length {length[:20]!r}"
-        elif int(length) > len(rest):
-            problem = f"Content-Length {int(length)} but {len(rest)} body bytes"
+        elif size > len(rest):
+            problem = f"Content-Length {size} but {len(rest)} body bytes"
         else:
-            message.body = rest[: int(length)]
+            message.body = rest[:size]
     if problem is not None:
         partial = message if isinstance(message, Request) and _can_answer(message) else None
         raise SipParseError(problem, partial)
@@ -272,7 +273,8 @@ def _check(message: Request | Response) -> str | None:
         if name not in message.headers:
             return f"missing {name}"
     num, _, method = (message.headers.get("CSeq") or "").strip().partition(" ")
-    if not num.isdigit() or int(num) >= 2**31 or not _TOKEN.match(method.strip() or "-"):
+    seq = number(num)
+    if seq is None or seq >= 2**31 or not _TOKEN.match(method.strip() or "-"):
         return "bad CSeq"
     if isinstance(message, Request) and method.strip().upper() != message.method:
         return "CSeq method differs from the request method"

@@ -11,6 +11,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
+from .uri import number
+
 __all__ = [
     "MediaDescription",
     "MediaParams",
@@ -64,8 +66,9 @@ class MediaDescription:
             pt, _, spec = value.partition(" ")
             enc, _, rest = spec.strip().partition("/")
             rate, _, channels = rest.partition("/")
-            if pt.isdigit() and rate.isdigit() and (not channels or channels.isdigit()):
-                found[int(pt)] = (enc.upper(), int(rate), int(channels or 1))
+            pt_n, rate_n, channels_n = number(pt, 3), number(rate), number(channels or "1", 3)
+            if pt_n is not None and rate_n is not None and channels_n is not None:
+                found[pt_n] = (enc.upper(), rate_n, channels_n)
         return found
 
     def fmtp(self, pt: int) -> str | None:
@@ -169,9 +172,10 @@ def _media_line(value: str) -> MediaDescription:
     if len(parts) < 4:
         raise SdpError(f"bad m= line {value[:60]!r}")
     port_text = parts[1].split("/")[0]
-    if not port_text.isdigit() or int(port_text) > 65535:
+    port = number(port_text, 5)
+    if port is None or port > 65535:
         raise SdpError(f"bad media port {parts[1][:20]!r}")
-    return MediaDescription(parts[0].lower(), int(port_text), parts[2], parts[3:])
+    return MediaDescription(parts[0].lower(), port, parts[2], parts[3:])
 
 
 def _c_line(address: str) -> str:
@@ -223,9 +227,10 @@ def _pick(m: MediaDescription) -> tuple[str, int, int | None, str | None]:
     codec: tuple[str, int] | None = None
     dtmf: int | None = None
     for fmt in m.formats:
-        if not fmt.isdigit() or int(fmt) > 127:
+        pt_or_none = number(fmt, 3)
+        if pt_or_none is None or pt_or_none > 127:
             continue
-        pt = int(fmt)
+        pt = pt_or_none
         enc, rate, channels = rtpmap.get(pt) or (*STATIC.get(pt, ("", 0)), 1)
         if enc == "TELEPHONE-EVENT" and rate == 8000 and dtmf is None:
             dtmf = pt

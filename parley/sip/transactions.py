@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import structlog
 
 from .message import Request, Response, SipMessage, SipParseError, parse_message, response_to
+from .uri import number
 
 log = structlog.get_logger(__name__)
 
@@ -52,7 +53,8 @@ def response_address(request: Request, source: Addr) -> Addr:
     via = request.vias[0]
     if "rport" in via.params:  # symmetric response routing: back to where the request came from
         rport = via.params["rport"]
-        return (via.params.get("received") or source[0], int(rport) if rport and rport.isdigit() else source[1])
+        port = number(rport or "", 5)
+        return (via.params.get("received") or source[0], port if port and port < 65536 else source[1])
     return (via.params.get("received") or via.host.strip("[]"), via.port or 5060)
 
 

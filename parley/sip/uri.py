@@ -14,7 +14,7 @@ from urllib.parse import unquote
 if TYPE_CHECKING:
     from .message import Request
 
-__all__ = ["Address", "SipParseError", "SipUri", "Via", "format_params", "parse_params", "split_quoted"]
+__all__ = ["Address", "SipParseError", "SipUri", "Via", "format_params", "number", "parse_params", "split_quoted"]
 
 TOKEN = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
 
@@ -25,6 +25,18 @@ class SipParseError(ValueError):
     def __init__(self, message: str, partial: Request | None = None) -> None:
         super().__init__(message)
         self.partial = partial
+
+
+def number(text: str, max_digits: int = 10) -> int | None:
+    """``text`` as a non-negative integer if it is 1 to ``max_digits`` ASCII digits, else None.
+
+    ``str.isdigit`` also accepts '²' and other Unicode digits, which ``int`` then refuses (or reads as
+    Arabic-Indic numbers), and ``int`` refuses 4,300+ digits: a peer's bytes must not reach either.
+    """
+    text = text.strip()
+    if not 0 < len(text) <= max_digits or not text.isascii() or not text.isdigit():
+        return None
+    return int(text)
 
 
 def split_quoted(text: str, sep: str) -> list[str]:
@@ -138,9 +150,10 @@ def _host_port(text: str) -> tuple[str, int | None]:
         raise SipParseError(f"bad host {text[:80]!r}")
     if port_text == "" and ":" not in text.lstrip("[").split("]")[-1]:
         return host.lower(), None
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    port = number(port_text, 5)
+    if port is None or not 0 < port < 65536:
         raise SipParseError(f"bad port in {text[:80]!r}")
-    return host.lower(), int(port_text)
+    return host.lower(), port
 
 
 @dataclass
