@@ -14,7 +14,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, SecretStr
+from pydantic import AfterValidator, BeforeValidator, Field, SecretStr
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -22,6 +22,19 @@ def _networks(value: Any) -> list[str]:
     """``10.0.0.1,10.1.0.0/16`` (or a list) -> normalised networks; a typo fails at start-up, never silently."""
     items = value.split(",") if isinstance(value, str) else value
     return [str(ipaddress.ip_network(str(item).strip(), strict=False)) for item in items if str(item).strip()]
+
+
+def _words(value: Any) -> list[str]:
+    """``a, b c`` (or a list) -> ["a", "b", "c"]: lists an operator types into one environment variable."""
+    items = value.replace(",", " ").split() if isinstance(value, str) else value
+    return [str(item).strip() for item in items if str(item).strip()]
+
+
+def _outbound(value: list[str]) -> list[str]:
+    from parley.net.ssrf import OutboundPolicy
+
+    OutboundPolicy.parse(value)  # a typo fails at start-up, never silently
+    return value
 
 
 class Settings(BaseSettings):
@@ -108,6 +121,21 @@ class Settings(BaseSettings):
         description="IPs/CIDRs of reverse proxies whose X-Forwarded-For/-Proto are believed; empty: none",
     )
     jwt_max_lifetime_s: int = Field(86_400, ge=60, description="JWTs meant to live longer (exp - iat) are refused")
+    outbound_allow: Annotated[list[str], NoDecode, BeforeValidator(_words), AfterValidator(_outbound)] = Field(
+        default_factory=list,
+        description="hosts (.domain for a whole domain) and IPs/CIDRs that tenant-set URLs may reach although not "
+        "public (loopback, private, link-local, metadata); empty: public addresses only",
+    )
+    credentials_key: SecretStr | None = Field(
+        None,
+        description="Fernet key(s), comma-separated (the first encrypts), for tenants' provider credentials; "
+        "default: generated once into data_dir/credentials.key. Every worker needs the same key",
+    )
+    provider_env_allow: Annotated[list[str], NoDecode, BeforeValidator(_words)] = Field(
+        default_factory=list,
+        description="environment variables a local document (parley call) may name in api_key_env; never PARLEY_*; "
+        "parley serve never reads them",
+    )
 
     @cached_property
     def effective_database_url(self) -> str:

@@ -29,6 +29,7 @@ from pydantic import ValidationError
 from parley.services.llm.base import LLMError, Message, Tool, ToolCall, registry
 from parley.services.llm.llama import default_model_path
 from parley.services.llm.openai_compat import OpenAICompatibleLLM
+from parley.services.secrets import CredentialError, EnvSecrets, resolve_options
 
 from .service import free_port
 
@@ -39,6 +40,12 @@ QUESTION: list[Message] = [
     {"role": "user", "content": "What is the capital of France?"},
 ]
 SECRET = "sk-parley-TEST-secret-0123456789"
+
+
+@pytest.fixture(autouse=True)
+def allow_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The servers here are local: the operator allow-lists loopback for the SSRF guard, as a local vLLM would need."""
+    monkeypatch.setenv("PARLEY_OUTBOUND_ALLOW", "127.0.0.1")
 
 
 class LlamaServer(NamedTuple):
@@ -320,15 +327,17 @@ async def test_the_key_never_reaches_errors_or_logs(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     url = f"http://127.0.0.1:{fake_server.server_port}/v1"
-    monkeypatch.setenv("PARLEY_TEST_KEY", SECRET)
-    llm = client(base_url=url, model="needs-key", api_key_env="PARLEY_TEST_KEY")
+    monkeypatch.setenv("LLM_TEST_KEY", SECRET)
+    options = {"base_url": url, "model": "needs-key", "api_key_env": "LLM_TEST_KEY"}
+    opts_cls = type(registry.options("openai", {"model": "m"}))
+    llm = client(**await resolve_options(opts_cls, options, EnvSecrets(["LLM_TEST_KEY"]), "llm"))
     await llm.prepare()
     with pytest.raises(LLMError, match="rejected the API key") as info:
         await collect(llm)
     await llm.aclose()
     assert fake_server.requests[-1]["headers"]["authorization"] == f"Bearer {SECRET}"  # it was really sent
     text = "".join(traceback.format_exception(info.value))
-    assert url in text and "$PARLEY_TEST_KEY" in text
+    assert url in text and "$LLM_TEST_KEY" in text
     assert SECRET not in text and SECRET not in repr(info.value)
     assert caplog.records and SECRET not in caplog.text
 
@@ -355,6 +364,31 @@ def test_options_are_validated(tmp_path: Path) -> None:
         registry.options("openai", {"model": "m", "azure_endpoint": "https://x.openai.azure.com"})
     opts = registry.options("openai", {"model": "m", "api_key": SECRET})
     assert SECRET not in repr(opts) and SECRET not in str(opts.model_dump())
+
+
+async def test_env_keys_need_the_operators_allow_list_and_never_parley_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PARLEY_JWT_SECRET", SECRET)
+    monkeypatch.setenv("LLM_TEST_KEY", SECRET)
+    opts_cls = type(registry.options("openai", {"model": "m"}))
+    allow = EnvSecrets(["PARLEY_JWT_SECRET", "LLM_TEST_KEY"])
+    with pytest.raises(CredentialError, match="PARLEY_") as info:
+        await resolve_options(opts_cls, {"model": "m", "api_key_env": "PARLEY_JWT_SECRET"}, allow, "llm")
+    assert SECRET not in str(info.value)
+    with pytest.raises(CredentialError, match="PARLEY_PROVIDER_ENV_ALLOW"):
+        await resolve_options(opts_cls, {"model": "m", "api_key_env": "LLM_TEST_KEY"}, EnvSecrets([]), "llm")
+    with pytest.raises(LLMError, match="was not resolved"):  # a reference is never read by the provider itself
+        client(base_url="http://127.0.0.1:9/v1", model="m", api_key_env="LLM_TEST_KEY")
+
+
+async def test_the_guard_refuses_loopback_unless_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PARLEY_OUTBOUND_ALLOW", "")
+    llm = client(base_url=f"http://127.0.0.1:{free_port()}/v1", model="m", api_key=SECRET)
+    with pytest.raises(LLMError, match="loopback") as info:
+        await llm.prepare()  # refused for good: the call does not start
+    with pytest.raises(LLMError, match="outbound request refused"):
+        await collect(llm)
+    await llm.aclose()
+    assert SECRET not in str(info.value)
 
 
 def test_the_provider_name_resolves_in_a_fresh_interpreter() -> None:

@@ -11,7 +11,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from parley import __version__
-from parley.api.routers import agents, calls, keys, numbers, talk
+from parley.api.routers import agents, calls, credentials, keys, numbers, talk
 from parley.api.security import add_security
 from parley.api.state import AppState
 from parley.config import Settings
@@ -72,7 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     add_security(app, settings)
-    for router in (agents.router, talk.router, calls.router, keys.router, numbers.router):
+    for router in (agents.router, talk.router, calls.router, keys.router, numbers.router, credentials.router):
         app.include_router(router)
     for router in telephony_routers():
         app.include_router(router)

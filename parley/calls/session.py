@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
@@ -23,9 +24,12 @@ from parley.processors.transcriber import Transcriber
 from parley.processors.turns import TurnTaker
 from parley.services.llm.base import LLM
 from parley.services.llm.base import registry as llm_registry
+from parley.services.registry import Registry, UnknownProvider
+from parley.services.secrets import NoSecrets, SecretSource, resolve_options
 from parley.services.stt.base import STT
 from parley.services.stt.base import registry as stt_registry
 from parley.services.tts.base import TTS
+from parley.services.tts.base import registry as tts_registry
 from parley.services.tts.fallback import create_tts
 from parley.services.vad.base import VAD
 from parley.services.vad.base import registry as vad_registry
@@ -44,17 +48,35 @@ class Services:
     tts: TTS
 
     @classmethod
-    async def create(cls, agent: AgentDocument) -> Services:
-        """Create providers and load their models off the event loop."""
+    async def create(cls, agent: AgentDocument, secrets: SecretSource | None = None) -> Services:
+        """Create providers, load their models off the event loop, and prepare them.
+
+        ``secrets`` supplies the credentials the document names: the call's tenant's in ``parley serve``, the
+        allow-listed environment in the local CLI; without one, a document that names a secret cannot start."""
+        services = await cls.load(agent, secrets)
+        try:
+            await services.prepare(agent)
+        except BaseException:
+            await asyncio.shield(services.aclose())
+            raise
+        return services
+
+    @classmethod
+    async def load(cls, agent: AgentDocument, secrets: SecretSource | None = None) -> Services:
+        """:meth:`create` without the preparation step (for callers that make it cancellable)."""
+        source = secrets or NoSecrets()
+        stt_opts, llm_opts, tts_opts = await asyncio.gather(
+            _resolved(stt_registry, agent.stt.provider, agent.stt.options, source, "stt"),
+            _resolved(llm_registry, agent.llm.provider, agent.llm.options, source, "llm"),
+            _resolved(tts_registry, agent.tts.provider, agent.tts.options, source, "tts"),
+        )
         vad = vad_registry.create(agent.vad.provider, agent.vad.options)
         stt, llm, tts = await asyncio.gather(
-            asyncio.to_thread(stt_registry.create, agent.stt.provider, agent.stt.options),
-            asyncio.to_thread(llm_registry.create, agent.llm.provider, agent.llm.options),
-            asyncio.to_thread(create_tts, agent.tts.provider, agent.tts.options, agent.tts.fallback),
+            asyncio.to_thread(stt_registry.create, agent.stt.provider, stt_opts),
+            asyncio.to_thread(llm_registry.create, agent.llm.provider, llm_opts),
+            asyncio.to_thread(create_tts, agent.tts.provider, tts_opts, agent.tts.fallback),
         )
-        services = cls(vad=vad, stt=stt, llm=llm, tts=tts)
-        await services.prepare(agent)
-        return services
+        return cls(vad=vad, stt=stt, llm=llm, tts=tts)
 
     async def prepare(self, agent: AgentDocument) -> None:
         await asyncio.gather(self.stt.prepare(), self.tts.prepare(), self.llm.prepare())
@@ -63,6 +85,19 @@ class Services:
 
     async def aclose(self) -> None:
         await asyncio.gather(self.stt.aclose(), self.llm.aclose(), self.tts.aclose(), return_exceptions=True)
+
+
+async def _resolved(
+    registry: Registry[Any], provider: str, options: dict[str, Any], source: SecretSource, where: str
+) -> dict[str, Any]:
+    """A stage's options with the secrets it references filled in (unchanged for providers without secrets)."""
+    try:
+        options_cls = getattr(registry.get(provider), "Options", None)
+    except UnknownProvider:
+        return options  # creating it reports that (or falls back, for TTS)
+    if options_cls is None or not getattr(options_cls, "secret_fields", ()):
+        return options
+    return await resolve_options(options_cls, options, source, where)
 
 
 @dataclass

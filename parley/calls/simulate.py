@@ -26,6 +26,7 @@ from parley.calls.turnlog import TurnRecord
 from parley.pipeline.clock import Clock, FastClock, RealClock
 from parley.pipeline.frames import AudioIn
 from parley.pipeline.pipeline import PipelineRunner
+from parley.services.secrets import EnvSecrets
 
 log = structlog.get_logger(__name__)
 
@@ -89,7 +90,7 @@ async def simulate_call(
     pcm = caller_pcm(load_audio(input_path))
     own_services = services is None
     if services is None:
-        services = await Services.create(agent)
+        services = await Services.create(agent, EnvSecrets.from_settings())  # the operator's own document
     clock: Clock = FastClock() if fast else RealClock()
     recorder = StereoRecorder.to_file(output_path, CALL_RATE, FRAME_MS)
     call = build_pipeline(agent, services, recorder.agent, CALL_RATE)

@@ -22,7 +22,9 @@ import structlog
 from parley.calls.live import CallInfo, CallTarget
 from parley.calls.session import Services
 from parley.config import Settings
+from parley.services.secrets import SecretSource
 from parley.store.blobs import BlobStore
+from parley.store.credentials import TenantSecrets
 from parley.store.db import Database
 from parley.telephony.routing import NoSuchAgent, resolve_target
 
@@ -360,7 +362,7 @@ class SipEndpoint:
             if not acceptable or (session := await self._open_rtp(txn)) is None:
                 return None  # refused before any model loads
             txn.respond(response_to(request, 180, to_tag=tag, record_route=True, headers=[("Contact", self.contact)]))
-            services = await load_services(target)
+            services = await load_services(target, TenantSecrets(self.db, self.settings, target.tenant_id))
             info = CallInfo(caller=request.from_.uri.user_text, called=uri.user_text, direction="inbound",
                             provider_call_id=request.call_id, worker_id=self.settings.worker_id)  # fmt: skip
             call = SipCall(self, Dialog.as_uas(request, tag), target, services, session, info, random.getrandbits(31))
@@ -432,7 +434,7 @@ class SipEndpoint:
         return self._results.get(call_id, "unknown")
 
 
-async def load_services(target: CallTarget) -> Services:
+async def load_services(target: CallTarget, secrets: SecretSource | None = None) -> Services:
     """Load the agent's models for an INVITE; abandoned (CANCEL, shutdown), the load stops where it can.
 
     Creating the providers runs in threads that cannot be stopped: that part finishes and is closed. Their
@@ -440,7 +442,7 @@ async def load_services(target: CallTarget) -> Services:
     once, so an INVITE that is given up costs no more CPU than it already has.
     """
     doc = target.document
-    creating = asyncio.ensure_future(_create_services(target))
+    creating = asyncio.ensure_future(Services.load(doc, secrets))
     try:
         services = await asyncio.shield(creating)
     except asyncio.CancelledError:
@@ -452,23 +454,6 @@ async def load_services(target: CallTarget) -> Services:
         await asyncio.shield(services.aclose())
         raise
     return services
-
-
-async def _create_services(target: CallTarget) -> Services:
-    """``Services.create`` without its preparation step (which :func:`load_services` makes cancellable)."""
-    from parley.services.llm.base import registry as llm_registry
-    from parley.services.stt.base import registry as stt_registry
-    from parley.services.tts.fallback import create_tts
-    from parley.services.vad.base import registry as vad_registry
-
-    doc = target.document
-    vad = vad_registry.create(doc.vad.provider, doc.vad.options)
-    stt, llm, tts = await asyncio.gather(
-        asyncio.to_thread(stt_registry.create, doc.stt.provider, doc.stt.options),
-        asyncio.to_thread(llm_registry.create, doc.llm.provider, doc.llm.options),
-        asyncio.to_thread(create_tts, doc.tts.provider, doc.tts.options, doc.tts.fallback),
-    )
-    return Services(vad=vad, stt=stt, llm=llm, tts=tts)
 
 
 _closing: set[asyncio.Future[None]] = set()

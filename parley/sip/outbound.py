@@ -18,6 +18,7 @@ import structlog
 from parley.calls.live import CallInfo, CallTarget
 from parley.calls.session import Services
 from parley.store.calls import CallRepo
+from parley.store.credentials import TenantSecrets
 
 from .call import SipCall
 from .dialog import ALLOW, USER_AGENT, Dialog, uri_address
@@ -130,7 +131,7 @@ async def place_call(
         if not settings.sip_trunk_uri:
             return await _fail(ep, target, call_id, "no trunk: set PARLEY_SIP_TRUNK_URI")
         trunk = SipUri.parse(settings.sip_trunk_uri)
-        services = await load_services(target)
+        services = await load_services(target, TenantSecrets(ep.db, settings, target.tenant_id))
         session = await RtpSession.open(ep.bind_host, ep.rtp_ports)
         addr = await ep.resolve(uri_address(trunk))
         sdp_id = random.getrandbits(31)

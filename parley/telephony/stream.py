@@ -28,6 +28,7 @@ from parley.api.state import AppState
 from parley.calls.control import CallControl
 from parley.calls.live import CallInfo, CallTarget, LiveCall
 from parley.calls.session import Services
+from parley.store.credentials import TenantSecrets
 from parley.telephony.routing import NoSuchAgent, resolve_target
 
 log = structlog.get_logger(__name__)
@@ -339,7 +340,7 @@ async def run_media_stream(
         await _close(ws, 1008, str(exc))
         return
     try:
-        services = await Services.create(target.document)
+        services = await Services.create(target.document, TenantSecrets(state.db, state.settings, target.tenant_id))
     except Exception as exc:
         log.exception("stream_services_failed", transport=protocol.name)
         await _close(ws, 1011, f"the agent's services cannot start: {exc}")

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path, Query, Response
 
 from parley.agent.document import AgentDocument
+from parley.agent.storable import check_storable
 from parley.api.deps import ReadAgents, State, WriteAgents
 from parley.api.schemas import AgentOut, AgentVersionOut
 from parley.store.agents import AgentRepo
@@ -35,6 +36,7 @@ def _document(doc: AgentDocument) -> dict[str, object]:
 
 @router.post("", status_code=201, response_model=AgentOut)
 async def create_agent(doc: AgentDocument, who: WriteAgents, state: State) -> Agent:
+    check_storable(doc, state.settings)
     async with state.db.session() as s:
         try:
             return await AgentRepo(s).create(who.tenant_id, doc.name, _document(doc))
@@ -61,6 +63,7 @@ async def get_agent(agent_ref: str, who: ReadAgents, state: State) -> Agent:
 
 @router.put("/{agent_ref}", response_model=AgentOut)
 async def update_agent(agent_ref: str, doc: AgentDocument, who: WriteAgents, state: State) -> Agent:
+    check_storable(doc, state.settings)
     async with state.db.session() as s:
         repo = AgentRepo(s)
         agent = await find_agent(repo, who.tenant_id, agent_ref)

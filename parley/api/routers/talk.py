@@ -30,6 +30,7 @@ from parley.calls.control import CallControl
 from parley.calls.live import CallInfo, CallTarget, LiveCall
 from parley.calls.session import Services
 from parley.store.agents import AgentRepo
+from parley.store.credentials import TenantSecrets
 from parley.store.keys import ApiKeyRepo
 
 log = structlog.get_logger(__name__)
@@ -136,7 +137,7 @@ async def talk(ws: WebSocket, agent_ref: str, state: State) -> None:
     _who, target = found
     # models load before the handshake completes: a client streams only once the agent can listen
     try:
-        services = await Services.create(target.document)
+        services = await Services.create(target.document, TenantSecrets(state.db, state.settings, target.tenant_id))
     except Exception as exc:
         log.exception("talk_services_failed")
         await refuse(ws, INTERNAL_ERROR, f"the agent's services cannot start: {exc}")

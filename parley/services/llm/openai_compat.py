@@ -3,6 +3,10 @@
 Uses the official ``openai`` SDK, so the wire format, retries and SSE parsing are the vendor's. Every SDK
 failure becomes one :class:`LLMError` whose message names the server URL and never the API key.
 
+The SDK's HTTP client is the SSRF guard's (:func:`parley.net.ssrf.guarded_client`): ``base_url`` is tenant-chosen.
+The key is never read from the environment here: ``api_key_credential``/``api_key_env`` are resolved into
+``api_key`` by the call's secret source (:mod:`parley.services.secrets`) before the client is made.
+
 Agent actions travel as OpenAI ``tools``; streamed ``tool_calls`` deltas (the arguments JSON arrives in
 fragments) are put together and yielded as :class:`ToolCall` items after the reply's text.
 """
@@ -11,15 +15,16 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import AsyncGenerator, Sequence
-from typing import Annotated, Any, Literal, cast
+from typing import Annotated, Any, ClassVar, Literal, cast
 
 import openai
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
+from parley.net.ssrf import SCHEMES, OutboundRefused, guarded_client
 from parley.services.llm.base import LLM, LLMError, Message, Tool, ToolCall, registry
 from parley.services.registry import ProviderOptions
+from parley.services.secrets import SecretField
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +40,9 @@ class OpenAICompatibleLLM(LLM):
     class Options(ProviderOptions):
         base_url: str = "https://api.openai.com/v1"
         model: str  # the model name; for Azure the deployment name unless ``azure_deployment`` is set
-        api_key: SecretStr | None = None
-        api_key_env: str = "OPENAI_API_KEY"  # read when api_key is not given (Azure also tries AZURE_OPENAI_API_KEY)
+        api_key: SecretStr | None = None  # filled from a reference; inline only in local documents
+        api_key_credential: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # a tenant's
+        api_key_env: str | None = Field(None, max_length=128)  # local documents only (PARLEY_PROVIDER_ENV_ALLOW)
         temperature: Annotated[float, Field(ge=0, le=2)] | None = None  # None: the server's default
         top_p: Annotated[float, Field(gt=0, le=1)] | None = None
         max_tokens: Annotated[int, Field(ge=1)] | None = None
@@ -52,6 +58,18 @@ class OpenAICompatibleLLM(LLM):
         extra_headers: dict[str, str] = Field(default_factory=dict)
         extra_body: dict[str, Any] = Field(default_factory=dict)  # server-specific fields (vLLM, Ollama)
         tools: bool = True  # offer the agent's actions as tools; false for servers without function calling
+
+        secret_fields: ClassVar[tuple[SecretField, ...]] = (
+            SecretField("api_key", "api_key_credential", "api_key_env"),
+        )
+        url_fields: ClassVar[tuple[str, ...]] = ("azure_endpoint", "base_url")  # the first set is where keys go
+
+        @field_validator("base_url", "azure_endpoint")
+        @classmethod
+        def _http_only(cls, v: str | None) -> str | None:
+            if v is not None and v.split(":", 1)[0].lower() not in SCHEMES:
+                raise ValueError("must be an http:// or https:// URL")
+            return v
 
         @model_validator(mode="after")
         def _azure_needs_version(self) -> OpenAICompatibleLLM.Options:
@@ -72,6 +90,7 @@ class OpenAICompatibleLLM(LLM):
                     timeout=o.timeout_s,
                     max_retries=o.max_retries,
                     default_headers=o.extra_headers or None,
+                    http_client=_http_client(),
                 )
             else:
                 self._client = openai.AsyncOpenAI(
@@ -80,6 +99,7 @@ class OpenAICompatibleLLM(LLM):
                     timeout=o.timeout_s,
                     max_retries=o.max_retries,
                     default_headers=o.extra_headers or None,
+                    http_client=_http_client(),
                 )
         except (openai.OpenAIError, ValueError) as exc:
             raise LLMError(self._redact(f"openai: cannot configure a client for {self.url}: {exc}")) from None
@@ -97,8 +117,17 @@ class OpenAICompatibleLLM(LLM):
         o = self.options
         if o.api_key is not None:
             return o.api_key.get_secret_value()
-        key = os.environ.get(o.api_key_env) or (os.environ.get("AZURE_OPENAI_API_KEY") if o.azure_endpoint else None)
-        return key or NO_KEY
+        if o.api_key_credential is not None or o.api_key_env is not None:  # made without a secret source
+            raise LLMError(f"openai: {self._key_source()} was not resolved (no secret source for this call)")
+        return NO_KEY
+
+    def _key_source(self) -> str:
+        o = self.options
+        if o.api_key_credential is not None:
+            return f"credential {o.api_key_credential!r}"
+        if o.api_key_env is not None:
+            return f"${o.api_key_env}"
+        return "options.api_key"
 
     def _redact(self, text: str) -> str:
         """Servers may echo the key in an error body; it must not reach logs through our message."""
@@ -108,11 +137,12 @@ class OpenAICompatibleLLM(LLM):
         o, url = self.options, self.url
         if isinstance(exc, openai.APITimeoutError):
             msg = f"no answer from {url} within {o.timeout_s:g} s"
+        elif isinstance(exc, openai.APIConnectionError) and isinstance(exc.__cause__, OutboundRefused):
+            msg = f"{url}: {exc.__cause__}"
         elif isinstance(exc, openai.APIConnectionError):
             msg = f"cannot connect to {url} ({type(exc.__cause__ or exc).__name__})"
         elif isinstance(exc, openai.AuthenticationError):
-            source = "options.api_key" if o.api_key is not None else f"${o.api_key_env}"
-            msg = f"{url} rejected the API key (HTTP 401); check {source}"
+            msg = f"{url} rejected the API key (HTTP 401); check {self._key_source()}"
         elif isinstance(exc, openai.PermissionDeniedError):
             msg = f"{url} refused access (HTTP 403) to model {o.model!r}"
         elif isinstance(exc, openai.NotFoundError):
@@ -183,11 +213,20 @@ class OpenAICompatibleLLM(LLM):
             await self._client.with_options(timeout=min(self.options.timeout_s, 5.0), max_retries=0).models.list()
         except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
             log.warning("openai llm: %s", self._error(exc))  # worth knowing before the caller speaks
+        except openai.APIConnectionError as exc:
+            if isinstance(exc.__cause__, OutboundRefused):  # refused for good: the call cannot start
+                raise self._error(exc) from None
+            log.debug("openai llm: preconnect to %s failed: %s", self.url, type(exc.__cause__ or exc).__name__)
         except openai.OpenAIError as exc:  # e.g. no /models route: the first turn reports real problems
             log.debug("openai llm: preconnect to %s failed: %s", self.url, type(exc).__name__)
 
     async def aclose(self) -> None:
         await self._client.close()
+
+
+def _http_client() -> Any:
+    """The SSRF-guarded client; the SDK is typed for ``httpx2`` and takes ``httpx`` clients too."""
+    return guarded_client()
 
 
 def _arguments(name: str, text: str) -> dict[str, Any]:

@@ -1,0 +1,48 @@
+"""What an agent document stored through the API may not hold (checked when it is saved, so the API says 422).
+
+A stored document is readable by every viewer of its tenant and runs in the server's process, so it may not
+carry a secret inline, may not name a server environment variable, and may not point a provider at an address
+the outbound guard refuses outright (a literal loopback/private/metadata address, a non-HTTP scheme). Names are
+judged again when a call connects: the connect-time guard is the real defence.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.exceptions import RequestValidationError
+
+from parley.agent.document import AgentDocument
+from parley.config import Settings
+from parley.net.ssrf import OutboundPolicy
+from parley.services.llm.base import registry as llm_registry
+from parley.services.registry import Registry, UnknownProvider
+from parley.services.secrets import Problem, stored_document_problems
+from parley.services.stt.base import registry as stt_registry
+from parley.services.tts.base import registry as tts_registry
+from parley.services.vad.base import registry as vad_registry
+
+
+def storable_problems(doc: AgentDocument, outbound: OutboundPolicy) -> list[Problem]:
+    stages: list[tuple[str, type[Any], dict[str, Any]]] = []
+    choices: tuple[tuple[str, Registry[Any], str, dict[str, Any]], ...] = (
+        ("stt", stt_registry, doc.stt.provider, doc.stt.options),
+        ("llm", llm_registry, doc.llm.provider, doc.llm.options),
+        ("tts", tts_registry, doc.tts.provider, doc.tts.options),
+        ("vad", vad_registry, doc.vad.provider, doc.vad.options),
+    )
+    for stage, registry, provider, options in choices:
+        try:
+            options_cls = getattr(registry.get(provider), "Options", None)
+        except UnknownProvider:
+            continue  # the document's own validation reported it
+        if options_cls is not None:
+            stages.append((stage, options_cls, options))
+    return stored_document_problems(stages, outbound.url_problem)
+
+
+def check_storable(doc: AgentDocument, settings: Settings) -> None:
+    """RequestValidationError (422, each field named, no value quoted) for what a stored document may not hold."""
+    problems = storable_problems(doc, OutboundPolicy.parse(settings.outbound_allow))
+    if problems:
+        raise RequestValidationError([{"loc": ("body", *p.loc), "msg": p.msg, "type": "value_error"} for p in problems])
