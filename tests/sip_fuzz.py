@@ -95,3 +95,23 @@ def mutate(rng: random.Random, agent: str, sip_port: int, host: str, local: int,
         if data:
             rng.choice(OPERATORS)(rng, data)
     return bytes(data[:65000]) or b"\x00"
+
+
+def known_nasty(agent: str, sip_port: int, host: str, local: int) -> list[bytes]:
+    """Every field the endpoint reads, in each real message, set to a Unicode digit and to 5,000 digits.
+
+    Each is a new transaction (its own branch and Call-ID), so none is taken for a retransmission.
+    """
+    out: list[bytes] = []
+    for kind in range(3):
+        for name in [*FIELDS, b"Max-Forwards: ", b";rport="]:
+            for value in ("\u00b2".encode(), b"9" * 5000):
+                base = base_messages(agent, sip_port, host, local, 10_000 + len(out))[kind]
+                if name == b";rport=":
+                    base = base.replace(b";rport", b";rport=1")  # replaced below: responses never go to port 1
+                at = base.find(name)
+                if at < 0:
+                    continue
+                end = min(i for i in (base.find(b"\r\n", at), base.find(b";", at + len(name))) if i >= 0)
+                out.append(base[: at + len(name)] + value + base[end:])
+    return out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -18,6 +20,8 @@ from parley.sip.message import (
     parse_message,
     response_to,
 )
+
+from .sip_fuzz import mutate
 
 INVITE = (
     b"INVITE sip:Receptionist@10.0.0.5:5060;transport=udp SIP/2.0\r\n"
@@ -225,3 +229,51 @@ def test_fuzz_uri_address_and_via_parsers(text: str) -> None:
             parse(text)
         except SipParseError:
             pass
+
+
+OPTIONS = (
+    b"OPTIONS sip:x@h SIP/2.0\r\nVia: SIP/2.0/UDP h:5060;branch=z9hG4bK1;rport=5060\r\nFrom: <sip:a@h>;tag=1\r\n"
+    b"To: <sip:b@h>\r\nCall-ID: 1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    "old,new",
+    [
+        (b"Content-Length: 0", "Content-Length: \u00b2".encode()),  # '²'.isdigit() but int('²') raises
+        (b"Content-Length: 0", b"Content-Length: " + b"9" * 5000),  # int() refuses 4,300+ digits
+        (b"CSeq: 1 OPTIONS", "CSeq: \u00b2 OPTIONS".encode()),
+        (b"CSeq: 1 OPTIONS", "CSeq: \u0661 OPTIONS".encode()),  # an Arabic-Indic 1 is not a CSeq
+        (b"CSeq: 1 OPTIONS", b"CSeq: " + b"1" * 5000 + b" OPTIONS"),
+        (b"h:5060;", "h:\u00b2;".encode()),
+        (b"<sip:a@h>", "<sip:a@h:\u00b2>".encode()),
+    ],
+)
+def test_unicode_digits_and_huge_numbers_are_parse_errors(old: bytes, new: bytes) -> None:
+    """Found by the timed fuzzing of issue 8: these raised ValueError out of the parser."""
+    with pytest.raises(SipParseError):
+        _use(parse_message(OPTIONS.replace(old, new)))
+
+
+def test_a_unicode_rport_falls_back_to_the_source_port() -> None:
+    from parley.sip.transactions import response_address
+
+    request = parse_message(OPTIONS.replace(b"rport=5060", "rport=\u00b2".encode()))
+    assert isinstance(request, Request)
+    assert response_address(request, ("10.0.0.9", 5999)) == ("10.0.0.9", 5999)
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow], deadline=50)
+@given(st.randoms(use_true_random=False))
+def test_fuzz_mutated_real_messages_within_50_ms(rng: random.Random) -> None:
+    """The mutations the endpoint test sends (tests/sip_fuzz.py): a SipParseError or a usable message, fast."""
+    from parley.sip.sdp import SdpError, SessionDescription
+
+    raw = mutate(rng, "agent", 5060, "10.0.0.9", 5062, 1)
+    try:
+        msg = parse_message(raw)
+        _use(msg)
+        if msg.body:
+            SessionDescription.parse(msg.body)
+    except (SipParseError, SdpError):
+        pass
