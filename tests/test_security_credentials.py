@@ -103,7 +103,7 @@ def agent(name: str, **llm: Any) -> dict[str, Any]:
 
 
 def url(server: Provider, host: str | None = None) -> str:
-    return f"http://{host or server.server_address[0]}:{server.server_port}/v1"
+    return f"http://{host or str(server.server_address[0])}:{server.server_port}/v1"
 
 
 async def _talk(service: Service, key: str, agent_id: str) -> str:
@@ -195,8 +195,9 @@ def test_credentials_are_write_only_encrypted_and_sent_as_bearer(
         created = c.post("/v1/agents", json=doc)
         assert created.status_code == 201, created.text
         assert value not in created.text and value not in c.get(f"/v1/agents/{created.json()['id']}").text
-        bad = c.put("/v1/credentials/bad", json={"value": "sk-with\nnewline"})
-        assert bad.status_code == 422 and "sk-with" not in bad.text
+        for bad_value in ("sk-with\nnewline", "sk-with-é", "", 12345, "x" * 5000):
+            bad = c.put("/v1/credentials/bad", json={"value": bad_value})
+            assert bad.status_code == 422 and "sk-with" not in bad.text and "xxxx" not in bad.text
         assert c.put("/v1/credentials/bad%20name", json={"value": "x"}).status_code == 422
     with service.client(viewer) as c:
         listed = c.get("/v1/credentials")

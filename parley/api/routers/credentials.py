@@ -58,8 +58,8 @@ def _checked(body: CredentialIn) -> tuple[str, tuple[str, ...]]:
         raise _unprocessable("value", "must be a non-empty string")
     if len(value) > MAX_VALUE_CHARS:
         raise _unprocessable("value", f"must be at most {MAX_VALUE_CHARS} characters")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F or 0xD800 <= ord(c) <= 0xDFFF for c in value):
-        raise _unprocessable("value", "must not contain control characters or line breaks")
+    if not all(0x20 <= ord(c) < 0x7F for c in value):  # it travels in an HTTP header: visible ASCII only
+        raise _unprocessable("value", "must be printable ASCII (no line breaks, control or non-ASCII characters)")
     hosts = tuple(dict.fromkeys(h.strip().lower().rstrip(".") for h in body.hosts))
     for host in hosts:
         if not _HOST.fullmatch(host):
