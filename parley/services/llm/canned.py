@@ -4,6 +4,10 @@ For tests, demos and the load benchmark, where a model's cost and randomness mus
 not hide what is being measured. It streams its reply in pieces like a model would
 (optionally after ``delay_ms``, a stand-in for time to first token) and asks for the
 rule's action after the text, as a model calling a tool would. No model, no threads.
+
+Rules come from tenants' documents, so their regular expressions run on RE2 (linear time in the
+text, whatever the pattern: ``(a+)+$`` cannot backtrack for seconds), and every part of a rule is
+bounded in size.
 """
 
 from __future__ import annotations
@@ -11,41 +15,73 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncGenerator, Sequence
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
+import re2
 from pydantic import Field, field_validator
 
 from parley.services.llm.base import LLM, Message, Tool, ToolCall, registry
 from parley.services.registry import ProviderOptions
 
+MAX_RULES = 100
+MAX_PATTERN_CHARS = 500
+MAX_KEYWORDS = 50
+MAX_KEYWORD_CHARS = 100
+MAX_REPLY_CHARS = 2_000
+MAX_HEARD_CHARS = 4_000  # of the caller's words, only this much is matched (a turn is far shorter)
+_PATTERN_MEMORY = 1 << 20  # bytes RE2 may use for one compiled pattern
+_NOT_WORD = r"[^\pL\pN_]"  # RE2 has no look-around: a keyword's neighbours are matched instead
+
+
+def _options(ignore_case: bool = True) -> Any:
+    options = re2.Options()
+    options.case_sensitive = not ignore_case
+    options.log_errors = False  # a bad pattern is the document's error, not the server's log line
+    options.max_mem = _PATTERN_MEMORY
+    return options
+
+
+def compile_pattern(pattern: str) -> Any:
+    """``pattern`` compiled by RE2 (searched in linear time), any case; ``ValueError`` says why not."""
+    try:
+        return re2.compile(pattern, _options())
+    except re2.error as exc:
+        reason = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        raise ValueError(
+            f"not a valid regular expression for RE2 ({reason}); look-around and back-references are not supported"
+        ) from None
+
 
 class CannedRule(ProviderOptions):
-    """``match``: keywords (any of them, whole words, any case) or one regular expression (searched, any case)."""
+    """``match``: keywords (any of them, whole words, any case) or one regular expression (searched, any case,
+    RE2 syntax)."""
 
-    match: list[str] | str
-    reply: str = ""
+    match: (
+        list[Annotated[str, Field(max_length=MAX_KEYWORD_CHARS)]] | Annotated[str, Field(max_length=MAX_PATTERN_CHARS)]
+    )
+    reply: str = Field("", max_length=MAX_REPLY_CHARS)
     action: Literal["hang_up", "transfer"] | None = None
-    target: str | None = None  # transfer: a name from the agent's transfer_targets or a number/URI
-    reason: str = ""
+    target: str | None = Field(None, max_length=256)  # transfer: a transfer_targets name or a number/URI
+    reason: str = Field("", max_length=200)
 
     @field_validator("match")
     @classmethod
     def _valid_match(cls, v: list[str] | str) -> list[str] | str:
         if isinstance(v, str):
-            try:
-                re.compile(v)
-            except re.error as exc:
-                raise ValueError(f"not a valid regular expression: {exc}") from None
+            compile_pattern(v)
             return v
         if not v or not all(k.strip() for k in v):
             raise ValueError("keywords must be a non-empty list of non-blank words")
+        if len(v) > MAX_KEYWORDS:
+            raise ValueError(f"at most {MAX_KEYWORDS} keywords per rule, not {len(v)}")
         return v
 
-    def pattern(self) -> re.Pattern[str]:
+    def pattern(self) -> Any:
+        """The compiled RE2 pattern: the regular expression, or the keywords as whole words."""
         if isinstance(self.match, str):
-            return re.compile(self.match, re.IGNORECASE)
+            return compile_pattern(self.match)
         words = "|".join(re.escape(k.strip()) for k in self.match)
-        return re.compile(rf"(?<!\w)(?:{words})(?!\w)", re.IGNORECASE)
+        return compile_pattern(rf"(?:^|{_NOT_WORD})(?:{words})(?:{_NOT_WORD}|$)")
 
 
 @registry.register("canned")
@@ -55,8 +91,8 @@ class CannedLLM(LLM):
     supports_tools = True  # its rules name the actions; the responder checks them like a model's tool calls
 
     class Options(ProviderOptions):
-        rules: list[CannedRule] = Field(default_factory=list)
-        default: str = "I see."
+        rules: list[CannedRule] = Field(default_factory=list, max_length=MAX_RULES)
+        default: str = Field("I see.", max_length=MAX_REPLY_CHARS)
         words_per_piece: Annotated[int, Field(ge=1, le=100)] = 3
         delay_ms: Annotated[float, Field(ge=0, le=60_000)] = 0.0
 
@@ -66,6 +102,7 @@ class CannedLLM(LLM):
 
     def answer(self, text: str) -> tuple[str, ToolCall | None]:
         """The reply to ``text`` and the action after it, if any."""
+        text = text[:MAX_HEARD_CHARS]
         for rule, pattern in self._rules:
             if pattern.search(text):
                 return rule.reply, _action(rule)

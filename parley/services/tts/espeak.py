@@ -2,7 +2,9 @@
 
 The ``espeak-ng`` command writes a streaming WAV to stdout (22050 Hz mono PCM16, data size 0x7ffff000 or
 0/0xFFFFFFFF since it is unknown); the header is parsed and PCM is yielded as it arrives. The text goes to
-the process as one argument after ``--``, never through a shell.
+the process as one argument after ``--``, never through a shell; a long text goes in pieces of at most
+``MAX_PIECE_CHARS`` (one process each, in turn), so no command line is too long and the first audio comes
+as soon as for a short one.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from pydantic import Field
 
 from parley.services.registry import ProviderOptions
 from parley.services.tts.base import TTS, registry
+from parley.services.tts.text import bounded_pieces
 
 EXECUTABLE = "espeak-ng"
+MAX_PIECE_CHARS = 1000
 _READ = 4096
 
 
@@ -74,8 +78,13 @@ class EspeakTTS(TTS):
         self._exe = path
 
     async def synthesize(self, text: str) -> AsyncGenerator[bytes, None]:
-        if not text.strip():
-            return
+        for piece in bounded_pieces(text, MAX_PIECE_CHARS):
+            async with contextlib.aclosing(self._speak(piece)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
+
+    async def _speak(self, text: str) -> AsyncGenerator[bytes, None]:
+        """One ``espeak-ng`` process for ``text``; it is killed if the consumer stops listening."""
         o = self.options
         args = ["--stdout", "-v", o.voice, "-s", str(o.rate_wpm), "-p", str(o.pitch), "--", text]
         try:

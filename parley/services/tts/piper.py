@@ -26,9 +26,11 @@ from typing import Any
 from parley.services.models import ModelCache
 from parley.services.registry import ProviderOptions
 from parley.services.tts.base import TTS, registry
+from parley.services.tts.text import bounded_pieces
 
 THREAD_PREFIX = "parley-piper"
 _ABORT_WAIT_S = 1.0  # how long closing the generator waits for an aborted worker to return
+MAX_PIECE_CHARS = 500  # one inference's text at most: a long sentence without commas goes in word-cut pieces
 _CLAUSE_END = re.compile(r"(?<=[,;:])\s+")
 
 _cache: ModelCache[tuple[str, str], Any] = ModelCache(THREAD_PREFIX, workers=2)  # (model, config) -> PiperVoice
@@ -172,8 +174,8 @@ class PiperTTS(TTS):
             job.run_options = onnxruntime.RunOptions()
             syn, voice = self._synth_config_and_voice()
             voice = dataclasses.replace(voice, session=_AbortableSession(voice.session, job.run_options))
-            pieces = clauses(text) if self.options.clause_split else [text]
-            for piece in pieces:
+            whole = clauses(text) if self.options.clause_split else [text]
+            for piece in (p for c in whole for p in bounded_pieces(c, MAX_PIECE_CHARS)):
                 chunks = iter(voice.synthesize(piece, syn_config=syn))
                 while not job.stop.is_set():  # checked before each sentence's inference and after it
                     chunk = next(chunks, None)
