@@ -1,0 +1,276 @@
+"""Timed fuzzing of the real service with a live call beside it: the classes of bug, not only the instances.
+
+Every HTTP route (schemathesis over the service's own OpenAPI, with the inputs the
+carrier webhooks read but do not declare added) and every WebSocket protocol (the talk
+socket and each carrier's stream) is fuzzed against a real ``parley serve`` with every
+provider secret set. A test fails on any 5xx, any answer slower than ``SLOW_S``, any
+socket that crashes (1011, abnormal close) or hangs, and any stall of another call's
+audio longer than ``STALL_S`` (see tests/live_call.py). The failure message lists
+every finding with the request that caused it, so the suite can be re-run as fixes land.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import json
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .live_call import LiveCall, clock, live_call, talker
+from .service import Service, free_port, running_service
+from .ws_fuzz import Target, fuzz_websockets
+
+SLOW_S = 1.0  # any answer (HTTP response, socket reply or close) slower than this under fuzzing is a finding
+# The longest gap between two agent audio frames of the live call. An idle 2-core machine gives ~25 ms (one 20 ms
+# frame, plus scheduling); 250 ms is a stall a caller hears, and ten times what is normal.
+STALL_S = 0.25
+MAX_EXAMPLES = 30  # per operation and phase: the whole module stays within ~3 minutes
+
+UNLIMITED = "100000/minute"  # the fuzzer sends thousands of requests from one address
+SECRETS = {
+    "PARLEY_TWILIO_ACCOUNT_SID": "AC" + "f" * 32,
+    "PARLEY_TWILIO_AUTH_TOKEN": "fuzz-twilio-auth-token",
+    "PARLEY_VONAGE_SIGNATURE_SECRET": "fuzz-vonage-signature-secret",
+    "PARLEY_VONAGE_APPLICATION_ID": "fuzz-vonage-app",
+    "PARLEY_PLIVO_AUTH_ID": "MAFUZZFUZZFUZZFUZZFU",
+    "PARLEY_PLIVO_AUTH_TOKEN": "fuzz-plivo-auth-token",
+    "PARLEY_EXOTEL_ACCOUNT_SID": "fuzz-exotel",
+    "PARLEY_EXOTEL_API_KEY": "fuzz-exotel-key",
+    "PARLEY_EXOTEL_API_TOKEN": "fuzz-exotel-token",
+    "PARLEY_ASTERISK_PASSWORD": "fuzz-asterisk-password",
+    "PARLEY_FREESWITCH_TOKEN": "fuzz-freeswitch-token",
+}
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    nowhere = f"http://127.0.0.1:{free_port()}"  # outbound calls the fuzzer makes fail at once, on this machine
+    env = {
+        **SECRETS,
+        "PARLEY_RATE_LIMIT_PER_KEY": UNLIMITED,
+        "PARLEY_RATE_LIMIT_PER_ADDRESS": UNLIMITED,
+        "PARLEY_TELEPHONY_RATE_LIMIT": UNLIMITED,
+        "PARLEY_TWILIO_API_BASE_URL": nowhere,
+        "PARLEY_PLIVO_API_BASE_URL": nowhere,
+        "PARLEY_VONAGE_API_BASE_URL": nowhere,
+        "PARLEY_EXOTEL_API_BASE_URL": nowhere,
+    }
+    with running_service(tmp_path_factory.mktemp("fuzz"), **env) as svc:
+        yield svc
+
+
+@pytest.fixture(scope="module")
+def beside(service: Service) -> tuple[str, str]:
+    """The live call's tenant key and agent (a tenant of its own: the fuzzer cannot reach it)."""
+    key = service.create_key("live-call")
+    with service.client(key) as c:
+        agent = c.post("/v1/agents", json=talker(240)).json()
+    return key, agent["id"]
+
+
+@pytest.fixture(scope="module")
+def fuzz_key(service: Service) -> str:
+    return service.create_key("fuzzer")
+
+
+# --- the hidden inputs of the carrier webhooks --------------------------------------------------------
+
+# What each carrier's webhooks read besides their (undeclared) path: the fuzzer must send these too.
+WEBHOOK_INPUTS: dict[str, dict[str, list[str]]] = {
+    "twilio": {"header": ["X-Twilio-Signature"], "query": ["agent", "tenant", "call"],
+               "form": ["To", "From", "Called", "Caller", "CallSid", "CallStatus", "CallDuration"]},
+    "vonage": {"header": ["Authorization"], "query": ["agent", "tenant", "call", "from", "to", "uuid", "status"],
+               "json": ["from", "to", "uuid", "status", "duration", "agent", "tenant", "call"]},
+    "plivo": {"header": ["X-Plivo-Signature-V3", "X-Plivo-Signature-V3-Nonce"],
+              "query": ["agent", "tenant", "call", "to", "From", "To", "CallUUID", "CallStatus", "Event"],
+              "form": ["From", "To", "CallUUID", "CallStatus", "Event", "HangupCause", "Duration", "to"]},
+    "exotel": {"header": [], "query": ["call", "token", "status", "CallSid", "callsid"],
+               "json": ["call", "token", "status", "CallSid", "CallStatus", "ConversationDuration"],
+               "form": ["call", "token", "status", "CallSid", "CallStatus"]},
+}  # fmt: skip
+
+
+def with_webhook_inputs(spec: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI plus the headers, query parameters and bodies the /telephony/ webhooks read."""
+    spec = copy.deepcopy(spec)
+    for path, methods in spec["paths"].items():
+        provider = path.split("/")[2] if path.startswith("/telephony/") else ""
+        inputs = WEBHOOK_INPUTS.get(provider)
+        if inputs is None:
+            continue
+        for method, op in methods.items():
+            params = op.setdefault("parameters", [])
+            for where in ("header", "query"):
+                params += [{"name": n, "in": where, "required": False, "schema": {"type": "string"}}
+                           for n in inputs[where]]  # fmt: skip
+            if method == "post":
+                content = {}
+                for kind, media in (("form", "application/x-www-form-urlencoded"), ("json", "application/json")):
+                    if kind in inputs:
+                        props = {n: {"type": "string"} for n in inputs[kind]}
+                        content[media] = {"schema": {"type": "object", "properties": props}}
+                op["requestBody"] = {"required": False, "content": content}
+    return spec
+
+
+def test_the_fuzzer_reaches_every_route(service: Service) -> None:
+    """Every HTTP route is in the OpenAPI (nothing hidden with include_in_schema=False), the webhooks included."""
+    import httpx
+
+    spec = httpx.get(f"{service.url}/openapi.json").json()
+    in_spec = {(m.upper(), p) for p, ms in spec["paths"].items() for m in ms}
+    out = subprocess.run(
+        [sys.executable, "-c", "from parley.api.app import create_app; from fastapi.routing import APIRoute;"
+         "print('\\n'.join(f'{m} {r.path}' for r in create_app().routes if isinstance(r, APIRoute)"
+         " for m in r.methods if m != 'HEAD'))"],
+        env=service.env, capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    routes = {tuple(line.split(" ", 1)) for line in out.stdout.splitlines() if line}
+    assert routes and routes <= in_spec, f"routes the fuzzer would not see: {sorted(routes - in_spec)}"
+    for provider in WEBHOOK_INPUTS:
+        assert any(p.startswith(f"/telephony/{provider}/") for _, p in in_spec), provider
+
+
+# --- HTTP ------------------------------------------------------------------------------------------
+
+
+def schemathesis(service: Service, tmp_path: Path, headers: dict[str, str]) -> tuple[list[str], float]:
+    """Run schemathesis over every operation; the failures it reports (with a curl to reproduce each)."""
+    import httpx
+
+    spec = with_webhook_inputs(httpx.get(f"{service.url}/openapi.json").json())
+    (tmp_path / "openapi.json").write_text(json.dumps(spec))
+    header_args = [a for name, value in headers.items() for a in ("--header", f"{name}: {value}")]
+    start = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "schemathesis.cli", "run", "openapi.json", "--url", service.url, *header_args,
+         "--checks", "not_a_server_error", "--max-response-time", str(SLOW_S), "--max-examples", str(MAX_EXAMPLES),
+         "--workers", "1", "--continue-on-failure", "--generation-database", "none", "--no-color",
+         "--phases", "examples,coverage,fuzzing", "--request-timeout", "30", "--output-truncate", "false"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )  # fmt: skip
+    took = time.monotonic() - start
+    if result.returncode == 0:
+        return [], took
+    return [_failures_section(result.stdout) or result.stdout[-6000:] + result.stderr[-2000:]], took
+
+
+def _failures_section(out: str) -> str:
+    """The part of schemathesis' output that names each failure (its curl command included)."""
+    start = out.find("FAILURES")
+    end = out.find("SUMMARY", start)
+    return out[start:end].strip()[:20000] if start >= 0 else ""
+
+
+def check(findings: list[str], call: LiveCall, what: str) -> None:
+    """One failure message with every finding: the fuzzer's and the live call's."""
+    problems = list(findings)
+    r = call.report
+    if r is None:
+        problems.append(call.summary())
+    else:
+        if r.max_gap_s > STALL_S:
+            problems.append(f"a concurrent call's audio stalled {r.max_gap_s:.3f} s (> {STALL_S} s) at "
+                            f"{clock(r.max_gap_at)}")  # fmt: skip
+        if r.ended:
+            problems.append(f"the live call ended during the fuzzing: {r.ended}")
+        if r.greeting_done:
+            problems.append("the live call's greeting ended before the fuzzing did: make talker() longer")
+    print(f"{what}: {call.summary()}")
+    assert not problems, f"{what}:\n" + "\n\n".join(problems) + f"\n\n{call.summary()}"
+
+
+def test_http_fuzz_with_a_key(service: Service, beside: tuple[str, str], fuzz_key: str, tmp_path: Path) -> None:
+    """Schemathesis with a real admin key: no 5xx, nothing slower than SLOW_S, no stall of the live call."""
+    with live_call(service, *beside) as call:
+        findings, took = schemathesis(service, tmp_path, {"Authorization": f"Bearer {fuzz_key}"})
+    print(f"schemathesis with a key: {took:.0f} s")
+    check(findings, call, "HTTP fuzzing with a key")
+
+
+def test_http_fuzz_without_credentials(service: Service, beside: tuple[str, str], tmp_path: Path) -> None:
+    """The same with no credentials (anyone on the network): the carrier webhooks and every refusal."""
+    with live_call(service, *beside) as call:
+        findings, took = schemathesis(service, tmp_path, {})
+    print(f"schemathesis without credentials: {took:.0f} s")
+    check(findings, call, "HTTP fuzzing without credentials")
+
+
+# --- WebSockets ------------------------------------------------------------------------------------
+
+
+def ws_targets(service: Service, fuzz_key: str, agent_id: str) -> list[Target]:
+    """The talk socket and every carrier stream; each carrier with how to start a real call on it."""
+    from urllib.parse import urlencode
+
+    from parley.telephony.webhooks import sign_stream
+
+    def signed(secret_env: str) -> dict[str, str]:
+        params = {"agent": agent_id, "caller": "+15550001111", "called": "+15550002222", "call": ""}
+        return sign_stream(SECRETS[secret_env], params, 120)
+
+    def basic(user: str, password: str) -> str:
+        return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+    ws = service.url.replace("http", "ws", 1) + "/telephony"
+    ulaw = {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}
+    twilio_start = lambda: {"event": "start", "sequenceNumber": "1", "streamSid": "MZ1", "start": {  # noqa: E731
+        "streamSid": "MZ1", "callSid": "CA1", "customParameters": signed("PARLEY_TWILIO_AUTH_TOKEN"),
+        "mediaFormat": ulaw}}  # fmt: skip
+    vonage_start = lambda: {"event": "websocket:connected", "content-type": "audio/l16;rate=16000",  # noqa: E731
+                            **signed("PARLEY_VONAGE_SIGNATURE_SECRET")}  # fmt: skip
+    plivo_start = {
+        "event": "start",
+        "sequenceNumber": 0,
+        "start": {"streamId": "s1", "callId": "c1", "mediaFormat": {"encoding": "audio/x-mulaw"}},
+    }
+    exotel_start = {
+        "event": "start",
+        "sequence_number": 1,
+        "start": {"stream_sid": "s1", "call_sid": "c1", "media_format": {"sample_rate": "8000"}},
+    }
+    exotel_auth = basic(SECRETS["PARLEY_EXOTEL_API_KEY"], SECRETS["PARLEY_EXOTEL_API_TOKEN"])
+    asterisk_auth = basic("parley", SECRETS["PARLEY_ASTERISK_PASSWORD"])
+    freeswitch = f"{ws}/freeswitch/stream?token={SECRETS['PARLEY_FREESWITCH_TOKEN']}"
+    return [
+        Target("talk", service.url.replace("http", "ws", 1) + f"/v1/agents/{agent_id}/talk",
+               {"Authorization": f"Bearer {fuzz_key}"}),
+        Target("twilio", f"{ws}/twilio/stream", {},
+               lambda: (f"{ws}/twilio/stream", [json.dumps({"event": "connected"}), json.dumps(twilio_start())])),
+        Target("vonage", f"{ws}/vonage/stream", {}, lambda: (f"{ws}/vonage/stream", [json.dumps(vonage_start())])),
+        Target("plivo", f"{ws}/plivo/stream", {},
+               lambda: (f"{ws}/plivo/stream?" + urlencode(signed("PARLEY_PLIVO_AUTH_TOKEN")),
+                        [json.dumps(plivo_start)])),
+        Target("exotel", f"{ws}/exotel/stream", {"Authorization": exotel_auth},
+               lambda: (f"{ws}/exotel/stream?agent={agent_id}", [json.dumps(exotel_start)])),
+        Target("asterisk", f"{ws}/asterisk/media", {"Authorization": asterisk_auth},
+               lambda: (f"{ws}/asterisk/media?agent={agent_id}",
+                        ["MEDIA_START connection_id:c1 channel:PJSIP/1 format:ulaw optimal_frame_size:160"])),
+        Target("freeswitch", freeswitch, {},
+               lambda: (f"{freeswitch}&agent={agent_id}", [json.dumps({"uuid": "u1", "caller": "+15550001111"})])),
+    ]  # fmt: skip
+
+
+def test_websocket_fuzz(service: Service, beside: tuple[str, str], fuzz_key: str) -> None:
+    """Garbage, nested, huge and binary frames on the talk socket and every carrier stream (before and during a
+    call): each answered by an error event or a clean close within SLOW_S, never a crash (1011, abnormal close) or
+    a hang; hostile handshakes refused cleanly."""
+    with service.client(fuzz_key) as c:
+        agent = c.post("/v1/agents", json={**talker(1), "name": "fuzzed", "greeting": ""}).json()
+    targets = ws_targets(service, fuzz_key, agent["id"])
+    with live_call(service, *beside) as call:
+        start = time.monotonic()
+        fuzzer = asyncio.run(fuzz_websockets(targets, SLOW_S))
+        took = time.monotonic() - start
+    print(f"websocket fuzzing: {len(fuzzer.outcomes)} frames in {took:.0f} s; " + ", ".join(
+        f"{o}: {n}" for o, n in Counter(o for *_, o, _ in fuzzer.outcomes).most_common()))  # fmt: skip
+    check([str(f) for f in fuzzer.findings], call, "WebSocket fuzzing")
