@@ -8,6 +8,7 @@ talk call and started again on the same data directory.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import os
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 import pytest
 import websockets
+from websockets.exceptions import ConnectionClosed
 
 from parley.audio import read_wav, wav_header
 from parley.calls.recorder import BlobSink, fixed_wav_head
@@ -30,26 +32,39 @@ from parley.store.blobs.s3 import PART_SIZE, S3BlobStore
 
 from .servers import BUCKET, CONTAINER, S3_KEY, S3_SECRET, s3_client
 from .service import BACKENDS, Service, backend_env, running_service
+from .test_telephony_twilio import PUBLIC, SID, TOKEN, signed_post, stream_of, stream_url, voice_form
+from .twilio_peer import TwilioPeer
 
 RATE = 16000
 SECOND = RATE * 2 * 2  # bytes of stereo PCM16 a second
 PART = {"local": 256 * 1024, "s3": PART_SIZE, "azure": 64 * 1024}  # local: its write buffer; S3's minimum part
 
 
-def _open(kind: str, request: pytest.FixtureRequest, root: Path) -> BlobStore:
+SPOOLED = 256 * 1024  # the most a remote writer's spool may lag behind
+
+
+def _open(kind: str, request: pytest.FixtureRequest, root: Path, spool: Path | None) -> BlobStore:
     if kind == "local":
         return LocalBlobStore(root)
     if kind == "s3":
         endpoint = request.getfixturevalue("seaweedfs")
-        return S3BlobStore(BUCKET, "crash", endpoint_url=endpoint, access_key_id=S3_KEY, secret_access_key=S3_SECRET)
-    return AzureBlobStore(request.getfixturevalue("azurite"), CONTAINER, "crash", block_size=PART["azure"])
+        return S3BlobStore(BUCKET, "crash", endpoint_url=endpoint, access_key_id=S3_KEY, secret_access_key=S3_SECRET,
+                           spool_dir=spool)  # fmt: skip
+    return AzureBlobStore(request.getfixturevalue("azurite"), CONTAINER, "crash", block_size=PART["azure"],
+                          spool_dir=spool)  # fmt: skip
 
 
-@pytest.fixture(params=["local", "s3", "azure"])
+@pytest.fixture(params=["local", "s3", "s3-disk-lost", "azure", "azure-disk-lost"])
 async def stores(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tuple[BlobStore, BlobStore, int]]:
-    """The store the dead process wrote with, the restarted process's own, and the most a crash may lose."""
-    dead, fresh = _open(request.param, request, tmp_path), _open(request.param, request, tmp_path)
-    yield dead, fresh, PART[request.param]
+    """The store the dead process wrote with, the restarted process's own, and the most a crash may lose.
+
+    Remote stores spool their unsent part on local disk; "disk-lost": the restart happens elsewhere."""
+    kind, lost = request.param.split("-")[0], request.param.endswith("disk-lost")
+    spool = tmp_path / "spool"
+    dead = _open(kind, request, tmp_path, spool)
+    fresh = _open(kind, request, tmp_path, tmp_path / "another-disk" if lost else spool)
+    yield dead, fresh, PART[kind] if lost or kind == "local" else SPOOLED
+    assert lost or not list(spool.glob("*")), "recovery leaves no spool behind"
     await dead.aclose()
     await fresh.aclose()
 
@@ -104,8 +119,8 @@ TALKER = {
 }
 
 
-async def _talk_then_kill(service: Service, key: str, agent_id: str, seconds: float) -> tuple[str, float]:
-    """Stream silence for ``seconds`` of call, then SIGKILL the server mid-call; (call id, seconds of call)."""
+async def _talk(service: Service, key: str, agent_id: str, killed: asyncio.Event) -> tuple[str, float]:
+    """Stream silence over the talk socket until the server is killed; (call id, seconds of call)."""
     url = service.url.replace("http", "ws", 1) + f"/v1/agents/{agent_id}/talk"
     headers = {"Authorization": f"Bearer {key}"}
     async with websockets.connect(url, additional_headers=headers, max_size=2**20, ping_interval=None) as ws:
@@ -113,47 +128,83 @@ async def _talk_then_kill(service: Service, key: str, agent_id: str, seconds: fl
         assert first["type"] == "call", first
         start = time.monotonic()
         k = 0
-        while (elapsed := time.monotonic() - start) < seconds:
-            await ws.send(bytes(640))
-            k += 1
-            await asyncio.sleep(max(0.0, start + k * 0.02 - time.monotonic()))
-            while True:  # drain what the agent sent
-                try:
-                    await asyncio.wait_for(ws.recv(), 0.001)
-                except TimeoutError:
-                    break
+        with contextlib.suppress(ConnectionClosed):
+            while not killed.is_set():
+                await ws.send(bytes(640))
+                k += 1
+                await asyncio.sleep(max(0.0, start + k * 0.02 - time.monotonic()))
+                while True:  # drain what the agent sent
+                    try:
+                        await asyncio.wait_for(ws.recv(), 0.001)
+                    except TimeoutError:
+                        break
+        return str(first["call_id"]), time.monotonic() - start
+
+
+async def _twilio(service: Service, agent_id: str, killed: asyncio.Event) -> float:
+    """A Twilio Media Stream to the agent until the server is killed; seconds of call."""
+    answer = signed_post(service, f"/telephony/twilio/voice?agent={agent_id}", voice_form())
+    assert answer.status_code == 200, answer.text
+    _, params = stream_of(answer.text)
+    url, headers = stream_url(service)
+    peer = TwilioPeer(url, params, headers)
+    started = 0.0
+
+    async def script(p: TwilioPeer) -> None:
+        nonlocal started
+        started = time.monotonic()
+        await killed.wait()
+
+    with contextlib.suppress(ConnectionClosed, OSError):
+        await peer.run(script)
+    return time.monotonic() - started
+
+
+async def _calls_then_kill(service: Service, key: str, agent_id: str, seconds: float) -> tuple[str, float, float]:
+    """A talk call and a Twilio stream, the server SIGKILLed ``seconds`` into them."""
+    killed = asyncio.Event()
+
+    async def kill() -> None:
+        await asyncio.sleep(seconds)
         os.kill(service.pid, signal.SIGKILL)
-    return str(first["call_id"]), elapsed
+        killed.set()
+
+    (call_id, talked), streamed, _ = await asyncio.gather(
+        _talk(service, key, agent_id, killed), _twilio(service, agent_id, killed), kill()
+    )
+    return call_id, talked, streamed
+
+
+def _check_recording(c: Any, call: dict[str, Any], seconds: float, rate: int) -> None:
+    assert call["status"] == "ended" and call["end_reason"] == "worker-crashed", call
+    assert seconds - 2.5 <= call["duration_s"] <= seconds + 1.5, (call["transport"], call["duration_s"], seconds)
+    rec = c.get(f"/v1/calls/{call['id']}/recording")
+    assert rec.status_code == 200, rec.text
+    wav = read_wav(io.BytesIO(rec.content).getvalue())
+    assert wav.channels == 2 and wav.sample_rate == rate
+    assert seconds - 2.5 <= wav.duration <= seconds + 0.5, (call["transport"], wav.duration, seconds)
+    assert np.abs(wav.samples[:, 1]).max() > 0, "the agent's greeting is in the recording"
+    kind, recorded = call["transport"], call["duration_s"]
+    print(f"{kind}: {seconds:.2f} s of call, {recorded:.2f} s on record, {wav.duration:.2f} s of recording")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_a_killed_server_ends_the_call_and_keeps_its_recording(
+def test_a_killed_server_ends_its_calls_and_keeps_their_recordings(
     backend: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
-    talked = 6.0
+    twilio = {"PARLEY_TWILIO_ACCOUNT_SID": SID, "PARLEY_TWILIO_AUTH_TOKEN": TOKEN, "PARLEY_PUBLIC_URL": PUBLIC}
     with backend_env(backend, request) as env:
-        env["PARLEY_WORKER_ID"] = "worker-1"
+        env.update(twilio, PARLEY_WORKER_ID="worker-1")
         with running_service(tmp_path, **env) as service:
             key = service.create_key("crashers")
             with service.client(key) as c:
                 agent = c.post("/v1/agents", json=TALKER)
                 assert agent.status_code == 201, agent.text
-            call_id, talked = asyncio.run(_talk_then_kill(service, key, agent.json()["id"], talked))
-        time.sleep(4)  # downtime: no part of the call
+            call_id, talked, streamed = asyncio.run(_calls_then_kill(service, key, agent.json()["id"], 6.0))
+        time.sleep(4)  # downtime: no part of the calls
         with running_service(tmp_path, **env) as service, service.client(key) as c:
-            call = c.get(f"/v1/calls/{call_id}").json()
-            assert call["status"] == "ended" and call["end_reason"] == "worker-crashed", call
-            assert talked - 2.5 <= call["duration_s"] <= talked + 1.5, (call["duration_s"], talked)
-            rec = c.get(f"/v1/calls/{call_id}/recording")
-            if "s3" in backend:  # a 6 s call fills no 5 MiB part: nothing of it reached S3
-                assert rec.status_code == 404
-                return
-            assert rec.status_code == 200, rec.text
-            wav = read_wav(io.BytesIO(rec.content).getvalue())
-            assert wav.channels == 2 and talked - 2.5 <= wav.duration <= talked + 0.5, (wav.duration, talked)
-            agent_side = np.asarray(wav.samples)[:, 1] if np.asarray(wav.samples).ndim == 2 else None
-            assert agent_side is None or np.abs(agent_side).max() > 0, "the agent's greeting is in the recording"
-            assert not list(tmp_path.rglob("*.part")), "no orphaned part files are left"
-            # and a second restart leaves the record as it is
-            listed: list[dict[str, Any]] = c.get("/v1/calls").json()
-            assert [x["status"] for x in listed] == ["ended"]
+            calls = {x["transport"]: x for x in c.get("/v1/calls").json()}
+            assert set(calls) == {"talk", "twilio"} and calls["talk"]["id"] == call_id, calls
+            _check_recording(c, calls["talk"], talked, 16000)
+            _check_recording(c, calls["twilio"], streamed, 8000)
+        assert not list(tmp_path.rglob("*.part")) and not list(tmp_path.rglob("*.tail")), "nothing is left behind"

@@ -8,8 +8,10 @@ leaves no blob (Azure drops uncommitted blocks), and ``recover`` commits what a 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
@@ -28,6 +30,7 @@ from .base import (
     check_key,
     check_range,
 )
+from .spool import Spool, SpoolTail, spool_path
 
 __all__ = ["BLOCK_SIZE", "AzureBlobStore", "AzureBlobWriter"]
 
@@ -70,8 +73,10 @@ class _Body:
 
 
 class AzureBlobWriter(PartedWriter):
-    def __init__(self, blob: BlobClient, content_type: str, block_size: int = BLOCK_SIZE) -> None:
-        super().__init__(block_size)
+    def __init__(
+        self, blob: BlobClient, content_type: str, block_size: int = BLOCK_SIZE, spool: Spool | None = None
+    ) -> None:
+        super().__init__(block_size, spool)
         self._blob = blob
         self._settings = ContentSettings(content_type=content_type)
 
@@ -96,10 +101,18 @@ class AzureBlobWriter(PartedWriter):
 class AzureBlobStore(BlobStore):
     """Blobs in ``container``, under ``prefix/`` when a prefix is given."""
 
-    def __init__(self, connection_string: str, container: str, prefix: str = "", block_size: int = BLOCK_SIZE) -> None:
+    def __init__(
+        self,
+        connection_string: str,
+        container: str,
+        prefix: str = "",
+        block_size: int = BLOCK_SIZE,
+        spool_dir: Path | None = None,
+    ) -> None:
         self.container = container
         self.prefix = prefix.strip("/")
         self._block_size = block_size
+        self._spool_dir = spool_dir  # where writers mirror their unsent block (see .spool); None: not at all
         # Downloads come back in READ_CHUNK pieces rather than the SDK's 32 MiB first read.
         self._service = BlobServiceClient.from_connection_string(
             connection_string, max_single_get_size=READ_CHUNK, max_chunk_get_size=READ_CHUNK
@@ -111,7 +124,9 @@ class AzureBlobStore(BlobStore):
         return self._container.get_blob_client(f"{self.prefix}/{key}" if self.prefix else key)
 
     async def writer(self, key: str, content_type: str = "audio/wav") -> BlobWriter:
-        return AzureBlobWriter(self._blob(key), content_type, self._block_size)
+        blob = self._blob(key)
+        spool = Spool(spool_path(self._spool_dir, blob.blob_name)) if self._spool_dir else None
+        return AzureBlobWriter(blob, content_type, self._block_size, spool)
 
     async def size(self, key: str) -> int | None:
         try:
@@ -151,20 +166,21 @@ class AzureBlobStore(BlobStore):
         await self._service.close()
 
     async def recover(self, key: str, fix: FixHead) -> Recovered | None:
-        """Commit the dead writer's staged blocks 1…n in a row, then stage the first again with its head patched."""
+        """Commit the dead writer's staged blocks 1…n in a row and the spooled tail, then stage the first again
+        with its head patched."""
+        blob = self._blob(key)
+        tail = SpoolTail(spool_path(self._spool_dir, blob.blob_name) if self._spool_dir else None)
         found = await super().recover(key, fix)
         if found is not None:
+            tail.remove()
             return found
-        blob = self._blob(key)
-        try:
-            _, staged = await blob.get_block_list("uncommitted")
-        except ResourceNotFoundError:
-            return None
-        sizes_by_number = {_block_number(str(b.id)): int(b.size) for b in staged}
-        sizes: list[int] = []
-        while len(sizes) + 1 in sizes_by_number:
-            sizes.append(sizes_by_number[len(sizes) + 1])
+        sizes = await self._staged_in_a_row(blob)
+        extra, spooled_at = await asyncio.to_thread(tail.after, sum(sizes))
+        if extra:
+            await blob.stage_block(_block_id(len(sizes) + 1), _Body(bytearray(extra)), length=len(extra))  # type: ignore[arg-type]
+            sizes.append(len(extra))
         if not sizes:
+            tail.remove()
             return None
         blocks = [BlobBlock(block_id=_block_id(n)) for n in range(1, len(sizes) + 1)]
         settings = ContentSettings(content_type="audio/wav")
@@ -176,4 +192,17 @@ class AzureBlobStore(BlobStore):
             first[: len(head)] = head
             await blob.stage_block(_block_id(1), _Body(first), length=len(first))  # type: ignore[arg-type]
             await blob.commit_block_list(blocks, content_settings=settings)  # the newly staged first block wins
-        return Recovered(total)
+        tail.remove()
+        return Recovered(total, spooled_at)
+
+    async def _staged_in_a_row(self, blob: BlobClient) -> list[int]:
+        """The sizes of the uncommitted blocks 1…n in a row (none: no such blob)."""
+        try:
+            _, staged = await blob.get_block_list("uncommitted")
+        except ResourceNotFoundError:
+            return []
+        sizes_by_number = {_block_number(str(b.id)): int(b.size) for b in staged}
+        sizes: list[int] = []
+        while len(sizes) + 1 in sizes_by_number:
+            sizes.append(sizes_by_number[len(sizes) + 1])
+        return sizes

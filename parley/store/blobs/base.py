@@ -16,6 +16,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from .spool import Spool
+
 __all__ = [
     "MAX_HEAD",
     "READ_CHUNK",
@@ -122,11 +124,14 @@ class PartedWriter(BlobWriter):
     Every part, the first included, is handed to ``_upload_part`` as it fills, so memory stays about two parts
     and a crash loses only the part being filled (``recover`` assembles the rest); the first goes up once more
     at close with the head patched in. An object that never fills a part goes up in one ``_put_whole`` call.
+    With a ``spool``, the part being filled is mirrored on local disk too, so a crash loses about a second.
     Subclasses supply the four transport calls.
     """
 
-    def __init__(self, part_size: int) -> None:
+    def __init__(self, part_size: int, spool: Spool | None = None) -> None:
         self._part_size = part_size
+        self._spool = spool
+        self._offset = 0  # where the part being filled starts in the object
         self._first: bytearray | None = None
         self._buf = bytearray()
         self._parts = 0  # parts handed to _upload_part after the first, numbered from 2
@@ -160,6 +165,8 @@ class PartedWriter(BlobWriter):
             if len(self._buf) == self._part_size:
                 await self._flush()
         self._size += len(data)
+        if self._spool is not None:
+            await self._spool.sync(self._buf, self._offset)
 
     async def _flush(self) -> None:
         full, self._buf = self._buf, bytearray()
@@ -169,6 +176,9 @@ class PartedWriter(BlobWriter):
         else:
             self._parts += 1
             await self._upload_part(self._parts + 1, full)
+        self._offset += len(full)
+        if self._spool is not None:
+            await self._spool.sync(self._buf, self._offset, force=True)
 
     async def close(self, head: bytes = b"") -> int:
         if self._done:
@@ -193,6 +203,8 @@ class PartedWriter(BlobWriter):
             raise
         finally:
             self._first, self._buf = None, bytearray()
+            if self._spool is not None:
+                await self._spool.remove()
         return self._size
 
     async def abort(self) -> None:
@@ -200,4 +212,6 @@ class PartedWriter(BlobWriter):
             return
         self._done = True
         self._first, self._buf = None, bytearray()
+        if self._spool is not None:
+            await self._spool.remove()
         await self._discard()

@@ -12,7 +12,10 @@ __all__ = ["open_blob_store"]
 
 
 def open_blob_store(settings: Settings) -> BlobStore:
-    """``storage_url`` unset: files under ``recordings_dir``; ``s3://bucket[/prefix]``; ``az://container[/prefix]``."""
+    """``storage_url`` unset: files under ``recordings_dir``; ``s3://bucket[/prefix]``; ``az://container[/prefix]``.
+
+    Remote stores spool the part being filled under ``data_dir/spool``, so a restart on the same disk recovers it.
+    """
     url = settings.storage_url
     if not url:
         return LocalBlobStore(settings.recordings_dir)
@@ -36,9 +39,12 @@ def open_blob_store(settings: Settings) -> BlobStore:
             region=settings.s3_region,
             access_key_id=settings.s3_access_key_id,
             secret_access_key=secret.get_secret_value() if secret else None,
+            spool_dir=settings.data_dir / "spool",
         )
     if settings.azure_storage_connection_string is None:
         raise ValueError(f"PARLEY_STORAGE_URL {url!r} needs PARLEY_AZURE_STORAGE_CONNECTION_STRING to be set")
     from .azure import AzureBlobStore
 
-    return AzureBlobStore(settings.azure_storage_connection_string.get_secret_value(), name, prefix)
+    return AzureBlobStore(
+        settings.azure_storage_connection_string.get_secret_value(), name, prefix, spool_dir=settings.data_dir / "spool"
+    )

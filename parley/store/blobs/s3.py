@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -29,6 +30,7 @@ from .base import (
     check_key,
     check_range,
 )
+from .spool import Spool, SpoolTail, spool_path
 
 __all__ = ["PART_SIZE", "S3BlobStore", "S3BlobWriter"]
 
@@ -42,8 +44,11 @@ def _code(error: ClientError) -> str:
 
 
 class S3BlobWriter(PartedWriter):
-    def __init__(self, client: Any, bucket: str, key: str, content_type: str, part_size: int = PART_SIZE) -> None:
-        super().__init__(part_size)
+    def __init__(
+        self, client: Any, bucket: str, key: str, content_type: str, part_size: int = PART_SIZE,
+        spool: Spool | None = None,
+    ) -> None:  # fmt: skip
+        super().__init__(part_size, spool)
         self._client, self._bucket, self._key, self._content_type = client, bucket, key, content_type
         self._upload_id: str | None = None
         self._etags: dict[int, str] = {}
@@ -109,10 +114,12 @@ class S3BlobStore(BlobStore):
         access_key_id: str | None = None,
         secret_access_key: str | None = None,
         part_size: int = PART_SIZE,
+        spool_dir: Path | None = None,
     ) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self._part_size = part_size
+        self._spool_dir = spool_dir  # where writers mirror their unsent part (see .spool); None: not at all
         config = Config(
             signature_version="s3v4",
             retries={"mode": "standard", "max_attempts": 5},
@@ -135,7 +142,9 @@ class S3BlobStore(BlobStore):
         return f"{self.prefix}/{key}" if self.prefix else key
 
     async def writer(self, key: str, content_type: str = "audio/wav") -> BlobWriter:
-        return S3BlobWriter(self._client, self.bucket, self._name(key), content_type, self._part_size)
+        name = self._name(key)
+        spool = Spool(spool_path(self._spool_dir, name)) if self._spool_dir else None
+        return S3BlobWriter(self._client, self.bucket, name, content_type, self._part_size, spool)
 
     async def size(self, key: str) -> int | None:
         try:
@@ -179,31 +188,59 @@ class S3BlobStore(BlobStore):
         await asyncio.to_thread(self._client.close)
 
     async def recover(self, key: str, fix: FixHead) -> Recovered | None:
-        """Complete the dead writer's multipart upload from its parts 1…n in a row, then patch the head."""
+        """Complete the dead writer's multipart upload from its parts 1…n in a row and the spooled tail, then
+        patch the head."""
+        name = self._name(key)
+        tail = SpoolTail(spool_path(self._spool_dir, name) if self._spool_dir else None)
         found = await super().recover(key, fix)
         if found is not None:
+            tail.remove()
             return found
-        name = self._name(key)
-        listed = await asyncio.to_thread(self._client.list_multipart_uploads, Bucket=self.bucket, Prefix=name)
-        uploads = sorted((u for u in listed.get("Uploads", []) if u["Key"] == name), key=lambda u: u["Initiated"])
-        recovered = None
-        for upload in reversed(uploads):  # the newest one that has a first part wins; the rest are dropped
-            parts = [] if recovered else await self._parts_in_a_row(name, upload["UploadId"])
-            if not parts:
-                await asyncio.to_thread(
-                    self._client.abort_multipart_upload, Bucket=self.bucket, Key=name, UploadId=upload["UploadId"]
-                )
-                continue
-            await asyncio.to_thread(
-                self._client.complete_multipart_upload, Bucket=self.bucket, Key=name, UploadId=upload["UploadId"],
-                MultipartUpload={"Parts": [{"PartNumber": p["PartNumber"], "ETag": p["ETag"]} for p in parts]},
-            )  # fmt: skip
-            recovered = Recovered(sum(int(p["Size"]) for p in parts), max(p["LastModified"] for p in parts))
+        upload_id, parts = await self._newest_upload(name)
+        sizes = [int(p["Size"]) for p in parts]
+        extra, spooled_at = await asyncio.to_thread(tail.after, sum(sizes))
+        times = [t for t in [*(p["LastModified"] for p in parts), spooled_at] if t is not None]
+        if not sizes and not extra:
+            tail.remove()
+            return None
+        if not sizes:  # the first part never filled: the spool holds the whole object
+            data = bytearray(extra)
+            head = fix(bytes(data[:MAX_HEAD]), len(data))
+            data[: len(head)] = head
+            await self._put(name, data)
+        else:
+            writer = S3BlobWriter(self._client, self.bucket, name, "audio/wav", self._part_size)
+            writer._upload_id, writer._etags = upload_id, {int(p["PartNumber"]): str(p["ETag"]) for p in parts}
+            if extra:
+                await writer._upload_part(len(sizes) + 1, bytearray(extra))
+                sizes.append(len(extra))
+            await writer._complete(len(sizes))
             try:
-                await self._patch_head(name, [int(p["Size"]) for p in parts], recovered.size, fix)
+                await self._patch_head(name, sizes, sum(sizes), fix)
             except ClientError as exc:  # the object stands as uploaded (a WAV that says "to the end")
                 log.warning("blob_recovery_head_not_patched", key=name, error=str(exc))
-        return recovered
+        tail.remove()
+        return Recovered(sum(sizes) if parts else len(extra), max(times) if times else None)
+
+    async def _put(self, name: str, data: bytearray) -> None:
+        await asyncio.to_thread(
+            self._client.put_object, Bucket=self.bucket, Key=name, Body=data, ContentType="audio/wav"
+        )
+
+    async def _newest_upload(self, name: str) -> tuple[str | None, list[dict[str, Any]]]:
+        """The newest upload of ``name`` with a first part, and its parts in a row; the others are aborted."""
+        listed = await asyncio.to_thread(self._client.list_multipart_uploads, Bucket=self.bucket, Prefix=name)
+        uploads = sorted((u for u in listed.get("Uploads", []) if u["Key"] == name), key=lambda u: u["Initiated"])
+        chosen: tuple[str | None, list[dict[str, Any]]] = (None, [])
+        for upload in reversed(uploads):
+            parts = [] if chosen[1] else await self._parts_in_a_row(name, upload["UploadId"])
+            if parts:
+                chosen = (str(upload["UploadId"]), parts)
+                continue
+            await asyncio.to_thread(
+                self._client.abort_multipart_upload, Bucket=self.bucket, Key=name, UploadId=upload["UploadId"]
+            )
+        return chosen
 
     async def _parts_in_a_row(self, name: str, upload_id: str) -> list[dict[str, Any]]:
         parts: list[dict[str, Any]] = []
