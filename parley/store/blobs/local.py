@@ -155,6 +155,9 @@ class LocalBlobStore(BlobStore):
         best = parts.pop()
         for stale in parts:
             stale.unlink(missing_ok=True)
+        if best.stat().st_size == 0:  # the writer died before its first write reached the file
+            best.unlink()
+            return None
         modified = datetime.fromtimestamp(best.stat().st_mtime, UTC)
         with open(best, "r+b") as file:
             size = os.fstat(file.fileno()).st_size

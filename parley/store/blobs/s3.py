@@ -207,7 +207,8 @@ class S3BlobStore(BlobStore):
             data = bytearray(extra)
             head = fix(bytes(data[:MAX_HEAD]), len(data))
             data[: len(head)] = head
-            await self._put(name, data)
+            await S3BlobWriter(self._client, self.bucket, name, "audio/wav")._put_whole(data)
+            sizes = [len(data)]
         else:
             writer = S3BlobWriter(self._client, self.bucket, name, "audio/wav", self._part_size)
             writer._upload_id, writer._etags = upload_id, {int(p["PartNumber"]): str(p["ETag"]) for p in parts}
@@ -220,12 +221,7 @@ class S3BlobStore(BlobStore):
             except ClientError as exc:  # the object stands as uploaded (a WAV that says "to the end")
                 log.warning("blob_recovery_head_not_patched", key=name, error=str(exc))
         tail.remove()
-        return Recovered(sum(sizes) if parts else len(extra), max(times) if times else None)
-
-    async def _put(self, name: str, data: bytearray) -> None:
-        await asyncio.to_thread(
-            self._client.put_object, Bucket=self.bucket, Key=name, Body=data, ContentType="audio/wav"
-        )
+        return Recovered(sum(sizes), max(times) if times else None)
 
     async def _newest_upload(self, name: str) -> tuple[str | None, list[dict[str, Any]]]:
         """The newest upload of ``name`` with a first part, and its parts in a row; the others are aborted."""
@@ -271,21 +267,18 @@ class S3BlobStore(BlobStore):
             return
         first[: len(head)] = head
         writer = S3BlobWriter(self._client, self.bucket, name, "audio/wav", self._part_size)
-        writer._upload_id = str(
-            (
-                await asyncio.to_thread(
-                    self._client.create_multipart_upload, Bucket=self.bucket, Key=name, ContentType="audio/wav"
-                )
-            )["UploadId"]
-        )
-        await writer._upload_part(1, first)
-        start = sizes[0]
-        for number, size in enumerate(sizes[1:], 2):
-            copied = await asyncio.to_thread(
-                self._client.upload_part_copy, Bucket=self.bucket, Key=name, UploadId=writer._upload_id,
-                PartNumber=number, CopySource={"Bucket": self.bucket, "Key": name},
-                CopySourceRange=f"bytes={start}-{start + size - 1}",
-            )  # fmt: skip
-            writer._etags[number] = str(copied["CopyPartResult"]["ETag"])
-            start += size
-        await writer._complete(len(sizes))
+        try:
+            await writer._upload_part(1, first)  # starts the new upload
+            start = sizes[0]
+            for number, size in enumerate(sizes[1:], 2):
+                copied = await asyncio.to_thread(
+                    self._client.upload_part_copy, Bucket=self.bucket, Key=name, UploadId=writer._upload_id,
+                    PartNumber=number, CopySource={"Bucket": self.bucket, "Key": name},
+                    CopySourceRange=f"bytes={start}-{start + size - 1}",
+                )  # fmt: skip
+                writer._etags[number] = str(copied["CopyPartResult"]["ETag"])
+                start += size
+            await writer._complete(len(sizes))
+        except BaseException:
+            await writer._discard()
+            raise
