@@ -156,13 +156,13 @@ class OutboundPolicy:
         except ValueError:
             return None  # a name: judged when it is resolved, at connect time
         problem = self.address_refusal(ip)
-        return f"points at a {problem} address (the operator may allow it in {ALLOW_SETTING})" if problem else None
+        return f"points at a {problem} address (see {ALLOW_SETTING})" if problem else None
 
     async def resolve(self, host: str, port: int, wait_s: float | None) -> list[str]:
         """The addresses of ``host`` to connect to, all checked; OutboundRefused when any is not allowed."""
         name = _host_name(host)
         if name in METADATA_NAMES and not self.allows_host(name):
-            raise OutboundRefused(f"outbound request refused: {name} is a cloud metadata service")
+            raise OutboundRefused(f"refused: {name} is a cloud metadata service (see {ALLOW_SETTING})")
         try:
             with anyio.fail_after(wait_s):
                 infos = await anyio.getaddrinfo(name, port, type=socket.SOCK_STREAM)
@@ -176,10 +176,7 @@ class OutboundPolicy:
         for text in addresses:
             problem = self.address_refusal(ipaddress.ip_address(text.split("%")[0]))
             if problem:
-                raise OutboundRefused(
-                    f"outbound request refused: {name} resolves to a {problem} address "
-                    f"(the operator may allow it in {ALLOW_SETTING})"
-                )
+                raise OutboundRefused(f"refused: {name} resolves to a {problem} address (see {ALLOW_SETTING})")
         return addresses
 
 
@@ -216,7 +213,7 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.AsyncNetworkStream:
-        raise OutboundRefused("outbound request refused: unix sockets are not reachable from here")
+        raise OutboundRefused("refused: unix sockets are not reachable")
 
     async def sleep(self, seconds: float) -> None:
         await self.inner.sleep(seconds)
@@ -249,9 +246,7 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         problem = self.policy.url_problem(request.url)
         if problem:
-            raise OutboundRefused(
-                f"outbound request refused: {request.url.host or 'the URL'} {problem}", request=request
-            )
+            raise OutboundRefused(f"refused: {request.url.host or 'the URL'} {problem}", request=request)
         return await super().handle_async_request(request)
 
 

@@ -21,6 +21,11 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
+#: headers that carry credentials: a stored document may not set them (its readers would see the value)
+SECRET_HEADERS = frozenset(
+    ("authorization", "proxy-authorization", "api-key", "x-api-key", "cookie", "ocp-apim-subscription-key")
+)
+
 
 class CredentialError(ValueError):
     """A secret reference that cannot be used here; the message names the field, never a value."""
@@ -33,6 +38,14 @@ class SecretField:
     value: str  # e.g. "api_key": filled here; refused in documents stored through the API
     credential: str  # e.g. "api_key_credential": a tenant credential's name
     env: str  # e.g. "api_key_env": an environment variable, for local documents only
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One refused field of a document: where (``("llm", "options", "api_key")``) and why."""
+
+    loc: tuple[str, ...]
+    msg: str
 
 
 class SecretSource(Protocol):
@@ -93,6 +106,17 @@ def _fields(options_cls: type[BaseModel]) -> tuple[tuple[SecretField, ...], tupl
     return secrets, urls
 
 
+def _header_problems(stage: str, options_cls: type[BaseModel], options: Mapping[str, Any]) -> list[Problem]:
+    problems = []
+    for name in getattr(options_cls, "header_fields", ()):
+        headers = options.get(name)
+        for header in headers if isinstance(headers, dict) else ():
+            if str(header).strip().lower() in SECRET_HEADERS:
+                msg = "a credential header would be readable by every viewer; use a stored credential instead"
+                problems.append(Problem((stage, "options", name, str(header)), msg))
+    return problems
+
+
 def destination_host(options_cls: type[BaseModel], options: Mapping[str, Any]) -> str:
     """The host a provider's secrets go to: that of its first URL option that is set (or its default)."""
     import httpx
@@ -134,14 +158,6 @@ async def resolve_options(
     return resolved
 
 
-@dataclass(frozen=True)
-class Problem:
-    """One refused field of a document: where (``("llm", "options", "api_key")``) and why."""
-
-    loc: tuple[str, ...]
-    msg: str
-
-
 def stored_document_problems(
     stages: Iterable[tuple[str, type[BaseModel], Mapping[str, Any]]], url_problem: Callable[[str], str | None]
 ) -> list[Problem]:
@@ -163,4 +179,5 @@ def stored_document_problems(
             value = options.get(name)
             if isinstance(value, str) and (why := url_problem(value)):
                 problems.append(Problem((stage, "options", name), f"outbound URL {why}"))
+        problems += _header_problems(stage, options_cls, options)
     return problems

@@ -183,10 +183,10 @@ class TenantSecrets:
         async with self.db.session() as s:
             secret = await CredentialRepo(s, cipher).resolve(self.tenant_id, name)
         if secret is None:
-            raise CredentialError(f"no credential named {name!r} (PUT /v1/credentials/{name})")
+            raise CredentialError(f"no credential {name!r} in this tenant (PUT /v1/credentials/{name})")
         if not host_allowed(host, secret.hosts):
             raise CredentialError(f"credential {name!r} may not be sent to {host or 'this URL'}")
         return secret.value
 
     def env(self, name: str) -> str:
-        raise CredentialError(f"{name!r}: agents served by Parley cannot read its environment; use a stored credential")
+        raise CredentialError("the server's environment is not readable by agents; use a credential")

@@ -63,6 +63,7 @@ class OpenAICompatibleLLM(LLM):
             SecretField("api_key", "api_key_credential", "api_key_env"),
         )
         url_fields: ClassVar[tuple[str, ...]] = ("azure_endpoint", "base_url")  # the first set is where keys go
+        header_fields: ClassVar[tuple[str, ...]] = ("extra_headers",)  # no credentials in them when stored
 
         @field_validator("base_url", "azure_endpoint")
         @classmethod
@@ -138,7 +139,7 @@ class OpenAICompatibleLLM(LLM):
         if isinstance(exc, openai.APITimeoutError):
             msg = f"no answer from {url} within {o.timeout_s:g} s"
         elif isinstance(exc, openai.APIConnectionError) and isinstance(exc.__cause__, OutboundRefused):
-            msg = f"{url}: {exc.__cause__}"
+            msg = str(exc.__cause__)  # it names the host; the URL would crowd a WebSocket close reason
         elif isinstance(exc, openai.APIConnectionError):
             msg = f"cannot connect to {url} ({type(exc.__cause__ or exc).__name__})"
         elif isinstance(exc, openai.AuthenticationError):
