@@ -16,24 +16,33 @@ import signal
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import websockets
+from sqlalchemy import update
 from websockets.exceptions import ConnectionClosed
 
 from parley.audio import read_wav, wav_header
 from parley.calls.recorder import BlobSink, fixed_wav_head
+from parley.calls.recovery import recover_crashed_calls
 from parley.store.blobs import BlobStore, LocalBlobStore
 from parley.store.blobs.azure import AzureBlobStore
 from parley.store.blobs.s3 import PART_SIZE, S3BlobStore
+from parley.store.calls import CallRepo
+from parley.store.db import Database
+from parley.store.models import CallEvent, Turn, utcnow
 
 from .servers import BUCKET, CONTAINER, S3_KEY, S3_SECRET, s3_client
 from .service import BACKENDS, Service, backend_env, running_service
+from .store_fixtures import db, new_tenant
 from .test_telephony_twilio import PUBLIC, SID, TOKEN, signed_post, stream_of, stream_url, voice_form
 from .twilio_peer import TwilioPeer
+
+__all__ = ["db"]  # the store tests' fixture: SQLite and PostgreSQL
 
 RATE = 16000
 SECOND = RATE * 2 * 2  # bytes of stereo PCM16 a second
@@ -112,6 +121,35 @@ async def test_a_recording_cut_by_a_crash_is_recovered_as_a_valid_wav(
 async def test_nothing_stored_recovers_nothing(stores: tuple[BlobStore, BlobStore, int, int]) -> None:
     _, fresh, _, _ = stores
     assert await fresh.recover(f"{uuid.uuid4()}/{uuid.uuid4()}.wav", fixed_wav_head) is None
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_a_restart_ends_its_own_and_workerless_calls_at_their_last_sign_of_life(db: Database) -> None:
+    tenant = await new_tenant(db)
+    long_ago = utcnow() - timedelta(minutes=10)
+    async with db.session() as s:
+        repo = CallRepo(s)
+        mine, theirs, workerless = [
+            await repo.create(tenant, uuid.uuid4(), 1, "a", "talk", worker_id=w) for w in ("w1", "w2", None)
+        ]
+        for call in (mine, theirs, workerless):
+            call.started_at = long_ago
+        await repo.upsert_turn(tenant, mine.id, 0, "hi", "hello", "hello", False, {}, None, checked=True)
+        await repo.add_event(tenant, workerless.id, 1.0, "dtmf", {}, checked=True)
+    async with db.session() as s:
+        for model in (Turn, CallEvent):  # the last writes happened 30 s and 12 s into the calls
+            await s.execute(update(model).where(model.tenant_id == tenant).values(
+                {Turn.updated_at if model is Turn else CallEvent.created_at: long_ago + timedelta(seconds=30
+                 if model is Turn else 12)}))  # fmt: skip
+    assert await recover_crashed_calls(db, LocalBlobStore(Path("/nonexistent")), "w1") >= 2
+    async with db.session() as s:
+        repo = CallRepo(s)
+        got = {c.id: c for c in [await repo.get(tenant, x.id) for x in (mine, theirs, workerless)] if c}
+    assert got[theirs.id].status == "active", "another worker's call goes on"
+    for call, seconds in ((mine, 30), (workerless, 12)):
+        ended = got[call.id]
+        assert ended.status == "ended" and ended.end_reason == "worker-crashed" and ended.recording_key is None
+        assert ended.duration_s is not None and abs(ended.duration_s - seconds) < 1, ended.duration_s
 
 
 # --- a real server killed mid-call ---------------------------------------------------------------------------
