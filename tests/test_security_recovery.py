@@ -224,12 +224,12 @@ async def _calls_then_kill(service: Service, key: str, agent_id: str, seconds: f
 
 def _check_recording(c: Any, call: dict[str, Any], seconds: float, rate: int) -> None:
     assert call["status"] == "ended" and call["end_reason"] == "worker-crashed", call
-    assert seconds - 2.5 <= call["duration_s"] <= seconds + 1.5, (call["transport"], call["duration_s"], seconds)
+    assert seconds - 3 <= call["duration_s"] <= seconds + 1.5, (call["transport"], call["duration_s"], seconds)
     rec = c.get(f"/v1/calls/{call['id']}/recording")
     assert rec.status_code == 200, rec.text
     wav = read_wav(io.BytesIO(rec.content).getvalue())
     assert wav.channels == 2 and wav.sample_rate == rate
-    assert seconds - 2.5 <= wav.duration <= seconds + 0.5, (call["transport"], wav.duration, seconds)
+    assert seconds - 3 <= wav.duration <= seconds + 0.5, (call["transport"], wav.duration, seconds)
     assert np.abs(wav.samples[:, 1]).max() > 0, "the agent's greeting is in the recording"
     kind, recorded = call["transport"], call["duration_s"]
     print(f"{kind}: {seconds:.2f} s of call, {recorded:.2f} s on record, {wav.duration:.2f} s of recording")
