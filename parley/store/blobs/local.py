@@ -9,6 +9,7 @@ second, so a process killed mid-call leaves all but that last second there for `
 from __future__ import annotations
 
 import asyncio
+import glob
 import os
 import time
 import uuid
@@ -94,7 +95,7 @@ class LocalBlobStore(BlobStore):
     @staticmethod
     def _parts(path: Path) -> list[Path]:
         """The temporary files of writers of ``path`` (one per writer that never closed)."""
-        return list(path.parent.glob(f".{path.name}.*.part")) if path.parent.is_dir() else []
+        return list(path.parent.glob(f".{glob.escape(path.name)}.*.part")) if path.parent.is_dir() else []
 
     async def writer(self, key: str, content_type: str = "audio/wav") -> BlobWriter:
         path = self._path(key)
