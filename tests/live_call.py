@@ -62,6 +62,8 @@ class AudioReport:
     gaps: list[tuple[float, float]] = field(default_factory=list)  # (wall clock at its end, gap) above NOTABLE_GAP_S
     greeting_done: bool = False  # the greeting ended before the fuzzing did: the tail was not measured
     ended: str = ""  # the call ended before it was told to (end event reason, or the socket's close)
+    client_lag_s: float = 0.0  # the caller's own worst scheduling delay: a gap it shares is the machine, not Parley
+    client_lags: list[tuple[float, float]] = field(default_factory=list)  # (wall clock, lag) above NOTABLE_GAP_S
     server_late_frames: int = -1  # the server's own view of its playout (the call's last "media" event)
     server_max_lateness_ms: float = -1.0
     events: list[str] = field(default_factory=list)  # event types received, in order (errors with their text)
@@ -111,7 +113,17 @@ async def run_call(ws_url: str, headers: dict[str, str], stop: asyncio.Event, re
                         report.ended = str(event.get("reason"))
                     return
 
+        async def watch_own_lag() -> None:
+            while True:
+                before = time.monotonic()
+                await asyncio.sleep(0.01)
+                lag = time.monotonic() - before - 0.01
+                report.client_lag_s = max(report.client_lag_s, lag)
+                if lag > NOTABLE_GAP_S:
+                    report.client_lags.append((time.time(), round(lag, 3)))
+
         sender = asyncio.create_task(send())
+        watcher = asyncio.create_task(watch_own_lag())
         try:
             await receive()
         except websockets.ConnectionClosed as exc:
@@ -120,6 +132,7 @@ async def run_call(ws_url: str, headers: dict[str, str], stop: asyncio.Event, re
             if not stop.is_set() and not report.ended:
                 report.ended = "socket closed"
             sender.cancel()
+            watcher.cancel()
     return report
 
 
@@ -166,7 +179,8 @@ class LiveCall:
         return (
             f"live call: {r.frames} agent frames over {r.speaking_s:.1f} s of speech, longest gap {r.max_gap_s:.3f} s; "
             f"gaps over {NOTABLE_GAP_S} s: {len(r.gaps)} (worst: {stamps or 'none'}); server playout: "
-            f"{r.server_late_frames} late frames, at most {r.server_max_lateness_ms} ms late"
+            f"{r.server_late_frames} late frames, at most {r.server_max_lateness_ms} ms late; the caller's own worst "
+            f"scheduling delay {r.client_lag_s:.3f} s ({len(r.client_lags)} over {NOTABLE_GAP_S} s: the machine)"
             + (f"; the call ended early: {r.ended}" if r.ended else "")
             + (f"; errors: {[e for e in r.events if e.startswith('error')][:5]}" if "error" in str(r.events) else "")
         )
@@ -213,6 +227,7 @@ def _finish(call: LiveCall) -> None:
     if lines:
         data = json.loads(lines[-1])
         data["gaps"] = [tuple(g) for g in data["gaps"]]
+        data["client_lags"] = [tuple(g) for g in data["client_lags"]]
         call.report = AudioReport(**data)
     else:
         call.error = call.error or f"exit {call.proc.returncode}: {err[-2000:]}"

@@ -15,6 +15,7 @@ import asyncio
 import base64
 import copy
 import json
+import os
 import subprocess
 import sys
 import time
@@ -26,7 +27,7 @@ from typing import Any
 import pytest
 
 from .live_call import LiveCall, clock, live_call, talker
-from .service import Service, free_port, running_service
+from .service import ROOT, Service, free_port, running_service
 from .ws_fuzz import Target, fuzz_websockets
 
 SLOW_S = 1.0  # any answer (HTTP response, socket reply or close) slower than this under fuzzing is a finding
@@ -73,8 +74,9 @@ def beside(service: Service) -> tuple[str, str]:
     """The live call's tenant key and agent (a tenant of its own: the fuzzer cannot reach it)."""
     key = service.create_key("live-call")
     with service.client(key) as c:
-        agent = c.post("/v1/agents", json=talker(240)).json()
-    return key, agent["id"]
+        created = c.post("/v1/agents", json=talker(240))
+    assert created.status_code == 201, created.text
+    return key, created.json()["id"]
 
 
 @pytest.fixture(scope="module")
@@ -99,8 +101,9 @@ WEBHOOK_INPUTS: dict[str, dict[str, list[str]]] = {
 }  # fmt: skip
 
 
-def with_webhook_inputs(spec: dict[str, Any]) -> dict[str, Any]:
-    """The OpenAPI plus the headers, query parameters and bodies the /telephony/ webhooks read."""
+def with_webhook_inputs(spec: dict[str, Any], agent_id: str = "") -> dict[str, Any]:
+    """The OpenAPI plus the headers, query parameters and bodies the /telephony/ webhooks read (``agent`` with an
+    example that names a real agent, so that some answers get as far as a stream)."""
     spec = copy.deepcopy(spec)
     for path, methods in spec["paths"].items():
         provider = path.split("/")[2] if path.startswith("/telephony/") else ""
@@ -112,6 +115,9 @@ def with_webhook_inputs(spec: dict[str, Any]) -> dict[str, Any]:
             for where in ("header", "query"):
                 params += [{"name": n, "in": where, "required": False, "schema": {"type": "string"}}
                            for n in inputs[where]]  # fmt: skip
+            for param in params:
+                if param["name"] == "agent" and agent_id:
+                    param["example"] = agent_id
             if method == "post":
                 content = {}
                 for kind, media in (("form", "application/x-www-form-urlencoded"), ("json", "application/json")):
@@ -143,11 +149,19 @@ def test_the_fuzzer_reaches_every_route(service: Service) -> None:
 # --- HTTP ------------------------------------------------------------------------------------------
 
 
-def schemathesis(service: Service, tmp_path: Path, headers: dict[str, str]) -> tuple[list[str], float]:
-    """Run schemathesis over every operation; the failures it reports (with a curl to reproduce each)."""
+def schemathesis(
+    service: Service,
+    tmp_path: Path,
+    headers: dict[str, str],
+    *extra: str,
+    env: dict[str, str] | None = None,
+    agent_id: str = "",
+) -> tuple[list[str], Activity]:
+    """Run schemathesis over every operation: the failures it reports (a curl to reproduce each), and when it sent
+    each request."""
     import httpx
 
-    spec = with_webhook_inputs(httpx.get(f"{service.url}/openapi.json").json())
+    spec = with_webhook_inputs(httpx.get(f"{service.url}/openapi.json").json(), agent_id)
     (tmp_path / "openapi.json").write_text(json.dumps(spec))
     header_args = [a for name, value in headers.items() for a in ("--header", f"{name}: {value}")]
     start = time.monotonic()
@@ -155,13 +169,32 @@ def schemathesis(service: Service, tmp_path: Path, headers: dict[str, str]) -> t
         [sys.executable, "-m", "schemathesis.cli", "run", "openapi.json", "--url", service.url, *header_args,
          "--checks", "not_a_server_error", "--max-response-time", str(SLOW_S), "--max-examples", str(MAX_EXAMPLES),
          "--workers", "1", "--continue-on-failure", "--generation-database", "none", "--no-color",
-         "--phases", "examples,coverage,fuzzing", "--request-timeout", "30", "--output-truncate", "false"],
-        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+         "--phases", "examples,coverage,fuzzing", "--request-timeout", "30", "--output-truncate", "false",
+         "--output-sanitize", "false",
+         "--report", "har", "--report-har-path", "requests.har", *extra],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path, env={**os.environ, **(env or {})},
     )  # fmt: skip
-    took = time.monotonic() - start
+    print(f"schemathesis {' '.join(headers)} {' '.join(extra)}: {time.monotonic() - start:.0f} s")
+    activity = har_activity(tmp_path / "requests.har")
     if result.returncode == 0:
-        return [], took
-    return [_failures_section(result.stdout) or result.stdout[-6000:] + result.stderr[-2000:]], took
+        return [], activity
+    return [_failures_section(result.stdout) or result.stdout[-6000:] + result.stderr[-2000:]], activity
+
+
+def har_activity(path: Path) -> Activity:
+    """Each request of a HAR file as (sent, answered, "METHOD url → status")."""
+    from datetime import datetime
+
+    if not path.exists():
+        return []
+    out: Activity = []
+    for e in json.loads(path.read_text())["log"]["entries"]:
+        sent = datetime.fromisoformat(e["startedDateTime"]).timestamp()
+        req = e["request"]
+        label = f"{req['method']} {req['url'][:300]} → {e['response']['status']} in {e['time']:.0f} ms"
+        out.append((sent, sent + e["time"] / 1000, label))
+    print(f"  {len(out)} requests")
+    return out
 
 
 def _failures_section(out: str) -> str:
@@ -171,16 +204,30 @@ def _failures_section(out: str) -> str:
     return out[start:end].strip()[:20000] if start >= 0 else ""
 
 
-def check(findings: list[str], call: LiveCall, what: str) -> None:
-    """One failure message with every finding: the fuzzer's and the live call's."""
+Activity = list[tuple[float, float, str]]  # (wall clock from, to, what the fuzzer was sending)
+
+
+def during(activity: Activity, start: float, end: float) -> str:
+    """What the fuzzer sent between ``start`` and ``end`` (and just before): the suspects of a stall."""
+    suspects = [label for a, b, label in activity if a <= end and b >= start - 0.05]
+    return "; ".join(suspects[:4]) + (f"; and {len(suspects) - 4} more" if len(suspects) > 4 else "") or "nothing"
+
+
+def check(findings: list[str], call: LiveCall, what: str, activity: Activity) -> None:
+    """One failure message with every finding: the fuzzer's and the live call's (each stall with its suspects)."""
     problems = list(findings)
     r = call.report
     if r is None:
         problems.append(call.summary())
     else:
-        if r.max_gap_s > STALL_S:
-            problems.append(f"a concurrent call's audio stalled {r.max_gap_s:.3f} s (> {STALL_S} s) at "
-                            f"{clock(r.max_gap_at)}")  # fmt: skip
+        first, last = min(a for a, _, _ in activity), max(b for _, b, _ in activity)
+        stalls = [(end, gap) for end, gap in r.gaps if gap > STALL_S and end >= first and end - gap <= last]
+        if len(stalls) < len([g for _, g in r.gaps if g > STALL_S]):
+            print(f"{what}: stalls outside the fuzzing (the fuzzer starting up) not counted: {r.gaps}")
+        for end, gap in sorted(stalls, key=lambda g: -g[1])[:5]:
+            if gap > STALL_S:
+                problems.append(f"a concurrent call's audio stalled {gap:.3f} s (> {STALL_S} s) until {clock(end)}, "
+                                f"while the fuzzer sent: {during(activity, end - gap, end)}")  # fmt: skip
         if r.ended:
             problems.append(f"the live call ended during the fuzzing: {r.ended}")
         if r.greeting_done:
@@ -192,17 +239,32 @@ def check(findings: list[str], call: LiveCall, what: str) -> None:
 def test_http_fuzz_with_a_key(service: Service, beside: tuple[str, str], fuzz_key: str, tmp_path: Path) -> None:
     """Schemathesis with a real admin key: no 5xx, nothing slower than SLOW_S, no stall of the live call."""
     with live_call(service, *beside) as call:
-        findings, took = schemathesis(service, tmp_path, {"Authorization": f"Bearer {fuzz_key}"})
-    print(f"schemathesis with a key: {took:.0f} s")
-    check(findings, call, "HTTP fuzzing with a key")
+        findings, activity = schemathesis(service, tmp_path, {"Authorization": f"Bearer {fuzz_key}"})
+    check(findings, call, "HTTP fuzzing with a key", activity)
 
 
 def test_http_fuzz_without_credentials(service: Service, beside: tuple[str, str], tmp_path: Path) -> None:
     """The same with no credentials (anyone on the network): the carrier webhooks and every refusal."""
     with live_call(service, *beside) as call:
-        findings, took = schemathesis(service, tmp_path, {})
-    print(f"schemathesis without credentials: {took:.0f} s")
-    check(findings, call, "HTTP fuzzing without credentials")
+        findings, activity = schemathesis(service, tmp_path, {})
+    check(findings, call, "HTTP fuzzing without credentials", activity)
+
+
+def test_http_fuzz_of_webhooks_signed_as_the_carrier(service: Service, beside: tuple[str, str], tmp_path: Path) -> None:
+    """The carrier webhooks with fuzzed fields and a valid signature (tests/schemathesis_carriers.py signs each as
+    Twilio, Plivo or Vonage would): what lies behind the signature check is fuzzed too."""
+    env = {"SCHEMATHESIS_HOOKS": "tests.schemathesis_carriers", "PYTHONPATH": str(ROOT), "FUZZ_BASE_URL": service.url,
+           "FUZZ_TWILIO_TOKEN": SECRETS["PARLEY_TWILIO_AUTH_TOKEN"],
+           "FUZZ_PLIVO_TOKEN": SECRETS["PARLEY_PLIVO_AUTH_TOKEN"],
+           "FUZZ_VONAGE_SECRET": SECRETS["PARLEY_VONAGE_SIGNATURE_SECRET"]}  # fmt: skip
+    with live_call(service, *beside) as call:
+        findings, activity = schemathesis(
+            service, tmp_path, {}, "--include-path-regex", "^/telephony/(twilio|plivo|vonage)/", env=env,
+            agent_id=beside[1],
+        )  # fmt: skip
+    signed = [label for *_, label in activity if "→ 403" not in label]
+    assert len(signed) > len(activity) / 4, f"the signatures do not pass: {len(signed)} of {len(activity)} requests"
+    check(findings, call, "HTTP fuzzing of signed webhooks", activity)
 
 
 # --- WebSockets ------------------------------------------------------------------------------------
@@ -212,11 +274,14 @@ def ws_targets(service: Service, fuzz_key: str, agent_id: str) -> list[Target]:
     """The talk socket and every carrier stream; each carrier with how to start a real call on it."""
     from urllib.parse import urlencode
 
-    from parley.telephony.webhooks import sign_stream
+    from parley.telephony import webhooks
 
     def signed(secret_env: str) -> dict[str, str]:
+        """Stream parameters as our webhook answer signs them (with an expiry and a nonce where it has them)."""
         params = {"agent": agent_id, "caller": "+15550001111", "called": "+15550002222", "call": ""}
-        return sign_stream(SECRETS[secret_env], params, 120)
+        if hasattr(webhooks, "sign_stream"):
+            return dict(webhooks.sign_stream(SECRETS[secret_env], params, 120))
+        return {**params, "token": webhooks.stream_token(SECRETS[secret_env], params)}  # before one-use signatures
 
     def basic(user: str, password: str) -> str:
         return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
@@ -265,12 +330,15 @@ def test_websocket_fuzz(service: Service, beside: tuple[str, str], fuzz_key: str
     call): each answered by an error event or a clean close within SLOW_S, never a crash (1011, abnormal close) or
     a hang; hostile handshakes refused cleanly."""
     with service.client(fuzz_key) as c:
-        agent = c.post("/v1/agents", json={**talker(1), "name": "fuzzed", "greeting": ""}).json()
+        created = c.post("/v1/agents", json={**talker(1), "name": "fuzzed", "greeting": ""})
+    assert created.status_code == 201, created.text
+    agent = created.json()
     targets = ws_targets(service, fuzz_key, agent["id"])
     with live_call(service, *beside) as call:
         start = time.monotonic()
         fuzzer = asyncio.run(fuzz_websockets(targets, SLOW_S))
         took = time.monotonic() - start
     print(f"websocket fuzzing: {len(fuzzer.outcomes)} frames in {took:.0f} s; " + ", ".join(
-        f"{o}: {n}" for o, n in Counter(o for *_, o, _ in fuzzer.outcomes).most_common()))  # fmt: skip
-    check([str(f) for f in fuzzer.findings], call, "WebSocket fuzzing")
+        f"{o}: {n}" for o, n in Counter(o[2] for o in fuzzer.outcomes).most_common()))  # fmt: skip
+    activity = [(wall, wall + took, f"{target}: {case}") for target, case, _, took, wall in fuzzer.outcomes]
+    check([str(f) for f in fuzzer.findings], call, "WebSocket fuzzing", activity)

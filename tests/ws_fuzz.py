@@ -151,7 +151,8 @@ class Fuzzer:
     def __init__(self, limit_s: float) -> None:
         self.limit_s = limit_s
         self.findings: list[Finding] = []
-        self.outcomes: list[tuple[str, str, str, float]] = []  # (target, case, outcome, seconds): what was tried
+        #: what was tried: (target, case, outcome, seconds it took, wall clock when it was sent)
+        self.outcomes: list[tuple[str, str, str, float, float]] = []
 
     def add(self, target: str, case: str, problem: str) -> None:
         self.findings.append(Finding(target, case, problem, time.time()))
@@ -219,10 +220,10 @@ class Fuzzer:
                     return
                 if first and not await self.started(t, ws, first, case):
                     return
-            sent = time.monotonic()
+            sent, wall = time.monotonic(), time.time()
             problem = await self.answer(t, ws, frame, 1 + must_answer)
             took = time.monotonic() - sent
-            self.outcomes.append((t.name, case, problem or "answered", took))
+            self.outcomes.append((t.name, case, problem or "answered", took, wall))
             if problem == "closed":
                 await ws.close()
                 ws = None

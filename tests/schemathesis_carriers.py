@@ -1,0 +1,106 @@
+"""Schemathesis hooks that sign each fuzzed carrier webhook as the carrier would (SCHEMATHESIS_HOOKS).
+
+Without a valid signature every fuzzed webhook stops at the signature check; signed,
+the fuzzed fields (numbers, call ids, statuses, durations, ``?agent=``) reach the code
+behind it. The secrets come from the environment the test gives schemathesis
+(``FUZZ_TWILIO_TOKEN``, ``FUZZ_PLIVO_TOKEN``, ``FUZZ_VONAGE_SECRET``). Requests whose
+form cannot be signed (a body that is not an object) go out as generated.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import time
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import jwt
+import requests
+import schemathesis
+from twilio.request_validator import RequestValidator
+
+
+def _prepared(case: Any) -> requests.PreparedRequest:
+    kwargs = case.as_transport_kwargs(base_url=os.environ["FUZZ_BASE_URL"])
+    kwargs.pop("timeout", None)
+    kwargs.pop("verify", None)
+    kwargs.pop("allow_redirects", None)
+    return requests.Request(**{k: v for k, v in kwargs.items() if k in _REQUEST_ARGS}).prepare()
+
+
+_REQUEST_ARGS = {"method", "url", "headers", "files", "data", "params", "auth", "cookies", "json"}
+
+
+def _form(request: requests.PreparedRequest) -> dict[str, str] | None:
+    body = request.body or b""
+    text = body.decode("utf-8", "surrogateescape") if isinstance(body, bytes) else str(body)
+    if "application/x-www-form-urlencoded" not in (request.headers.get("Content-Type") or "") and text:
+        return None
+    return dict(parse_qsl(text, keep_blank_values=True))
+
+
+def _plivo_v3(token: str, method: str, url: str, params: dict[str, str], nonce: str) -> str:
+    """X-Plivo-Signature-V3 as Plivo documents it (the same construction as parley.telephony.plivo)."""
+    parts = urlsplit(url)
+    base = f"{parts.scheme}://{parts.netloc}{parts.path}"
+    query = sorted(parse_qsl(parts.query, keep_blank_values=True))
+    if method.upper() == "GET":
+        query = sorted(query + list(params.items()))
+        text = base + ("?" + "&".join(f"{k}={v}" for k, v in query) if query else "")
+    else:
+        text = base + ("?" + "&".join(f"{k}={v}" for k, v in query) if query or params else "")
+        text += ("." if query and params else "") + "".join(f"{k}{v}" for k, v in sorted(params.items()))
+    digest = hmac.new(token.encode(), f"{text}.{nonce}".encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
+    return base64.b64encode(digest).decode()
+
+
+def _vonage_jwt(secret: str, request: requests.PreparedRequest) -> str:
+    merged: dict[str, Any] = dict(parse_qsl(urlsplit(request.url or "").query, keep_blank_values=True))
+    body = request.body or b""
+    raw = body if isinstance(body, bytes) else str(body).encode()
+    if raw:
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            data = None
+        if isinstance(data, dict):
+            merged.update(data)
+    text = json.dumps(merged, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass")
+    claims = {"iat": int(time.time()), "jti": secrets.token_hex(8), "payload_hash": hashlib.sha256(text).hexdigest()}
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+@schemathesis.hook
+def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
+    path = case.operation.path
+    provider = path.split("/")[2] if path.startswith("/telephony/") else ""
+    if provider not in ("twilio", "plivo", "vonage"):
+        return
+    try:
+        request = _prepared(case)
+    except Exception:
+        return  # what requests cannot send as it is, the server never sees signed either
+    headers = dict(case.headers or {})
+    url = request.url or ""
+    if provider == "twilio":
+        form = _form(request)
+        if form is None:
+            return
+        validator = RequestValidator(os.environ["FUZZ_TWILIO_TOKEN"])
+        headers["X-Twilio-Signature"] = validator.compute_signature(url, form)
+    elif provider == "plivo":
+        form = _form(request) if request.method == "POST" else {}
+        if form is None:
+            return
+        nonce = secrets.token_hex(10)
+        headers["X-Plivo-Signature-V3-Nonce"] = nonce
+        headers["X-Plivo-Signature-V3"] = _plivo_v3(os.environ["FUZZ_PLIVO_TOKEN"], request.method or "", url, form,
+                                                    nonce)  # fmt: skip
+    else:
+        headers["Authorization"] = f"Bearer {_vonage_jwt(os.environ['FUZZ_VONAGE_SECRET'], request)}"
+    case.headers = headers
