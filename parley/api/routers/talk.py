@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Literal
 
 import structlog
 from fastapi import APIRouter, HTTPException, WebSocket, WebSocketDisconnect
@@ -107,20 +107,52 @@ async def _authenticate(ws: WebSocket, state: AppState, agent_ref: str) -> tuple
     return who, CallTarget(who.tenant_id, agent.id, agent.version, agent.name, document)
 
 
-def parse_event(text: str) -> dict[str, Any] | str:
-    """A client text frame as an event, or why it is not one (answered with an ``error`` event; the call goes on).
+def text_frame(text: str) -> tuple[Literal["end", "dtmf", "error"], str]:
+    """What a client text frame asks: ``end``, a ``dtmf`` digit, or an ``error`` message to answer (the call goes on).
 
     Bounded first: a deeply nested frame makes ``json.loads`` raise RecursionError, which would end the call.
     """
     if len(text) > MAX_TEXT_CHARS:
-        return f"text frames are limited to {MAX_TEXT_CHARS} characters"
+        return "error", f"text frames are limited to {MAX_TEXT_CHARS} characters"
     try:
         event = json.loads(text)
     except (ValueError, RecursionError):
-        return "text frames must be JSON events"
+        return "error", "text frames must be JSON events"
     if not isinstance(event, dict):
-        return "text frames must be JSON objects"
-    return event
+        return "error", "text frames must be JSON objects"
+    if event.get("type") == "end":
+        return "end", ""
+    if event.get("type") == "dtmf":
+        digit = event.get("digit")
+        if isinstance(digit, str) and len(digit) == 1 and digit in DTMF_DIGITS:
+            return "dtmf", digit
+        return "error", f"dtmf digit must be one of {DTMF_DIGITS}"
+    return "error", 'unknown event; send binary PCM16, {"type": "dtmf", "digit": "1"} or {"type": "end"}'
+
+
+async def client_audio(
+    ws: WebSocket, send_event: Callable[[dict[str, Any]], Awaitable[None]], dtmf: Callable[[str], Awaitable[None]]
+) -> AsyncIterator[bytes]:
+    """The caller's audio until ``end`` (or raises WebSocketDisconnect); bad frames get an ``error`` event."""
+    while True:
+        message = await ws.receive()
+        if message["type"] == "websocket.disconnect":
+            raise WebSocketDisconnect(message.get("code", 1000))
+        if (data := message.get("bytes")) is not None:
+            if len(data) <= MAX_MESSAGE_BYTES:
+                yield data
+            else:
+                await send_event(
+                    {"type": "error", "message": f"audio messages are limited to {MAX_MESSAGE_BYTES} bytes"}
+                )
+        elif (text := message.get("text")) is not None:
+            kind, value = text_frame(text)
+            if kind == "end":
+                return
+            if kind == "dtmf":
+                await dtmf(value)
+            else:
+                await send_event({"type": "error", "message": value})
 
 
 @router.websocket("/{agent_ref}/talk")
@@ -158,43 +190,12 @@ async def talk(ws: WebSocket, agent_ref: str, state: State) -> None:
             except (WebSocketDisconnect, RuntimeError):
                 pass
 
-    async def audio_in() -> AsyncIterator[bytes]:
-        while True:
-            message = await ws.receive()
-            if message["type"] == "websocket.disconnect":
-                raise WebSocketDisconnect(message.get("code", 1000))
-            if (data := message.get("bytes")) is not None:
-                if len(data) > MAX_MESSAGE_BYTES:
-                    await send_event(
-                        {"type": "error", "message": f"audio messages are limited to {MAX_MESSAGE_BYTES} bytes"}
-                    )
-                    continue
-                yield data
-            elif (text := message.get("text")) is not None:
-                event = parse_event(text)
-                if isinstance(event, str):
-                    await send_event({"type": "error", "message": event})
-                    continue
-                if event.get("type") == "end":
-                    return
-                if event.get("type") == "dtmf":
-                    digit = event.get("digit")
-                    if isinstance(digit, str) and len(digit) == 1 and digit in DTMF_DIGITS:
-                        await call.dtmf(digit)
-                    else:
-                        await send_event({"type": "error", "message": f"dtmf digit must be one of {DTMF_DIGITS}"})
-                    continue
-                await send_event(
-                    {"type": "error", "message": 'unknown event; send binary PCM16, {"type": "dtmf", "digit": "1"} '
-                     'or {"type": "end"}'}
-                )  # fmt: skip
-
     info = CallInfo(caller=addr, worker_id=state.settings.worker_id)  # a restart after a crash finds its calls
     call = LiveCall(
         target, services, state.db, state.blobs, "talk", send_audio, send_event, control=TalkControl(), info=info
     )
     try:
-        reason = await call.run(audio_in())
+        reason = await call.run(client_audio(ws, send_event, call.dtmf))
         await send_event({"type": "end", "reason": reason, "call_id": str(call.call_id)})
     finally:
         await services.aclose()
