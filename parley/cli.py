@@ -30,7 +30,11 @@ err = Console(stderr=True)
 
 @app.callback()
 def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every pipeline event.")) -> None:
-    configure_logging(verbose)
+    try:
+        configure_logging(verbose)  # PARLEY_LOG_FORMAT: console (default) or json
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -106,8 +110,9 @@ def serve(
     console.print("first API key:  [bold].venv/bin/parley admin create-key --tenant demo --role admin[/bold]")
     # proxy_headers off: uvicorn would believe X-Forwarded-For from 127.0.0.1; the app heeds PARLEY_TRUSTED_PROXIES
     uvicorn.run(
-        create_app(settings), host=host, port=port, log_level="warning", ws="websockets-sansio", proxy_headers=False
-    )
+        create_app(settings), host=host, port=port, log_level="warning", ws="websockets-sansio", proxy_headers=False,
+        log_config=None,  # uvicorn's records go through parley.logs (bounded, redacted, written off the loop)
+    )  # fmt: skip
 
 
 @admin_app.command("create-key")

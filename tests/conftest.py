@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +15,18 @@ import pytest
 from parley.audio import read_wav, resample
 
 from .servers import azurite, seaweedfs  # noqa: F401  (session fixtures for every test module)
+from .service import leaked_secrets
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secret_in_any_log() -> Iterator[None]:
+    """After the whole run: no `parley serve` log holds a key or secret setting any test gave it (finding 3)."""
+    yield
+    leaks = leaked_secrets()
+    if leaks:
+        pytest.fail("secrets written to a log:\n" + "\n".join(leaks[:50]), pytrace=False)
 
 
 def espeak(text: str, voice: str = "en-us", rate: int = 16000, wpm: int = 170) -> np.ndarray:

@@ -20,6 +20,41 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# Every secret the tests hand a service (keys it created, secret settings) and every log a service wrote:
+# tests/conftest.py fails the session if any log holds any of them (docs/security.md, finding 3).
+SECRETS: set[str] = set()
+SERVE_LOGS: list[Path] = []
+
+
+def register_secret(*values: str | None) -> None:
+    """A secret the logs must never show (anything shorter than 6 characters would match by chance)."""
+    SECRETS.update(v for v in values if v and len(v) >= 6)
+
+
+def secret_env_names() -> set[str]:
+    """``PARLEY_*`` names of every ``SecretStr`` setting (parley.config)."""
+    from pydantic import SecretStr
+
+    from parley.config import Settings
+
+    return {f"PARLEY_{n.upper()}" for n, f in Settings.model_fields.items() if SecretStr in _types(f.annotation)}
+
+
+def _types(annotation: object) -> tuple[object, ...]:
+    return (annotation, *getattr(annotation, "__args__", ()))
+
+
+def leaked_secrets() -> list[str]:
+    """``log: line N holds pk_abc…`` for every registered secret found in a registered log (secrets shortened)."""
+    found = []
+    for log in dict.fromkeys(SERVE_LOGS):
+        text = log.read_text(errors="replace") if log.exists() else ""
+        for secret in SECRETS:
+            at = text.find(secret)
+            if at >= 0:
+                found.append(f"{log}: line {text.count(chr(10), 0, at) + 1} holds {secret[:6]}…")
+    return found
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -40,7 +75,9 @@ class Service:
             [sys.executable, "-m", "parley.cli", "admin", "create-key", "--tenant", tenant, "--role", role],
             env=self.env, capture_output=True, text=True, timeout=120, cwd=ROOT, check=True,
         )  # fmt: skip
-        return out.stdout.strip().splitlines()[-1]
+        secret = out.stdout.strip().splitlines()[-1]
+        register_secret(secret)
+        return secret
 
     def assign_number(self, number: str, tenant: str) -> None:
         """`parley admin numbers assign`, as the README tells an operator: only then may the tenant map it."""
@@ -55,7 +92,8 @@ class Service:
 
 
 @contextmanager
-def running_service(data_dir: Path, **env: str) -> Iterator[Service]:
+def running_service(data_dir: Path, module: str = "parley.cli", **env: str) -> Iterator[Service]:
+    """``python -m {module} serve``: parley.cli, or a test module that adds routes first (tests/failing_routes.py)."""
     port = free_port()
     full_env = {
         **os.environ,
@@ -67,10 +105,12 @@ def running_service(data_dir: Path, **env: str) -> Iterator[Service]:
         **env,
     }
     log = data_dir / "serve.log"
+    register_secret(*(value for name, value in full_env.items() if name in secret_env_names()))
+    SERVE_LOGS.append(log)
     data_dir.mkdir(parents=True, exist_ok=True)
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "parley.cli", "serve"], env=full_env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT
+            [sys.executable, "-m", module, "serve"], env=full_env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT
         )
     url = f"http://127.0.0.1:{port}"
     try:

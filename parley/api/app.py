@@ -7,14 +7,14 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import structlog
-from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, FastAPI
 
 from parley import __version__
 from parley.api.routers import agents, calls, credentials, keys, numbers, talk
 from parley.api.security import add_security
 from parley.api.state import AppState
 from parley.config import Settings
+from parley.redact import register_settings_secrets
 
 log = structlog.get_logger(__name__)
 
@@ -52,6 +52,7 @@ async def start_sip(settings: Settings, state: AppState) -> Any:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    register_settings_secrets(settings)  # their values are masked in every log line
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -81,9 +82,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def health() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled_error", path=request.url.path)
-        return JSONResponse({"detail": "internal error"}, status_code=500)
-
+    # unhandled exceptions: parley.api.errors.UnhandledErrorMiddleware (inside the security headers)
     return app

@@ -146,11 +146,16 @@ class BodySizeLimitMiddleware:
 
 
 def add_security(app: FastAPI, settings: Settings) -> None:
-    """Install, outermost first: security headers (so every response has them, 413s and preflights included),
-    CORS (so browsers can read those errors), then the body limit."""
+    """Install, outermost first: security headers (so every response has them, 413s, 500s and preflights
+    included), CORS (so browsers can read those errors), the 500 handler, the body limit, then the JSON text check
+    (which reads bodies the limit has bounded)."""
+    from parley.api.errors import JsonTextMiddleware, UnhandledErrorMiddleware
+
     origins = [o.rstrip("/") for o in settings.cors_origins]
     wildcard = "*" in origins
+    app.add_middleware(JsonTextMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(UnhandledErrorMiddleware, passthrough=(_BodyTooLarge,))
     app.add_middleware(
         CORSMiddleware,
         allow_origins=["*"] if wildcard else origins,

@@ -5,11 +5,12 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
+from pydantic import AfterValidator
 
 from parley.api.deps import ReadCalls, State, WriteCalls
 from parley.api.schemas import CallCreate, CallDetail, CallOut, EventOut, TurnOut
@@ -18,7 +19,19 @@ from parley.store.calls import CallRepo
 from parley.store.models import Call
 
 router = APIRouter(prefix="/v1/calls", tags=["calls"])
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE = re.compile(r"^bytes=([0-9]*)-([0-9]*)$")
+_MAX_DIGITS = 18  # any byte offset with more is past every recording (and int() refuses 4,300+ digits)
+
+
+def _as_utc(value: datetime) -> datetime:
+    """A date or a time without a zone means UTC; one whose UTC time is outside years 1-9999 is a 422, not a 500."""
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the time is outside years 1 to 9999 in UTC") from None
+
+
+UtcTime = Annotated[datetime, AfterValidator(_as_utc)]
 
 
 async def _call(state: State, tenant_id: uuid.UUID, call_id: uuid.UUID) -> Call:
@@ -36,8 +49,8 @@ async def list_calls(
     agent_id: uuid.UUID | None = None,
     status: Annotated[str | None, Query(max_length=20)] = None,
     transport: Annotated[str | None, Query(max_length=20)] = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: Annotated[UtcTime | None, Query(description="ISO 8601 date or time; without a zone: UTC")] = None,
+    until: Annotated[UtcTime | None, Query(description="ISO 8601 date or time; without a zone: UTC")] = None,
     q: Annotated[str | None, Query(max_length=200, description="text search in the transcript")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
@@ -126,23 +139,8 @@ async def recording(
     size = await state.blobs.size(call.recording_key) if call.recording_key else None
     if call.recording_key is None or size is None:
         raise HTTPException(status_code=404, detail="this call has no recording")
-    start, end = 0, size
-    status = 200
-    if range:
-        m = _RANGE.match(range.strip())
-        if not m or (m.group(1) == "" and m.group(2) == ""):
-            raise HTTPException(
-                status_code=416, detail="unsupported Range", headers={"Content-Range": f"bytes */{size}"}
-            )
-        if m.group(1) == "":  # suffix: the last N bytes
-            start, end = max(0, size - int(m.group(2))), size
-        else:
-            start = int(m.group(1))
-            end = min(size, int(m.group(2)) + 1) if m.group(2) else size
-        if start >= size or start >= end:
-            raise HTTPException(status_code=416, detail="range not satisfiable",
-                                headers={"Content-Range": f"bytes */{size}"})  # fmt: skip
-        status = 206
+    start, end = _byte_range(range, size) if range else (0, size)
+    status = 206 if range else 200
     headers = {"Accept-Ranges": "bytes", "Content-Length": str(end - start),
                "Content-Disposition": f'attachment; filename="call-{call.id}.wav"'}  # fmt: skip
     if status == 206:
@@ -157,6 +155,26 @@ async def recording(
             return
 
     return StreamingResponse(body(), status_code=status, media_type="audio/wav", headers=headers)
+
+
+def _byte_range(header: str, size: int) -> tuple[int, int]:
+    """``bytes=a-b`` / ``bytes=a-`` / ``bytes=-n`` as [start, end); anything else, or nothing of the file, is a 416."""
+    unsatisfiable = {"Content-Range": f"bytes */{size}"}
+    m = _RANGE.match(header.strip())
+    if not m or (m.group(1) == "" and m.group(2) == ""):
+        raise HTTPException(status_code=416, detail="unsupported Range", headers=unsatisfiable)
+
+    def number(digits: str) -> int:  # longer than _MAX_DIGITS: larger than any recording, as good as infinity
+        return int(digits) if len(digits) <= _MAX_DIGITS else size + 1
+
+    first, last = m.group(1), m.group(2)
+    if first == "":  # suffix: the last N bytes
+        start, end = max(0, size - number(last)), size
+    else:
+        start, end = number(first), min(size, number(last) + 1) if last else size
+    if start >= size or start >= end:
+        raise HTTPException(status_code=416, detail="range not satisfiable", headers=unsatisfiable)
+    return start, end
 
 
 @router.delete("/{call_id}", status_code=204)

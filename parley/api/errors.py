@@ -1,0 +1,163 @@
+"""Requests that fail: one cheap log line and a plain 500 with every security header, and JSON bodies that no
+handler could store or answer (lone surrogates, undecodable text) refused up front with 422.
+
+Plain ASGI middleware (see parley.api.security for why). Starlette's own last-resort handler sits outside every
+middleware, so its 500s carried none of the security headers, and it re-raises so that the server logs the error
+a second time, on the event loop; :class:`UnhandledErrorMiddleware` answers inside them and does not re-raise.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = structlog.get_logger(__name__)
+
+INTERNAL_ERROR = json.dumps({"detail": "internal error"}).encode()
+# \uD800-\uDFFF as a JSON escape (the backslash's own escaping is checked separately, see lone_surrogate_at)
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD]([89abAB]|[c-fC-F])[0-9a-fA-F]{2}")
+_JSON_TYPE = re.compile(r"^\s*application/(?:[\w.+-]*\+)?json\s*(?:;|$)", re.IGNORECASE)
+
+
+async def _reply(send: Send, status: int, body: bytes) -> None:
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class UnhandledErrorMiddleware:
+    """An exception out of a request becomes a 500 ``{"detail": "internal error"}`` (when nothing was sent yet) and
+    one log record, whose traceback the log's writer thread formats (parley.logs)."""
+
+    def __init__(self, app: ASGIApp, passthrough: tuple[type[BaseException], ...] = ()) -> None:
+        self.app = app
+        self.passthrough = passthrough  # raised on purpose for an outer middleware to answer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except self.passthrough:
+            raise
+        except Exception as exc:
+            log.error("unhandled_error", method=scope.get("method"), path=scope.get("path"), exc_info=exc)
+            if not started:
+                await _reply(send, 500, INTERNAL_ERROR)
+            # started: the server sees an unfinished response and closes the connection, as a client must learn
+
+
+def lone_surrogate_at(text: str) -> int | None:
+    """Where ``text`` (JSON) has a ``\\uD800``-``\\uDFFF`` escape that is not half of a pair; None if nowhere.
+
+    Python's json module turns such an escape into a lone surrogate, which passes validation and then fails
+    wherever the text is encoded (the database, the response): a 500. Linear: each candidate looks back over the
+    backslashes just before it, and those runs do not overlap."""
+    pending = -1  # where the low half must start to complete the pair just seen
+    for m in _SURROGATE_ESCAPE.finditer(text):
+        start = m.start()
+        back = start
+        while back > 0 and text[back - 1] == "\\":
+            back -= 1
+        if (start - back) % 2:
+            continue  # the backslash is itself escaped: plain text "ud800"
+        high = m.group(1) in "89abAB"
+        if pending >= 0:
+            if not high and start == pending:
+                pending = -1
+                continue
+            return pending - 6
+        if not high:
+            return start
+        pending = m.end()
+    return pending - 6 if pending >= 0 else None
+
+
+class BadJsonText(json.JSONDecodeError):
+    """A JSON body that is not Unicode text: a JSONDecodeError, so that code reading the body treats it as bad JSON."""
+
+    def __init__(self, message: str, text: str, position: int) -> None:
+        super().__init__(message, text, position)
+
+
+def check_json_text(body: bytes) -> None:
+    """Raises :class:`BadJsonText` for a JSON body that is not valid Unicode text."""
+    try:
+        text = body.decode(json.detect_encoding(body))
+    except UnicodeDecodeError as exc:
+        raise BadJsonText(f"the body is not valid {exc.encoding} text", "", exc.start) from None
+    position = lone_surrogate_at(text)
+    if position is not None:
+        raise BadJsonText("a \\u escape names half of a surrogate pair, not a Unicode character", text, position)
+
+
+class JsonTextMiddleware:
+    """Reads a JSON body (bounded by the body-size middleware outside) when the app first asks for it, and answers
+    422 if it is not valid Unicode text; otherwise hands the app the whole body at once. Like the body limit, it
+    replaces whatever the app made of the refused body (FastAPI turns a failing read into a 400)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    @staticmethod
+    def _is_json(scope: Scope) -> bool:
+        for name, value in scope.get("headers", []):
+            if name == b"content-type":
+                return _JSON_TYPE.match(value.decode("latin-1")) is not None
+        return True  # FastAPI parses a body without a content type as JSON
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self._is_json(scope):
+            await self.app(scope, receive, send)
+            return
+        done, started = False, False
+        refused: BadJsonText | None = None
+
+        async def checked_receive() -> Message:
+            nonlocal done, refused
+            if done:
+                return await receive()
+            chunks: list[bytes] = []
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return message
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    break
+            done = True
+            body = b"".join(chunks)
+            try:
+                check_json_text(body)
+            except BadJsonText as exc:
+                refused = exc
+                raise
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if refused is not None and not started:
+                return  # we answer 422 instead
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, checked_receive, guarded_send)
+        except BadJsonText:
+            if started:
+                raise
+        if refused is not None and not started:
+            detail = [{"type": "json_invalid", "loc": ["body", refused.pos], "msg": refused.msg, "input": {}}]
+            await _reply(send, 422, json.dumps({"detail": detail}).encode())
