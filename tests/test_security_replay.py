@@ -61,13 +61,18 @@ def make_agent(service: Service, tenant: str) -> str:
         return str(created.json()["id"])
 
 
-def twilio_voice(service: Service, agent: str, sid: str | None = None) -> dict[str, str]:
-    """Twilio fetches the voice webhook (signed by the SDK); the TwiML's stream <Parameter>s."""
+def post_voice(service: Service, agent: str, sid: str) -> httpx.Response:
+    """Twilio fetches the voice webhook, signed by the SDK."""
     path = f"/telephony/twilio/voice?agent={agent}"
-    form = {"CallSid": sid or "CA" + secrets.token_hex(16), "AccountSid": TWILIO_SID, "From": "+15550109999",
-            "To": "+15550100200", "Direction": "inbound", "CallStatus": "ringing"}  # fmt: skip
+    form = {"CallSid": sid, "AccountSid": TWILIO_SID, "From": "+15550109999", "To": "+15550100200",
+            "Direction": "inbound", "CallStatus": "ringing"}  # fmt: skip
     signature = RequestValidator(TWILIO_TOKEN).compute_signature(PUBLIC + path, form)
-    r = httpx.post(service.url + path, data=form, headers={"X-Twilio-Signature": signature})
+    return httpx.post(service.url + path, data=form, headers={"X-Twilio-Signature": signature})
+
+
+def twilio_voice(service: Service, agent: str) -> dict[str, str]:
+    """The stream <Parameter>s of the TwiML a fresh call's voice webhook answers."""
+    r = post_voice(service, agent, "CA" + secrets.token_hex(16))
     assert r.status_code == 200, r.text
     stream = ET.fromstring(r.text).find("./Connect/Stream")
     assert stream is not None
@@ -171,6 +176,14 @@ def test_twiml_parameters_open_one_stream(service: Service, agents: tuple[str, s
     assert sorted(results, key=str) == [1008] * 5 + ["open"], results
     assert asyncio.run(opened(url, [twilio_start(params)])) == 1008  # and later, once the first call is over
     assert asyncio.run(opened(url, [twilio_start(twilio_voice(service, agents[0]))])) == "open"  # a fresh answer
+
+
+def test_a_twilio_voice_webhook_is_answered_once(service: Service, agents: tuple[str, str]) -> None:
+    """Twilio signs no time or nonce: the same signed request again would mint fresh stream parameters."""
+    sid = "CA" + secrets.token_hex(16)
+    assert post_voice(service, agents[0], sid).status_code == 200
+    assert post_voice(service, agents[0], sid).status_code == 403
+    assert post_voice(service, agents[1], sid).status_code == 403
 
 
 def test_expired_stream_parameters_are_refused(service: Service, agents: tuple[str, str]) -> None:

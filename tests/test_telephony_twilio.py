@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import secrets
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -165,7 +166,9 @@ def signed_post(service: Service, path: str, form: dict[str, str], token: str = 
         return c.post(path, data=form, headers={"X-Twilio-Signature": signature})
 
 
-def voice_form(to: str = "+15550100200", sid: str = "CA" + "2" * 32) -> dict[str, str]:
+def voice_form(to: str = "+15550100200", sid: str | None = None) -> dict[str, str]:
+    """Twilio's voice webhook fields; each call has its own CallSid (Parley answers one only once)."""
+    sid = sid or "CA" + secrets.token_hex(16)
     return {"CallSid": sid, "AccountSid": SID, "From": "+15550109999", "To": to, "Direction": "inbound",
             "CallStatus": "ringing"}  # fmt: skip
 

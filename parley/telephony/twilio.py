@@ -63,6 +63,7 @@ router = APIRouter(prefix="/telephony/twilio", tags=["telephony"], dependencies=
 
 #: CallStatus values that mean the call never connected or has ended
 FAILED = {"busy", "failed", "no-answer", "canceled"}
+ANSWERED_TTL_S = 24 * 3600  # how long a CallSid whose voice webhook was answered is remembered
 
 
 class TwilioStream(StreamProtocol):
@@ -184,6 +185,11 @@ async def voice(request: Request, form: Form, state: State) -> Response:
     """A call arrived (or a dialled call was answered): connect it to the agent's media stream."""
     called = form.get("To") or form.get("Called")
     caller = form.get("From") or form.get("Caller")
+    # Twilio signs no time or nonce: a captured request would mint fresh stream parameters, so each CallSid is
+    # answered once (Twilio fetches the voice URL once per call)
+    if not await state.nonces.use(f"twilio-voice:{form.get('CallSid', '')}", ANSWERED_TTL_S):
+        log.warning("twilio_replayed_webhook", call_sid=form.get("CallSid", "")[:64])
+        raise HTTPException(status_code=403, detail="this call was already answered")
     try:
         target, params = await answer_target(
             state.db, state.settings, request.query_params, caller, called, "call_sid", form.get("CallSid", "")
