@@ -97,6 +97,11 @@ def test_a_keys_scoped_key_cannot_create_broader_keys(service: Service) -> None:
         # within its own scopes (and a lower role) it still works
         assert n.post("/v1/keys", json={"name": "ok", "role": "admin", "scopes": ["keys"]}).status_code == 201
         assert n.post("/v1/keys", json={"name": "ok2", "role": "editor", "scopes": ["keys"]}).status_code == 201
+    # the same for a JWT carrying the keys scope
+    claims = {"sub": "ops", "tenant": "keys-jwt", "role": "admin", "scope": "openid keys", "exp": time.time() + 60}
+    with service.client(jwt.encode(claims, JWT_SECRET, algorithm="HS256")) as j:
+        assert j.post("/v1/keys", json={"name": "escalate", "role": "admin"}).status_code == 403
+        assert j.post("/v1/keys", json={"name": "ok", "role": "admin", "scopes": ["keys"]}).status_code == 201
 
 
 # --- finding 11: one session per talk token, and none once its key is revoked ------------------------------------
@@ -123,6 +128,13 @@ def test_a_talk_token_opens_one_session_even_when_used_at_once(service: Service)
     outcomes = asyncio.run(all_at_once())
     assert sorted(outcomes) == ["call"] + ["talk token already used"] * 3, outcomes
     assert asyncio.run(refusal(ws_url(service, token["url"]))) == (1008, "talk token already used")
+    # nor does the same token spelled differently (the signature's last base64 character carries 2 unused bits):
+    # the one-use key is the token's id, not its text
+    head, _, sig = token["token"].rpartition(".")
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    respelled = f"{head}.{sig[:-1]}{alphabet[alphabet.index(sig[-1]) ^ 1]}"
+    url = ws_url(service, f"/v1/agents/{agent['id']}/talk?token={respelled}")
+    assert asyncio.run(refusal(url))[0] == 1008
 
 
 def test_a_talk_token_dies_with_the_key_that_minted_it(service: Service) -> None:
