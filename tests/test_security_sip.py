@@ -12,6 +12,8 @@ from __future__ import annotations
 import random
 import re
 import socket
+import struct
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -31,6 +33,7 @@ MAX_UNACKED = 3
 BURST = 6
 RTP_EVEN_PORTS = 4
 FUZZ_BUDGET_S = 0.050
+STALL_S = 0.25  # the longest a concurrent call's audio may stop (as tests/test_security_fuzz.py)
 
 AGENT: dict[str, Any] = {
     "name": "sip-guarded",
@@ -268,41 +271,99 @@ def _options(host: str, local: int, sip_port: int, call_id: str) -> bytes:
     ).encode()
 
 
-def test_mutated_messages_are_answered_or_dropped_within_50_ms(guarded: Guarded) -> None:
-    """Timed fuzzing: after each mutant a well-formed OPTIONS must be answered within 50 ms of the mutant."""
-    rng = random.Random(20261201)
-    peer = Peer("127.0.0.15", guarded.sip_port)
+class LiveSipCall:
+    """A call running beside the fuzzer: its RTP must keep coming every 20 ms (the longest gap is measured)."""
+
+    def __init__(self, g: Guarded, host: str) -> None:
+        self.g, self.peer, self.call_id = g, Peer(host, g.sip_port), f"live-{uuid.uuid4()}"
+        self.peer.invite(g.agent, self.call_id)
+        ok = self.peer.finals({self.call_id}, timeout=10)[self.call_id]
+        assert status_of(ok) == 200, ok[:300]
+        self.to_tag = header(ok, "To").split("tag=")[1]
+        self.peer.invite(g.agent, self.call_id, to_tag=self.to_tag, method="ACK")
+        self.max_gap, self.packets = 0.0, 0
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._listen, daemon=True)
+        self.peer.media.settimeout(5)
+        self.peer.media.recv(2048)  # the first packet: media flows
+        self._thread.start()
+
+    def _listen(self) -> None:
+        """Count the agent's packets and answer each one (so the call never ends as rtp-timeout)."""
+        last = time.monotonic()
+        self.peer.media.settimeout(0.5)
+        while not self._stop.is_set():
+            addr: tuple[str, int] | None = None
+            try:
+                addr = self.peer.media.recvfrom(2048)[1]
+            except TimeoutError:
+                pass
+            except OSError as exc:  # ICMP from an earlier send: note it, keep listening
+                self.errors.append(repr(exc))
+            now = time.monotonic()
+            self.max_gap, last = max(self.max_gap, now - last), now
+            if addr is not None:
+                self.packets += 1
+                header_ = struct.pack("!BBHII", 0x80, 0, self.packets & 0xFFFF, self.packets * 160, 0x5EED)
+                self.peer.media.sendto(header_ + b"\xff" * 160, addr)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.peer.invite(self.g.agent, self.call_id, cseq=2, to_tag=self.to_tag, method="BYE")
+        self.peer.close()
+
+
+def _fuzz(g: Guarded, peer: Peer, mutants: list[bytes]) -> tuple[list[tuple[float, bytes]], dict[int, int]]:
+    """Each mutant, then a well-formed OPTIONS: how long until its 200 (over budget: listed), and what came back."""
     slow: list[tuple[float, bytes]] = []
     statuses: dict[int, int] = {}
+    for i, mutant in enumerate(mutants):
+        probe_id = f"probe-{i}"
+        sent = time.monotonic()
+        peer.sock.sendto(mutant, peer.target)
+        peer.sock.sendto(_options(peer.host, peer.local, g.sip_port, probe_id), peer.target)
+        while True:
+            peer.sock.settimeout(1.0)
+            text = peer.sock.recv(65535).decode("utf-8", "replace")
+            if not text.startswith("SIP/2.0 "):
+                continue  # Parley's own requests (a BYE once an unacknowledged 200 gives up)
+            status = status_of(text)
+            if header(text, "Call-ID") == probe_id:
+                assert status == 200, text[:300]
+                break
+            statuses[status] = statuses.get(status, 0) + 1
+            assert status not in (500, 502, 504), f"mutant {i} got {text[:300]!r} for {mutant[:400]!r}"
+            if status == 503:
+                assert header(text, "Retry-After").isdigit(), text[:300]
+        if (took := time.monotonic() - sent) > FUZZ_BUDGET_S:
+            slow.append((took, mutant[:300]))
+    return slow, statuses
+
+
+def test_mutated_messages_are_answered_or_dropped_within_50_ms(guarded: Guarded) -> None:
+    """Timed fuzzing: each mutant answered or dropped (a following OPTIONS answered) within 50 ms, no 500,
+    and a live call beside it never misses its audio for more than STALL_S."""
+    wait_free_ports(guarded, RTP_EVEN_PORTS, timeout=ACK_TIMEOUT_S + 4)
+    rng = random.Random(20261201)
+    live = LiveSipCall(guarded, "127.0.0.18")
+    peer = Peer("127.0.0.15", guarded.sip_port)
     try:
         fixed = known_nasty(guarded.agent, guarded.sip_port, peer.host, peer.local)
-        mutants = fixed + [mutate(rng, guarded.agent, guarded.sip_port, peer.host, peer.local, i) for i in range(300)]
-        for i, mutant in enumerate(mutants):
-            probe_id = f"probe-{i}"
-            sent = time.monotonic()
-            peer.sock.sendto(mutant, peer.target)
-            peer.sock.sendto(_options(peer.host, peer.local, guarded.sip_port, probe_id), peer.target)
-            while True:
-                peer.sock.settimeout(1.0)
-                text = peer.sock.recv(65535).decode("utf-8", "replace")
-                if not text.startswith("SIP/2.0 "):
-                    continue  # Parley's own requests (a BYE once an unacknowledged 200 gives up)
-                status = status_of(text)
-                if header(text, "Call-ID") == probe_id:
-                    assert status == 200, text[:300]
-                    break
-                statuses[status] = statuses.get(status, 0) + 1
-                assert status not in (500, 502, 504), f"mutant {i} got {text[:300]!r} for {mutant[:400]!r}"
-                if status == 503:
-                    assert header(text, "Retry-After").isdigit(), text[:300]
-            if (took := time.monotonic() - sent) > FUZZ_BUDGET_S:
-                slow.append((took, mutant[:300]))
+        mutants = fixed + [mutate(rng, guarded.agent, guarded.sip_port, peer.host, peer.local, i) for i in range(1500)]
+        started, heard = time.monotonic(), live.packets
+        slow, statuses = _fuzz(guarded, peer, mutants)
+        fuzzed_s, heard = time.monotonic() - started, live.packets - heard
         assert not slow, f"{len(slow)} of {len(mutants)} mutants took over 50 ms: {sorted(slow, reverse=True)[:3]}"
         final = "final-probe"
         peer.sock.sendto(_options(peer.host, peer.local, guarded.sip_port, final), peer.target)
         assert status_of(peer.finals({final}, timeout=2)[final]) == 200
     finally:
         peer.close()
+        live.stop()
+    assert heard >= 0.8 * fuzzed_s / 0.020, f"{heard} RTP packets in {fuzzed_s:.1f} s of fuzzing ({live.errors[:3]})"
+    assert live.max_gap <= STALL_S, f"the live call's audio stopped for {live.max_gap:.3f} s"
     log = Path(guarded.service.log).read_text()
     assert "Traceback" not in log and "sip_message_failed" not in log and "sip_invite_failed" not in log, log[-3000:]
     assert statuses.get(400, 0) > 0, statuses  # the mutations did reach the parser's error answers

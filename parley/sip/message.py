@@ -39,6 +39,7 @@ __all__ = [
 SIP_VERSION = "SIP/2.0"
 BRANCH_COOKIE = "z9hG4bK"
 MAX_MESSAGE_BYTES = 65_535  # one UDP datagram
+MAX_HEADER_FIELDS = 256
 
 
 COMPACT = {
@@ -119,6 +120,13 @@ class Headers:
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return iter(list(self._items))
 
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def truncate(self, count: int) -> None:
+        """Keep the first ``count`` entries (a message that lists too many, answered 400 from what is kept)."""
+        del self._items[count:]
+
     def copy(self) -> Headers:
         h = Headers()
         h._items = list(self._items)
@@ -150,6 +158,11 @@ class SipMessage:
     @property
     def vias(self) -> list[Via]:
         return [Via.parse(v) for v in self.headers.get_all("Via")]
+
+    @property
+    def top_via(self) -> Via:
+        """The first Via, parsed alone: what routing needs, without parsing every hop a peer may list."""
+        return Via.parse(self.headers.get("Via") or "")
 
     @property
     def content_type(self) -> str:
@@ -200,6 +213,7 @@ class Response(SipMessage):
 
 
 _REQUIRED = ("Via", "From", "To", "Call-ID", "CSeq")
+_ANSWER_NEEDS = frozenset(_REQUIRED) - {"Via"}  # Via is a list: it could overflow again
 
 
 def parse_message(data: bytes) -> Request | Response:
@@ -217,28 +231,17 @@ def parse_message(data: bytes) -> Request | Response:
         raise SipParseError("the start line and headers are not UTF-8") from None
     rest = data[head_end + sep_len :]
     lines = head.replace("\r\n", "\n").split("\n")
-    while lines and not lines[0].strip():  # RFC 3261 section 7.5: ignore CRLFs before the start line
-        lines.pop(0)
-    if not lines:
+    first = next((i for i, line in enumerate(lines) if line.strip()), None)  # RFC 3261 7.5: CRLFs before it
+    if first is None:
         raise SipParseError("empty message")
-    message = _start_line(lines[0])
-    unfolded: list[str] = []
-    for line in lines[1:]:
+    message = _start_line(lines[first])
+    unfolded: list[list[str]] = []  # each field's folded pieces, joined once (no quadratic concatenation)
+    for line in lines[first + 1 :]:
         if line[:1] in (" ", "\t") and unfolded:
-            unfolded[-1] += " " + line.strip()
+            unfolded[-1].append(line.strip())
         elif line.strip():
-            unfolded.append(line)
-    problem = None
-    for line in unfolded:
-        name, colon, value = line.partition(":")
-        name = name.strip()
-        if not colon or not _TOKEN.match(name):
-            problem = problem or f"bad header line {line[:60]!r}"
-            continue
-        try:
-            message.headers.add(name, value)
-        except SipParseError as exc:
-            problem = problem or f"{canonical(name)}: {exc}"
+            unfolded.append([line])
+    problem = _add_headers(message, unfolded)
     problem = problem or _check(message)
     if problem is None:
         length = message.headers.get("Content-Length")
@@ -255,6 +258,36 @@ def parse_message(data: bytes) -> Request | Response:
         partial = message if isinstance(message, Request) and _can_answer(message) else None
         raise SipParseError(problem, partial)
     return message
+
+
+def _add_headers(message: Request | Response, fields: list[list[str]]) -> str | None:
+    """Add each field (its folded pieces) to ``message``; the first problem, if any.
+
+    At most MAX_HEADER_FIELDS lines and values are kept (real peers send a few dozen; each one costs
+    time on every lookup). Beyond them only what a 400 needs is taken, so the peer still hears why.
+    """
+    problem = None
+    if len(fields) > MAX_HEADER_FIELDS:
+        problem = f"more than {MAX_HEADER_FIELDS} header fields"
+        del fields[MAX_HEADER_FIELDS:]
+    over = False
+    for pieces in fields:
+        line = " ".join(pieces)
+        name, colon, value = line.partition(":")
+        name = name.strip()
+        if not colon or not _TOKEN.match(name):
+            problem = problem or f"bad header line {line[:60]!r}"
+            continue
+        if over and canonical(name) not in _ANSWER_NEEDS:
+            continue
+        try:
+            message.headers.add(name, value)
+        except SipParseError as exc:
+            problem = problem or f"{canonical(name)}: {exc}"
+        if not over and len(message.headers) > MAX_HEADER_FIELDS:  # "Via: a, b, ..." lists
+            problem, over = f"more than {MAX_HEADER_FIELDS} header values", True
+            message.headers.truncate(MAX_HEADER_FIELDS)
+    return problem
 
 
 def _start_line(line: str) -> Request | Response:
@@ -291,10 +324,13 @@ def _check(message: Request | Response) -> str | None:
 
 def _can_answer(request: Request) -> bool:
     """A response goes back by the top Via and copies the rest as received, malformed or not."""
+    if not all(n in request.headers for n in _REQUIRED):
+        return False
     try:
-        return bool(request.vias) and all(n in request.headers for n in _REQUIRED)
+        request.top_via  # noqa: B018 - parsed only to see that it parses
     except SipParseError:
         return False
+    return True
 
 
 def response_to(

@@ -40,7 +40,7 @@ class TransactionUser(Protocol):
 
 def server_key(request: Request) -> ServerKey:
     """RFC 3261 section 17.2.3: branch + sent-by + method (ACK matches its INVITE)."""
-    via = request.vias[0]
+    via = request.top_via
     method = "INVITE" if request.method == "ACK" else request.method
     branch = via.branch or ""
     if not branch.startswith("z9hG4bK"):  # RFC 2543 peers: no unique branch, use the dialog's identifiers
@@ -50,7 +50,7 @@ def server_key(request: Request) -> ServerKey:
 
 def response_address(request: Request, source: Addr) -> Addr:
     """Where responses go: the top Via's ``received``/``rport`` (RFC 3261 section 18.2.2, RFC 3581)."""
-    via = request.vias[0]
+    via = request.top_via
     if "rport" in via.params:  # symmetric response routing: back to where the request came from
         rport = via.params["rport"]
         port = number(rport or "", 5)
@@ -134,7 +134,7 @@ class ClientTransaction:
         self.addr = addr
         self.on_provisional = on_provisional
         self.response: asyncio.Future[Response] = layer.loop.create_future()
-        self.key = (request.vias[0].branch or "", request.method)
+        self.key = (request.top_via.branch or "", request.method)
         self.provisional: Response | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._interval = T1
@@ -262,7 +262,7 @@ class TransactionLayer(asyncio.DatagramProtocol):
             log.exception("sip_message_failed", call_id=message.call_id)
 
     def _response(self, response: Response, addr: Addr) -> None:
-        key = (response.vias[0].branch or "", response.cseq[1])
+        key = (response.top_via.branch or "", response.cseq[1])
         txn = self.clients.get(key)
         if txn is not None:
             txn.on_response(response)
@@ -270,7 +270,7 @@ class TransactionLayer(asyncio.DatagramProtocol):
             self.tu.on_stray_response(response, addr)
 
     def _request(self, request: Request, addr: Addr) -> None:
-        via = request.vias[0]
+        via = request.top_via
         if via.host != addr[0]:
             via.params["received"] = addr[0]
         if "rport" in via.params and not via.params["rport"]:
