@@ -31,7 +31,10 @@ import websockets
 from twilio.request_validator import RequestValidator
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from parley.telephony.plivo import signature_v3
+from parley.telephony.exotel import ExotelStream
+from parley.telephony.plivo import PlivoStream, signature_v3
+from parley.telephony.stream import StreamProtocol, WireError
+from parley.telephony.twilio import TwilioStream
 from parley.telephony.webhooks import stream_token
 
 from .service import Service, backend_env, running_service
@@ -227,6 +230,32 @@ def test_a_second_twilio_start_does_not_take_the_call_over(service: Service, age
 
     got = asyncio.run(call())
     assert len(got) > 50 and {m["streamSid"] for m in got} == {"MZ1"}
+
+
+def _second_start(protocol: str, seq: int) -> tuple[StreamProtocol, str, str]:
+    """A protocol that has started, the start message of another stream, and the id it must keep."""
+    if protocol == "twilio":
+        return TwilioStream(), twilio_start({}, "MZ1", seq), "MZ1"
+    if protocol == "plivo":
+        start = json.loads(PLIVO_START)
+        return (
+            PlivoStream(),
+            json.dumps({**start, "sequenceNumber": seq, "start": {**start["start"], "streamId": f"s{seq}"}}),
+            "s1",
+        )
+    start = {"event": "start", "sequence_number": str(seq), "stream_sid": f"e{seq}",
+             "start": {"stream_sid": f"e{seq}", "call_sid": "c", "media_format": {"sample_rate": "8000"}}}  # fmt: skip
+    return ExotelStream(), json.dumps(start), "e1"
+
+
+@pytest.mark.parametrize("protocol", ["twilio", "plivo", "exotel"])
+def test_a_second_start_is_a_wire_error(protocol: str) -> None:
+    proto, first, _ = _second_start(protocol, 1)
+    proto.parse(first)
+    _, second, kept = _second_start(protocol, 2)
+    with pytest.raises(WireError, match="second start"):
+        proto.parse(second)
+    assert kept in str(proto.mark("p1:5"))  # Parley's messages still name the first stream
 
 
 def test_vonage_jwt_is_used_once_and_binds_the_agent(service: Service, agents: tuple[str, str]) -> None:

@@ -43,7 +43,7 @@ RECEPTIONIST["llm"]["options"]["max_tokens"] = 40
 
 # --- the wire format, message by message -------------------------------------------------
 
-START = {"event": "start", "sequenceNumber": "1", "streamSid": "MZ1",
+START: dict[str, Any] = {"event": "start", "sequenceNumber": "1", "streamSid": "MZ1",
          "start": {"accountSid": "AC1", "streamSid": "MZ1", "callSid": "CA1", "tracks": ["inbound"],
                    "customParameters": {"agent": "a", "caller": "+15550100"},
                    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}}  # fmt: skip
@@ -227,7 +227,8 @@ def test_garbage_on_the_stream_does_not_crash_the_service(service: Service, agen
 
     async def garbage() -> None:
         async with websockets.connect(url, additional_headers=headers) as ws:
-            for m in ["nonsense", '{"event": "media", "media": {"payload": "AAAA"}}', b"\x00\x01"]:
+            messages: list[str | bytes] = ["nonsense", '{"event": "media", "media": {"payload": "AAAA"}}', b"\x00\x01"]
+            for m in messages:
                 await ws.send(m)
             with pytest.raises(ConnectionClosed):
                 await asyncio.wait_for(ws.recv(), 15)
