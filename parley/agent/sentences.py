@@ -25,6 +25,7 @@ _SPACES = re.compile(r"\s+")
 _WORD = re.compile(r"(?<!\S)\S++(?=\s)")  # a word, complete once followed by a space
 _LONGEST_ABBREVIATION = 8
 _END_MARKS = ".!?…\"')]"
+_LONGEST_END = 32  # end marks and closing quotes in a row that can still end a sentence ("?!…")
 #: a piece never grows longer: text without a sentence end is cut at a word, so each scan of the buffer
 #: stays short however long (or however finely streamed) the text is, and TTS gets bounded pieces
 MAX_PIECE_CHARS = 1000
@@ -55,6 +56,8 @@ class SentenceBuffer:
             while len(self._buf) > MAX_PIECE_CHARS:
                 if piece := self._cut(MAX_PIECE_CHARS):
                     out.append(piece)
+            if len(self._buf) > 2 and self._buf.isspace():  # nothing to say in it: no need to scan it again
+                self._buf, self._scan = self._buf[-2:], 0  # (a line start either way, for the markdown)
         return out
 
     def _cut(self, limit: int) -> str:
@@ -96,8 +99,7 @@ class SentenceBuffer:
                 self._emitted += 1
                 return cleaned
             start = 0
-        # only a run of end marks still open at the end of the text can become a sentence end later
-        self._scan = max(start, len(self._buf.rstrip(_END_MARKS)))
+        self._scan = max(start, self._open_end())
         if self._emitted == 0 and self.first_clause_words:
             for m in _CLAUSE_END.finditer(self._buf):
                 cleaned = clean_for_speech(self._buf[: m.end()])
@@ -115,6 +117,13 @@ class SentenceBuffer:
                 self._emitted += 1
                 return cleaned
         return None
+
+    def _open_end(self) -> int:
+        """Where a sentence end may still start: only a run of end marks at the very end of the text can
+        become one once a space follows (a run longer than a sentence end ever is counts as none)."""
+        tail = self._buf[-_LONGEST_END - 1 :]
+        run = len(tail) - len(tail.rstrip(_END_MARKS))
+        return len(self._buf) - (run if run <= _LONGEST_END else 0)
 
     def _is_abbreviation(self, end: int) -> bool:
         """Whether the text before ``end`` ends with "Dr." or "A." (looking back a few characters only)."""

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import load_only
 
 from parley.store.errors import Conflict
 from parley.store.models import Agent, AgentVersion, utcnow
@@ -76,15 +77,28 @@ class AgentRepo:
         await self._flush_unique(name)
         return agent
 
-    async def versions(self, tenant_id: uuid.UUID, agent_id: uuid.UUID) -> builtins.list[AgentVersion]:
-        """Every version, oldest first; empty if the agent is not this tenant's."""
-        rows = await self.session.scalars(
+    async def versions(
+        self,
+        tenant_id: uuid.UUID,
+        agent_id: uuid.UUID,
+        limit: int | None = None,
+        offset: int = 0,
+        documents: bool = True,
+    ) -> builtins.list[AgentVersion]:
+        """Versions oldest first, a page of them with ``limit``/``offset``; empty if the agent is not this
+        tenant's. ``documents=False`` leaves the documents unread (a history page stays small however large
+        each version is); reading ``document`` of such a version is then an error."""
+        query = (
             select(AgentVersion)
             .join(Agent, Agent.id == AgentVersion.agent_id)
             .where(Agent.tenant_id == tenant_id, Agent.id == agent_id)
             .order_by(AgentVersion.version)
+            .offset(offset)
+            .limit(limit)
         )
-        return builtins.list(rows)
+        if not documents:
+            query = query.options(load_only(AgentVersion.version, AgentVersion.created_at, raiseload=True))
+        return builtins.list(await self.session.scalars(query))
 
     async def version(self, tenant_id: uuid.UUID, agent_id: uuid.UUID, version: int) -> AgentVersion | None:
         return await self.session.scalar(

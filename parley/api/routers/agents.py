@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, Response
+from pydantic import BaseModel, ConfigDict
 
 from parley.agent.document import AgentDocument
 from parley.agent.storable import check_storable
@@ -76,12 +78,29 @@ async def update_agent(agent_ref: str, doc: AgentDocument, who: WriteAgents, sta
         return updated
 
 
-@router.get("/{agent_ref}/versions", response_model=list[AgentVersionOut])
-async def agent_versions(agent_ref: str, who: ReadAgents, state: State) -> list[object]:
+class AgentVersionSummary(BaseModel):
+    """One entry of an agent's history; its document is at ``/versions/{version}``."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    version: int
+    created_at: datetime
+
+
+@router.get("/{agent_ref}/versions", response_model=list[AgentVersionSummary])
+async def agent_versions(
+    agent_ref: str,
+    who: ReadAgents,
+    state: State,
+    limit: Annotated[int, Query(ge=1, le=200, description="versions per page")] = 50,
+    offset: Annotated[int, Query(ge=0, le=1_000_000, description="versions to skip, oldest first")] = 0,
+) -> list[object]:
+    """A page of the history, oldest first, without documents: a long history of large documents stays a
+    small answer (15 versions were 9.9 MB); one version's document is ``GET …/versions/{version}``."""
     async with state.db.session() as s:
         repo = AgentRepo(s)
         agent = await find_agent(repo, who.tenant_id, agent_ref)
-        return list(await repo.versions(who.tenant_id, agent.id))
+        return list(await repo.versions(who.tenant_id, agent.id, limit=limit, offset=offset, documents=False))
 
 
 @router.get("/{agent_ref}/versions/{version}", response_model=AgentVersionOut)
