@@ -339,6 +339,10 @@ async def run_media_stream(
         log.warning("stream_unknown_agent", transport=protocol.name, error=str(exc))
         await _close(ws, 1008, str(exc))
         return
+    except Exception as exc:  # the database or Redis failed: a clean close, never an abnormal one
+        log.warning("stream_target_failed", transport=protocol.name, error=type(exc).__name__)
+        await _close(ws, 1011, "the call's agent could not be looked up")
+        return
     try:
         services = await Services.create(target.document, TenantSecrets(state.db, state.settings, target.tenant_id))
     except Exception as exc:
