@@ -22,11 +22,11 @@ import httpx
 import pytest
 import websockets
 
-from parley.api.errors import lone_surrogate_at
+from parley.api.errors import lone_surrogate_at, nul_escape_at
 from parley.redact import MASK, redact_text
 
 from .failing_routes import LOCAL_MARKER
-from .service import ROOT, Service, running_service
+from .service import ROOT, Service, backend_env, running_service
 
 JWT_SECRET = "jwt-" + secrets.token_urlsafe(24)
 TWILIO_TOKEN = "tw-" + secrets.token_hex(16)
@@ -165,6 +165,52 @@ def test_escaped_backslashes_and_real_pairs_are_fine(service: Service, admin: st
             )
             assert r.status_code == 201, (name, r.text)
             assert json.loads(unique) == r.json()["name"]
+
+
+@pytest.fixture(scope="module")
+def pg_service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """On PostgreSQL, which refuses NUL in text and JSON: a NUL that reaches a query is a 500 there."""
+    with backend_env("postgres", request) as env, running_service(tmp_path_factory.mktemp("pg-errors"), **env) as svc:
+        yield svc
+
+
+NUL_URLS = [
+    "GET /v1/agents/%00x",
+    "GET /v1/calls?q=%00",
+    "GET /v1/calls?status=a%00",
+    "DELETE /v1/agents/%00",
+    "POST /v1/agents/%00/talk-token",
+    "DELETE /v1/numbers/%00",
+]
+NUL_BODIES = [
+    ("/v1/keys", {"name": "k\u0000", "role": "viewer"}),
+    ("/v1/numbers", {"number": "+1555\u0000", "agent_id": "Cheap"}),
+    ("/v1/agents", {**CHEAP_AGENT, "name": "nul\u0000"}),
+]
+
+
+def test_a_nul_anywhere_in_the_url_or_a_json_body_is_4xx(pg_service: Service) -> None:
+    key = pg_service.create_key(f"nuls-{secrets.token_hex(3)}")
+    with pg_service.client(key) as c:
+        assert c.post("/v1/agents", json=CHEAP_AGENT).status_code == 201
+        for route in NUL_URLS:
+            method, path = route.split()
+            r = c.request(method, path)
+            assert r.status_code == 400 and "NUL" in r.json()["detail"], (route, r.status_code, r.text)
+        for path, body in NUL_BODIES:
+            r = c.post(path, json=body)
+            assert r.status_code == 422, (path, r.status_code, r.text)
+        text = json.dumps({"name": "a \\u0000 is only text here", "role": "viewer"})  # an escaped backslash
+        assert c.post("/v1/keys", content=text, headers=JSON_TYPE).status_code == 201
+
+    async def talk() -> None:
+        url = pg_service.url.replace("http", "ws", 1) + "/v1/agents/%00/talk"
+        async with websockets.connect(url, additional_headers={"Authorization": f"Bearer {key}"}) as ws:
+            await asyncio.wait_for(ws.recv(), 10)
+
+    with pytest.raises((websockets.InvalidStatus, websockets.ConnectionClosed)):
+        asyncio.run(talk())
+    assert "unhandled_error" not in pg_service.log.read_text(errors="replace")
 
 
 # --- finding 14: a 500 has every security header; finding 2: it is cheap ------------------------------------------
@@ -325,6 +371,10 @@ def test_redaction_is_linear_on_hostile_text(unit: str) -> None:
     t_small = best_of_3(unit * (2_000 // len(unit)))
     t_large = best_of_3(unit * (128_000 // len(unit)))
     assert t_large < max(0.25, 64 * 4 * t_small), (unit, t_small, t_large)  # 64x the text: not 4000x the time
+
+
+def test_nul_escapes_are_found() -> None:
+    assert nul_escape_at('"a\\u0000"') == 2 and nul_escape_at('"a\\\\u0000"') is None
 
 
 @pytest.mark.parametrize(

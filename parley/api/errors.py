@@ -1,5 +1,6 @@
-"""Requests that fail: one cheap log line and a plain 500 with every security header, and JSON bodies that no
-handler could store or answer (lone surrogates, undecodable text) refused up front with 422.
+"""Requests that fail: one cheap log line and a plain 500 with every security header; and text that no handler
+could store or answer refused up front: lone surrogates, NULs or undecodable text in a JSON body (422), a NUL in
+the URL (400).
 
 Plain ASGI middleware (see parley.api.security for why). Starlette's own last-resort handler sits outside every
 middleware, so its 500s carried none of the security headers, and it re-raises so that the server logs the error
@@ -19,6 +20,7 @@ log = structlog.get_logger(__name__)
 INTERNAL_ERROR = json.dumps({"detail": "internal error"}).encode()
 # \uD800-\uDFFF as a JSON escape (the backslash's own escaping is checked separately, see lone_surrogate_at)
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD]([89abAB]|[c-fC-F])[0-9a-fA-F]{2}")
+_NUL_ESCAPE = re.compile(r"\\u0000")
 _JSON_TYPE = re.compile(r"^\s*application/(?:[\w.+-]*\+)?json\s*(?:;|$)", re.IGNORECASE)
 
 
@@ -68,10 +70,7 @@ def lone_surrogate_at(text: str) -> int | None:
     pending = -1  # where the low half must start to complete the pair just seen
     for m in _SURROGATE_ESCAPE.finditer(text):
         start = m.start()
-        back = start
-        while back > 0 and text[back - 1] == "\\":
-            back -= 1
-        if (start - back) % 2:
+        if not _is_escape(text, start):
             continue  # the backslash is itself escaped: plain text "ud800"
         high = m.group(1) in "89abAB"
         if pending >= 0:
@@ -83,6 +82,19 @@ def lone_surrogate_at(text: str) -> int | None:
             return start
         pending = m.end()
     return pending - 6 if pending >= 0 else None
+
+
+def _is_escape(text: str, start: int) -> bool:
+    """Whether the backslash at ``start`` begins an escape: an even number of backslashes precede it."""
+    back = start
+    while back > 0 and text[back - 1] == "\\":
+        back -= 1
+    return (start - back) % 2 == 0
+
+
+def nul_escape_at(text: str) -> int | None:
+    """Where ``text`` (JSON) has a ``\\u0000`` escape: a NUL, which PostgreSQL refuses in text and JSON (a 500)."""
+    return next((m.start() for m in _NUL_ESCAPE.finditer(text) if _is_escape(text, m.start())), None)
 
 
 class BadJsonText(json.JSONDecodeError):
@@ -101,12 +113,30 @@ def check_json_text(body: bytes) -> None:
     position = lone_surrogate_at(text)
     if position is not None:
         raise BadJsonText("a \\u escape names half of a surrogate pair, not a Unicode character", text, position)
+    position = nul_escape_at(text)
+    if position is not None:
+        raise BadJsonText("a \\u0000 escape: text may not hold NUL characters", text, position)
+
+
+def _url_has_nul(scope: Scope) -> bool:
+    query: bytes = scope.get("query_string", b"")
+    return "\x00" in scope.get("path", "") or b"%00" in query or b"\x00" in query
+
+
+async def _refuse_url(scope: Scope, receive: Receive, send: Send) -> None:
+    """400 (a WebSocket: closed before it opens); no handler ever sees a NUL, which no store can hold."""
+    if scope["type"] == "websocket":
+        await receive()  # websocket.connect
+        await send({"type": "websocket.close", "code": 1008, "reason": "the URL holds a NUL character"})
+        return
+    await _reply(send, 400, json.dumps({"detail": "the URL holds a NUL character (%00)"}).encode())
 
 
 class JsonTextMiddleware:
-    """Reads a JSON body (bounded by the body-size middleware outside) when the app first asks for it, and answers
-    422 if it is not valid Unicode text; otherwise hands the app the whole body at once. Like the body limit, it
-    replaces whatever the app made of the refused body (FastAPI turns a failing read into a 400)."""
+    """Refuses a URL with a NUL in its path or query (400). Reads a JSON body (bounded by the body-size middleware
+    outside) when the app first asks for it and answers 422 if it is not text every store can hold; otherwise hands
+    the app the whole body at once. Like the body limit, it replaces whatever the app made of the refused body
+    (FastAPI turns a failing read into a 400)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -119,6 +149,9 @@ class JsonTextMiddleware:
         return True  # FastAPI parses a body without a content type as JSON
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket") and _url_has_nul(scope):
+            await _refuse_url(scope, receive, send)
+            return
         if scope["type"] != "http" or not self._is_json(scope):
             await self.app(scope, receive, send)
             return
