@@ -13,6 +13,7 @@ bounded in size.
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 from collections.abc import AsyncGenerator, Sequence
 from typing import Annotated, Any, Literal
@@ -29,7 +30,7 @@ MAX_KEYWORDS = 50
 MAX_KEYWORD_CHARS = 100
 MAX_REPLY_CHARS = 2_000
 MAX_HEARD_CHARS = 4_000  # of the caller's words, only this much is matched (a turn is far shorter)
-_PATTERN_MEMORY = 1 << 20  # bytes RE2 may use for one compiled pattern
+_PATTERN_MEMORY = 1 << 20  # bytes RE2 may use for one pattern (beyond it, it searches slower, still linearly)
 _NOT_WORD = r"[^\pL\pN_]"  # RE2 has no look-around: a keyword's neighbours are matched instead
 
 
@@ -41,14 +42,17 @@ def _options(ignore_case: bool = True) -> Any:
     return options
 
 
+@functools.lru_cache(maxsize=256)
 def compile_pattern(pattern: str) -> Any:
-    """``pattern`` compiled by RE2 (searched in linear time), any case; ``ValueError`` says why not."""
+    """``pattern`` compiled by RE2 (searched in linear time), any case; ``ValueError`` says why not.
+
+    Compiled once per process and shared by every call of the agent (RE2 objects are thread-safe)."""
     try:
         return re2.compile(pattern, _options())
     except re2.error as exc:
         reason = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
         raise ValueError(
-            f"not a valid regular expression for RE2 ({reason}); look-around and back-references are not supported"
+            f"not a valid regular expression in RE2 syntax, which has no look-around or back-references: {reason[:100]}"
         ) from None
 
 
@@ -56,9 +60,7 @@ class CannedRule(ProviderOptions):
     """``match``: keywords (any of them, whole words, any case) or one regular expression (searched, any case,
     RE2 syntax)."""
 
-    match: (
-        list[Annotated[str, Field(max_length=MAX_KEYWORD_CHARS)]] | Annotated[str, Field(max_length=MAX_PATTERN_CHARS)]
-    )
+    match: list[str] | str
     reply: str = Field("", max_length=MAX_REPLY_CHARS)
     action: Literal["hang_up", "transfer"] | None = None
     target: str | None = Field(None, max_length=256)  # transfer: a transfer_targets name or a number/URI
@@ -68,12 +70,16 @@ class CannedRule(ProviderOptions):
     @classmethod
     def _valid_match(cls, v: list[str] | str) -> list[str] | str:
         if isinstance(v, str):
+            if len(v) > MAX_PATTERN_CHARS:
+                raise ValueError(f"a regular expression has at most {MAX_PATTERN_CHARS} characters, not {len(v)}")
             compile_pattern(v)
             return v
         if not v or not all(k.strip() for k in v):
             raise ValueError("keywords must be a non-empty list of non-blank words")
         if len(v) > MAX_KEYWORDS:
             raise ValueError(f"at most {MAX_KEYWORDS} keywords per rule, not {len(v)}")
+        if any(len(k) > MAX_KEYWORD_CHARS for k in v):
+            raise ValueError(f"a keyword has at most {MAX_KEYWORD_CHARS} characters")
         return v
 
     def pattern(self) -> Any:
