@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import aclosing
 
 import structlog
@@ -48,6 +49,7 @@ class Synthesizer(Processor):
                     if pending is not None:
                         await self.push(self._out(frame, pending, last=False))
                     pending = pcm
+                    await asyncio.sleep(0)  # other calls run between chunks, however fast a TTS yields them
         except Exception as exc:  # a sentence TTS cannot say must not end the call
             log.error("tts_failed", text=frame.text[:80], error=str(exc))
         tail = resampler.flush() if resampler else b""
