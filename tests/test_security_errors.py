@@ -61,6 +61,15 @@ def admin(service: Service) -> str:
     return service.create_key(f"errors-{secrets.token_hex(3)}")
 
 
+def log_end(service: Service) -> int:
+    """The log's length once earlier records have been written (a thread writes them, a moment after the fact)."""
+    size = -1
+    while (now := service.log.stat().st_size) != size:
+        size = now
+        time.sleep(0.3)
+    return len(service.log.read_text(errors="replace"))
+
+
 def wait_for_log(service: Service, needle: str, after: int, timeout_s: float = 10.0) -> str:
     """The log written since offset ``after`` once it holds ``needle`` (a thread writes it, a moment later)."""
     deadline = time.monotonic() + timeout_s
@@ -227,7 +236,7 @@ def test_a_500_carries_the_security_headers(service: Service, admin: str) -> Non
 
 def test_a_500_is_logged_once_bounded_redacted_and_without_locals(service: Service, admin: str) -> None:
     token = "tok-" + secrets.token_urlsafe(20)
-    before = len(service.log.read_text(errors="replace"))
+    before = log_end(service)
     with service.client(admin) as c:
         assert c.get("/__test__/fail", params={"depth": 200, "token": token}).status_code == 500
     text = wait_for_log(service, "unhandled_error", before)
@@ -240,7 +249,7 @@ def test_a_500_is_logged_once_bounded_redacted_and_without_locals(service: Servi
 
 
 def test_a_failure_after_the_response_started_is_logged_once(service: Service, admin: str) -> None:
-    before = len(service.log.read_text(errors="replace"))
+    before = log_end(service)
     with service.client(admin) as c, pytest.raises(httpx.HTTPError):
         c.get("/__test__/fail-midway").read()
     text = wait_for_log(service, "unhandled_error", before)
@@ -249,7 +258,7 @@ def test_a_failure_after_the_response_started_is_logged_once(service: Service, a
 
 
 def test_a_websocket_failure_is_logged_by_the_server_redacted_and_bounded(service: Service, admin: str) -> None:
-    before = len(service.log.read_text(errors="replace"))
+    before = log_end(service)
 
     async def run() -> None:
         url = service.url.replace("http", "ws", 1) + "/__test__/fail-ws?token=" + admin
