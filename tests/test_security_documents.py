@@ -176,7 +176,8 @@ def test_control_characters_in_names_are_refused(service: Service, key: str, nam
     with service.client(key) as c:
         r = c.post("/v1/agents", json={**AGENT, "name": name})
         assert r.status_code == 422, r.text
-        assert r.json()["detail"][0]["loc"][-1] == "name"
+        if "\x00" not in name:  # a \u0000 escape is refused with the body itself, before the document is read
+            assert r.json()["detail"][0]["loc"][-1] == "name"
 
 
 def test_version_history_is_paged_without_documents(service: Service, key: str) -> None:
@@ -324,6 +325,7 @@ def openai(**options: Any) -> dict[str, Any]:
         ({"greeting": "g" * 2_001}, "greeting"),
         ({"description": "d" * 2_001}, "description"),
         ({"greeting": "nul\x00"}, "greeting"),
+        ({"name": "nul\x00name"}, "name"),
         ({"system_prompt": "lone \ud800 surrogate"}, "system_prompt"),
         ({"tts": {"provider": "tone\n"}}, "tts.provider"),
         ({"actions": {"transfer_targets": {f"t{i}": "+1555" for i in range(51)}}}, "actions.transfer_targets"),
