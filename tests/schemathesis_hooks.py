@@ -1,8 +1,13 @@
-"""Schemathesis hooks that sign each fuzzed carrier webhook as the carrier would (SCHEMATHESIS_HOOKS).
+"""Schemathesis hooks for tests/test_security_fuzz.py (loaded through SCHEMATHESIS_HOOKS).
 
-Without a valid signature every fuzzed webhook stops at the signature check; signed,
-the fuzzed fields (numbers, call ids, statuses, durations, ``?agent=``) reach the code
-behind it. The secrets come from the environment the test gives schemathesis
+``no_server_error``: any 5xx fails, except the 502 that ``POST /v1/calls`` answers when
+the carrier cannot be reached (the test points every carrier's API at a closed port:
+that 502 is the carrier's failure reported, not Parley's).
+
+``before_call`` (with ``FUZZ_SIGN=1``): signs each fuzzed carrier webhook as the carrier
+would. Without a valid signature every fuzzed webhook stops at the signature check;
+signed, the fuzzed fields (numbers, call ids, statuses, durations, ``?agent=``) reach
+the code behind it. The secrets come from the environment the test gives schemathesis
 (``FUZZ_TWILIO_TOKEN``, ``FUZZ_PLIVO_TOKEN``, ``FUZZ_VONAGE_SECRET``). Requests whose
 form cannot be signed (a body that is not an object) go out as generated.
 """
@@ -75,8 +80,19 @@ def _vonage_jwt(secret: str, request: requests.PreparedRequest) -> str:
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
+@schemathesis.check
+def no_server_error(ctx: Any, response: Any, case: Any) -> bool | None:
+    status = response.status_code
+    upstream = status == 502 and case.operation.method.upper() == "POST" and case.operation.path == "/v1/calls"
+    if status >= 500 and not upstream:
+        raise AssertionError(f"Server error: {status} {response.text[:300]!r}")
+    return None
+
+
 @schemathesis.hook
 def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
+    if os.environ.get("FUZZ_SIGN") != "1":
+        return
     path = case.operation.path
     provider = path.split("/")[2] if path.startswith("/telephony/") else ""
     if provider not in ("twilio", "plivo", "vonage"):
