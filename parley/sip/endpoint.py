@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import random
 import socket
 import time
 import uuid
@@ -19,21 +18,17 @@ from typing import Any
 
 import structlog
 
-from parley.calls.live import CallInfo, CallTarget
-from parley.calls.session import Services
+from parley.calls.live import CallTarget
 from parley.config import Settings
-from parley.services.secrets import SecretSource
 from parley.store.blobs import BlobStore
-from parley.store.credentials import TenantSecrets
 from parley.store.db import Database
 from parley.telephony.routing import NoSuchAgent, resolve_target
 
 from .call import SipCall
-from .dialog import ALLOW, Dialog, DialogKey
+from .dialog import ALLOW, DialogKey
 from .guard import InviteGuard, Refusal
-from .media import RtpSession
-from .message import Request, Response, SipParseError, SipUri, new_tag, response_to
-from .sdp import NoCommonCodec, SdpError, SessionDescription, answer_offer
+from .inbound import answer
+from .message import Request, Response, SipParseError, SipUri, response_to
 from .transactions import Addr, ServerKey, ServerTransaction, TransactionLayer
 from .uri import number
 
@@ -42,7 +37,6 @@ log = structlog.get_logger(__name__)
 KNOWN_METHODS = frozenset({"REGISTER", "SUBSCRIBE", "PUBLISH", "MESSAGE", "UPDATE", "PRACK", "REFER"})
 SUPPORTED_EXTENSIONS: frozenset[str] = frozenset()
 SHUTDOWN_GRACE_S = 5.0
-NO_PORT_RETRY_S = 5  # Retry-After when every RTP port is taken, and at shutdown
 DNS_TIMEOUT_S = 2.0
 
 
@@ -169,7 +163,7 @@ class SipEndpoint:
         if len(self._malformed) > 10_000:
             self._malformed.clear()
 
-    def _note_refused(self, why: str, addr: Addr, **fields: Any) -> None:
+    def note_refused(self, why: str, addr: Addr, **fields: Any) -> None:
         """One warning per source, reason and minute, with a count: refusing a flood must not flood the log."""
         now, key = time.monotonic(), f"{addr[0]} {why}"
         since, count = self._refused.get(key, (0.0, 0))
@@ -184,7 +178,7 @@ class SipEndpoint:
     def _refuse(self, txn: ServerTransaction, refusal: Refusal) -> None:
         """Over the source's INVITE rate (503) or unacknowledged-dialog cap (486): say when to come back."""
         why = "rate" if refusal.status == 503 else "unacked-cap"
-        self._note_refused(why, txn.source, unacked=self.guard.unacked.get(txn.source[0], 0))
+        self.note_refused(why, txn.source, unacked=self.guard.unacked.get(txn.source[0], 0))
         headers = [("Retry-After", str(refusal.retry_after))]
         txn.respond(response_to(txn.request, refusal.status, refusal.reason, headers=headers))
 
@@ -302,105 +296,21 @@ class SipEndpoint:
 
     async def _incoming(self, txn: ServerTransaction, by_caller: list[bool], source: str) -> None:
         """Answer an INVITE and hold its call; until the ACK it counts against its source's unacked cap."""
+        call: SipCall | None = None
+        ident = (txn.request.call_id, txn.request.from_.tag or "", txn.request.cseq[0])
         try:
-            call = await self._answer(txn, by_caller)
+            try:
+                call = await answer(self, txn, by_caller)
+            finally:
+                self._setups.pop(txn.key, None)
+                if call is None or call.dialog.key not in self.calls:
+                    self._invites.discard(ident)
             if call is None:
                 return
             await call.acked.wait()  # set by the ACK, and by the 2xx's timeout or shutdown (finish)
         finally:
             self.guard.release(source)
         await call.run()
-
-    async def _offer(self, txn: ServerTransaction) -> tuple[bool, SessionDescription | None]:
-        """The INVITE's SDP offer, or (False, None) once answered 415/488/400: checked before any port or model."""
-        request = txn.request
-        if not request.body:
-            return True, None
-        if request.content_type != "application/sdp":
-            txn.respond(response_to(request, 415, headers=[("Accept", "application/sdp")]))
-            return False, None
-        try:
-            offer = SessionDescription.parse(request.body)
-            _, params = answer_offer(offer, self.advertised_host, 9, 0, 0)
-            await self.resolve((params.remote_host, params.remote_port))
-        except OSError as exc:
-            txn.respond(response_to(request, 488, headers=[("Warning", f'305 parley "{exc}"'[:150])]))
-            return False, None
-        except NoCommonCodec as exc:
-            txn.respond(response_to(request, 488, headers=[("Warning", f'305 parley "{exc}"'[:150])]))
-            return False, None
-        except SdpError as exc:
-            txn.respond(response_to(request, 400, "Bad SDP", headers=[("Warning", f'399 parley "{exc}"'[:150])]))
-            return False, None
-        return True, offer
-
-    async def _open_rtp(self, txn: ServerTransaction) -> RtpSession | None:
-        """An RTP port for the call, or None once answered 503 with Retry-After (every port is taken)."""
-        try:
-            return await RtpSession.open(self.bind_host, self.rtp_ports)
-        except OSError as exc:
-            self._note_refused("no-rtp-port", txn.source, error=str(exc))
-            txn.respond(response_to(txn.request, 503, headers=[("Retry-After", str(NO_PORT_RETRY_S))]))
-            return None
-
-    async def _answer(self, txn: ServerTransaction, by_caller: list[bool]) -> SipCall | None:
-        """100, route, check the offer, take an RTP port, 180 while the models load, then the 200 with SDP."""
-        request = txn.request
-        txn.respond(response_to(request, 100))
-        tag = new_tag()
-        services: Services | None = None
-        session: RtpSession | None = None
-        call: SipCall | None = None
-        try:
-            uri = SipUri.parse(request.uri)
-            try:
-                target = await self.route(uri.user_text or "")
-            except NoSuchAgent as exc:
-                txn.respond(response_to(request, 404, headers=[("Warning", f'399 parley "{exc}"'[:150])]))
-                return None
-            acceptable, offer = await self._offer(txn)
-            if not acceptable or (session := await self._open_rtp(txn)) is None:
-                return None  # refused before any model loads
-            txn.respond(response_to(request, 180, to_tag=tag, record_route=True, headers=[("Contact", self.contact)]))
-            services = await load_services(target, TenantSecrets(self.db, self.settings, target.tenant_id))
-            info = CallInfo(caller=request.from_.uri.user_text, called=uri.user_text, direction="inbound",
-                            provider_call_id=request.call_id, worker_id=self.settings.worker_id)  # fmt: skip
-            call = SipCall(self, Dialog.as_uas(request, tag), target, services, session, info, random.getrandbits(31))
-            call.invite_ident = (request.call_id, request.from_.tag or "", request.cseq[0])
-            services = session = None  # the call owns them now
-            body, params = call.local_sdp(offer)
-            if params is not None:
-                await call.apply(params)
-            headers = [("Contact", self.contact), ("Allow", ALLOW), ("Supported", ""),
-                       ("Content-Type", "application/sdp"), ("User-Agent", "Parley")]  # fmt: skip
-            self.calls[call.dialog.key] = call
-            call.send_2xx(txn, response_to(request, 200, to_tag=tag, record_route=True, headers=headers, body=body))
-            return call
-        except asyncio.CancelledError:
-            extra = [] if by_caller[0] else [("Retry-After", str(NO_PORT_RETRY_S))]
-            txn.respond(response_to(request, 487 if by_caller[0] else 503, to_tag=tag, headers=extra))
-            await self._drop(call)
-            return None
-        except Exception:
-            log.exception("sip_invite_failed", call_id=request.call_id)
-            txn.respond(response_to(request, 500, to_tag=tag))
-            await self._drop(call)
-            return None
-        finally:
-            self._setups.pop(txn.key, None)
-            if call is None or call.dialog.key not in self.calls:
-                self._invites.discard((request.call_id, request.from_.tag or "", request.cseq[0]))
-            if session is not None:
-                session.close()
-            if services is not None:
-                await asyncio.shield(services.aclose())
-
-    async def _drop(self, call: SipCall | None) -> None:
-        """A call set up but not answered after all (CANCEL raced the 200, shutdown, a bug): free it now."""
-        if call is not None:
-            self.forget(call)
-            call.session.close()
-            await asyncio.shield(call.services.aclose())
 
     # --- outbound calls ---------------------------------------------------------------------------------
 
@@ -432,38 +342,6 @@ class SipEndpoint:
         if task is not None:
             await asyncio.wait([task])
         return self._results.get(call_id, "unknown")
-
-
-async def load_services(target: CallTarget, secrets: SecretSource | None = None) -> Services:
-    """Load the agent's models for an INVITE; abandoned (CANCEL, shutdown), the load stops where it can.
-
-    Creating the providers runs in threads that cannot be stopped: that part finishes and is closed. Their
-    preparation (warming the model on the prompt, a test synthesis) is cancelled and the providers closed at
-    once, so an INVITE that is given up costs no more CPU than it already has.
-    """
-    doc = target.document
-    creating = asyncio.ensure_future(Services.load(doc, secrets))
-    try:
-        services = await asyncio.shield(creating)
-    except asyncio.CancelledError:
-        creating.add_done_callback(_close_loaded)
-        raise
-    try:
-        await services.prepare(doc)
-    except BaseException:
-        await asyncio.shield(services.aclose())
-        raise
-    return services
-
-
-_closing: set[asyncio.Future[None]] = set()
-
-
-def _close_loaded(task: asyncio.Future[Services]) -> None:
-    if not task.cancelled() and task.exception() is None:
-        closing = asyncio.ensure_future(task.result().aclose())
-        _closing.add(closing)
-        closing.add_done_callback(_closing.discard)
 
 
 def _advertised(host: str) -> str:

@@ -121,7 +121,7 @@ async def place_call(
     ep: SipEndpoint, call_id: uuid.UUID, to: str, target: CallTarget, caller: str | None, ring_timeout: float
 ) -> str:
     """Dial, authenticate, and hold the conversation; returns the end reason (or the failure)."""
-    from .endpoint import load_services
+    from .inbound import load_services
 
     services: Services | None = None
     session: RtpSession | None = None
