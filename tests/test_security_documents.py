@@ -22,7 +22,8 @@ import numpy as np
 import pytest
 import websockets
 
-from parley.agent.document import MAX_DOCUMENT_CHARS, AgentDocumentError, parse_agent
+from parley.agent.document import AgentDocumentError, parse_agent
+from parley.agent.limits import MAX_DOCUMENT_CHARS
 from parley.agent.sentences import SentenceBuffer
 from parley.services.llm.base import registry as llm_registry
 from parley.services.llm.canned import CannedLLM

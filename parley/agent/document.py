@@ -14,55 +14,27 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic_core import InitErrorDetails
 
+from parley.agent.limits import (
+    MAX_DESCRIPTION_CHARS,
+    MAX_DOCUMENT_CHARS,
+    MAX_GREETING_CHARS,
+    MAX_LINE_CHARS,
+    MAX_SYSTEM_PROMPT_CHARS,
+    MAX_TRANSFER_TARGETS,
+    Line,
+    Text,
+    bounded_options,
+    error_detail,
+    size_of,
+)
 from parley.services.llm.base import Tool, ToolCall
 from parley.services.llm.base import registry as llm_registry
 from parley.services.registry import Registry, UnknownProvider
 from parley.services.stt.base import registry as stt_registry
 from parley.services.tts.base import registry as tts_registry
 from parley.services.vad.base import registry as vad_registry
-
-# Sizes a document may reach: each is far above what a real agent needs, and together they keep one
-# document (and so one save, one call start, one version in the history) small for the server.
-MAX_DOCUMENT_CHARS = 256_000  # the whole document as JSON
-MAX_SYSTEM_PROMPT_CHARS = 32_000
-MAX_GREETING_CHARS = 2_000  # spoken at call start: about two minutes of speech
-MAX_DESCRIPTION_CHARS = 2_000
-MAX_LINE_CHARS = 200  # one-line labels: provider names, reasons, transfer target names
-MAX_TRANSFER_TARGETS = 50
-MAX_OPTION_STRING_CHARS = 32_000  # any string inside a provider's options
-MAX_OPTION_ITEMS = 200  # any list or mapping inside a provider's options
-MAX_OPTION_DEPTH = 8
-
-# C0/C1 controls (NUL…), lone surrogates (not storable as UTF-8), line/paragraph separators; a one-line
-# field also refuses tabs, line breaks and bidi overrides (which make a name display as another one)
-_BAD_IN_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029]")
-_BAD_IN_LINE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-
-
-def _bad_char(text: str, multiline: bool) -> str | None:
-    """The first character a stored text must not hold, if any."""
-    m = (_BAD_IN_TEXT if multiline else _BAD_IN_LINE).search(text)
-    return m.group() if m else None
-
-
-def _line(v: str) -> str:
-    if (ch := _bad_char(v, multiline=False)) is not None:
-        raise ValueError(f"must be one line of text without control characters (found {ch!r})")
-    return v
-
-
-def _text(v: str) -> str:
-    if (ch := _bad_char(v, multiline=True)) is not None:
-        raise ValueError(f"must not contain control characters (found {ch!r})")
-    return v
-
-
-#: one line of text (a name, a label, a reason): no control characters, no line breaks
-Line = Annotated[str, AfterValidator(_line)]
-#: free text (a prompt, a greeting): line breaks and tabs allowed, other control characters not
-Text = Annotated[str, AfterValidator(_text)]
 
 
 class _Strict(BaseModel):
@@ -280,9 +252,9 @@ class AgentDocument(_Strict):
     def _small_enough(cls, data: Any) -> Any:
         """Refuse an oversized document before validating its parts, naming its largest part; a text field
         over its own limit is left to that limit's clearer error."""
-        if not isinstance(data, dict) or _size(data, MAX_DOCUMENT_CHARS) <= MAX_DOCUMENT_CHARS:
+        if not isinstance(data, dict) or size_of(data, MAX_DOCUMENT_CHARS) <= MAX_DOCUMENT_CHARS:
             return data
-        sizes = {str(k): _size(v, MAX_DOCUMENT_CHARS) for k, v in data.items()}
+        sizes = {str(k): size_of(v, MAX_DOCUMENT_CHARS) for k, v in data.items()}
         largest = max(sizes, key=sizes.__getitem__)
         if isinstance(data.get(largest), str):
             return data
@@ -290,11 +262,11 @@ class AgentDocument(_Strict):
             f"the document is over {MAX_DOCUMENT_CHARS} characters as JSON,"
             f" and this is its largest part ({sizes[largest]}+ characters)"
         )
-        raise ValidationError.from_exception_data(cls.__name__, [_error((largest,), msg, None)])
+        raise ValidationError.from_exception_data(cls.__name__, [error_detail((largest,), msg, None)])
 
     @model_validator(mode="after")
     def _small_enough_in_all(self) -> AgentDocument:
-        if (size := _size(self.model_dump(mode="json"), MAX_DOCUMENT_CHARS)) > MAX_DOCUMENT_CHARS:
+        if (size := size_of(self.model_dump(mode="json"), MAX_DOCUMENT_CHARS)) > MAX_DOCUMENT_CHARS:
             raise ValueError(f"document too large: more than {MAX_DOCUMENT_CHARS} characters as JSON ({size}+)")
         return self
 
@@ -322,71 +294,20 @@ class AgentDocument(_Strict):
         return self
 
 
-def _size(value: Any, limit: int) -> int:
-    """About how many characters ``value`` takes as JSON, counted without recursion and only up to
-    just past ``limit`` (so a huge or deeply nested input costs no more than a small one)."""
-    total, stack = 0, [value]
-    while stack and total <= limit:
-        v = stack.pop()
-        if isinstance(v, str):
-            total += len(v) + 3
-        elif isinstance(v, dict):
-            total += 2 + len(v)
-            for k, item in v.items():
-                stack.append(k)
-                stack.append(item)
-        elif isinstance(v, list | tuple):
-            total += 2 + len(v)
-            stack.extend(v)
-        else:
-            total += 8
-    return total
-
-
-def _bounded_options(value: Any, loc: tuple[str | int, ...], depth: int = 0) -> list[InitErrorDetails]:
-    """Generic bounds on any provider's options (strings, lists, mappings, nesting), before the provider's
-    own model sees them: a provider's option list (stop words, extra headers) cannot grow without limit."""
-    if depth > MAX_OPTION_DEPTH:
-        return [_error(loc, f"nested deeper than {MAX_OPTION_DEPTH} levels", None)]
-    if isinstance(value, str):
-        if len(value) > MAX_OPTION_STRING_CHARS:
-            return [_error(loc, f"at most {MAX_OPTION_STRING_CHARS} characters, not {len(value)}", value[:40])]
-        return []
-    items: list[tuple[str | int, Any]]
-    if isinstance(value, dict):
-        items = [(str(k), v) for k, v in value.items()]
-    elif isinstance(value, list):
-        items = list(enumerate(value))
-    else:
-        return []
-    if len(items) > MAX_OPTION_ITEMS:
-        return [_error(loc, f"at most {MAX_OPTION_ITEMS} items, not {len(items)}", None)]
-    errors: list[InitErrorDetails] = []
-    for key, item in items:
-        if isinstance(key, str) and len(key) > MAX_LINE_CHARS:
-            errors.append(_error(loc, f"option names are at most {MAX_LINE_CHARS} characters", key[:40]))
-        errors += _bounded_options(item, (*loc, key), depth + 1)
-    return errors
-
-
 def _check_provider(
     field: str, registry: Registry[Any], name: str, options: dict[str, Any], key: str = "provider", strict: bool = True
 ) -> list[InitErrorDetails]:
-    if bounds := _bounded_options(options, (field, "options")):
+    if bounds := bounded_options(options, (field, "options")):
         return bounds
     try:
         registry.options(name, options)
     except UnknownProvider as exc:
         if not strict and "missing package" in str(exc):
             return []
-        return [_error((field, key), str(exc), name)]
+        return [error_detail((field, key), str(exc), name)]
     except ValidationError as exc:
-        return [_error((field, "options", *e["loc"]), e["msg"], e.get("input")) for e in exc.errors()]
+        return [error_detail((field, "options", *e["loc"]), e["msg"], e.get("input")) for e in exc.errors()]
     return []
-
-
-def _error(loc: tuple[str | int, ...], msg: str, value: Any) -> InitErrorDetails:
-    return InitErrorDetails(type=PydanticCustomError("provider", msg), loc=loc, input=value)
 
 
 class AgentDocumentError(ValueError):
