@@ -88,7 +88,23 @@ class Service:
 
     def client(self, key: str | None = None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=60)
+        hooks = {"response": [_register_created_secrets]}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=60, event_hooks=hooks)
+
+
+def _register_created_secrets(response: httpx.Response) -> None:
+    """Keys and talk tokens the API hands out join the secrets no log may hold."""
+    request = response.request
+    if request.method != "POST" or not response.is_success or not request.url.path.startswith("/v1/"):
+        return
+    if request.url.path.endswith(("/v1/keys", "/talk-token")):
+        response.read()
+        try:
+            body = response.json()
+        except ValueError:
+            return
+        if isinstance(body, dict):
+            register_secret(body.get("secret"), body.get("token"))
 
 
 @contextmanager
