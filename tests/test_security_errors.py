@@ -26,6 +26,7 @@ from parley.api.errors import lone_surrogate_at, nul_escape_at
 from parley.redact import MASK, redact_text
 
 from .failing_routes import LOCAL_MARKER
+from .live_call import live_call, talker
 from .service import ROOT, Service, backend_env, running_service
 
 JWT_SECRET = "jwt-" + secrets.token_urlsafe(24)
@@ -305,6 +306,22 @@ def test_a_failing_request_does_not_delay_a_concurrent_one(service: Service, adm
         f"a concurrent request waited {worst * 1000:.0f} ms while others failed "
         f"(quiet: median {statistics.median(quiet) * 1000:.1f} ms, worst {max(quiet) * 1000:.0f} ms)"
     )
+
+
+def test_failing_requests_do_not_stall_a_live_call(service: Service, admin: str) -> None:
+    """The audio of a call in progress keeps its pace while requests beside it fail (tests/live_call.py)."""
+    with service.client(admin) as c:
+        agent = c.post("/v1/agents", json={**talker(60), "name": f"live-{secrets.token_hex(3)}"}).json()
+    with live_call(service, admin, agent["id"]) as call, service.client(admin) as c:
+        started = time.time()
+        for _ in range(20):
+            assert c.get("/__test__/fail", params={"depth": 300}).status_code == 500
+            time.sleep(0.05)
+        ended = time.time()
+    print(call.summary())
+    assert call.report is not None and not call.report.ended, call.summary()
+    stalls = [gap for at, gap in call.report.gaps if started <= at <= ended + 1 and gap > 0.25]
+    assert not stalls, call.summary()
 
 
 def test_json_log_lines(tmp_path: Path) -> None:
