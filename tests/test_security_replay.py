@@ -316,6 +316,14 @@ def test_non_ascii_credentials_are_403_not_500(service: Service, agents: tuple[s
     bad = [(k.encode(), v.encode()) for k, v in headers.items() if k != "X-Plivo-Signature-V3"]
     bad.append((b"X-Plivo-Signature-V3", "é".encode()))  # raw UTF-8 bytes, as a forged request sends them
     assert httpx.post(url, data=params, headers=bad).status_code == 403
+    odd_nonce = [(b"X-Plivo-Signature-V3", b"x"), (b"X-Plivo-Signature-V3-Nonce", "é\u2028".encode())]
+    assert httpx.post(url, data=params, headers=odd_nonce).status_code == 403
+    vonage = f"{service.url}/telephony/vonage/answer"
+    assert httpx.get(vonage, headers=[(b"Authorization", "Bearer é.é.é".encode())]).status_code == 403
+    twilio = f"{service.url}/telephony/twilio/voice?agent={agents[0]}"
+    assert (
+        httpx.post(twilio, data={"CallSid": "CA1"}, headers=[(b"X-Twilio-Signature", "é".encode())]).status_code == 403
+    )
 
 
 def test_unconfigured_exotel_believes_no_callback(service: Service) -> None:
