@@ -32,6 +32,7 @@ MAX_CHAINED = 5  # __cause__/__context__ links followed
 MAX_TRACEBACK_CHARS = 8_000
 MAX_FIELD_CHARS = 2_000
 QUEUE_SIZE = 5_000
+SERVER_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "gunicorn.error", "gunicorn.access")
 _TB_ATTR = "parley_traceback"  # a stdlib record's traceback summary, taken on the calling thread
 
 _listener: logging.handlers.QueueListener | None = None
@@ -179,6 +180,9 @@ def configure_logging(verbose: bool = False, fmt: str | None = None, stream: IO[
     root = logging.getLogger()
     root.addHandler(_installed)
     root.setLevel(level)
+    for name in SERVER_LOGGERS:  # a server's own handlers would write (unredacted, on the loop) beside ours
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True
     _listener = logging.handlers.QueueListener(records, writer)
     _listener.start()
     structlog.configure(
@@ -187,6 +191,13 @@ def configure_logging(verbose: bool = False, fmt: str | None = None, stream: IO[
         logger_factory=structlog.stdlib.LoggerFactory(),
         cache_logger_on_first_use=False,
     )
+
+
+def ensure_logging() -> None:
+    """The set-up above, unless one is in place: an app served some other way than `parley serve` (uvicorn
+    --factory, gunicorn) must not keep structlog's default, which renders tracebacks with locals on the loop."""
+    if _listener is None:
+        configure_logging()
 
 
 def stop_logging() -> None:

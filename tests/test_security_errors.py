@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
 import statistics
 import subprocess
@@ -25,7 +26,7 @@ import websockets
 
 from .failing_routes import LOCAL_MARKER
 from .live_call import live_call, talker
-from .service import ROOT, Service, backend_env, running_service
+from .service import ROOT, Service, backend_env, free_port, running_service
 
 JWT_SECRET = "jwt-" + secrets.token_urlsafe(24)
 TWILIO_TOKEN = "tw-" + secrets.token_hex(16)
@@ -337,10 +338,37 @@ def test_json_log_lines(tmp_path: Path) -> None:
     assert not leaked and "timestamp" in failure
 
 
+def test_an_app_served_by_plain_uvicorn_logs_the_same_way(tmp_path: Path) -> None:
+    """``uvicorn --factory`` never runs `parley serve`'s set-up: create_app makes sure of it."""
+    port = free_port()
+    env = {**os.environ, "PARLEY_DATA_DIR": str(tmp_path), "PARLEY_SIP_PORT": "0"}
+    command = [sys.executable, "-m", "uvicorn", "tests.failing_routes:create_app", "--factory", "--port", str(port)]
+    with (tmp_path / "uvicorn.log").open("w") as out:
+        proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(300):
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        token = "tok-" + secrets.token_urlsafe(20)
+        r = httpx.get(f"{url}/__test__/fail", params={"depth": 200, "token": token}, timeout=30)
+        assert r.status_code == 500 and "x-frame-options" in r.headers
+        time.sleep(1)
+    finally:
+        proc.terminate()
+        proc.wait(15)
+    text = (tmp_path / "uvicorn.log").read_text(errors="replace")
+    leaked = token in text
+    assert "unhandled_error" in text and not leaked and LOCAL_MARKER not in text and len(text) < 12_000, text[:2000]
+
+
 def test_an_unknown_log_format_is_a_clear_error(tmp_path: Path) -> None:
     env = {"PARLEY_LOG_FORMAT": "xml", "PARLEY_DATA_DIR": str(tmp_path), "PARLEY_SIP_PORT": "0"}
     out = subprocess.run(
-        [sys.executable, "-m", "parley.cli", "serve"], env={**__import__("os").environ, **env},
+        [sys.executable, "-m", "parley.cli", "serve"], env={**os.environ, **env},
         capture_output=True, text=True, timeout=60, cwd=ROOT,
     )  # fmt: skip
     assert out.returncode == 2 and "PARLEY_LOG_FORMAT" in out.stderr, out.stderr[-2000:]

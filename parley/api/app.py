@@ -14,6 +14,7 @@ from parley.api.routers import agents, calls, credentials, keys, numbers, talk
 from parley.api.security import add_security
 from parley.api.state import AppState
 from parley.config import Settings
+from parley.logs import ensure_logging
 from parley.redact import register_settings_secrets
 
 log = structlog.get_logger(__name__)
@@ -52,6 +53,7 @@ async def start_sip(settings: Settings, state: AppState) -> Any:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    ensure_logging()  # `parley serve` has set it up already; any other server gets it here
     register_settings_secrets(settings)  # their values are masked in every log line
 
     @asynccontextmanager
