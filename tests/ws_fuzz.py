@@ -302,6 +302,37 @@ class Fuzzer:
             self.outcomes.append((t.name, case, f"close {ws.close_code}", time.monotonic() - sent, wall))
             await ws.close()
 
+    async def run_burst(self, t: Target, connections: int = 20, each: int = 250) -> None:
+        """Many sockets at once, each sending nothing but garbage: every one closed cleanly (a stream gives up on a
+        peer after MAX_BAD_MESSAGES), in time, and the live call beside it not disturbed."""
+        case = f"{connections} sockets at once, {each} garbage frames each"
+        sent, wall = time.monotonic(), time.time()
+
+        async def one(k: int) -> str:
+            try:
+                async with asyncio.timeout(self.limit_s * 10):
+                    ws = await websockets.connect(t.url, additional_headers=t.headers, ping_interval=None)
+                    drain = asyncio.create_task(_drain(ws))  # the talk socket answers each: read what it says
+                    try:
+                        for i in range(each):
+                            await ws.send(f'{{"event": "garbage", "type": "garbage", "n": {i}}}')
+                        await (await ws.ping())
+                    except websockets.ConnectionClosed:
+                        pass
+                    await ws.close()
+                    drain.cancel()
+                    code = ws.close_code
+                    return "" if code is None or code in CLEAN_CLOSES else f"closed with {code} {ws.close_reason!r}"
+            except TimeoutError:
+                return f"not done within {self.limit_s * 10} s"
+            except Exception as exc:
+                return f"{type(exc).__name__}: {str(exc)[:200]}"
+
+        problems = [p for p in await asyncio.gather(*(one(k) for k in range(connections))) if p]
+        for problem in sorted(set(problems)):
+            self.add(t.name, case, f"{problems.count(problem)} of {connections}: {problem}")
+        self.outcomes.append((t.name, case, "burst", time.monotonic() - sent, wall))
+
     async def run_handshakes(self, t: Target) -> None:
         for what, url, headers in handshakes(t):
             case = f"handshake with {what}"
@@ -328,12 +359,21 @@ class Fuzzer:
                 self.add(t.name, case, f"answered after {time.monotonic() - sent:.2f} s")
 
 
+async def _drain(ws: ClientConnection) -> None:
+    try:
+        async for _ in ws:
+            pass
+    except websockets.ConnectionClosed:
+        pass
+
+
 async def fuzz_websockets(targets: list[Target], limit_s: float) -> Fuzzer:
     """Fuzz each target in turn: handshakes, frames before a start, frames in a call."""
     fuzzer = Fuzzer(limit_s)
     for t in targets:
         await fuzzer.run_handshakes(t)
         await fuzzer.run_frames(t, started=False)
+        await fuzzer.run_burst(t)
         if t.start is not None:
             await fuzzer.run_forged_starts(t)
             await fuzzer.run_frames(t, started=True)
