@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from parley.api.errors import lone_surrogate_at, nul_escape_at
+from parley.api.errors import lone_surrogate_at, non_finite_number_at, nul_escape_at
 from parley.redact import MASK, redact_text
 
 # --- finding 3: what redaction masks (pure functions) -------------------------------------------------------------
@@ -82,3 +82,19 @@ def test_nul_escapes_are_found() -> None:
 )
 def test_lone_surrogate_escapes_are_found(text: str, at: int | None) -> None:
     assert lone_surrogate_at(text) == at
+
+
+@pytest.mark.parametrize(
+    "text,found",
+    [
+        ('{"a": NaN}', True),
+        ('{"a": -Infinity}', True),
+        ('{"a": 1e999}', True),
+        ('{"a": 1e308, "b": "NaN", "c": "Infinity 1e999"}', False),
+        ('{"a": 1' + "0" * 400 + "}", False),  # an integer: exact, and bounded by the schema
+        ('{"a": 1' + "0" * 400 + ".5}", True),
+        ("[1, 2", False),  # not JSON at all: the app says so
+    ],
+)
+def test_non_finite_numbers_are_found(text: str, found: bool) -> None:
+    assert (non_finite_number_at(text) is not None) == found

@@ -164,6 +164,18 @@ def test_a_lone_surrogate_in_any_json_body_is_422(service: Service, admin: str, 
         assert r.status_code == 422, (r.status_code, r.text)
 
 
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e999", "-2.5E+400"])
+def test_numbers_json_has_not_are_422(service: Service, admin: str, number: str) -> None:
+    """Python's json reads NaN/Infinity (not JSON) and 1e999 (as inf): each was a 500, or stored where PostgreSQL
+    would refuse it."""
+    for where in ('"turn": {"end_of_turn_secs": N}', '"llm": {"provider": "canned", "options": {"x": N}}'):
+        doc = json.dumps({**CHEAP_AGENT, "name": f"numbers-{secrets.token_hex(3)}"})[:-1]
+        body = doc + ", " + where.replace("N", number) + "}"
+        with service.client(admin) as c:
+            r = c.post("/v1/agents", content=body, headers=JSON_TYPE)
+        assert r.status_code == 422 and r.json()["detail"][0]["type"] == "json_invalid", (where, r.text)
+
+
 def test_escaped_backslashes_and_real_pairs_are_fine(service: Service, admin: str) -> None:
     doc = json.dumps({**CHEAP_AGENT, "name": "NAME"}).encode()
     with service.client(admin) as c:

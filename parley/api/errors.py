@@ -1,6 +1,6 @@
 """Requests that fail: one cheap log line and a plain 500 with every security header; and text that no handler
-could store or answer refused up front: lone surrogates, NULs or undecodable text in a JSON body (422), a NUL in
-the URL (400).
+could store or answer refused up front: lone surrogates, NULs, NaN/Infinity or undecodable text in a JSON body
+(422), a NUL in the URL (400).
 
 Plain ASGI middleware (see parley.api.security for why). Starlette's own last-resort handler sits outside every
 middleware, so its 500s carried none of the security headers, and it re-raises so that the server logs the error
@@ -10,6 +10,7 @@ a second time, on the event loop; :class:`UnhandledErrorMiddleware` answers insi
 from __future__ import annotations
 
 import json
+import math
 import re
 
 import structlog
@@ -21,6 +22,8 @@ INTERNAL_ERROR = json.dumps({"detail": "internal error"}).encode()
 # \uD800-\uDFFF as a JSON escape (the backslash's own escaping is checked separately, see lone_surrogate_at)
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD]([89abAB]|[c-fC-F])[0-9a-fA-F]{2}")
 _NUL_ESCAPE = re.compile(r"\\u0000")
+# NaN, Infinity, an exponent of 3+ digits or 309+ digits in a row: a number json reads as nan/inf may be there
+_MAYBE_NON_FINITE = re.compile(r"NaN|Infinity|[eE]\+?0*[1-9][0-9]{2}|(?<![0-9])[0-9]{309}")
 _JSON_TYPE = re.compile(r"^\s*application/(?:[\w.+-]*\+)?json\s*(?:;|$)", re.IGNORECASE)
 
 
@@ -105,7 +108,7 @@ class BadJsonText(json.JSONDecodeError):
 
 
 def check_json_text(body: bytes) -> None:
-    """Raises :class:`BadJsonText` for a JSON body that is not valid Unicode text."""
+    """Raises :class:`BadJsonText` for a JSON body that is not valid Unicode text, or holds numbers that are not."""
     try:
         text = body.decode(json.detect_encoding(body))
     except UnicodeDecodeError as exc:
@@ -116,6 +119,40 @@ def check_json_text(body: bytes) -> None:
     position = nul_escape_at(text)
     if position is not None:
         raise BadJsonText("a \\u0000 escape: text may not hold NUL characters", text, position)
+    position = non_finite_number_at(text)
+    if position is not None:
+        raise BadJsonText("NaN, Infinity and numbers beyond ±1.8e308 are not JSON numbers", text, position)
+
+
+class _NonFinite(Exception):
+    pass
+
+
+def _refuse(_: str) -> float:
+    raise _NonFinite
+
+
+def _finite(literal: str) -> float:
+    value = float(literal)
+    if math.isinf(value):
+        raise _NonFinite
+    return value
+
+
+def non_finite_number_at(text: str) -> int | None:
+    """Where ``text`` (JSON) may hold ``NaN``, ``Infinity`` or a number too large for a float (which Python's json
+    reads as inf): validation lets them through, and the database or the response then fails on them. Only text
+    with such a token anywhere (a quick scan) is parsed to be sure; invalid JSON is left to the app to refuse."""
+    hint = _MAYBE_NON_FINITE.search(text)
+    if hint is None:
+        return None
+    try:
+        json.loads(text, parse_constant=_refuse, parse_float=_finite)
+    except _NonFinite:
+        return hint.start()
+    except (ValueError, RecursionError):
+        return None
+    return None
 
 
 def _url_has_nul(scope: Scope) -> bool:
