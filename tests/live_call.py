@@ -69,6 +69,17 @@ class AudioReport:
     events: list[str] = field(default_factory=list)  # event types received, in order (errors with their text)
 
 
+async def watch_own_lag(report: AudioReport) -> None:
+    """How late this process's own timers fire: a gap that the caller shares is the machine's, not Parley's."""
+    while True:
+        before = time.monotonic()
+        await asyncio.sleep(0.01)
+        lag = time.monotonic() - before - 0.01
+        report.client_lag_s = max(report.client_lag_s, lag)
+        if lag > NOTABLE_GAP_S:
+            report.client_lags.append((time.time(), round(lag, 3)))
+
+
 async def run_call(ws_url: str, headers: dict[str, str], stop: asyncio.Event, ready: asyncio.Event) -> AudioReport:
     """Talk over ``ws_url`` until ``stop``; ``ready`` is set at the agent's first audio frame."""
     report = AudioReport()
@@ -113,21 +124,13 @@ async def run_call(ws_url: str, headers: dict[str, str], stop: asyncio.Event, re
                         report.ended = str(event.get("reason"))
                     return
 
-        async def watch_own_lag() -> None:
-            while True:
-                before = time.monotonic()
-                await asyncio.sleep(0.01)
-                lag = time.monotonic() - before - 0.01
-                report.client_lag_s = max(report.client_lag_s, lag)
-                if lag > NOTABLE_GAP_S:
-                    report.client_lags.append((time.time(), round(lag, 3)))
-
         sender = asyncio.create_task(send())
-        watcher = asyncio.create_task(watch_own_lag())
+        watcher = asyncio.create_task(watch_own_lag(report))
         try:
             await receive()
-        except websockets.ConnectionClosed as exc:
-            report.ended = f"closed {exc.code} {exc.reason}"
+        except websockets.ConnectionClosed:
+            if not stop.is_set():
+                report.ended = f"closed {ws.close_code} {ws.close_reason!r}"
         finally:
             if not stop.is_set() and not report.ended:
                 report.ended = "socket closed"

@@ -1,4 +1,7 @@
-"""Schemathesis hooks for tests/test_security_fuzz.py (loaded through SCHEMATHESIS_HOOKS).
+"""Schemathesis for tests/test_security_fuzz.py: the spec's hidden inputs, and hooks (loaded by SCHEMATHESIS_HOOKS).
+
+``with_webhook_inputs``: the OpenAPI plus what the carrier webhooks read without declaring
+it (signature headers, Parley's own query parameters, form and JSON bodies).
 
 ``no_server_error``: any 5xx fails, except the 502 that ``POST /v1/calls`` answers when
 the carrier cannot be reached (the test points every carrier's API at a closed port:
@@ -15,12 +18,14 @@ form cannot be signed (a body that is not an object) go out as generated.
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import hmac
 import json
 import os
 import secrets
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -78,6 +83,71 @@ def _vonage_jwt(secret: str, request: requests.PreparedRequest) -> str:
     text = json.dumps(merged, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass")
     claims = {"iat": int(time.time()), "jti": secrets.token_hex(8), "payload_hash": hashlib.sha256(text).hexdigest()}
     return jwt.encode(claims, secret, algorithm="HS256")
+
+
+# --- the spec and the report, for the test ------------------------------------------------------------
+
+Activity = list[tuple[float, float, str]]  # (wall clock from, to, what the fuzzer was sending)
+
+# What each carrier's webhooks read besides their (undeclared) path: the fuzzer must send these too.
+WEBHOOK_INPUTS: dict[str, dict[str, list[str]]] = {
+    "twilio": {"header": ["X-Twilio-Signature"], "query": ["agent", "tenant", "call"],
+               "form": ["To", "From", "Called", "Caller", "CallSid", "CallStatus", "CallDuration"]},
+    "vonage": {"header": ["Authorization"], "query": ["agent", "tenant", "call", "from", "to", "uuid", "status"],
+               "json": ["from", "to", "uuid", "status", "duration", "agent", "tenant", "call"]},
+    "plivo": {"header": ["X-Plivo-Signature-V3", "X-Plivo-Signature-V3-Nonce"],
+              "query": ["agent", "tenant", "call", "to", "From", "To", "CallUUID", "CallStatus", "Event"],
+              "form": ["From", "To", "CallUUID", "CallStatus", "Event", "HangupCause", "Duration", "to"]},
+    "exotel": {"header": [], "query": ["call", "token", "status", "CallSid", "callsid"],
+               "json": ["call", "token", "status", "CallSid", "CallStatus", "ConversationDuration"],
+               "form": ["call", "token", "status", "CallSid", "CallStatus"]},
+}  # fmt: skip
+
+
+def with_webhook_inputs(spec: dict[str, Any], agent_id: str = "") -> dict[str, Any]:
+    """The OpenAPI plus the headers, query parameters and bodies the /telephony/ webhooks read (``agent`` with an
+    example that names a real agent, so that some answers get as far as a stream)."""
+    spec = copy.deepcopy(spec)
+    for path, methods in spec["paths"].items():
+        provider = path.split("/")[2] if path.startswith("/telephony/") else ""
+        inputs = WEBHOOK_INPUTS.get(provider)
+        if inputs is None:
+            continue
+        for method, op in methods.items():
+            params = op.setdefault("parameters", [])
+            for where in ("header", "query"):
+                params += [{"name": n, "in": where, "required": False, "schema": {"type": "string"}}
+                           for n in inputs[where]]  # fmt: skip
+            for param in params:
+                if param["name"] == "agent" and agent_id:
+                    param["example"] = agent_id
+            if method == "post":
+                content = {}
+                for kind, media in (("form", "application/x-www-form-urlencoded"), ("json", "application/json")):
+                    if kind in inputs:
+                        props = {n: {"type": "string"} for n in inputs[kind]}
+                        content[media] = {"schema": {"type": "object", "properties": props}}
+                op["requestBody"] = {"required": False, "content": content}
+    return spec
+
+
+def har_activity(path: Path) -> Activity:
+    """Each request of a HAR file as (sent, answered, "METHOD url → status")."""
+    from datetime import datetime
+
+    if not path.exists():
+        return []
+    out: Activity = []
+    for e in json.loads(path.read_text())["log"]["entries"]:
+        sent = datetime.fromisoformat(e["startedDateTime"]).timestamp()
+        req = e["request"]
+        label = f"{req['method']} {req['url'][:300]} → {e['response']['status']} in {e['time']:.0f} ms"
+        out.append((sent, sent + e["time"] / 1000, label))
+    print(f"  {len(out)} requests")
+    return out
+
+
+# --- hooks ------------------------------------------------------------------------------------------
 
 
 @schemathesis.check

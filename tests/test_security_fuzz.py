@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import copy
 import json
 import os
 import subprocess
@@ -22,11 +21,11 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from .live_call import LiveCall, clock, live_call, talker
+from .schemathesis_hooks import WEBHOOK_INPUTS, Activity, har_activity, with_webhook_inputs
 from .service import ROOT, Service, free_port, running_service
 from .ws_fuzz import Target, fuzz_websockets
 
@@ -86,48 +85,6 @@ def fuzz_key(service: Service) -> str:
 
 
 # --- the hidden inputs of the carrier webhooks --------------------------------------------------------
-
-# What each carrier's webhooks read besides their (undeclared) path: the fuzzer must send these too.
-WEBHOOK_INPUTS: dict[str, dict[str, list[str]]] = {
-    "twilio": {"header": ["X-Twilio-Signature"], "query": ["agent", "tenant", "call"],
-               "form": ["To", "From", "Called", "Caller", "CallSid", "CallStatus", "CallDuration"]},
-    "vonage": {"header": ["Authorization"], "query": ["agent", "tenant", "call", "from", "to", "uuid", "status"],
-               "json": ["from", "to", "uuid", "status", "duration", "agent", "tenant", "call"]},
-    "plivo": {"header": ["X-Plivo-Signature-V3", "X-Plivo-Signature-V3-Nonce"],
-              "query": ["agent", "tenant", "call", "to", "From", "To", "CallUUID", "CallStatus", "Event"],
-              "form": ["From", "To", "CallUUID", "CallStatus", "Event", "HangupCause", "Duration", "to"]},
-    "exotel": {"header": [], "query": ["call", "token", "status", "CallSid", "callsid"],
-               "json": ["call", "token", "status", "CallSid", "CallStatus", "ConversationDuration"],
-               "form": ["call", "token", "status", "CallSid", "CallStatus"]},
-}  # fmt: skip
-
-
-def with_webhook_inputs(spec: dict[str, Any], agent_id: str = "") -> dict[str, Any]:
-    """The OpenAPI plus the headers, query parameters and bodies the /telephony/ webhooks read (``agent`` with an
-    example that names a real agent, so that some answers get as far as a stream)."""
-    spec = copy.deepcopy(spec)
-    for path, methods in spec["paths"].items():
-        provider = path.split("/")[2] if path.startswith("/telephony/") else ""
-        inputs = WEBHOOK_INPUTS.get(provider)
-        if inputs is None:
-            continue
-        for method, op in methods.items():
-            params = op.setdefault("parameters", [])
-            for where in ("header", "query"):
-                params += [{"name": n, "in": where, "required": False, "schema": {"type": "string"}}
-                           for n in inputs[where]]  # fmt: skip
-            for param in params:
-                if param["name"] == "agent" and agent_id:
-                    param["example"] = agent_id
-            if method == "post":
-                content = {}
-                for kind, media in (("form", "application/x-www-form-urlencoded"), ("json", "application/json")):
-                    if kind in inputs:
-                        props = {n: {"type": "string"} for n in inputs[kind]}
-                        content[media] = {"schema": {"type": "object", "properties": props}}
-                op["requestBody"] = {"required": False, "content": content}
-    return spec
-
 
 # The WebSocket routes test_websocket_fuzz fuzzes (ws_targets): a socket added without a target here fails below.
 WS_ROUTES = {"/v1/agents/{agent_ref}/talk", "/telephony/twilio/stream", "/telephony/vonage/stream",
@@ -205,30 +162,11 @@ def schemathesis(
     return [_failures_section(result.stdout) or result.stdout[-6000:] + result.stderr[-2000:]], activity
 
 
-def har_activity(path: Path) -> Activity:
-    """Each request of a HAR file as (sent, answered, "METHOD url → status")."""
-    from datetime import datetime
-
-    if not path.exists():
-        return []
-    out: Activity = []
-    for e in json.loads(path.read_text())["log"]["entries"]:
-        sent = datetime.fromisoformat(e["startedDateTime"]).timestamp()
-        req = e["request"]
-        label = f"{req['method']} {req['url'][:300]} → {e['response']['status']} in {e['time']:.0f} ms"
-        out.append((sent, sent + e["time"] / 1000, label))
-    print(f"  {len(out)} requests")
-    return out
-
-
 def _failures_section(out: str) -> str:
     """The part of schemathesis' output that names each failure (its curl command included)."""
     start = out.find("FAILURES")
     end = out.find("SUMMARY", start)
     return out[start:end].strip()[:20000] if start >= 0 else ""
-
-
-Activity = list[tuple[float, float, str]]  # (wall clock from, to, what the fuzzer was sending)
 
 
 def during(activity: Activity, start: float, end: float) -> str:
