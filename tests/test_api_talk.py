@@ -149,6 +149,7 @@ def test_one_tenant_cannot_reach_another_on_any_endpoint(service: Service) -> No
         a_extra_key = a.post("/v1/keys", json={"name": "a2", "role": "viewer"}).json()
         service.assign_number("+15550001111", "tenant-a")
         assert a.post("/v1/numbers", json={"number": "+15550001111", "agent_id": agent["id"]}).status_code == 201
+        assert a.put("/v1/credentials/a-provider-key", json={"value": "sk-a-only"}).status_code == 201
         question = asyncio.run(speak("Hello?", "joe-quick"))
         token = a.post(f"/v1/agents/{agent['id']}/talk-token").json()
     pcm = np.concatenate([np.zeros(8000, np.int16), question, np.zeros(16000 * 2, np.int16)])
@@ -156,7 +157,7 @@ def test_one_tenant_cannot_reach_another_on_any_endpoint(service: Service) -> No
     call_id = events[0]["call_id"]
 
     ids = {"agent_ref": agent["id"], "call_id": call_id, "key_id": a_extra_key["id"], "version": "1",
-           "number": "+15550001111"}  # fmt: skip
+           "number": "+15550001111", "name": "a-provider-key"}  # fmt: skip
     with service.client(b_key) as b:
         spec = b.get("/openapi.json").json()
         tried = 0
@@ -166,6 +167,8 @@ def test_one_tenant_cannot_reach_another_on_any_endpoint(service: Service) -> No
                 body = {**RECEPTIONIST, "name": "hijack"} if method in ("put", "post") and "agent" in path else None
                 if path == "/v1/keys" and method == "post":
                     continue  # creates B's own key: nothing of A's involved
+                if path.startswith("/v1/credentials/") and method == "put":
+                    continue  # sets B's own credential of that name: nothing of A's involved
                 if path.startswith("/telephony/"):
                     continue  # carriers' webhooks: signed by the carrier, not reached with tenant keys
                 r = b.request(method.upper(), url, json=body)
@@ -190,6 +193,7 @@ def test_one_tenant_cannot_reach_another_on_any_endpoint(service: Service) -> No
         assert a.get(f"/v1/agents/{agent['id']}").status_code == 200
         assert a.get(f"/v1/calls/{call_id}").status_code == 200
         assert any(k["id"] == a_extra_key["id"] and k["revoked_at"] is None for k in a.get("/v1/keys").json())
+        assert [c["name"] for c in a.get("/v1/credentials").json()] == ["a-provider-key"]
 
 
 def test_schemathesis_finds_no_server_errors(service: Service, tmp_path: Path) -> None:
