@@ -385,7 +385,7 @@ async def test_the_guard_refuses_loopback_unless_allowed(monkeypatch: pytest.Mon
     llm = client(base_url=f"http://127.0.0.1:{free_port()}/v1", model="m", api_key=SECRET)
     with pytest.raises(LLMError, match="loopback") as info:
         await llm.prepare()  # refused for good: the call does not start
-    with pytest.raises(LLMError, match="refused: 127.0.0.1 points at a loopback address"):
+    with pytest.raises(LLMError, match=r"refused: 127\.0\.0\.1 points at a loopback address"):
         await collect(llm)
     await llm.aclose()
     assert SECRET not in str(info.value)

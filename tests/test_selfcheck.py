@@ -66,6 +66,7 @@ def test_serve_survives_a_crashing_llm_and_says_what_to_do(tmp_path: Path) -> No
         ws = service.url.replace("http", "ws")
         code, reason = asyncio.run(_talk(ws + token["url"]))
         assert code in (1011, 500) and "cannot run on this host" in reason
+
         # agents that do not use the broken model still talk
         async def first_event() -> dict[str, object]:
             async with websockets.connect(ws + canned_token["url"]) as sock:
