@@ -139,6 +139,20 @@ async def run_call(ws_url: str, headers: dict[str, str], stop: asyncio.Event, re
     return report
 
 
+async def short_call(ws_url: str, headers: dict[str, str], seconds: float = 1.0) -> str:
+    """A call of ``seconds`` of silence that hangs up: its id (it has a record and a recording afterwards)."""
+    async with websockets.connect(ws_url, additional_headers=headers, max_size=2**20) as ws:
+        first = json.loads(await ws.recv())
+        for _ in range(int(seconds / FRAME_S)):
+            await ws.send(SILENCE)
+            await asyncio.sleep(FRAME_S)
+        await ws.send(json.dumps({"type": "end"}))
+        async for message in ws:
+            if isinstance(message, str) and json.loads(message).get("type") == "end":
+                break
+    return str(first["call_id"])
+
+
 async def _main(ws_url: str, headers: dict[str, str]) -> AudioReport:
     stop, ready = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()

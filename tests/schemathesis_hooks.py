@@ -132,13 +132,16 @@ def with_webhook_inputs(spec: dict[str, Any], agent_id: str = "") -> dict[str, A
 
 
 def har_activity(path: Path) -> Activity:
-    """Each request of a HAR file as (sent, answered, "METHOD url → status")."""
+    """Each request of a HAR file as (sent, answered, "METHOD url → status"); the file is removed (it holds the
+    fuzzer's API key: no secret is left lying in a test's files)."""
     from datetime import datetime
 
     if not path.exists():
         return []
+    entries = json.loads(path.read_text())["log"]["entries"]
+    path.unlink()
     out: Activity = []
-    for e in json.loads(path.read_text())["log"]["entries"]:
+    for e in entries:
         sent = datetime.fromisoformat(e["startedDateTime"]).timestamp()
         req = e["request"]
         label = f"{req['method']} {req['url'][:300]} → {e['response']['status']} in {e['time']:.0f} ms"

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from .live_call import LiveCall, clock, live_call, talker
+from .http_fuzz import Result, probes, send_all
+from .live_call import LiveCall, clock, live_call, short_call, talker
 from .schemathesis_hooks import WEBHOOK_INPUTS, Activity, har_activity, with_webhook_inputs
 from .service import ROOT, Service, free_port, running_service
 from .ws_fuzz import Target, fuzz_websockets
@@ -227,6 +228,39 @@ def test_http_fuzz_of_webhooks_signed_as_the_carrier(service: Service, beside: t
     signed = [label for *_, label in activity if "→ 403" not in label]
     assert len(signed) > len(activity) / 4, f"the signatures do not pass: {len(signed)} of {len(activity)} requests"
     check(findings, call, "HTTP fuzzing of signed webhooks", activity)
+
+
+def hostile_values(service: Service, key: str) -> Result:
+    """tests/http_fuzz.py against real resources of ``key``'s tenant: an agent, and a call with a recording."""
+    import httpx
+
+    with service.client(key) as c:
+        created = c.post("/v1/agents", json={**talker(1), "name": f"hostile-{time.monotonic_ns()}", "greeting": ""})
+    assert created.status_code == 201, created.text
+    agent_id = created.json()["id"]
+    ws_url = service.url.replace("http", "ws", 1) + f"/v1/agents/{agent_id}/talk"
+    call_id = asyncio.run(short_call(ws_url, {"Authorization": f"Bearer {key}"}))  # a recording for Range
+    spec = with_webhook_inputs(httpx.get(f"{service.url}/openapi.json").json(), agent_id)
+    ids = {"agent_ref": agent_id, "call_id": call_id, "version": "1", "number": "+15550001111", "name": "openai"}
+    bodies = {
+        ("post", "/v1/agents"): {**talker(1), "name": "hostile-2"},
+        ("put", "/v1/agents/{agent_ref}"): {**talker(1), "name": "hostile"},
+        ("post", "/v1/keys"): {"name": "k", "role": "viewer"},
+        ("post", "/v1/numbers"): {"number": "+15550001111", "agent_id": agent_id},
+        ("post", "/v1/calls"): {"agent_id": agent_id, "to": "+15550001111", "provider": "twilio"},
+    }
+    result = send_all(service.url, key, probes(spec, ids, bodies), SLOW_S)
+    print(f"hostile values: {result.sent} requests")
+    return result
+
+
+def test_hostile_values_in_every_field(service: Service, beside: tuple[str, str], fuzz_key: str) -> None:
+    """A lone surrogate, a NUL, 5,000 digits, a date without a zone, a 4,400-digit Range... in each parameter, header
+    and body field of every operation (tests/http_fuzz.py), against real resources: no 5xx, each within SLOW_S, and
+    no stall of the live call."""
+    with live_call(service, *beside) as call:
+        result = hostile_values(service, fuzz_key)
+    check(result.findings, call, "Hostile values in every field", result.activity)
 
 
 # --- WebSockets: the handshake parser ------------------------------------------------------------

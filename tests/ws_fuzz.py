@@ -275,7 +275,7 @@ class Fuzzer:
         """Starts that are well formed but carry a forged token: a clean close (1008) or a call, never a crash."""
         assert t.start is not None
         for what, token in FORGED_TOKENS.items():
-            case = f"a start with a {what} token"
+            case = f"a start whose token is {what}"
             url, first = forged(*t.start(), token)
             sent, wall = time.monotonic(), time.time()
             try:
