@@ -18,7 +18,12 @@ $(VENV)/.llama: scripts/install-llama.sh | $(BIN)/activate
 	./scripts/install-llama.sh $(VENV)
 	touch $@
 
-$(VENV)/.installed: pyproject.toml $(VENV)/.llama | $(BIN)/activate
+# Smart Turn v3.2 (the end-of-turn model) is taken out of the pipecat-ai wheel, SHA-256 checked: see the script.
+$(VENV)/.smart-turn: scripts/install-smart-turn.sh | $(BIN)/activate
+	./scripts/install-smart-turn.sh $(VENV)
+	touch $@
+
+$(VENV)/.installed: pyproject.toml $(VENV)/.llama $(VENV)/.smart-turn | $(BIN)/activate
 	$(BIN)/pip install -e '.[local,piper]'
 	$(BIN)/pip install --no-deps $(NODEPS)
 	touch $@

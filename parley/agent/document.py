@@ -86,11 +86,27 @@ class TurnSettings(_Strict):
     max_turn_secs: float = Field(
         25.0, ge=1, le=600, description="speech after which a monologue is cut into turns (at the next breath)"
     )
+    detector: Literal["smart_turn", "silence"] = Field(
+        "silence",
+        description="silence: the turn ends after end_of_turn_secs of silence; smart_turn: the Smart Turn model "
+        "(and the transcript) judge at the first pause whether the caller has finished",
+    )
+    complete_wait_secs: float = Field(
+        0.3, ge=0.03, le=5, description="smart_turn: silence that ends a turn the model judges finished"
+    )
+    max_wait_secs: float = Field(
+        1.5, ge=0.05, le=10, description="smart_turn: silence that ends a turn the model judges unfinished"
+    )
+    complete_threshold: float = Field(
+        0.5, ge=0, le=1, description="smart_turn: P(turn complete) at or above which the turn is finished"
+    )
 
     @model_validator(mode="after")
     def _pause_before_end(self) -> TurnSettings:
         if self.pause_secs > self.end_of_turn_secs:
             raise ValueError("pause_secs must not exceed end_of_turn_secs")
+        if not self.pause_secs <= self.complete_wait_secs <= self.max_wait_secs:
+            raise ValueError("smart_turn waits need pause_secs <= complete_wait_secs <= max_wait_secs")
         return self
 
 

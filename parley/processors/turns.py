@@ -6,6 +6,11 @@ while the end-of-turn silence is still running. If the caller speaks again befor
 ``end_of_turn_secs``, :class:`TurnResumed` voids that work and the turn goes on;
 otherwise :class:`EndOfTurn` confirms it and the prepared reply plays at once.
 
+How long that silence is depends on ``turn.detector``: a fixed ``end_of_turn_secs``
+(``silence``), or, with ``smart_turn``, a judgement taken at the pause by the Smart
+Turn model and the speculative transcript (:mod:`parley.services.turn.judge`):
+short when the caller sounds finished, up to ``max_wait_secs`` when not.
+
 Barge-in: caller speech while the agent is busy with a reply (or its greeting)
 interrupts it in the same VAD window that detects the speech. A keypad press does
 too (it is deliberate, so ``interruptions.min_speech_secs`` does not apply).
@@ -44,6 +49,7 @@ from parley.pipeline.frames import (
     UserTurn,
 )
 from parley.pipeline.processor import Processor
+from parley.services.turn.judge import EndOfTurnJudge
 from parley.services.vad.base import VAD
 
 log = structlog.get_logger(__name__)
@@ -65,6 +71,7 @@ class TurnTaker(Processor):
         turn: TurnSettings,
         interruptions: InterruptionSettings,
         actions: ActionSettings | None = None,
+        judge: EndOfTurnJudge | None = None,
     ) -> None:
         super().__init__()
         self.vad = vad
@@ -72,6 +79,7 @@ class TurnTaker(Processor):
         self.turn = turn
         self.interruptions = interruptions
         self.actions = actions or ActionSettings()
+        self.judge = judge or EndOfTurnJudge(turn)
         self._rate = 0
         self._window = 0
         self._pending_pcm = b""  # caller audio not yet a whole VAD window
@@ -103,6 +111,9 @@ class TurnTaker(Processor):
             return
         if isinstance(frame, DTMF):
             await self._on_dtmf(frame, direction)
+            return
+        if isinstance(frame, Transcript) and direction is Direction.UPSTREAM:
+            self.judge.heard(frame.turn_id, frame.text)  # a cue for the end-of-turn judge; goes no further
             return
         if isinstance(frame, AgentSpoke) and direction is Direction.UPSTREAM:
             self._agent_busy.discard(frame.turn_id)
@@ -176,7 +187,7 @@ class TurnTaker(Processor):
                 self._speech_end = start + dur
                 await self._maybe_interrupt(dur)
             if self._silence >= self.turn.pause_secs:
-                await self._paused()
+                await self._paused(judge=True)
             elif (long := self._t - self._speech_start) >= self.turn.max_turn_secs and (
                 silence or long >= self.turn.max_turn_secs + 5
             ):
@@ -185,6 +196,7 @@ class TurnTaker(Processor):
                 await self._end_turn()
         else:  # PAUSED
             if speech:
+                self.judge.reset()
                 await self.push(TurnResumed(turn_id=self._turn_id, t=self._t))
                 self._state = _State.SPEAKING
                 self._silence = 0.0
@@ -193,7 +205,7 @@ class TurnTaker(Processor):
                 await self._maybe_interrupt(dur)
                 return
             self._silence += dur
-            if self._silence >= self.turn.end_of_turn_secs:
+            if self._silence + 1e-9 >= await self.judge.silence_needed(self._silence):
                 await self._end_turn()
 
     def _keep_preroll(self, pcm: bytes) -> None:
@@ -272,15 +284,18 @@ class TurnTaker(Processor):
         await self.push(StageTime(turn_id=turn_id, stage="stt_final", t=now, text=text))
         await self.push(Transcript(turn_id=turn_id, text=text, t=now))
 
-    async def _paused(self) -> None:
+    async def _paused(self, judge: bool = False) -> None:
         self._state = _State.PAUSED
         await self.push(SpeechStopped(t=self._t, speech_end=self._speech_end))
         if self._speech_end - self._speech_start < self.turn.min_speech_secs:
             return  # a click or a cough: not worth transcribing yet
+        pcm = b"".join(self._utterance)
+        if judge:
+            self.judge.paused(self._turn_id, pcm, self._rate, self.spawn)
         await self.push(
             UserTurn(
                 turn_id=self._turn_id,
-                pcm=b"".join(self._utterance),
+                pcm=pcm,
                 sample_rate=self._rate,
                 speech_start=self._speech_start,
                 speech_end=self._speech_end,
@@ -290,6 +305,7 @@ class TurnTaker(Processor):
 
     async def _end_turn(self) -> None:
         self._state = _State.QUIET
+        self.judge.reset()
         self._preroll = []
         self._utterance = []
         self._silence = 0.0

@@ -1,0 +1,1 @@
+"""End-of-turn detection beyond silence: the Smart Turn model and transcript cues."""
