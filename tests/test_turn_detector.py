@@ -1,0 +1,244 @@
+"""Smart Turn end-of-turn detection: the features, the model on real speech, and the turn taker with it."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from parley.agent.document import InterruptionSettings, TurnSettings, VADSettings
+from parley.pipeline.frames import (
+    AgentSpoke,
+    AudioIn,
+    Direction,
+    EndOfTurn,
+    Frame,
+    Interruption,
+    SpeechStarted,
+    StartFrame,
+    Transcript,
+    TurnResumed,
+    UserTurn,
+)
+from parley.pipeline.processor import Processor
+from parley.processors.turns import TurnTaker
+from parley.services.turn import features, smart_turn
+from parley.services.turn.judge import EndOfTurnJudge
+from parley.services.turn.text import sounds_unfinished
+from parley.services.vad.silero import SileroVAD
+
+from .conftest import espeak, silence
+
+RATE = 16000
+# transformers' WhisperFeatureExtractor(chunk_length=8), through pipecat 1.14.0's numpy copy of it, on the chirp
+# of test_features_match_the_reference_extractor_values: mean, max and a few (mel, frame) cells
+REFERENCE: dict[str, Any] = {
+    "mean": -0.14432,
+    "max": 1.78458,
+    "cells": {(5, 520): 0.85725, (20, 600): 1.73686, (60, 799): 0.24467, (0, 0): -0.21542, (30, 650): 1.35135},
+}
+
+# --- features --------------------------------------------------------------------------------------------------
+
+
+def tone(hz: float, secs: float, amp: float = 0.5) -> np.ndarray:
+    return (amp * np.sin(2 * np.pi * hz * np.arange(int(secs * RATE)) / RATE)).astype(np.float32)
+
+
+def test_features_have_the_models_shape_and_whisper_scaling() -> None:
+    x = features.last_window(np.concatenate([tone(440, 1.0), np.zeros(RATE // 2, np.float32)]))
+    assert x.shape == (features.N_SAMPLES,) and not x[: 6 * RATE].any()  # padded at the front, audio at the end
+    mel = features.log_mel(x)
+    assert mel.shape == (80, 800) and mel.dtype == np.float32
+    # Whisper's scaling: log10 clamped to 8 decades below the peak, then (x + 4) / 4
+    assert mel.max() - mel.min() == pytest.approx(2.0, abs=1e-5)
+    # the tone occupies the last 1.5 s (150 frames, 10 ms each) minus the trailing half second of silence
+    loud = mel.max(axis=0) > mel.min() + 0.5
+    assert np.flatnonzero(loud).min() == pytest.approx(650, abs=2) and np.flatnonzero(loud).max() == pytest.approx(
+        750, abs=2
+    )
+
+
+@pytest.mark.parametrize("hz", [300.0, 1000.0, 3000.0])
+def test_a_tone_peaks_in_the_mel_filter_centred_on_it(hz: float) -> None:
+    mel = features.log_mel(features.last_window(tone(hz, 8.0)))
+    filters = features.mel_filters()
+    bins = np.linspace(0, RATE / 2, 201)
+    centres = bins[filters.argmax(axis=1)]
+    peak = int(mel[:, 400].argmax())
+    assert abs(centres[peak] - hz) <= max(60.0, 0.08 * hz)
+
+
+def test_mel_filters_are_slaney_area_normalised_triangles() -> None:
+    filters = features.mel_filters()
+    assert filters.shape == (80, 201) and (filters >= 0).all()
+    # Slaney norm: each triangle integrates to 1 over Hz (the narrow low ones are coarsely sampled by 40 Hz bins)
+    areas = filters.sum(axis=1) * (RATE / 2 / 200)
+    assert np.allclose(areas, 1.0, rtol=0.1)
+    assert (np.diff(filters.argmax(axis=1)) >= 0).all() and filters[-1, -1] == 0.0
+
+
+def test_features_match_the_reference_extractor_values() -> None:
+    """Figures from transformers' WhisperFeatureExtractor(chunk_length=8) for the same signal (pipecat's copy)."""
+    t = np.arange(3 * RATE) / RATE
+    chirp = (0.3 * np.sin(2 * np.pi * (200 + 300 * t) * t)).astype(np.float32)
+    mel = features.log_mel(features.last_window(chirp))
+    assert float(mel.mean()) == pytest.approx(REFERENCE["mean"], abs=1e-4)
+    assert float(mel.max()) == pytest.approx(REFERENCE["max"], abs=1e-4)
+    for (row, col), value in REFERENCE["cells"].items():
+        assert float(mel[row, col]) == pytest.approx(value, abs=1e-4)
+
+
+def test_silence_gives_constant_features_and_wrong_lengths_are_refused() -> None:
+    mel = features.log_mel(np.zeros(features.N_SAMPLES, np.float32))
+    assert np.ptp(mel) == 0.0
+    with pytest.raises(ValueError):
+        features.log_mel(np.zeros(RATE, np.float32))
+
+
+# --- the model ---------------------------------------------------------------------------------------------------
+
+
+def test_the_model_is_installed_with_its_licence() -> None:
+    path = smart_turn.model_path()
+    assert path.stat().st_size > 8_000_000
+    assert "BSD 2-Clause" in (path.parent / "LICENSE").read_text()
+    assert "SHA-256" in (path.parent / "NOTICE").read_text()
+
+
+def test_a_missing_model_says_what_to_do(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PARLEY_SMART_TURN_MODEL", str(tmp_path / "nope.onnx"))
+    with pytest.raises(RuntimeError, match=r"install-smart-turn\.sh"):
+        smart_turn.model_path()
+
+
+@pytest.mark.parametrize("voice", ["en-us", "en-gb", "en-us+m1"])
+def test_the_model_separates_a_finished_sentence_from_one_cut_mid_word(voice: str) -> None:
+    model = smart_turn.shared()
+    speech = espeak("What time do you open tomorrow?", voice=voice)
+    quiet = np.flatnonzero(np.abs(speech) > 300)
+    start, end = quiet[0], quiet[-1]
+    tail = silence(0.064)
+    whole = model.probability_pcm(np.concatenate([speech[:end], tail]).tobytes(), RATE)
+    cut = model.probability_pcm(np.concatenate([speech[: start + int(0.8 * (end - start))], tail]).tobytes(), RATE)
+    assert whole > 0.8, whole
+    assert cut < 0.5, cut  # "What time do you open tomor-"
+
+
+def test_telephone_audio_is_resampled_for_the_model() -> None:
+    model = smart_turn.shared()
+    speech = espeak("What time do you open tomorrow?", rate=8000)
+    assert model.probability_pcm(np.concatenate([speech, silence(0.064, 8000)]).tobytes(), 8000) > 0.8
+
+
+def test_transcript_cues() -> None:
+    for unfinished in ["I'd like to book an appointment for", "Can I speak to?", "My number is 555", "and"]:
+        assert sounds_unfinished(unfinished), unfinished
+    for finished in ["Yes.", "Saturday please.", "My number is 555-0134.", "I need two.", ""]:
+        assert not sounds_unfinished(finished), finished
+
+
+# --- the turn taker ----------------------------------------------------------------------------------------------
+
+
+class Listener(Processor):
+    """Collects frames; answers each speculative attempt with its transcript, as the transcriber would."""
+
+    def __init__(self, texts: list[tuple[float, str]] | None = None) -> None:
+        super().__init__()
+        self.frames: list[Frame] = []
+        self.texts = texts or []  # (attempts sent before this time, their text)
+
+    async def process(self, frame: Frame, direction: Direction) -> None:
+        self.frames.append(frame)
+        if isinstance(frame, UserTurn) and self.texts:
+            text = next((txt for before, txt in self.texts if frame.t < before), self.texts[-1][1])
+            await self.push(Transcript(turn_id=frame.turn_id, text=text, t=frame.t), Direction.UPSTREAM)
+
+
+async def run_turns(
+    audio: np.ndarray, texts: list[tuple[float, str]] | None = None, greeting_playing: bool = False, **turn: object
+) -> list[Frame]:
+    settings = TurnSettings.model_validate(turn)
+    judge = EndOfTurnJudge(settings, expect_transcripts=bool(texts))
+    taker = TurnTaker(SileroVAD(), VADSettings(), settings, InterruptionSettings(), judge=judge)
+    sink = Listener(texts)
+    taker.link(sink)
+    await taker.queue_frame(StartFrame(sample_rate=RATE))
+    if not greeting_playing:
+        await taker.queue_frame(AgentSpoke(turn_id=0), Direction.UPSTREAM)
+    step = RATE // 50
+    for k in range(audio.size // step):
+        pcm = audio[k * step : (k + 1) * step].astype("<i2").tobytes()
+        await taker.queue_frame(AudioIn(pcm=pcm, sample_rate=RATE, t=k * 0.02))
+    return [f for f in sink.frames if not isinstance(f, AudioIn | StartFrame)]
+
+
+def paused_sentence(first: str, second: str, pause: float) -> tuple[np.ndarray, float, float]:
+    """``first, second`` spoken in one breath with the comma's gap stretched to ``pause`` s; (audio, start, end)."""
+    whole = espeak(f"{first}, {second}")
+    hop = RATE // 100
+    loud = np.abs(whole[: whole.size // hop * hop]).reshape(-1, hop).max(axis=1) > 180  # about -45 dBFS
+    idx = np.flatnonzero(loud)
+    gaps = [(a, b) for a, b in itertools.pairwise(idx) if b - a > 1]
+    a, b = max(gaps, key=lambda g: g[1] - g[0])
+    lead = silence(0.5)
+    audio = np.concatenate([lead, whole[: (a + 1) * hop], silence(pause), whole[b * hop :], silence(2.0)])
+    start = (lead.size + (a + 1) * hop) / RATE
+    return audio, start, start + pause
+
+
+def ends(frames: list[Frame]) -> list[float]:
+    return [f.t for f in frames if isinstance(f, EndOfTurn)]
+
+
+async def test_a_caller_pausing_mid_number_is_not_cut_off_with_smart_turn() -> None:
+    audio, pause_start, pause_end = paused_sentence("My number is five five five", "zero one three four", 0.9)
+    cut = await run_turns(audio, detector="silence", end_of_turn_secs=0.4)
+    assert any(pause_start < t < pause_end for t in ends(cut))  # today's fixed silence answers inside the pause
+    frames = await run_turns(audio, detector="smart_turn")
+    assert [e for e in ends(frames) if e < pause_end] == []
+    assert len(ends(frames)) == 1 and any(isinstance(f, TurnResumed) for f in frames)
+
+
+async def test_the_transcript_keeps_a_turn_open_that_sounds_finished() -> None:
+    """The model hears "…an appointment for" as finished (espeak's intonation); the transcript says otherwise."""
+    first, second = "I'd like to book an appointment for", "next Tuesday"
+    audio, pause_start, pause_end = paused_sentence(first, second, 0.9)
+    frames = await run_turns(audio, detector="smart_turn")
+    assert any(pause_start < t < pause_end for t in ends(frames))  # the sound alone: cut off
+    texts = [(pause_end, first), (99.0, f"{first} {second}.")]
+    frames = await run_turns(audio, texts=texts, detector="smart_turn")
+    assert len(ends(frames)) == 1 and ends(frames)[0] > pause_end
+
+
+async def test_a_finished_answer_ends_sooner_than_the_fixed_silence() -> None:
+    q = espeak("What time do you open tomorrow?")
+    audio = np.concatenate([silence(0.5), q, silence(2.0)])
+    fixed = ends(await run_turns(audio, detector="silence", end_of_turn_secs=0.4))
+    smart = ends(await run_turns(audio, detector="smart_turn", complete_wait_secs=0.2))
+    assert len(fixed) == len(smart) == 1
+    assert smart[0] <= fixed[0] - 0.15
+
+
+async def test_barge_in_is_unchanged_with_smart_turn() -> None:
+    q = espeak("Stop, I have a question")
+    frames = await run_turns(
+        np.concatenate([silence(0.6), q, silence(1.0)]), greeting_playing=True, detector="smart_turn"
+    )
+    started = next(f for f in frames if isinstance(f, SpeechStarted))
+    interrupt = next(f for f in frames if isinstance(f, Interruption) and not isinstance(f, TurnResumed))
+    assert interrupt.t - started.t <= 0.032 + 1e-6
+
+
+async def test_without_the_model_the_fixed_silence_decides(monkeypatch: pytest.MonkeyPatch) -> None:
+    def missing() -> smart_turn.SmartTurn:
+        raise RuntimeError("no model")
+
+    monkeypatch.setattr(smart_turn, "shared", missing)
+    judge = EndOfTurnJudge(TurnSettings(detector="smart_turn", end_of_turn_secs=0.4))
+    assert judge.model is None
+    assert await judge.silence_needed(0.1) == 0.4
