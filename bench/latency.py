@@ -6,6 +6,10 @@ question. Latency is measured from the true end of speech in the input (found in
 the audio itself), not from the VAD's decision, to the first agent audio out.
 
     .venv/bin/python bench/latency.py [--voices ...] [--questions N] [--out results.json]
+    .venv/bin/python bench/latency.py --concurrent 2 [--hog]   # N calls at once [beside a busy-loop process]
+
+With ``--concurrent N`` each of N workers has its own services (as N live calls do) and runs the corpus; the
+calls of different workers overlap. ``--hog`` runs a CPU busy loop in another process for the whole run.
 """
 
 from __future__ import annotations
@@ -51,35 +55,72 @@ def write_ulaw(samples16k: np.ndarray, path: Path) -> None:
     path.write_bytes(pcm16_to_ulaw(resample(samples16k, 16000, 8000).astype("<i2").tobytes()))
 
 
-async def run(args: argparse.Namespace) -> dict[str, Any]:
-    agent = load_agent(args.agent).model_copy(update={"greeting": ""})
+HOG = "while True: pass"
+
+
+async def calls(args: argparse.Namespace, work: Path) -> list[tuple[str, str, Path, float, str]]:
+    """The corpus as (voice, input kind, file, true end of speech, question), written once."""
+    out = []
+    for voice in args.voices:
+        for i, question in enumerate(QUESTIONS[: args.questions]):
+            script = await caller_recording([question], work / f"{voice}-{i}.wav", voice=voice, gap_secs=0.2)
+            out.append((voice, "wav16k", script.path, script.spans[0][1], question))
+            if not args.no_ulaw:
+                ulaw = work / f"{voice}-{i}.ulaw"
+                write_ulaw(script.samples, ulaw)
+                out.append((voice, "ulaw8k", ulaw, script.spans[0][1], question))
+    return out
+
+
+async def worker(
+    n: int, agent: Any, corpus: list[tuple[str, str, Path, float, str]], work: Path, start: asyncio.Barrier
+) -> tuple[list[dict[str, Any]], float]:
+    """One call at a time through its own services; workers start their calls together."""
     t0 = time.perf_counter()
     services = await Services.create(agent)
     load_s = time.perf_counter() - t0
-    work = Path(tempfile.mkdtemp(prefix="parley-bench-"))
     samples: list[dict[str, Any]] = []
     try:
-        for voice in args.voices:
-            for i, question in enumerate(QUESTIONS[: args.questions]):
-                script = await caller_recording([question], work / f"{voice}-{i}.wav", voice=voice, gap_secs=0.2)
-                inputs = [("wav16k", script.path)]
-                if not args.no_ulaw:
-                    ulaw = work / f"{voice}-{i}.ulaw"
-                    write_ulaw(script.samples, ulaw)
-                    inputs.append(("ulaw8k", ulaw))
-                for kind, path in inputs:
-                    report = await simulate_call(
-                        agent, path, work / f"{voice}-{i}-{kind}-call.wav", services=services, fast=False
-                    )
-                    samples.append(measure(report.as_dict(), script.spans[0][1], voice, kind, question))
-                    s = samples[-1]
-                    print(
-                        f"{voice:14s} {kind:7s} v2v={s.get('voice_to_voice_ms')} ms  heard={s['stt_text']!r}",
-                        file=sys.stderr,
-                    )
+        await start.wait()
+        for j, (voice, kind, path, true_end, question) in enumerate(corpus):
+            out = work / f"w{n}-{j}-call.wav"
+            report = await simulate_call(agent, path, out, services=services, fast=False)
+            samples.append(measure(report.as_dict(), true_end, voice, kind, question))
+            s = samples[-1]
+            print(
+                f"w{n} {voice:14s} {kind:7s} v2v={s.get('voice_to_voice_ms')} ms  heard={s['stt_text']!r}",
+                file=sys.stderr,
+            )
     finally:
         await services.aclose()
-    return summarize(samples, load_s)
+    return samples, load_s
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    agent = load_agent(args.agent).model_copy(update={"greeting": ""})
+    work = Path(tempfile.mkdtemp(prefix="parley-bench-"))
+    corpus = await calls(args, work)
+    start = asyncio.Barrier(args.concurrent)
+    hog = await asyncio.create_subprocess_exec(sys.executable, "-c", HOG) if args.hog else None
+    try:
+        results = await asyncio.gather(*(worker(n, agent, corpus, work, start) for n in range(args.concurrent)))
+    finally:
+        if hog is not None:
+            hog.kill()
+            await hog.wait()
+    samples = [s for r in results for s in r[0]]
+    out = summarize(samples, max(r[1] for r in results))
+    out["concurrent"], out["hog"], out["cpu_model"] = args.concurrent, args.hog, cpu_model()
+    out["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    return out
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name (``platform.processor()`` is empty on Linux)."""
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
 
 
 def measure(report: dict[str, Any], true_end_in_file: float, voice: str, kind: str, question: str) -> dict[str, Any]:
@@ -160,6 +201,8 @@ def main() -> None:
     parser.add_argument("--voices", nargs="+", default=list(VOICES), choices=list(VOICES))
     parser.add_argument("--questions", type=int, default=4)
     parser.add_argument("--no-ulaw", action="store_true", help="skip the 8 kHz µ-law copies")
+    parser.add_argument("--concurrent", type=int, default=1, help="calls at once (each with its own services)")
+    parser.add_argument("--hog", action="store_true", help="run a CPU busy loop in another process meanwhile")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     parser.add_argument("--agent", type=Path, default=ROOT / "examples" / "agents" / "receptionist.yaml")
     args = parser.parse_args()

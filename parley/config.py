@@ -12,7 +12,7 @@ import ipaddress
 import socket
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, SecretStr
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -104,6 +104,14 @@ class Settings(BaseSettings):
     )
     telephony_rate_limit: str = Field(
         "3000/minute", description="carrier webhooks and stream handshakes per source address"
+    )
+
+    # --- embedded models -----------------------------------------------------------
+    llm_concurrency: int | None = Field(
+        None, ge=1, description="llama.cpp evaluations at once in this process (default: one per two cores)"
+    )
+    llm_schedule: Literal["token", "reply"] = Field(
+        "token", description="calls waiting for the model take turns per token, or per whole reply"
     )
 
     # --- security ----------------------------------------------------------------

@@ -7,13 +7,16 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
+from parley.services.llm import llama_pool
 from parley.services.llm.base import LLMError, Message, registry
 from parley.services.llm.llama import THREAD_PREFIX, LlamaLLM, default_model_path
+from parley.services.llm.llama_context import llama_cpp
 
 pytestmark = pytest.mark.slow
 
@@ -205,3 +208,123 @@ def test_options_are_validated() -> None:
         registry.options("llama", {"n_gpu": 1})
     with pytest.raises(ValidationError, match="max_tokens"):
         registry.options("llama", {"max_tokens": 0})
+
+
+# --- the process-wide pool of warm contexts and the limit on concurrent evaluations ---------------------------
+
+
+@pytest.fixture
+def pool() -> Iterator[llama_pool.Resources]:
+    """Fresh slots and pool for one test (one evaluation at a time, two idle contexts kept)."""
+    res = llama_pool.Resources(llama_pool.Slots(1), llama_pool.ContextPool(size=2), "token")
+    for old in llama_pool.reset(res):
+        old.close()
+    yield res
+    for llama in llama_pool.reset():
+        llama.close()
+
+
+def kv_positions(llm: LlamaLLM) -> int:
+    """Cells the context's KV cache holds for sequence 0 (its highest position + 1)."""
+    assert llm._llama is not None
+    memory = llama_cpp.llama_get_memory(llm._llama.ctx)
+    return int(llama_cpp.llama_memory_seq_pos_max(memory, 0)) + 1
+
+
+async def test_a_pooled_context_keeps_nothing_of_the_previous_call(pool: llama_pool.Resources) -> None:
+    """Security: call B gets call A's warm context back with the system prompt only, neither A's words in its
+    tokens nor their KV cells; B still reuses the prefilled system prompt."""
+    system: list[Message] = [{"role": "system", "content": SYSTEM}]
+    a = make()
+    await a.warm(system)
+    secret: list[Message] = [*system, {"role": "user", "content": "My name is Zebulon Quagmire, PIN 7319."}]
+    assert "".join(await reply(a, secret)).strip()
+    assert a._llama is not None
+    context_a, warm_tokens = a._llama, len(a._prefix)
+    assert a._llama.n_tokens > warm_tokens
+    await a.aclose()
+    assert pool.pool.idle(a._pool_key) == 1
+
+    b = make()
+    try:
+        await b.prepare()
+        assert b._llama is context_a  # the same warm context, handed on
+        held = b._llama.detokenize(b._llama.input_ids[: b._llama.n_tokens].tolist()).decode(errors="replace")
+        assert "Zebulon" not in held and "7319" not in held and "Springfield" in held
+        assert b._llama.n_tokens <= warm_tokens and kv_positions(b) == b._llama.n_tokens
+        await b.warm(system)
+        await reply(b, [*system, {"role": "user", "content": "What is my name?"}])
+        assert b.last_stats is not None and b.last_stats.prompt_tokens_evaluated < 30
+    finally:
+        await b.aclose()
+    wait_no_threads()
+
+
+async def test_closing_returns_contexts_and_frees_what_the_pool_cannot_keep(pool: llama_pool.Resources) -> None:
+    llms = [make() for _ in range(3)]
+    await asyncio.gather(*(llm.prepare() for llm in llms))
+    contexts = {id(llm._llama) for llm in llms}
+    assert len(contexts) == 3 and pool.pool.idle(llms[0]._pool_key) == 0
+    await asyncio.gather(*(llm.aclose() for llm in llms))
+    assert pool.pool.idle(llms[0]._pool_key) == 2  # its size; the third was freed
+    again = make()
+    await again.prepare()
+    assert id(again._llama) in contexts
+    await again.aclose()
+    wait_no_threads()
+
+
+@pytest.mark.parametrize("schedule", ["token", "reply"])
+async def test_the_concurrency_limit_bounds_concurrent_evaluations(
+    pool: llama_pool.Resources, schedule: llama_pool.Schedule
+) -> None:
+    pool.schedule = schedule
+    llms = [make(max_tokens=12) for _ in range(3)]
+    questions = ("When are you open?", "Where are you?", "How much is a cleaning?")
+    try:
+        texts = await asyncio.gather(
+            *(
+                reply(llm, [{"role": "system", "content": SYSTEM}, {"role": "user", "content": q}])
+                for llm, q in zip(llms, questions, strict=True)
+            )
+        )
+    finally:
+        await asyncio.gather(*(llm.aclose() for llm in llms))
+    assert all("".join(t).strip() for t in texts)
+    assert pool.slots.peak == 1 and pool.slots.active == 0
+    wait_no_threads()
+
+
+def test_slots_are_first_come_first_served_and_a_stopped_waiter_leaves() -> None:
+    slots = llama_pool.Slots(1)
+    assert slots.acquire()
+    order: list[int] = []
+    stopped = threading.Event()
+    stopped.set()
+    assert not slots.acquire(stopped)  # a barge-in does not wait for the slot
+
+    def wait(n: int) -> None:
+        assert slots.acquire()
+        order.append(n)
+        slots.release()
+
+    threads = []
+    for n in range(3):
+        threads.append(threading.Thread(target=wait, args=(n,)))
+        threads[-1].start()
+        while len(slots._queue) < n + 1:
+            time.sleep(0.001)
+    slots.release()
+    for t in threads:
+        t.join(5)
+    assert order == [0, 1, 2] and slots.peak == 1 and slots.active == 0
+
+
+def test_openmp_is_told_to_sleep_unless_the_user_chose() -> None:
+    env: dict[str, str] = {}
+    assert llama_pool.configure_openmp(env) == {"OMP_WAIT_POLICY": "PASSIVE"} and env["OMP_WAIT_POLICY"] == "PASSIVE"
+    for mine in ({"OMP_WAIT_POLICY": "ACTIVE"}, {"GOMP_SPINCOUNT": "10000"}):
+        env = dict(mine)
+        assert llama_pool.configure_openmp(env) == {} and env == mine
+    assert 1 <= llama_pool.batch_threads(2) <= 2 and llama_pool.default_concurrency(2) == 1
+    assert llama_pool.default_concurrency(8) == 4

