@@ -11,6 +11,7 @@ server sends ``{"type": "end"}`` and closes it; a transfer has nowhere to go
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -200,4 +201,5 @@ async def talk(ws: WebSocket, agent_ref: str, state: State) -> None:
     finally:
         await services.aclose()
         if ws.application_state is WebSocketState.CONNECTED:
-            await ws.close()
+            with contextlib.suppress(WebSocketDisconnect, RuntimeError):  # the client may have gone meanwhile
+                await ws.close()
