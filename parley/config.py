@@ -79,23 +79,31 @@ class Settings(BaseSettings):
     sip_trunk_username: str | None = None
     sip_trunk_password: SecretStr | None = None
     twilio_account_sid: str | None = None
-    twilio_auth_token: SecretStr | None = None
+    twilio_auth_token: SecretStr | None = Field(None, description="checks Twilio's signatures; unset: Twilio is off")
     twilio_api_base_url: str | None = Field(None, description="tests: a local server speaking Twilio's REST API")
     vonage_application_id: str | None = None
     vonage_private_key_path: Path | None = None
-    vonage_signature_secret: SecretStr | None = None
+    vonage_signature_secret: SecretStr | None = Field(
+        None, description="checks Vonage's signed webhooks; unset: Vonage is off"
+    )
     vonage_api_base_url: str = "https://api.nexmo.com"
     plivo_auth_id: str | None = None
-    plivo_auth_token: SecretStr | None = None
+    plivo_auth_token: SecretStr | None = Field(None, description="checks Plivo's signatures; unset: Plivo is off")
     plivo_api_base_url: str = "https://api.plivo.com"
     exotel_account_sid: str | None = None
     exotel_api_key: str | None = None
-    exotel_api_token: SecretStr | None = None
+    exotel_api_token: SecretStr | None = Field(
+        None, description="with exotel_api_key, the stream's Basic credentials; either unset: Exotel is off"
+    )
     exotel_subdomain: str = "api.exotel.com"
     exotel_api_base_url: str | None = Field(None, description="tests: a local server speaking Exotel's API")
     asterisk_username: str = Field("parley", description="websocket_client.conf username Asterisk sends")
-    asterisk_password: SecretStr | None = Field(None, description="set: Asterisk must send this Basic password")
-    freeswitch_token: SecretStr | None = Field(None, description="set: mod_audio_stream URLs must carry ?token=")
+    asterisk_password: SecretStr | None = Field(
+        None, description="the Basic password Asterisk must send; unset: the Asterisk endpoint refuses everyone"
+    )
+    freeswitch_token: SecretStr | None = Field(
+        None, description="mod_audio_stream URLs must carry ?token=; unset: the FreeSWITCH endpoint refuses everyone"
+    )
     telephony_tenant: str | None = Field(
         None, description="tenant whose agents carriers reach by name when a webhook names no tenant"
     )

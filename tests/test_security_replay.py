@@ -351,8 +351,11 @@ def test_refused_handshakes_are_http_403(service: Service) -> None:
 
 
 def test_webhooks_and_handshakes_are_rate_limited(tmp_path_factory: pytest.TempPathFactory) -> None:
-    with running_service(tmp_path_factory.mktemp("limited"), PARLEY_TELEPHONY_RATE_LIMIT="10/minute") as svc:
-        codes = [httpx.post(f"{svc.url}/telephony/plivo/status", data={"CallUUID": "x"}).status_code
+    env = {**CARRIERS, "PARLEY_TELEPHONY_RATE_LIMIT": "10/minute"}  # an unconfigured carrier refuses all anyway
+    with running_service(tmp_path_factory.mktemp("limited"), **env) as svc:
+        status = {"CallUUID": "x"}  # signed as Plivo signs it, each with a fresh nonce: only the limit refuses
+        codes = [httpx.post(f"{svc.url}/telephony/plivo/status", data=status,
+                            headers=plivo_headers("/telephony/plivo/status", status)).status_code
                  for _ in range(12)]  # fmt: skip
         assert codes[:10] == [204] * 10 and codes[10:] == [429, 429], codes
         with httpx.Client() as c:

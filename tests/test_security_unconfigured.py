@@ -3,7 +3,9 @@
 Found while building the WebSocket fuzzer (tests/ws_fuzz.py): with none of the carrier
 secrets set, five of the six carrier stream sockets start a call to any tenant's agent
 named in the query or the start message (by id, or by name when the name is unique),
-with no credentials at all; only Twilio's refuses ("Twilio is not configured").
+with no credentials at all; only Twilio's refused ("Twilio is not configured"). Now a
+carrier whose credential is not set is off: every handshake is refused (HTTP 403) and
+every webhook answered 403 (parley/telephony/webhooks.py, CARRIER_CREDENTIALS).
 """
 
 from __future__ import annotations
@@ -61,10 +63,7 @@ async def _agent_frames(url: str, start: str) -> int:
         return 0
 
 
-OPEN = pytest.mark.xfail(strict=False, reason="not in issue 8's list: an unconfigured carrier's socket takes anyone")
-
-
-@pytest.mark.parametrize("carrier", [pytest.param(c, marks=[] if c == "twilio" else [OPEN]) for c in sorted(START)])
+@pytest.mark.parametrize("carrier", sorted(START))
 def test_an_unconfigured_carrier_takes_no_call(bare: tuple[Service, str], carrier: str) -> None:
     """No credentials, a guessable agent name: no audio, and no call record in the victim's tenant."""
     svc, key = bare
@@ -77,3 +76,55 @@ def test_an_unconfigured_carrier_takes_no_call(bare: tuple[Service, str], carrie
     assert frames == 0 and not calls, (
         f"a stranger reached tenant 'victim''s agent by name over {path}: {frames} audio frames, calls {calls}"
     )
+
+
+SETTING = {"plivo": "PARLEY_PLIVO_AUTH_TOKEN", "vonage": "PARLEY_VONAGE_SIGNATURE_SECRET",
+           "exotel": "PARLEY_EXOTEL_API_KEY and PARLEY_EXOTEL_API_TOKEN", "asterisk": "PARLEY_ASTERISK_PASSWORD",
+           "freeswitch": "PARLEY_FREESWITCH_TOKEN", "twilio": "PARLEY_TWILIO_AUTH_TOKEN"}  # fmt: skip
+WEBHOOKS = ["/telephony/plivo/answer?agent=victim-agent", "/telephony/plivo/status",
+            "/telephony/plivo/transfer?to=1234", "/telephony/vonage/answer?agent=victim-agent",
+            "/telephony/vonage/event", "/telephony/exotel/status", "/telephony/twilio/voice?agent=victim-agent",
+            "/telephony/twilio/status"]  # fmt: skip
+
+
+@pytest.mark.parametrize("carrier", sorted(START))
+def test_an_unconfigured_carriers_handshake_is_http_403_and_logged(bare: tuple[Service, str], carrier: str) -> None:
+    """Refused before the socket opens, as a bad credential is, with a log line naming the setting to set."""
+    svc, _ = bare
+    url = svc.url.replace("http", "ws", 1) + START[carrier][0].format(agent="victim-agent")
+
+    async def handshake() -> None:
+        async with websockets.connect(url):
+            pass
+
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        asyncio.run(handshake())
+    assert refused.value.response.status_code == 403
+    log = svc.log.read_text(errors="replace")
+    assert "carrier_not_configured" in log and SETTING[carrier] in log, log[-2000:]
+
+
+@pytest.mark.parametrize("path", WEBHOOKS)
+def test_an_unconfigured_carriers_webhooks_are_403(bare: tuple[Service, str], path: str) -> None:
+    """No webhook of a carrier without its credential is believed: not an answer, not a status, not a transfer."""
+    svc, _ = bare
+    with svc.client() as c:
+        for method in ("GET", "POST"):
+            r = c.request(method, path, data={"CallUUID": "x", "CallSid": "x", "uuid": "x", "status": "completed"})
+            assert r.status_code in (403, 405), f"{method} {path}: {r.status_code} {r.text[:200]}"
+            if r.status_code == 403:
+                assert "not configured" in r.text, r.text[:200]
+
+
+def test_an_empty_secret_is_no_secret() -> None:
+    """``PARLEY_FREESWITCH_TOKEN=`` would otherwise let ``?token=`` in: empty counts as unset, for every carrier."""
+    from parley.config import Settings
+    from parley.telephony.webhooks import CARRIER_CREDENTIALS, missing_credentials
+
+    empty = Settings.model_validate({name: "" for names in CARRIER_CREDENTIALS.values() for name in names})
+    assert {c: missing_credentials(empty, c) for c in CARRIER_CREDENTIALS} == {
+        c: [f"PARLEY_{n.upper()}" for n in names] for c, names in CARRIER_CREDENTIALS.items()
+    }
+    assert set(CARRIER_CREDENTIALS) == set(START)  # every carrier socket has its rule
+    configured = Settings.model_validate({n: "s3cret-value" for names in CARRIER_CREDENTIALS.values() for n in names})
+    assert not any(missing_credentials(configured, c) for c in CARRIER_CREDENTIALS)

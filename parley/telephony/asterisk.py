@@ -44,10 +44,13 @@ from parley.telephony.stream import (
     WireError,
     run_media_stream,
 )
-from parley.telephony.webhooks import safe_equal, source_limit
+from parley.telephony.webhooks import carrier_configured, safe_equal, source_limit
 
 log = structlog.get_logger(__name__)
-router = APIRouter(prefix="/telephony/asterisk", tags=["telephony"], dependencies=[Depends(source_limit)])
+router = APIRouter(
+    prefix="/telephony/asterisk", tags=["telephony"],
+    dependencies=[Depends(source_limit), Depends(carrier_configured("asterisk"))],
+)  # fmt: skip
 
 
 def _same(b: bytes) -> bytes:
@@ -170,9 +173,9 @@ def _control(message: str) -> tuple[str, dict[str, Any]]:
 
 
 def credentials_ok(settings: Settings, authorization: str) -> bool:
-    """HTTP Basic from websocket_client.conf ``username``/``password``, when PARLEY_ASTERISK_PASSWORD is set."""
-    if settings.asterisk_password is None:
-        return True
+    """HTTP Basic from websocket_client.conf ``username``/``password``: PARLEY_ASTERISK_PASSWORD (unset: nobody)."""
+    if settings.asterisk_password is None or not settings.asterisk_password.get_secret_value():
+        return False
     scheme, _, value = authorization.partition(" ")
     try:
         given = base64.b64decode(value.strip(), validate=True).decode()

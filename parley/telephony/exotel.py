@@ -7,10 +7,11 @@ sends JSON ``connected``, ``start`` (``stream_sid``, ``call_sid``, ``from``, ``t
 mark Parley sent has played) and ``stop``; Parley sends ``media`` (one 20 ms frame,
 320 bytes at 8 kHz: a multiple of 320 as Exotel requires), ``mark`` and ``clear``.
 
-Exotel authenticates the stream with HTTP Basic (``wss://KEY:TOKEN@host/…``): when
-``PARLEY_EXOTEL_API_KEY`` and ``PARLEY_EXOTEL_API_TOKEN`` are set, a stream without
-them is refused (403). Outbound calls use the AgentStream "connect" API, which dials
-the number and streams the answered call straight to Parley.
+Exotel authenticates the stream with HTTP Basic (``wss://KEY:TOKEN@host/…``): a
+stream without ``PARLEY_EXOTEL_API_KEY`` and ``PARLEY_EXOTEL_API_TOKEN`` is refused
+(403), and until both are set Exotel is off (every stream and callback refused).
+Outbound calls use the AgentStream "connect" API, which dials the number and streams
+the answered call straight to Parley.
 """
 
 from __future__ import annotations
@@ -50,10 +51,13 @@ from parley.telephony.stream import (
     member,
     run_media_stream,
 )
-from parley.telephony.webhooks import public_url, safe_equal, source_limit, ws_base
+from parley.telephony.webhooks import carrier_configured, public_url, safe_equal, source_limit, ws_base
 
 log = structlog.get_logger(__name__)
-router = APIRouter(prefix="/telephony/exotel", tags=["telephony"], dependencies=[Depends(source_limit)])
+router = APIRouter(
+    prefix="/telephony/exotel", tags=["telephony"],
+    dependencies=[Depends(source_limit), Depends(carrier_configured("exotel"))],
+)  # fmt: skip
 
 FAILED = {"busy", "failed", "no-answer", "canceled", "cancelled"}
 DIGITS = "0123456789*#ABCD"
@@ -156,10 +160,10 @@ def _credentials(settings: Settings) -> tuple[str, str] | None:
 
 
 def basic_auth_ok(settings: Settings, authorization: str) -> bool:
-    """The stream's ``Authorization: Basic`` header names this account's API key and token (or none is set)."""
+    """The stream's ``Authorization: Basic`` header names this account's API key and token (unset: nobody's)."""
     creds = _credentials(settings)
-    if creds is None:
-        return True
+    if creds is None or not creds[1]:
+        return False
     scheme, _, value = authorization.partition(" ")
     try:
         given = base64.b64decode(value.strip(), validate=True).decode()

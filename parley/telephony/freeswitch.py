@@ -36,10 +36,13 @@ from parley.telephony.stream import (
     WireError,
     run_media_stream,
 )
-from parley.telephony.webhooks import safe_equal, source_limit
+from parley.telephony.webhooks import carrier_configured, safe_equal, source_limit
 
 log = structlog.get_logger(__name__)
-router = APIRouter(prefix="/telephony/freeswitch", tags=["telephony"], dependencies=[Depends(source_limit)])
+router = APIRouter(
+    prefix="/telephony/freeswitch", tags=["telephony"],
+    dependencies=[Depends(source_limit), Depends(carrier_configured("freeswitch"))],
+)  # fmt: skip
 
 #: metadata keys Parley reads (the rest is ignored)
 KEYS = ("agent", "tenant", "caller", "called", "uuid", "call")
@@ -92,10 +95,9 @@ def _metadata(text: str) -> dict[str, str]:
 
 
 def token_ok(settings: Settings, given: str) -> bool:
-    """When PARLEY_FREESWITCH_TOKEN is set the stream URL must carry it (``…?token=…``)."""
-    if settings.freeswitch_token is None:
-        return True
-    return safe_equal(given, settings.freeswitch_token.get_secret_value())
+    """The stream URL carries PARLEY_FREESWITCH_TOKEN (``…?token=…``); unset, no URL does."""
+    expected = settings.freeswitch_token.get_secret_value() if settings.freeswitch_token is not None else ""
+    return bool(expected) and safe_equal(given, expected)
 
 
 @router.websocket("/stream")

@@ -5,8 +5,9 @@ Wire format (plivo.com/docs/voice/audio-streaming): Plivo sends JSON ``start``
 ``contentType`` the XML asks for), ``dtmf``, ``playedStream`` (a checkpoint was
 played) and ``clearedAudio``; Parley sends ``playAudio``, ``checkpoint`` and
 ``clearAudio``. Webhooks are checked against ``X-Plivo-Signature-V3`` (HMAC-SHA256
-of the URL, the sorted POST parameters and the nonce, keyed by the auth token) when
-``PARLEY_PLIVO_AUTH_TOKEN`` is set; the stream URL carries an HMAC of its parameters.
+of the URL, the sorted POST parameters and the nonce, keyed by the auth token,
+``PARLEY_PLIVO_AUTH_TOKEN``: until it is set, Plivo is off); the stream URL carries an
+HMAC of its parameters.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from parley.telephony.stream import (
 )
 from parley.telephony.webhooks import (
     answer_target,
+    carrier_configured,
     public_url,
     safe_equal,
     sign_stream,
@@ -62,7 +64,10 @@ from parley.telephony.webhooks import (
 )
 
 log = structlog.get_logger(__name__)
-router = APIRouter(prefix="/telephony/plivo", tags=["telephony"], dependencies=[Depends(source_limit)])
+router = APIRouter(
+    prefix="/telephony/plivo", tags=["telephony"],
+    dependencies=[Depends(source_limit), Depends(carrier_configured("plivo"))],
+)  # fmt: skip
 
 CONTENT_TYPE = "audio/x-mulaw;rate=8000"
 #: CallStatus values of a call that never connected
@@ -171,25 +176,31 @@ def signature_v3(auth_token: str, method: str, url: str, params: dict[str, str],
     return base64.b64encode(digest).decode()
 
 
+def _auth_token(settings: Settings) -> str:
+    """The key of Plivo's signatures and of ours (the router refuses everything before this while it is unset)."""
+    token = settings.plivo_auth_token.get_secret_value() if settings.plivo_auth_token is not None else ""
+    if not token:
+        raise HTTPException(status_code=403, detail="Plivo is not configured (PARLEY_PLIVO_AUTH_TOKEN)")
+    return token
+
+
 async def verified_params(request: Request) -> dict[str, str]:
-    """The webhook's parameters, once X-Plivo-Signature-V3 has been checked (when the auth token is set)."""
+    """The webhook's parameters, once X-Plivo-Signature-V3 has been checked with the auth token."""
     state: AppState = request.app.state.parley
     form = {k: str(v) for k, v in (await request.form()).items()} if request.method == "POST" else {}
-    token = state.settings.plivo_auth_token
-    if token is not None:
-        url = public_url(state.settings, str(request.base_url)) + request.url.path
-        if request.url.query:
-            url += "?" + request.url.query
-        nonce = request.headers.get("x-plivo-signature-v3-nonce", "")
-        given = request.headers.get("x-plivo-signature-v3", "")
-        expected = signature_v3(token.get_secret_value(), request.method, url, form, nonce)
-        if not nonce or not any(safe_equal(s.strip(), expected) for s in given.split(",")):
-            log.warning("plivo_bad_signature", path=request.url.path)
-            raise HTTPException(status_code=403, detail="invalid X-Plivo-Signature-V3")
-        # V3 has no timestamp: the nonce is what makes a captured request worthless (used once, kept a day)
-        if not await state.nonces.use(f"plivo-nonce:{nonce}", NONCE_TTL_S):
-            log.warning("plivo_replayed_nonce", path=request.url.path)
-            raise HTTPException(status_code=403, detail="X-Plivo-Signature-V3-Nonce was already used")
+    url = public_url(state.settings, str(request.base_url)) + request.url.path
+    if request.url.query:
+        url += "?" + request.url.query
+    nonce = request.headers.get("x-plivo-signature-v3-nonce", "")
+    given = request.headers.get("x-plivo-signature-v3", "")
+    expected = signature_v3(_auth_token(state.settings), request.method, url, form, nonce)
+    if not nonce or not any(safe_equal(s.strip(), expected) for s in given.split(",")):
+        log.warning("plivo_bad_signature", path=request.url.path)
+        raise HTTPException(status_code=403, detail="invalid X-Plivo-Signature-V3")
+    # V3 has no timestamp: the nonce is what makes a captured request worthless (used once, kept a day)
+    if not await state.nonces.use(f"plivo-nonce:{nonce}", NONCE_TTL_S):
+        log.warning("plivo_replayed_nonce", path=request.url.path)
+        raise HTTPException(status_code=403, detail="X-Plivo-Signature-V3-Nonce was already used")
     return {**dict(request.query_params), **form}
 
 
@@ -214,9 +225,7 @@ async def answer(request: Request, state: State) -> Response:
         log.warning("plivo_unknown_agent", error=str(exc))
         return _xml("<Speak>Sorry, this number is not in service.</Speak><Hangup/>", status=404)
     base = public_url(state.settings, str(request.base_url))
-    token = state.settings.plivo_auth_token
-    if token is not None:
-        params = sign_stream(token.get_secret_value(), params, state.settings.telephony_signature_ttl_s)
+    params = sign_stream(_auth_token(state.settings), params, state.settings.telephony_signature_ttl_s)
     url = f"{ws_base(base)}/telephony/plivo/stream?{urlencode(params)}"
     attrs = (f'bidirectional="true" keepCallAlive="true" contentType="{CONTENT_TYPE}" '
              f"statusCallbackUrl={quoteattr(base + '/telephony/plivo/status')}")  # fmt: skip
@@ -258,10 +267,8 @@ async def transfer_xml(request: Request) -> Response:
 @router.websocket("/stream")
 async def stream(ws: WebSocket, state: State) -> None:
     settings = state.settings
+    find_target = signed_stream_target(state, _auth_token(settings))
     await ws.accept()
-
-    secret = settings.plivo_auth_token
-    find_target = signed_stream_target(state, secret.get_secret_value() if secret else None)
 
     def setup(control: StreamControl, start: StreamStart, target: CallTarget) -> None:
         call_uuid = start.provider_call_id

@@ -51,6 +51,7 @@ from parley.telephony.stream import (
 )
 from parley.telephony.webhooks import (
     answer_target,
+    carrier_configured,
     public_url,
     sign_stream,
     signed_stream_target,
@@ -59,7 +60,10 @@ from parley.telephony.webhooks import (
 )
 
 log = structlog.get_logger(__name__)
-router = APIRouter(prefix="/telephony/twilio", tags=["telephony"], dependencies=[Depends(source_limit)])
+router = APIRouter(
+    prefix="/telephony/twilio", tags=["telephony"],
+    dependencies=[Depends(source_limit), Depends(carrier_configured("twilio"))],
+)  # fmt: skip
 
 #: CallStatus values that mean the call never connected or has ended
 FAILED = {"busy", "failed", "no-answer", "canceled"}
@@ -141,7 +145,7 @@ class TwilioStream(StreamProtocol):
 
 
 def _auth_token(settings: Settings) -> str:
-    if settings.twilio_auth_token is None:
+    if settings.twilio_auth_token is None or not settings.twilio_auth_token.get_secret_value():
         raise HTTPException(status_code=403, detail="Twilio is not configured (PARLEY_TWILIO_AUTH_TOKEN)")
     return settings.twilio_auth_token.get_secret_value()
 

@@ -8,9 +8,9 @@ barge-in and ``{"action": "notify", "payload": …}`` marks, which Vonage echoes
 ``websocket:notify`` once the audio before them has played.
 
 Signed webhooks carry ``Authorization: Bearer <JWT>`` (HS256, the account's
-signature secret). With ``PARLEY_VONAGE_SIGNATURE_SECRET`` set, unsigned or
-mis-signed webhooks are refused (403) and the stream's headers carry an HMAC that
-the stream checks, as Twilio's do.
+signature secret, ``PARLEY_VONAGE_SIGNATURE_SECRET``: until it is set, Vonage is
+off). Unsigned or mis-signed webhooks are refused (403) and the stream's headers
+carry an HMAC that the stream checks, as Twilio's do.
 """
 
 from __future__ import annotations
@@ -51,6 +51,8 @@ from parley.telephony.stream import (
 )
 from parley.telephony.webhooks import (
     answer_target,
+    carrier_configured,
+    missing_credentials,
     public_url,
     safe_equal,
     sign_stream,
@@ -60,7 +62,10 @@ from parley.telephony.webhooks import (
 )
 
 log = structlog.get_logger(__name__)
-router = APIRouter(prefix="/telephony/vonage", tags=["telephony"], dependencies=[Depends(source_limit)])
+router = APIRouter(
+    prefix="/telephony/vonage", tags=["telephony"],
+    dependencies=[Depends(source_limit), Depends(carrier_configured("vonage"))],
+)  # fmt: skip
 
 SAMPLE_RATE = 16000
 #: event statuses that mean a dialled call never connected
@@ -159,10 +164,8 @@ async def verified_fields(request: Request) -> dict[str, str]:
             raise HTTPException(status_code=400, detail="body is not a JSON object")
         fields = {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in data.items() if v is not None}
     query = dict(request.query_params)
-    secret = state.settings.vonage_signature_secret
-    if secret is None:
-        return {**query, **fields}
-    claims = _verified_claims(state.settings, secret.get_secret_value(), request.headers.get("authorization", ""))
+    secret = _signature_secret(state.settings)
+    claims = _verified_claims(state.settings, secret, request.headers.get("authorization", ""))
     covered = _covered(claims.get("payload_hash"), query, body)
     if covered is None:
         log.warning("vonage_payload_mismatch", path=request.url.path)
@@ -176,6 +179,14 @@ async def verified_fields(request: Request) -> dict[str, str]:
         log.info("vonage_query_not_signed", path=request.url.path, ignored=sorted(query)[:10])
         return fields
     return {**query, **fields}
+
+
+def _signature_secret(settings: Settings) -> str:
+    """The key of Vonage's signatures and of ours (the router refuses everything before this while it is unset)."""
+    secret = settings.vonage_signature_secret.get_secret_value() if settings.vonage_signature_secret is not None else ""
+    if not secret:
+        raise HTTPException(status_code=403, detail="Vonage is not configured (PARLEY_VONAGE_SIGNATURE_SECRET)")
+    return secret
 
 
 def _verified_claims(settings: Settings, secret: str, authorization: str) -> dict[str, Any]:
@@ -260,9 +271,7 @@ async def answer(request: Request, state: State) -> Response:
         ncco = [{"action": "talk", "text": "Sorry, this number is not in service."}]
         return JSONResponse(ncco, status_code=404)
     base = public_url(state.settings, str(request.base_url))
-    secret = state.settings.vonage_signature_secret
-    if secret is not None:
-        headers = sign_stream(secret.get_secret_value(), headers, state.settings.telephony_signature_ttl_s)
+    headers = sign_stream(_signature_secret(state.settings), headers, state.settings.telephony_signature_ttl_s)
     endpoint = {"type": "websocket", "uri": f"{ws_base(base)}/telephony/vonage/stream",
                 "content-type": f"audio/l16;rate={SAMPLE_RATE}", "headers": headers}  # fmt: skip
     log.info("vonage_call", call_uuid=f.get("uuid"), agent=target.agent_name)
@@ -287,10 +296,8 @@ async def event(request: Request, state: State) -> Response:
 @router.websocket("/stream")
 async def stream(ws: WebSocket, state: State) -> None:
     settings = state.settings
+    find_target = signed_stream_target(state, _signature_secret(settings))
     await ws.accept()
-
-    secret = settings.vonage_signature_secret
-    find_target = signed_stream_target(state, secret.get_secret_value() if secret else None)
 
     def setup(control: StreamControl, start: StreamStart, target: CallTarget) -> None:
         call_uuid = start.provider_call_id
@@ -350,6 +357,8 @@ async def dial(
     """Start an outbound call; Vonage fetches the answer URL when it is answered. Returns the call's uuid."""
     if not from_:
         raise ValueError("Vonage needs a 'from' number (one of your Vonage numbers)")
+    if missing := missing_credentials(state.settings, "vonage"):
+        raise RuntimeError(f"Vonage calls need {' and '.join(missing)}: without it the answer webhook is refused")
     base = public_url(state.settings, base_url)
     query = urlencode({"agent": str(target.agent_id), "tenant": str(target.tenant_id), "call": str(call_id)})
     body = {

@@ -6,6 +6,11 @@ carries. Those parameters are signed (HMAC keyed by the carrier's secret), so a
 stream cannot choose its own agent; the signature covers an expiry and a nonce,
 and the nonce is used once (``state.nonces``: Redis when several workers share it),
 so one signed answer opens one stream, within minutes.
+
+A carrier Parley is not configured for takes nothing: until its credential is set
+(:data:`CARRIER_CREDENTIALS`), every webhook is refused (403) and every stream
+handshake is closed before it is accepted (the client sees HTTP 403), with a log
+line naming the setting. Each carrier's router depends on :func:`carrier_configured`.
 """
 
 from __future__ import annotations
@@ -15,10 +20,11 @@ import hmac
 import json
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 import structlog
 from fastapi import HTTPException
+from pydantic import SecretStr
 from starlette.exceptions import WebSocketException
 from starlette.requests import HTTPConnection
 
@@ -30,6 +36,49 @@ from parley.telephony.routing import NoSuchAgent, resolve_target
 from parley.telephony.stream import StreamStart, TargetFinder
 
 log = structlog.get_logger(__name__)
+
+
+#: the settings each carrier's webhooks and streams are checked with: until every one is set (and not empty), the
+#: carrier is off — no webhook is believed and no stream opens
+CARRIER_CREDENTIALS: dict[str, tuple[str, ...]] = {
+    "twilio": ("twilio_auth_token",),
+    "vonage": ("vonage_signature_secret",),
+    "plivo": ("plivo_auth_token",),
+    "exotel": ("exotel_api_key", "exotel_api_token"),
+    "asterisk": ("asterisk_password",),
+    "freeswitch": ("freeswitch_token",),
+}
+
+
+def missing_credentials(settings: Settings, carrier: str) -> list[str]:
+    """The environment variables still to set before ``carrier`` takes anything (empty: it is configured)."""
+    missing = []
+    for name in CARRIER_CREDENTIALS[carrier]:
+        value = getattr(settings, name)
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if not text:
+            missing.append(f"PARLEY_{name.upper()}")
+    return missing
+
+
+def carrier_configured(carrier: str) -> Callable[[HTTPConnection], Awaitable[None]]:
+    """Dependency of every route of ``carrier``: refused (webhook 403, handshake closed before accept, so HTTP 403)
+    while its credential is not set. An unset secret never means "believe anyone"."""
+    if carrier not in CARRIER_CREDENTIALS:
+        raise ValueError(f"no credentials are known for carrier {carrier!r}")
+
+    async def check(conn: HTTPConnection) -> None:
+        state: AppState = conn.app.state.parley
+        missing = missing_credentials(state.settings, carrier)
+        if not missing:
+            return
+        log.warning("carrier_not_configured", carrier=carrier, path=conn.url.path[:80], setting=" and ".join(missing))
+        reason = f"{carrier} is not configured ({', '.join(missing)})"
+        if conn.scope["type"] == "websocket":
+            raise WebSocketException(code=1008, reason=reason)
+        raise HTTPException(403, reason)
+
+    return check
 
 
 def safe_equal(given: str, expected: str) -> bool:
@@ -121,13 +170,14 @@ async def check_stream_signature(state: AppState, secret: str, params: Mapping[s
         raise NoSuchAgent("signed stream parameters were already used")
 
 
-def signed_stream_target(state: AppState, secret: str | None) -> TargetFinder:
-    """The stream's agent, from the parameters our webhook answer signed (checked when ``secret`` is set)."""
+def signed_stream_target(state: AppState, secret: str) -> TargetFinder:
+    """The stream's agent, from the parameters our webhook answer signed with ``secret`` (always checked)."""
+    if not secret:
+        raise ValueError("stream parameters are checked with the carrier's secret, which is not set")
 
     async def find(start: StreamStart) -> CallTarget:
         params = dict(start.params)
-        if secret is not None:
-            await check_stream_signature(state, secret, params)
+        await check_stream_signature(state, secret, params)
         return await resolve_target(
             state.db, agent_ref=params.get("agent"), called=start.called, tenant_ref=params.get("tenant"),
             default_tenant=state.settings.telephony_tenant,
