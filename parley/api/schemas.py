@@ -108,13 +108,18 @@ class Transcript(BaseModel):
     format: Literal["json"] = "json"
 
 
+#: what a carrier can dial: digits with an optional "+", or a SIP URI of printable ASCII (no quotes, brackets or
+#: spaces); anything else is a 422 here rather than a request that reaches the carrier's API
+DIALLABLE = r"^(\+?[0-9]{1,20}|sips?:[!#-;=?-~]{1,240})$"
+
+
 class CallCreate(BaseModel):
     """An outbound call: the agent calls ``to`` through ``provider``."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
     agent_id: str = Field(min_length=1, max_length=200, description="agent id or name")
-    to: str = Field(min_length=1, max_length=200, description="phone number (E.164) or SIP URI")
-    from_: str | None = Field(None, alias="from", max_length=200, description="caller id (a number you own)")
+    to: str = Field(min_length=1, max_length=200, pattern=DIALLABLE, description="phone number (E.164) or SIP URI")
+    from_: str | None = Field(None, alias="from", max_length=200, pattern=DIALLABLE, description="caller id (yours)")
     provider: Literal["twilio", "vonage", "plivo", "exotel", "sip"] = "twilio"
 
 

@@ -9,6 +9,7 @@ stream or SIP dialog that follows turns it ``active``. A provider module offers
 from __future__ import annotations
 
 import importlib
+import re
 import uuid
 from collections.abc import Awaitable, Callable, Collection
 
@@ -47,6 +48,22 @@ class DialError(RuntimeError):
     """The provider refused or could not be reached; the message is safe to show the API client."""
 
 
+#: the operator's carrier API address and account ids: in the server log, never in what a tenant sees
+_OPERATOR_DETAILS = re.compile(
+    r"(?:https?|wss?)://\S+|/(?:Accounts|Account|v1/Account|v2/accounts)/\S+|\b(?:AC|MA|SA)[0-9a-fA-F]{32}\b"
+    r"|host='[^']*'|port=\d+"
+)
+_UNREACHABLE = ("Max retries exceeded", "NewConnectionError", "Connection refused", "Name or service not known")
+
+
+def public_reason(exc: BaseException) -> str:
+    """Why a dial failed, in words a tenant may read: transport failures are summarised, addresses removed."""
+    message = str(exc) or type(exc).__name__
+    if isinstance(exc, OSError) or any(marker in message for marker in _UNREACHABLE):
+        return "the carrier's API cannot be reached (the server log has the details)"
+    return _OPERATOR_DETAILS.sub("…", message)
+
+
 def dialer(provider: str) -> Dial:
     try:
         module = importlib.import_module(PROVIDERS[provider])
@@ -69,8 +86,8 @@ async def place_call(
     try:
         provider_call_id = await dialer(provider)(state, target, call_id, to, from_, base_url)
     except Exception as exc:
-        message = str(exc) or type(exc).__name__
-        log.warning("dial_failed", provider=provider, error=message[:300])
+        log.warning("dial_failed", provider=provider, error=(str(exc) or type(exc).__name__)[:300])
+        message = public_reason(exc)
         async with state.db.session() as s:
             repo = CallRepo(s)
             await repo.add_event(target.tenant_id, call_id, 0.0, "dial_failed", {"error": message[:500]})
