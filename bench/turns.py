@@ -28,6 +28,7 @@ import asyncio
 import hashlib
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -234,6 +235,39 @@ def inference_ms(n: int = 20) -> dict[str, float | None]:
     return {"p50": pct(times, 50), "p95": pct(times, 95)}
 
 
+async def voice_to_voice(voices: list[str], detectors: list[str]) -> dict[str, Any]:
+    """Complete answers through the whole embedded stack at real time (receptionist agent, greeting off)."""
+    from parley.agent.document import load_agent
+    from parley.audio import write_wav
+    from parley.calls.session import Services
+    from parley.calls.simulate import simulate_call
+
+    work = Path(tempfile.mkdtemp(prefix="parley-turns-"))
+    files = []
+    for voice in voices:
+        for i, text in enumerate(COMPLETE):
+            samples = np.concatenate([np.zeros(RATE // 5, np.int16), await spoken(text, voice)])
+            write_wav(work / f"{voice}-{i}.wav", samples, RATE)
+            files.append((work / f"{voice}-{i}.wav", speech_bounds(samples, RATE)[1]))
+    base = load_agent(ROOT / "examples" / "agents" / "receptionist.yaml").model_copy(update={"greeting": ""})
+    out: dict[str, Any] = {}
+    for name in detectors:
+        agent = base.model_copy(update={"turn": base.turn.model_copy(update=DETECTORS[name])})
+        services = await Services.create(agent)
+        v2v = []
+        try:
+            for path, true_end in files:
+                report = (await simulate_call(agent, path, work / "out.wav", services=services)).as_dict()
+                times = report["turns"][0]["times"] if report["turns"] else {}
+                if "first_audio_out" in times:
+                    v2v.append((times["first_audio_out"] - report["caller_audio_offset"] - true_end) * 1000)
+        finally:
+            await services.aclose()
+        out[name] = {"p50_ms": pct(v2v, 50), "p95_ms": pct(v2v, 95), "n": len(v2v), "answered_of": len(files)}
+        print(f"v2v {name}: {out[name]}", file=sys.stderr)
+    return out
+
+
 def cpu_model() -> str:
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
@@ -268,6 +302,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             results[name]["rows"] = rows
         brief = {k: v for k, v in results[name].items() if k not in ("misses", "rows")}
         print(f"{name}: {json.dumps(brief)}", file=sys.stderr)
+    if args.v2v:
+        names = [d for d in args.detectors if not d.endswith("+text")]  # the live pipeline sends no transcripts up
+        results["voice_to_voice_complete"] = await voice_to_voice(args.v2v_voices, names)
     return {
         "detectors": results,
         "turn_settings": TurnSettings(**AGENT_TURN, detector="smart_turn").model_dump(),
@@ -284,6 +321,8 @@ def main() -> None:
     ap.add_argument("--detectors", nargs="+", default=list(DETECTORS))
     ap.add_argument("--out", type=Path)
     ap.add_argument("--rows", action="store_true", help="include every turn's result")
+    ap.add_argument("--v2v", action="store_true", help="also voice-to-voice of complete answers, whole stack")
+    ap.add_argument("--v2v-voices", nargs="+", default=["joe", "us-female"])
     args = ap.parse_args()
     out = asyncio.run(run(args))
     text = json.dumps(out, indent=2)

@@ -92,7 +92,7 @@ class TurnSettings(_Strict):
         "(and the transcript) judge at the first pause whether the caller has finished",
     )
     complete_wait_secs: float = Field(
-        0.3, ge=0.03, le=5, description="smart_turn: silence that ends a turn the model judges finished"
+        0.2, ge=0.03, le=5, description="smart_turn: silence that ends a turn the model judges finished"
     )
     max_wait_secs: float = Field(
         1.5, ge=0.05, le=10, description="smart_turn: silence that ends a turn the model judges unfinished"

@@ -205,7 +205,7 @@ class TurnTaker(Processor):
                 await self._maybe_interrupt(dur)
                 return
             self._silence += dur
-            if self._silence + 1e-9 >= await self.judge.silence_needed(self._silence):
+            if self._silence >= await self.judge.silence_needed(self._silence):
                 await self._end_turn()
 
     def _keep_preroll(self, pcm: bytes) -> None:

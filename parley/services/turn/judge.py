@@ -11,10 +11,11 @@ still waits for its transcript (at most ``max_wait_secs``): that costs no latenc
 since the reply cannot start before its transcript either.
 
 The decision is taken when the silence first reaches ``complete_wait_secs``. If
-the inference (~60–130 ms, on a thread) has not finished by then, the caller's audio
-waits for it, bounded by ``_VERDICT_TIMEOUT``: the turn's timing then depends on
-the audio alone, never on how fast the machine happened to be, so simulated time
-and tests are exact. Any failure falls back to ``end_of_turn_secs``.
+the inference (~70 ms, up to ~240 ms on a busy 2-core machine) has not finished
+by then, the caller's audio waits for it, bounded by ``_VERDICT_TIMEOUT``: the
+turn's timing then depends on the audio alone, never on how fast the machine
+happened to be, so simulated time and tests are exact. Any failure falls back to
+``end_of_turn_secs``.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ at install time by ``scripts/install-smart-turn.sh`` into
 ``$VENV/share/parley/smart-turn/`` (``PARLEY_SMART_TURN_MODEL`` names another
 file); nothing is downloaded at run time and no other framework is imported.
 
-One inference costs ~50–70 ms of CPU, too long for the event loop (every call's
+One inference costs ~70 ms of CPU, too long for the event loop (every call's
 audio runs there), so it runs on a small pool of threads; the onnxruntime session
 is shared by every call (sessions are thread-safe) and uses one thread that does
 not spin, so it never fights the other models for the two cores.
