@@ -97,7 +97,7 @@ async def test_warm_evaluates_the_system_prompt_before_the_first_turn() -> None:
     llm = make()
     try:
         system: list[Message] = [{"role": "system", "content": SYSTEM}]
-        await llm.warm(system)
+        await llm.warm(system, wait=True)
         assert llm._llama is not None and llm._llama.n_tokens > 120
         await reply(llm, [*system, {"role": "user", "content": "Is Dr. Patel in today?"}])
         assert llm.last_stats is not None and llm.last_stats.prompt_tokens_evaluated < 30
@@ -236,7 +236,7 @@ async def test_a_pooled_context_keeps_nothing_of_the_previous_call(pool: llama_p
     tokens nor their KV cells; B still reuses the prefilled system prompt."""
     system: list[Message] = [{"role": "system", "content": SYSTEM}]
     a = make()
-    await a.warm(system)
+    await a.warm(system)  # in the background: the stream waits for it
     secret: list[Message] = [*system, {"role": "user", "content": "My name is Zebulon Quagmire, PIN 7319."}]
     assert "".join(await reply(a, secret)).strip()
     assert a._llama is not None
@@ -328,3 +328,38 @@ def test_openmp_is_told_to_sleep_unless_the_user_chose() -> None:
         assert llama_pool.configure_openmp(env) == {} and env == mine
     assert 1 <= llama_pool.batch_threads(2) <= 2 and llama_pool.default_concurrency(2) == 1
     assert llama_pool.default_concurrency(8) == 4
+
+
+async def test_warm_returns_before_the_prefill_and_the_first_turn_waits_for_it(pool: llama_pool.Resources) -> None:
+    """The greeting plays while a cold system prompt is evaluated; turn 1 still finds it in the cache."""
+    llm = make()
+    system: list[Message] = [{"role": "system", "content": SYSTEM + " Unique test prompt."}]
+    try:
+        await llm.warm(system)
+        assert llm._busy is not None  # the prefill is still on its thread (or just finished)
+        await reply(llm, [*system, {"role": "user", "content": "Is Dr. Gomez in today?"}])
+        assert llm.last_stats is not None and llm.last_stats.prompt_tokens_evaluated < 30
+    finally:
+        await llm.aclose()
+    wait_no_threads()
+
+
+async def test_warm_trades_for_a_pooled_context_that_holds_the_same_prompt(pool: llama_pool.Resources) -> None:
+    other: list[Message] = [{"role": "system", "content": "You are a florist's answering machine. Be brief."}]
+    system: list[Message] = [{"role": "system", "content": SYSTEM}]
+    a, b = make(), make()
+    await a.warm(other, wait=True)
+    await b.warm(system, wait=True)
+    context_b = b._llama
+    await a.aclose()
+    await b.aclose()  # the pool holds [a's, b's]: a plain take gets a's
+    c = make()
+    try:
+        await c.prepare()
+        assert c._llama is not context_b
+        await c.warm(system, wait=True)
+        assert c._llama is context_b and pool.pool.idle(c._pool_key) == 1
+    finally:
+        await c.aclose()
+    assert pool.pool.idle(c._pool_key) == 2
+    wait_no_threads()

@@ -197,8 +197,11 @@ class LlamaLLM(LLM):
         pool = llama_pool.resources().pool
         taken = pool.take(self._pool_key, prefix_key, exact=True)
         if taken is not None:
-            old, (self._llama, self._prefix_key) = self._llama, taken
-            self._give_back(old, [], None)
+            old, old_key = self._llama, self._prefix_key
+            self._llama, self._prefix_key = taken
+            untouched = self.last_stats is None  # no turn of this call in it yet: it still holds only its prompt
+            if not self._give_back(old, old.input_ids[: old.n_tokens].tolist() if untouched else [], old_key):
+                _in_thread(old.close, "close")
 
     def _give_back(self, llama: InterruptibleLlama, prefix: list[int], prefix_key: Hashable) -> bool:
         """Return a context to the pool, cut back to ``prefix``; False if the pool is full (close it)."""
@@ -342,9 +345,12 @@ class LlamaLLM(LLM):
         async with self._lock:
             await self._model()
 
-    async def warm(self, messages: list[Message]) -> None:
-        """Evaluate ``messages`` (the system prompt) so turn 1 only decodes the new tokens; a pooled context
-        that already holds them (a previous call of the same agent) makes this a few tokens' work."""
+    async def warm(self, messages: list[Message], *, wait: bool = False) -> None:
+        """Start evaluating ``messages`` (the system prompt) so turn 1 only decodes the new tokens; a pooled
+        context that already holds them (a previous call of the same agent) makes this a few tokens' work.
+
+        Returns once the context is taken, not when the prefill ends (unless ``wait``): the greeting needs no
+        LLM, so a cold prompt (~1 s) is evaluated while it plays instead of before; the first turn waits for it."""
         async with self._lock:
             await self._model()
             await self._idle()
@@ -363,7 +369,8 @@ class LlamaLLM(LLM):
                 self._prefix, self._prefix_key = llama.input_ids[: llama.n_tokens].tolist(), prefix_key
 
             self._busy = _in_thread(prefill, "warm")
-            await asyncio.shield(self._busy)
+            if wait:
+                await asyncio.shield(self._busy)
 
     async def aclose(self) -> None:
         """Stop any generation, wait for its thread, and return the context to the pool, cut back to the system
