@@ -363,3 +363,25 @@ async def test_warm_trades_for_a_pooled_context_that_holds_the_same_prompt(pool:
         await c.aclose()
     assert pool.pool.idle(c._pool_key) == 2
     wait_no_threads()
+
+
+def test_the_pool_never_holds_one_context_twice() -> None:
+    """A context handed back twice (a bug elsewhere) must not go to two calls at once."""
+    import numpy as np
+
+    class FakeContext:
+        def kv_cache_seq_rm(self, seq: int, p0: int, p1: int) -> bool:
+            return True
+
+    class FakeLlama:
+        def __init__(self) -> None:
+            self.input_ids = np.arange(8, dtype=np.intc)
+            self.n_tokens = 8
+            self._ctx = FakeContext()
+
+    pool = llama_pool.ContextPool(size=3)
+    fake = FakeLlama()
+    assert pool.give("k", fake, "p", [0, 1, 2, 3])
+    assert fake.n_tokens == 4 and fake.input_ids[4:].tolist() == [0, 0, 0, 0]
+    assert pool.give("k", fake, "p", [0, 1, 2, 3]) and pool.idle("k") == 1
+    assert pool.take("k", "p") == (fake, "p") and pool.take("k") is None

@@ -381,7 +381,8 @@ class LlamaLLM(LLM):
             await asyncio.gather(asyncio.shield(self._busy), return_exceptions=True)
         if self._loading is not None:
             await asyncio.gather(asyncio.shield(self._loading), return_exceptions=True)
-            if self._loading.done() and not self._loading.cancelled() and self._loading.exception() is None:
+            loaded = self._loading.done() and not self._loading.cancelled() and self._loading.exception() is None
+            if loaded and self._llama is None:  # closed while loading (not: loaded, then traded in warm())
                 self._llama = self._loading.result()
         llama, self._llama = self._llama, None
         if llama is not None and not self._give_back(llama, self._prefix, self._prefix_key):

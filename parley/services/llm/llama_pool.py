@@ -145,6 +145,8 @@ class ContextPool:
         truncate(llama, keep)
         with self._lock:
             idle = self._idle.setdefault(key, [])
+            if any(i.llama is llama for i in idle):  # never twice: two calls would share one context
+                return True
             if len(idle) >= self.size:
                 return False
             idle.append(_Idle(llama, prefix_key if keep else None))  # its tokens: a prefix of that prompt's
