@@ -123,8 +123,6 @@ def admin_create_key(
 ) -> None:
     """Create an API key and print it (it is shown only once)."""
     from parley.api.auth import Role
-    from parley.config import Settings
-    from parley.store.db import Database
     from parley.store.keys import ApiKeyRepo
     from parley.store.tenants import TenantRepo
 
@@ -134,20 +132,12 @@ def admin_create_key(
         err.print(f"[red]error:[/red] role must be admin, editor or viewer, not {role!r}")
         raise typer.Exit(2) from None
 
-    async def create() -> str:
-        settings = Settings()
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        db = Database(settings.effective_database_url)
-        try:
-            await db.migrate()
-            async with db.session() as s:
-                t = await TenantRepo(s).get_or_create(tenant)
-                _key, secret = await ApiKeyRepo(s).create(t.id, name, role_value.value)
-            return secret
-        finally:
-            await db.close()
+    async def create(s: Any) -> str:
+        t = await TenantRepo(s).get_or_create(tenant)
+        _key, secret = await ApiKeyRepo(s).create(t.id, name, role_value.value)
+        return str(secret)
 
-    secret = asyncio.run(create())
+    secret = _on_db(create)
     err.print(f"tenant {tenant!r}, role {role_value.value}: your key (shown once):")
     print(secret)
 
