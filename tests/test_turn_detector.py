@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from parley.agent.document import InterruptionSettings, TurnSettings, VADSettings
+from parley.pipeline.clock import RealClock
 from parley.pipeline.frames import (
+    DTMF,
     AgentSpoke,
     AudioIn,
     Direction,
@@ -27,12 +29,13 @@ from parley.pipeline.processor import Processor
 from parley.processors.turns import TurnTaker
 from parley.services.turn import features, smart_turn
 from parley.services.turn.judge import EndOfTurnJudge
-from parley.services.turn.text import sounds_unfinished
+from parley.services.turn.text import dictating, sounds_finished, sounds_unfinished
 from parley.services.vad.silero import SileroVAD
 
 from .conftest import espeak, silence
 
 RATE = 16000
+RECEPTIONIST = Path(__file__).resolve().parents[1] / "examples" / "agents" / "receptionist.yaml"
 # transformers' WhisperFeatureExtractor(chunk_length=8), through pipecat 1.14.0's numpy copy of it, on the chirp
 # of test_features_match_the_reference_extractor_values: mean, max and a few (mel, frame) cells
 REFERENCE: dict[str, Any] = {
@@ -141,6 +144,51 @@ def test_transcript_cues() -> None:
         assert not sounds_unfinished(finished), finished
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Could you tell me.",  # a verb still waiting for its object, whatever Whisper's full stop says
+        "Can you give us",
+        "Would you",  # a modal and its subject
+        "Hi, I'd like",  # a clause that stops at its verb
+        "We were wondering.",
+        "Yesterday my husband and I",  # a subject pronoun
+        "The address is",  # a copula after a noun
+        "Um.",
+        "I need to cancel my",
+        "five five five",  # dictation, shorter than a phone number, no "number" said
+        "It's 415 555",
+    ],
+)
+def test_unfinished_phrases_by_general_rules(text: str) -> None:
+    assert sounds_unfinished(text)
+    assert not sounds_finished(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "No, thank you.",
+        "Yes, it is.",  # a copula after a pronoun ends a clause
+        "Can I come in?",  # a phrasal verb's particle
+        "What is it for?",  # a wh-question strands its preposition
+        "That's all I need.",  # "I need" mid-clause, not at its start
+        "I think so.",
+        "See you then.",
+        "Next Tuesday at 10.",  # one number is not a dictated one
+        "It's 415-555-2671.",
+    ],
+)
+def test_whole_answers_are_not_unfinished(text: str) -> None:
+    assert not sounds_unfinished(text)
+    assert sounds_finished(text)
+
+
+def test_dictation_is_a_number_being_spoken() -> None:
+    assert dictating("My number is 555-0134.") and dictating("five five five") and dictating("It's 415 555 2671")
+    assert not dictating("Next Tuesday at 10.") and not dictating("In 2024.") and not dictating("Yes.")
+
+
 # --- the turn taker ----------------------------------------------------------------------------------------------
 
 
@@ -242,3 +290,81 @@ async def test_without_the_model_the_fixed_silence_decides(monkeypatch: pytest.M
     judge = EndOfTurnJudge(TurnSettings(detector="smart_turn", end_of_turn_secs=0.4))
     assert judge.model is None
     assert await judge.silence_needed(0.1) == 0.4
+
+
+# --- transcripts through a real call, keypad entry, dictation ----------------------------------------------------
+
+
+class AudioClock(RealClock):
+    """Call time = the caller's audio time, as a transport's clock would be: keypad presses and audio agree."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.t = 0.0
+
+    def now(self) -> float:
+        return self.t
+
+
+async def test_a_transcript_reaches_the_judge_in_a_real_call(tmp_path: Path) -> None:
+    """Whisper's transcript of the first pause travels up the real pipeline and keeps "…if" from being cut off."""
+    from parley.agent.document import load_agent
+    from parley.audio import write_wav
+    from parley.calls.session import Services
+    from parley.calls.simulate import simulate_call
+
+    audio, pause_start, pause_end = paused_sentence("I was wondering if", "you are open on Sunday", 0.9)
+    assert any(pause_start < t < pause_end for t in ends(await run_turns(audio, detector="smart_turn")))  # by sound
+    write_wav(tmp_path / "caller.wav", audio, RATE)
+    base = load_agent(RECEPTIONIST)
+    agent = base.model_copy(
+        update={
+            "greeting": "",
+            "llm": base.llm.model_copy(update={"provider": "canned", "options": {"default": "Of course."}}),
+            "tts": base.tts.model_copy(update={"provider": "espeak", "options": {}}),
+            "turn": base.turn.model_copy(update={"detector": "smart_turn", "max_wait_secs": 3.0}),
+        }
+    )
+    services = await Services.create(agent)
+    try:
+        report = await simulate_call(
+            agent, tmp_path / "caller.wav", tmp_path / "call.wav", fast=True, services=services
+        )
+    finally:
+        await services.aclose()
+    turns = report.turns
+    assert len(turns) == 1, [t.caller_text for t in turns]  # one turn: the pause did not end it
+    assert "sunday" in turns[0].caller_text.lower() and turns[0].agent_text == "Of course."
+    # the whole sentence sounds finished and its transcript arrived: the turn ended on it, not after the 3 s wait
+    times = turns[0].times
+    assert times["stt_final"] <= times["end_of_turn"] < times["speech_end"] + 2.5
+
+
+async def run_keyed(audio: np.ndarray, press_at: float | None, **turn: object) -> list[float]:
+    """End-of-turn times of ``audio`` through the turn taker with smart_turn; a keypad digit at ``press_at``."""
+    settings = TurnSettings.model_validate({"detector": "smart_turn", **turn})
+    taker = TurnTaker(SileroVAD(), VADSettings(), settings, InterruptionSettings(), judge=EndOfTurnJudge(settings))
+    clock = AudioClock()
+    taker.clock = clock
+    sink = Listener()
+    taker.link(sink)
+    await taker.queue_frame(StartFrame(sample_rate=RATE))
+    await taker.queue_frame(AgentSpoke(turn_id=0), Direction.UPSTREAM)
+    step = RATE // 50
+    for k in range(audio.size // step):
+        clock.t = k * 0.02
+        if press_at is not None and abs(clock.t - press_at) < 0.01:
+            await taker.queue_frame(DTMF(digit="4", t=clock.t))
+        pcm = audio[k * step : (k + 1) * step].astype("<i2").tobytes()
+        await taker.queue_frame(AudioIn(pcm=pcm, sample_rate=RATE, t=clock.t))
+    return [f.t for f in sink.frames if isinstance(f, EndOfTurn)]  # the spoken turn's first, then the keypad's
+
+
+async def test_the_judge_never_hurries_a_caller_at_the_keypad() -> None:
+    answer = espeak("What time do you open tomorrow?")
+    audio = np.concatenate([silence(0.6), answer, silence(2.5)])
+    true_end = 0.6 + np.flatnonzero(np.abs(answer) > 300)[-1] / RATE
+    spoken = await run_keyed(audio, None, end_of_turn_secs=0.4, complete_wait_secs=0.2)
+    keyed = await run_keyed(audio, 0.3, end_of_turn_secs=0.4, complete_wait_secs=0.2)
+    assert spoken[0] - true_end < 0.4  # the model hears a finished question: the short wait
+    assert keyed[0] - true_end >= 0.4  # a digit was pressed just before: at least the fixed silence

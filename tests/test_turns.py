@@ -113,7 +113,7 @@ async def test_telephone_rate_8k_works() -> None:
 
 async def test_a_sixty_second_monologue_is_cut_into_turns() -> None:
     sentence = espeak("This is a very long story about my teeth and it keeps going", wpm=200)
-    chunks = []
+    chunks: list[np.ndarray] = []
     while sum(c.size for c in chunks) < 62 * 16000:
         chunks += [sentence, silence(0.1)]
     audio = np.concatenate([*chunks, silence(1.0)])

@@ -31,6 +31,7 @@ from parley.services.stt.base import registry as stt_registry
 from parley.services.tts.base import TTS
 from parley.services.tts.base import registry as tts_registry
 from parley.services.tts.fallback import create_tts
+from parley.services.turn.judge import EndOfTurnJudge
 from parley.services.vad.base import VAD
 from parley.services.vad.base import registry as vad_registry
 from parley.transports.playout import FrameSink, PlayedFrames, Playout
@@ -122,7 +123,9 @@ def build_pipeline(
 ) -> CallPipeline:
     """The processors of a call, in order, ending in a paced playout to ``sink``."""
     turn_log = TurnLog()
-    turns = TurnTaker(services.vad, agent.vad, agent.turn, agent.interruptions, agent.actions)
+    # the transcriber sends every transcript up to the turn taker too: the judge reads it as a cue
+    judge = EndOfTurnJudge(agent.turn, expect_transcripts=True)
+    turns = TurnTaker(services.vad, agent.vad, agent.turn, agent.interruptions, agent.actions, judge=judge)
     playout = Playout(sample_rate, sink, played_frames=played_frames, idle_silence=idle_silence)
     conversation = Conversation(agent.system_prompt, agent.max_history_turns, agent.greeting)
     pipeline = Pipeline(

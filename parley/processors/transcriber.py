@@ -1,4 +1,9 @@
-"""Speech-to-text on the pipeline: one transcription per caller pause, off the event loop."""
+"""Speech-to-text on the pipeline: one transcription per caller pause, off the event loop.
+
+Each transcript goes both ways: downstream to the responder (the reply starts on
+it) and upstream to the turn taker, whose end-of-turn judge reads it as a cue
+("…for", a partial phone number) while the caller's pause is still running.
+"""
 
 from __future__ import annotations
 
@@ -57,4 +62,6 @@ class Transcriber(Processor):
         now = self.clock.now()
         log.info("transcript", turn_id=turn.turn_id, text=text, secs=round(now - turn.t, 3))
         await self.push(StageTime(turn_id=turn.turn_id, stage="stt_final", t=now, text=text))
+        # up first: the judge's cue costs nothing, and the reply below starts in the same step
+        await self.push(Transcript(turn_id=turn.turn_id, text=text, t=now), Direction.UPSTREAM)
         await self.push(Transcript(turn_id=turn.turn_id, text=text, t=now))

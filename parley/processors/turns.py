@@ -9,7 +9,9 @@ otherwise :class:`EndOfTurn` confirms it and the prepared reply plays at once.
 How long that silence is depends on ``turn.detector``: a fixed ``end_of_turn_secs``
 (``silence``), or, with ``smart_turn``, a judgement taken at the pause by the Smart
 Turn model and the speculative transcript (:mod:`parley.services.turn.judge`):
-short when the caller sounds finished, up to ``max_wait_secs`` when not.
+short when the caller sounds finished, up to ``max_wait_secs`` when not. The
+transcriber sends each speculative transcript back up here for the judge. While the
+caller is at the keypad the wait is never shorter than ``end_of_turn_secs``.
 
 Barge-in: caller speech while the agent is busy with a reply (or its greeting)
 interrupts it in the same VAD window that detects the speech. A keypad press does
@@ -99,7 +101,7 @@ class TurnTaker(Processor):
         self._greeting = True
         self._digits: list[str] = []  # keypad entry not yet sent as a turn
         self._digits_end = False  # '#' pressed: the entry is complete
-        self._last_digit = 0.0
+        self._last_digit = float("-inf")  # call time of the latest unmapped digit
 
     # --- flow ------------------------------------------------------------------
 
@@ -154,7 +156,7 @@ class TurnTaker(Processor):
             window = samples[i * step : (i + 1) * step]
             start = t0 + i * step / self._rate
             self._t = start + step / self._rate
-            prob = self.vad.speech_probability(window, self._rate)
+            prob = await self.vad.probability(window, self._rate)  # batched across calls where the VAD can
             await self._on_window(window, prob, start, raw[i * step * 2 : (i + 1) * step * 2])
 
     def _configure(self, rate: int) -> None:
@@ -205,7 +207,10 @@ class TurnTaker(Processor):
                 await self._maybe_interrupt(dur)
                 return
             self._silence += dur
-            if self._silence >= await self.judge.silence_needed(self._silence):
+            needed = await self.judge.silence_needed(self._silence)
+            if self._keypad_entry():
+                needed = max(needed, self.turn.end_of_turn_secs)  # the judge never hurries a caller at the keypad
+            if self._silence >= needed:
                 await self._end_turn()
 
     def _keep_preroll(self, pcm: bytes) -> None:
@@ -259,6 +264,12 @@ class TurnTaker(Processor):
             self._digits.append(frame.digit)
         self._last_digit = self.clock.now()
         await self._maybe_keypad_turn()
+
+    def _keypad_entry(self) -> bool:
+        """The caller is entering digits: some are collected, or one was pressed within the keypad timeout."""
+        if self._digits or self._digits_end:
+            return True
+        return self.clock.now() - self._last_digit < self.actions.keypad_timeout_secs
 
     async def _maybe_keypad_turn(self) -> None:
         """Send the keypad entry on as a turn once it is complete and nobody is talking over it."""

@@ -2,16 +2,25 @@
 
 With ``turn.detector: silence`` the answer is always ``end_of_turn_secs``. With
 ``smart_turn`` the model hears the utterance at the first pause (when the
-speculative turn already starts STT and the reply) and the answer becomes
-``complete_wait_secs`` when it judges the turn finished, ``max_wait_secs`` when it
-does not. A transcript of that attempt that stops mid-phrase ("…for", "my number is
-555") also means "not finished", whenever it arrives before the turn has ended; when
-transcripts reach the judge (the pipeline sends them up) a turn that sounds finished
-still waits for its transcript (at most ``max_wait_secs``): that costs no latency,
-since the reply cannot start before its transcript either.
+speculative turn already starts STT and the reply), and the speculative transcript
+is read for cues (:mod:`parley.services.turn.text`). The wait is then:
 
-The decision is taken when the silence first reaches ``complete_wait_secs``. If
-the inference (~70 ms, up to ~240 ms on a busy 2-core machine) has not finished
+* ``max_wait_secs`` when the transcript stops mid-phrase ("…for", "could you tell
+  me", a partial phone number), whatever the model heard;
+* ``end_of_turn_secs`` (never shorter) while the caller is dictating a number;
+* ``complete_wait_secs`` when the model says finished (P ≥ ``complete_threshold``);
+* when it says not finished: ``end_of_turn_secs`` if it is unsure (P ≥ a third of
+  the threshold) and the transcript is a punctuated sentence, else ``max_wait_secs``.
+
+Transcripts reach the judge because the transcriber sends each one upstream too.
+A turn that sounds finished still waits for its transcript (at most
+``max_wait_secs``): that costs no latency, since the reply cannot start before its
+transcript either, and it is what catches "Could you tell me…" said with a falling
+voice. The wait is recomputed on every window, so a transcript that arrives late
+still lengthens (or shortens) it.
+
+The model's verdict is taken when the silence first reaches ``complete_wait_secs``.
+If the inference (~70 ms, up to ~240 ms on a busy 2-core machine) has not finished
 by then, the caller's audio waits for it, bounded by ``_VERDICT_TIMEOUT``: the
 turn's timing then depends on the audio alone, never on how fast the machine
 happened to be, so simulated time and tests are exact. Any failure falls back to
@@ -28,11 +37,12 @@ import structlog
 
 from parley.agent.document import TurnSettings
 from parley.services.turn import smart_turn
-from parley.services.turn.text import sounds_unfinished
+from parley.services.turn.text import dictating, sounds_finished, sounds_unfinished
 
 log = structlog.get_logger(__name__)
 
 _VERDICT_TIMEOUT = 1.0
+_UNSURE = 1 / 3  # P at or above this fraction of the threshold: "not finished" is a guess the transcript may outweigh
 Spawn = Callable[[Coroutine[Any, Any, Any], str], "asyncio.Task[Any]"]
 
 
@@ -43,7 +53,7 @@ class EndOfTurnJudge:
         self, settings: TurnSettings, model: smart_turn.SmartTurn | None = None, expect_transcripts: bool = False
     ) -> None:
         self.settings = settings
-        self.model = model
+        self.model = model if settings.detector == "smart_turn" else None
         if model is None and settings.detector == "smart_turn":
             try:
                 self.model = smart_turn.shared()
@@ -54,7 +64,9 @@ class EndOfTurnJudge:
         self._text: str | None = None  # this attempt's transcript, once it has arrived
         # transcripts reach the judge (the pipeline sends them up): known from the first one, or told
         self._transcripts = expect_transcripts
-        self._wait: float | None = None
+        self._p: float | None = None  # this attempt's verdict, once taken
+        self._failed = False
+        self._logged: float | None = None
         self.probabilities: list[float] = []  # every verdict of this call, for benches and logs
 
     def paused(self, turn_id: int, pcm: bytes, sample_rate: int, spawn: Spawn) -> None:
@@ -65,47 +77,60 @@ class EndOfTurnJudge:
             self._task = spawn(self.model.predict(pcm, sample_rate), f"smart-turn-{turn_id}")
 
     def heard(self, turn_id: int, text: str) -> None:
-        """The speculative transcript of attempt ``turn_id`` arrived: a late "unfinished" still extends the wait."""
+        """The speculative transcript of attempt ``turn_id`` arrived: the next window's wait takes it into account."""
         self._transcripts = True
-        if turn_id != self._turn_id:
-            return
-        self._text = text
-        if self._wait is not None and self._wait < self.settings.max_wait_secs and sounds_unfinished(text):
-            log.info("turn_verdict_revised", turn_id=turn_id, wait=self.settings.max_wait_secs)
-            self._wait = self.settings.max_wait_secs
+        if turn_id == self._turn_id and self._task is not None:
+            self._text = text
 
     def reset(self) -> None:
         """The caller spoke again (or the turn ended): the pending judgement is void."""
         if self._task is not None and not self._task.done():
             self._task.cancel()
-        self._task, self._text, self._wait = None, None, None
+        self._task, self._text, self._p, self._failed, self._logged = None, None, None, False, None
 
     async def silence_needed(self, silence: float) -> float:
         """Silence (seconds) after which the current attempt ends, given ``silence`` so far."""
         s = self.settings
-        if self._task is None and self._wait is None:
+        if self._task is None:
             return s.end_of_turn_secs
         if silence + 1e-9 < s.complete_wait_secs:
             return s.complete_wait_secs  # too early to decide: nothing can end before this anyway
-        if self._wait is None:
-            self._wait = await self._decide()
-        if self._wait < s.max_wait_secs and self._transcripts and self._text is None:
-            # "finished" by the sound, but the transcript is still coming: wait for it (the reply needs it anyway)
-            return max(self._wait, min(silence + 0.001, s.max_wait_secs))
-        return self._wait
+        if self._p is None and not self._failed:
+            await self._decide()
+        wait = self._wait()
+        if wait < s.max_wait_secs and self._transcripts and self._text is None:
+            # not "unfinished" by the sound, but the transcript is still coming: wait for it (the reply needs it)
+            return max(wait, min(silence + 0.001, s.max_wait_secs))
+        if wait != self._logged:
+            self._logged = wait
+            log.info("turn_wait", turn_id=self._turn_id, p=self._p, text=self._text is not None, wait=wait)
+        return wait
 
-    async def _decide(self) -> float:
-        s, task = self.settings, self._task
+    def _wait(self) -> float:
+        """The wait this attempt's verdict and transcript call for."""
+        s, text = self.settings, self._text or ""
+        if text and sounds_unfinished(text):
+            return s.max_wait_secs
+        if self._failed or self._p is None:
+            return s.end_of_turn_secs
+        if text and dictating(text):
+            return s.end_of_turn_secs  # a whole number: the caller may still add to it, never cut it short
+        if self._p >= s.complete_threshold:
+            return s.complete_wait_secs
+        if self._p >= s.complete_threshold * _UNSURE and text and sounds_finished(text):
+            return min(max(s.end_of_turn_secs, s.complete_wait_secs), s.max_wait_secs)
+        return s.max_wait_secs
+
+    async def _decide(self) -> None:
+        task = self._task
         assert task is not None
         done, _ = await asyncio.wait({task}, timeout=_VERDICT_TIMEOUT)  # never raises the task's own error
         if not done or task.cancelled() or task.exception() is not None:
             error = "timeout" if not done else "cancelled" if task.cancelled() else repr(task.exception())
-            log.warning("smart_turn_failed", turn_id=self._turn_id, error=error, fallback=s.end_of_turn_secs)
-            return s.end_of_turn_secs
-        p = task.result()
-        self.probabilities.append(p)
-        unfinished_text = bool(self._text) and sounds_unfinished(self._text or "")
-        finished = p >= s.complete_threshold and not unfinished_text
-        wait = s.complete_wait_secs if finished else s.max_wait_secs
-        log.info("turn_verdict", turn_id=self._turn_id, p=round(p, 3), text_unfinished=unfinished_text, wait=wait)
-        return wait
+            log.warning(
+                "smart_turn_failed", turn_id=self._turn_id, error=error, fallback=self.settings.end_of_turn_secs
+            )
+            self._failed = True
+            return
+        self._p = task.result()
+        self.probabilities.append(self._p)
