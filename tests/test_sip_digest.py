@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from parley.sip.digest import DigestError, authorization, choose_challenge, parse_challenge
+from parley.sip.protocol.digest import DigestError, authorization, choose_challenge, parse_challenge
 
 RFC7616 = (
     'Digest realm="http-auth@example.org", qop="auth, auth-int", algorithm={alg}, '
@@ -18,7 +18,7 @@ CNONCE = "f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ"
 
 
 def params(header: str) -> dict[str, str]:
-    from parley.sip.digest import _auth_params
+    from parley.sip.protocol.digest import _auth_params
 
     assert header.startswith("Digest ")
     return _auth_params(header[len("Digest ") :])

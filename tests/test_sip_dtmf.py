@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from parley.sip.dtmf import DTMF_EVENTS, DtmfEvent, DtmfReceiver, dtmf_packets
-from parley.sip.rtp import RtpError, RtpPacket
+from parley.sip.protocol.dtmf import DTMF_EVENTS, DtmfEvent, DtmfReceiver, dtmf_packets
+from parley.sip.protocol.rtp import RtpError, RtpPacket
 
 PT = 101
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from parley.sip.guard import MAX_SOURCES, InviteGuard
+from parley.sip.agent.guard import MAX_SOURCES, InviteGuard
 
 
 class Clock:

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from parley.sip.jitter import JitterBuffer
-from parley.sip.rtp import RtpPacket
+from parley.sip.protocol.jitter import JitterBuffer
+from parley.sip.protocol.rtp import RtpPacket
 
 
 def pkt(seq: int, ssrc: int = 1, payload: bytes | None = None) -> RtpPacket:

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from parley.audio import alaw_to_pcm16, pcm16_to_alaw, pcm16_to_ulaw, ulaw_to_pcm16
-from parley.sip.dtmf import DtmfEvent, dtmf_packets
-from parley.sip.media import PCMA, PCMU, RtpSession
-from parley.sip.rtp import RtpPacket
+from parley.sip.protocol.dtmf import DtmfEvent, dtmf_packets
+from parley.sip.protocol.media import PCMA, PCMU, RtpSession
+from parley.sip.protocol.rtp import RtpPacket
 
 HOST = "127.0.0.1"
 PORTS = (42000, 42999)

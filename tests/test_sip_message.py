@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from parley.sip.message import (
+from parley.sip.protocol.message import (
     Address,
     Headers,
     Request,
@@ -257,7 +257,7 @@ def test_unicode_digits_and_huge_numbers_are_parse_errors(old: bytes, new: bytes
 
 
 def test_a_unicode_rport_falls_back_to_the_source_port() -> None:
-    from parley.sip.transactions import response_address
+    from parley.sip.protocol.transactions import response_address
 
     request = parse_message(OPTIONS.replace(b"rport=5060", "rport=\u00b2".encode()))
     assert isinstance(request, Request)
@@ -268,7 +268,7 @@ def test_a_unicode_rport_falls_back_to_the_source_port() -> None:
 @given(st.randoms(use_true_random=False))
 def test_fuzz_mutated_real_messages_within_50_ms(rng: random.Random) -> None:
     """The mutations the endpoint test sends (tests/sip_fuzz.py): a SipParseError or a usable message, fast."""
-    from parley.sip.sdp import SdpError, SessionDescription
+    from parley.sip.protocol.sdp import SdpError, SessionDescription
 
     raw = mutate(rng, "agent", 5060, "10.0.0.9", 5062, 1)
     try:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from parley.sip.rtp import RtpError, RtpPacket
+from parley.sip.protocol.rtp import RtpError, RtpPacket
 
 
 def _raw(

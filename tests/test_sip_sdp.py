@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from parley.sip.sdp import (
+from parley.sip.protocol.sdp import (
     NoCommonCodec,
     SdpError,
     SessionDescription,

@@ -1,1 +1,4 @@
-"""Native SIP endpoint: signalling (message, sdp, digest, endpoint) and RTP media (rtp, jitter, dtmf, media)."""
+"""Native SIP, in two layers: ``protocol`` (wire formats and state machines, no calls) and ``agent`` (the user agent).
+
+``agent`` builds on ``protocol``, never the reverse; ``protocol`` imports nothing of Parley but ``parley.audio``.
+"""

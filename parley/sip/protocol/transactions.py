@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import structlog
 
 from .message import Request, Response, SipMessage, SipParseError, parse_message, response_to
-from .uri import number
+from .syntax import number
 
 log = structlog.get_logger(__name__)
 
@@ -249,9 +249,10 @@ class TransactionLayer(asyncio.DatagramProtocol):
             message = parse_message(data)
         except SipParseError as exc:
             self.on_malformed(exc, addr)
-            if exc.partial is not None and exc.partial.method != "ACK":
-                bad = response_to(exc.partial, 400, headers=[("Warning", _warning(str(exc)))])
-                self.send(bad, response_address(exc.partial, addr))
+            partial = exc.partial
+            if isinstance(partial, Request) and partial.method != "ACK":
+                bad = response_to(partial, 400, headers=[("Warning", _warning(str(exc)))])
+                self.send(bad, response_address(partial, addr))
             return
         try:
             if isinstance(message, Response):

@@ -1,5 +1,8 @@
 """One SIP call once it is answered: the dialog's in-call requests, its RTP session and its LiveCall.
 
+A call sees its endpoint only through :class:`UserAgent` (what it, and the code that sets it up, may ask
+of the endpoint), so ``call``, ``inbound`` and ``outbound`` never import ``endpoint``.
+
 Inbound and outbound calls are the same object once the 200 OK is out (or in): the far end may BYE,
 re-INVITE (hold, a new address), send DTMF by SIP INFO, and the agent may hang up or transfer (REFER).
 A 2xx to an INVITE is retransmitted here until its ACK arrives (RFC 3261 section 13.3.1.4): losing it
@@ -11,28 +14,66 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import structlog
 
 from parley.calls.control import CallControl
 from parley.calls.live import CallInfo, CallTarget, LiveCall
 from parley.calls.session import Services
+from parley.config import Settings
+from parley.sip.protocol.dialog import ALLOW, Dialog, uri_address
+from parley.sip.protocol.media import PCMA, PCMU, RtpSession
+from parley.sip.protocol.message import Request, Response, response_to
+from parley.sip.protocol.sdp import (
+    MediaParams,
+    NoCommonCodec,
+    SdpError,
+    SessionDescription,
+    accept_answer,
+    answer_offer,
+    make_offer,
+)
+from parley.sip.protocol.transactions import T1, T2, Addr, ServerTransaction, TransactionLayer
+from parley.store.blobs import BlobStore
+from parley.store.db import Database
 
-from .dialog import ALLOW, Dialog, uri_address
-from .media import PCMA, PCMU, RtpSession
-from .message import Request, Response, response_to
-from .sdp import MediaParams, NoCommonCodec, SdpError, SessionDescription, accept_answer, answer_offer, make_offer
-from .transactions import T1, T2, Addr, ServerTransaction
-
-if TYPE_CHECKING:
-    from .endpoint import SipEndpoint
+from .resources import free
 
 log = structlog.get_logger(__name__)
 
 _SIPFRAG = re.compile(rb"^SIP/2\.0\s+(\d{3})")
 _INFO_DIGIT = {"10": "*", "11": "#", "12": "A", "13": "B", "14": "C", "15": "D"}
 REFER_FINAL_WAIT_S = 30.0
+
+
+class UserAgent(Protocol):
+    """What a call, and the code that answers or places one, needs of the endpoint that owns the socket."""
+
+    settings: Settings
+    db: Database
+    blobs: BlobStore
+    loop: asyncio.AbstractEventLoop
+    layer: TransactionLayer
+    bind_host: str
+    advertised_host: str
+    rtp_ports: tuple[int, int]
+
+    @property
+    def via_host(self) -> str: ...
+
+    @property
+    def contact(self) -> str: ...
+
+    async def resolve(self, addr: tuple[str, int]) -> Addr: ...
+
+    async def route(self, user: str) -> CallTarget: ...
+
+    def note_refused(self, why: str, addr: Addr, **fields: Any) -> None: ...
+
+    def adopt(self, call: SipCall) -> None: ...
+
+    def forget(self, call: SipCall) -> None: ...
 
 
 class SipControl(CallControl):
@@ -53,7 +94,7 @@ class SipCall:
 
     def __init__(
         self,
-        endpoint: SipEndpoint,
+        endpoint: UserAgent,
         dialog: Dialog,
         target: CallTarget,
         services: Services,
@@ -80,6 +121,7 @@ class SipCall:
         self._refer_result: asyncio.Future[int] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.invite_ident: tuple[str, str, int] = ("", "", 0)  # inbound: the INVITE that made the call
+        self._released = False
 
     # --- media ------------------------------------------------------------------------------------------
 
@@ -324,10 +366,19 @@ class SipCall:
             self.end_reason = self.end_reason or reason
             return self.end_reason
         finally:
-            self.session.close()
-            await self.services.aclose()
-            if not self.terminated:
-                await asyncio.shield(self.bye())
-            self.ep.forget(self)
+            await self.release()
             log.info("sip_call_ended", call_id=self.dialog.call_id, reason=self.end_reason,
                      record=str(self.live.call_id) if self.live and self.live.call_id else None)  # fmt: skip
+
+    async def release(self, *, bye: bool = True) -> None:
+        """Free what the call holds, once: the RTP port, the models, the dialog (BYE, unless ``bye`` is False:
+        it was never answered) and its place in the endpoint's table, which goes even if this is cancelled."""
+        if self._released:
+            return
+        self._released = True
+        try:
+            await free(self.session, self.services)
+            if bye and not self.terminated:
+                await asyncio.shield(self.bye())
+        finally:
+            self.ep.forget(self)

@@ -10,37 +10,34 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import structlog
 
 from parley.calls.live import CallInfo, CallTarget
 from parley.calls.session import Services
+from parley.sip.protocol.dialog import ALLOW, USER_AGENT, Dialog, uri_address
+from parley.sip.protocol.digest import DigestError, authorization, choose_challenge
+from parley.sip.protocol.media import RtpSession
+from parley.sip.protocol.message import Headers, Request, Response, SipUri, new_branch, new_call_id, new_tag
+from parley.sip.protocol.sdp import SdpError, SessionDescription, accept_answer, make_offer
+from parley.sip.protocol.transactions import T1, Addr
 from parley.store.calls import CallRepo
 from parley.store.credentials import TenantSecrets
 
-from .call import SipCall
-from .dialog import ALLOW, USER_AGENT, Dialog, uri_address
-from .digest import DigestError, authorization, choose_challenge
-from .media import RtpSession
-from .message import Headers, Request, Response, SipUri, new_branch, new_call_id, new_tag
-from .sdp import SdpError, SessionDescription, accept_answer, make_offer
-from .transactions import T1, Addr
-
-if TYPE_CHECKING:
-    from .endpoint import SipEndpoint
+from .call import SipCall, UserAgent
+from .resources import free, load_services
 
 log = structlog.get_logger(__name__)
 
 MAX_AUTH_ROUNDS = 2
 
 
-def _from_user(ep: SipEndpoint, caller: str | None) -> str:
+def _from_user(ep: UserAgent, caller: str | None) -> str:
     return caller or ep.settings.sip_trunk_username or "parley"
 
 
-async def create_dial_record(ep: SipEndpoint, to: str, target: CallTarget, caller: str | None) -> uuid.UUID:
+async def create_dial_record(ep: UserAgent, to: str, target: CallTarget, caller: str | None) -> uuid.UUID:
     call_id = uuid.uuid4()
     async with ep.db.session() as s:
         await CallRepo(s).create(
@@ -51,14 +48,14 @@ async def create_dial_record(ep: SipEndpoint, to: str, target: CallTarget, calle
     return call_id
 
 
-async def _fail(ep: SipEndpoint, target: CallTarget, call_id: uuid.UUID, reason: str) -> str:
+async def _fail(ep: UserAgent, target: CallTarget, call_id: uuid.UUID, reason: str) -> str:
     async with ep.db.session() as s:
         await CallRepo(s).end(target.tenant_id, call_id, "failed", reason, 0.0)
     log.info("sip_dial_failed", call=str(call_id), reason=reason)
     return reason
 
 
-def _invite(ep: SipEndpoint, trunk: SipUri, to: str, from_user: str, sdp: bytes) -> Request:
+def _invite(ep: UserAgent, trunk: SipUri, to: str, from_user: str, sdp: bytes) -> Request:
     uri = SipUri(trunk.host, quote(to, safe="+*#"), trunk.port, trunk.scheme, params=dict(trunk.params))
     h = Headers()
     h.add("Via", f"SIP/2.0/UDP {ep.via_host};branch={new_branch()};rport")
@@ -102,7 +99,7 @@ def _cancel_for(invite: Request) -> Request:
     return Request("CANCEL", invite.uri, h)
 
 
-async def _send_invite(ep: SipEndpoint, invite: Request, addr: Addr, ring_timeout: float) -> tuple[Response, bool]:
+async def _send_invite(ep: UserAgent, invite: Request, addr: Addr, ring_timeout: float) -> tuple[Response, bool]:
     """The INVITE's final response, and whether Parley gave up ringing (then it CANCELled)."""
     txn = ep.layer.request(invite, addr)
     try:
@@ -117,12 +114,42 @@ async def _send_invite(ep: SipEndpoint, invite: Request, addr: Addr, ring_timeou
         return Response(408, "Request Timeout"), True
 
 
+async def _answered(
+    ep: UserAgent, invite: Request, addr: Addr, ring_timeout: float, from_user: str
+) -> tuple[Request, Response, bool] | str:
+    """Send the INVITE, answering up to ``MAX_AUTH_ROUNDS`` digest challenges: (the INVITE as last sent, its
+    final response, whether Parley gave up ringing), or the failure reason when a challenge cannot be met."""
+    settings = ep.settings
+    response, gave_up = await _send_invite(ep, invite, addr, ring_timeout)
+    password = settings.sip_trunk_password.get_secret_value() if settings.sip_trunk_password else None
+    for _ in range(MAX_AUTH_ROUNDS):
+        if response.status not in (401, 407) or password is None:
+            break
+        try:
+            invite = _authorized(invite, response, settings.sip_trunk_username or from_user, password)
+        except DigestError as exc:
+            return f"sip-{response.status} {response.reason} ({exc})"
+        response, gave_up = await _send_invite(ep, invite, addr, ring_timeout)
+    return invite, response, gave_up
+
+
+async def _established(call: SipCall, answer: Response, gave_up: bool) -> str | None:
+    """Media for an answered call from the 200's SDP; the reason to leave at once instead (then it BYEs)."""
+    problem = "no-answer" if gave_up else None  # answered while the CANCEL was under way: leave politely
+    try:
+        await call.apply(accept_answer(SessionDescription.parse(answer.body)))
+    except SdpError as exc:
+        log.warning("sip_bad_answer", call_id=answer.call_id, error=str(exc))
+        problem = f"bad answer SDP: {exc}"[:200]
+    if problem is not None:
+        await call.release()
+    return problem
+
+
 async def place_call(
-    ep: SipEndpoint, call_id: uuid.UUID, to: str, target: CallTarget, caller: str | None, ring_timeout: float
+    ep: UserAgent, call_id: uuid.UUID, to: str, target: CallTarget, caller: str | None, ring_timeout: float
 ) -> str:
     """Dial, authenticate, and hold the conversation; returns the end reason (or the failure)."""
-    from .inbound import load_services
-
     services: Services | None = None
     session: RtpSession | None = None
     settings = ep.settings
@@ -137,17 +164,10 @@ async def place_call(
         sdp_id = random.getrandbits(31)
         from_user = _from_user(ep, caller)
         offer = make_offer(ep.advertised_host, session.local_port, sdp_id, 1).encode()
-        invite = _invite(ep, trunk, to, from_user, offer)
-        response, gave_up = await _send_invite(ep, invite, addr, ring_timeout)
-        password = settings.sip_trunk_password.get_secret_value() if settings.sip_trunk_password else None
-        for _ in range(MAX_AUTH_ROUNDS):
-            if response.status not in (401, 407) or password is None:
-                break
-            try:
-                invite = _authorized(invite, response, settings.sip_trunk_username or from_user, password)
-            except DigestError as exc:
-                return await _fail(ep, target, call_id, f"sip-{response.status} {response.reason} ({exc})")
-            response, gave_up = await _send_invite(ep, invite, addr, ring_timeout)
+        outcome = await _answered(ep, _invite(ep, trunk, to, from_user, offer), addr, ring_timeout, from_user)
+        if isinstance(outcome, str):
+            return await _fail(ep, target, call_id, outcome)
+        invite, response, gave_up = outcome
         if not 200 <= response.status < 300:
             reason = "no-answer" if gave_up else f"sip-{response.status} {response.reason}"
             return await _fail(ep, target, call_id, reason)
@@ -159,18 +179,8 @@ async def place_call(
         call = SipCall(ep, dialog, target, services, session, info, sdp_id)
         services = session = None  # the call owns them now
         call.ack_for_2xx = ack
-        ep.calls[dialog.key] = call
-        problem = "no-answer" if gave_up else None  # answered while the CANCEL was under way: leave politely
-        try:
-            await call.apply(accept_answer(SessionDescription.parse(response.body)))
-        except SdpError as exc:
-            log.warning("sip_bad_answer", call_id=invite.call_id, error=str(exc))
-            problem = f"bad answer SDP: {exc}"[:200]
-        if problem is not None:
-            await call.bye()
-            ep.forget(call)
-            call.session.close()
-            await call.services.aclose()
+        ep.adopt(call)
+        if (problem := await _established(call, response, gave_up)) is not None:
             return await _fail(ep, target, call_id, problem)
         call.acked.set()
         established = True
@@ -183,7 +193,4 @@ async def place_call(
         log.exception("sip_dial_error", call=str(call_id))
         return await _fail(ep, target, call_id, f"error: {exc}"[:200])
     finally:
-        if session is not None:
-            session.close()
-        if services is not None:
-            await asyncio.shield(services.aclose())
+        await free(session, services)

@@ -16,8 +16,9 @@ import re
 import secrets
 from collections.abc import Iterable, Iterator
 
-from .uri import TOKEN as _TOKEN
-from .uri import Address, SipParseError, SipUri, Via, number, split_quoted
+from .syntax import TOKEN as _TOKEN
+from .syntax import SipParseError, number, split_quoted
+from .uri import Address, SipUri, Via
 
 __all__ = [
     "REASONS",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from .uri import number
+from .syntax import number
 
 __all__ = [
     "MediaDescription",

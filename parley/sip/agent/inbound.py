@@ -10,32 +10,28 @@ from __future__ import annotations
 
 import asyncio
 import random
-from typing import TYPE_CHECKING
 
 import structlog
 
-from parley.calls.live import CallInfo, CallTarget
+from parley.calls.live import CallInfo
 from parley.calls.session import Services
-from parley.services.secrets import SecretSource
+from parley.sip.protocol.dialog import ALLOW, Dialog
+from parley.sip.protocol.media import RtpSession
+from parley.sip.protocol.message import SipUri, new_tag, response_to
+from parley.sip.protocol.sdp import NoCommonCodec, SdpError, SessionDescription, answer_offer
+from parley.sip.protocol.transactions import ServerTransaction
 from parley.store.credentials import TenantSecrets
 from parley.telephony.routing import NoSuchAgent
 
-from .call import SipCall
-from .dialog import ALLOW, Dialog
-from .media import RtpSession
-from .message import SipUri, new_tag, response_to
-from .sdp import NoCommonCodec, SdpError, SessionDescription, answer_offer
-from .transactions import ServerTransaction
+from .call import SipCall, UserAgent
+from .resources import free, load_services
 
-if TYPE_CHECKING:
-    from .endpoint import SipEndpoint
-
-log = structlog.get_logger("parley.sip.endpoint")
+log = structlog.get_logger("parley.sip.agent.endpoint")  # its log lines read as the endpoint's
 
 NO_PORT_RETRY_S = 5  # Retry-After when every RTP port is taken, and at shutdown
 
 
-async def _offer(ep: SipEndpoint, txn: ServerTransaction) -> tuple[bool, SessionDescription | None]:
+async def _offer(ep: UserAgent, txn: ServerTransaction) -> tuple[bool, SessionDescription | None]:
     """The INVITE's SDP offer, or (False, None) once answered 415/488/400: checked before any port or model."""
     request = txn.request
     if not request.body:
@@ -56,7 +52,7 @@ async def _offer(ep: SipEndpoint, txn: ServerTransaction) -> tuple[bool, Session
     return True, offer
 
 
-async def _open_rtp(ep: SipEndpoint, txn: ServerTransaction) -> RtpSession | None:
+async def _open_rtp(ep: UserAgent, txn: ServerTransaction) -> RtpSession | None:
     """An RTP port for the call, or None once answered 503 with Retry-After (every port is taken)."""
     try:
         return await RtpSession.open(ep.bind_host, ep.rtp_ports)
@@ -66,7 +62,7 @@ async def _open_rtp(ep: SipEndpoint, txn: ServerTransaction) -> RtpSession | Non
         return None
 
 
-async def answer(ep: SipEndpoint, txn: ServerTransaction, by_caller: list[bool]) -> SipCall | None:
+async def answer(ep: UserAgent, txn: ServerTransaction, by_caller: list[bool]) -> SipCall | None:
     """100, route, check the offer, take an RTP port, 180 while the models load, then the 200 with SDP."""
     request = txn.request
     txn.respond(response_to(request, 100))
@@ -96,61 +92,24 @@ async def answer(ep: SipEndpoint, txn: ServerTransaction, by_caller: list[bool])
             await call.apply(params)
         headers = [("Contact", ep.contact), ("Allow", ALLOW), ("Supported", ""),
                    ("Content-Type", "application/sdp"), ("User-Agent", "Parley")]  # fmt: skip
-        ep.calls[call.dialog.key] = call
+        ep.adopt(call)
         call.send_2xx(txn, response_to(request, 200, to_tag=tag, record_route=True, headers=headers, body=body))
         return call
     except asyncio.CancelledError:
         extra = [] if by_caller[0] else [("Retry-After", str(NO_PORT_RETRY_S))]
         txn.respond(response_to(request, 487 if by_caller[0] else 503, to_tag=tag, headers=extra))
-        await _drop(ep, call)
+        await _drop(call)
         return None
     except Exception:
         log.exception("sip_invite_failed", call_id=request.call_id)
         txn.respond(response_to(request, 500, to_tag=tag))
-        await _drop(ep, call)
+        await _drop(call)
         return None
     finally:
-        if session is not None:
-            session.close()
-        if services is not None:
-            await asyncio.shield(services.aclose())
+        await free(session, services)
 
 
-async def _drop(ep: SipEndpoint, call: SipCall | None) -> None:
-    """A call set up but not answered after all (CANCEL raced the 200, shutdown, a bug): free it now."""
+async def _drop(call: SipCall | None) -> None:
+    """A call set up but not answered after all (CANCEL raced the 200, shutdown, a bug): free it now, no BYE."""
     if call is not None:
-        ep.forget(call)
-        call.session.close()
-        await asyncio.shield(call.services.aclose())
-
-
-async def load_services(target: CallTarget, secrets: SecretSource | None = None) -> Services:
-    """Load the agent's models for an INVITE; abandoned (CANCEL, shutdown), the load stops where it can.
-
-    Creating the providers runs in threads that cannot be stopped: that part finishes and is closed. Their
-    preparation (warming the model on the prompt, a test synthesis) is cancelled and the providers closed at
-    once, so an INVITE that is given up costs no more CPU than it already has.
-    """
-    doc = target.document
-    creating = asyncio.ensure_future(Services.load(doc, secrets))
-    try:
-        services = await asyncio.shield(creating)
-    except asyncio.CancelledError:
-        creating.add_done_callback(_close_loaded)
-        raise
-    try:
-        await services.prepare(doc)
-    except BaseException:
-        await asyncio.shield(services.aclose())
-        raise
-    return services
-
-
-_closing: set[asyncio.Future[None]] = set()
-
-
-def _close_loaded(task: asyncio.Future[Services]) -> None:
-    if not task.cancelled() and task.exception() is None:
-        closing = asyncio.ensure_future(task.result().aclose())
-        _closing.add(closing)
-        closing.add_done_callback(_closing.discard)
+        await call.release(bye=False)
