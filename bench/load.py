@@ -1,19 +1,28 @@
 """Load benchmark: N concurrent Twilio Media Streams calls against one Parley process.
 
-The agent is model-free (energy VAD, canned STT/LLM, tone TTS) so the media path is
+The agent has canned STT/LLM and tone TTS, so the media path and the listener are
 what is measured: WebSocket messages, G.711, VAD windows, turn-taking, the 20 ms
-playout, marks, recording and the call record. The Parley process is pinned to one
-CPU core; the simulated callers run on the other cores (one process per core).
+playout, marks, recording and the call record. ``--vad energy`` (the default, for
+comparison with earlier figures) is the model-free VAD; ``--vad silero`` is the
+default listener's VAD and ``--turn smart_turn`` adds the Smart Turn model at every
+pause. Every thread of the Parley process is pinned to one CPU core; the simulated
+callers run on the other cores (one process per core).
 
-Each caller speaks in real-time-paced 20 ms µ-law frames, waits for the reply, and
-speaks again. Measured per step of N calls:
+Each caller speaks in real-time-paced 20 ms µ-law frames over line noise
+(``--noise-dbfs``), waits for the reply, and speaks again ``--listen`` s after it
+starts. With ``--speech voice`` (the default with Silero: it does not take a buzz for
+speech) the utterances are synthesized speech (Piper and espeak-ng voices), one of
+them with a 0.4 s pause mid-sentence. Measured per step of N calls:
 
 - gaps: a reply frame that arrived after a 60 ms jitter buffer would have played it;
 - latency: end of the caller's speech (last speech frame sent) → first reply frame;
 - CPU: Parley's user+system time over the steady window, as % of one core and per call;
-- memory: Parley's RSS, and its growth per call.
+- memory: Parley's RSS, and its growth per call;
+- the listener: Silero windows run vs skipped by the gate and the mean batch, Smart
+  Turn inferences per call-minute (and requests dropped because the caller resumed).
 
     .venv/bin/python bench/load.py [--steps 50 100 150 200 250] [--hold 30] [--out bench/load-latest.json]
+    .venv/bin/python bench/load.py --vad silero --turn smart_turn --steps 50 100 200 --out load-listener.json
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
+from itertools import cycle, islice
 from pathlib import Path
 from typing import Any
 
@@ -45,15 +55,22 @@ from tests.service import running_service  # noqa: E402
 
 TOKEN = "bench-auth-token"
 JITTER_S = 0.06
-AGENT = {
-    "name": "load-canned",
-    "system_prompt": "Canned replies for the load benchmark.",
-    "greeting": "Hello, thanks for calling.",
-    "vad": {"provider": "energy"},
-    "stt": {"provider": "canned", "options": {"text": "what time do you open"}},
-    "llm": {"provider": "canned", "options": {"default": "We open at nine in the morning."}},
-    "tts": {"provider": "tone", "fallback": None},
-}
+SENTENCES = [("joe", "What time do you open tomorrow?"), ("us-female", "Can I book a table for four people?"),
+             ("gb-male", "Do you have any parking near the station?"), ("joe", "Yes, that works for me.")]  # fmt: skip
+PAUSED = ("us-male-fast", "I would like to come in on", "Saturday morning please.")  # 0.4 s pause between
+
+
+def agent(vad: str, turn: str) -> dict[str, Any]:
+    return {
+        "name": f"load-{vad}-{turn}",
+        "system_prompt": "Canned replies for the load benchmark.",
+        "greeting": "Hello, thanks for calling.",
+        "vad": {"provider": vad},
+        "turn": {"detector": turn},
+        "stt": {"provider": "canned", "options": {"text": "what time do you open"}},
+        "llm": {"provider": "canned", "options": {"default": "We open at nine in the morning."}},
+        "tts": {"provider": "tone", "fallback": None},
+    }
 
 
 def utterance() -> np.ndarray:
@@ -64,17 +81,53 @@ def utterance() -> np.ndarray:
     return (buzz * syllables * 0.3 * 32767).astype(np.int16)
 
 
+def voices() -> list[np.ndarray]:
+    """The synthesized utterances at 8 kHz, trimmed to their speech (the paused one last)."""
+    from parley.calls.synthetic_caller import speak, speech_bounds
+
+    async def one(voice: str, text: str) -> np.ndarray:
+        pcm = await speak(text, voice, 8000)
+        a, b = speech_bounds(pcm, 8000)
+        return pcm[int(a * 8000) : int(b * 8000)]
+
+    async def all_of() -> list[np.ndarray]:
+        said = [await one(v, t) for v, t in SENTENCES]
+        first, second = await one(PAUSED[0], PAUSED[1]), await one(PAUSED[0], PAUSED[2])
+        return [*said, np.concatenate([first, np.zeros(int(0.4 * 8000), np.int16), second])]
+
+    return asyncio.run(all_of())
+
+
+def noisy(pcm: np.ndarray, dbfs: float | None, seed: int) -> np.ndarray:
+    """``pcm`` over white line noise at ``dbfs`` (none: digital silence)."""
+    if dbfs is None:
+        return pcm
+    noise = np.random.default_rng(seed).normal(0, 32768 * 10 ** (dbfs / 20), pcm.size)
+    return np.clip(pcm + noise, -32768, 32767).astype(np.int16)
+
+
 def frames_b64(pcm: np.ndarray) -> list[str]:
     data = pcm16_to_ulaw(pcm.tobytes())
     return [base64.b64encode(data[i : i + 160]).decode() for i in range(0, len(data) - 159, 160)]
 
 
+def caller_audio(speech: str, dbfs: float | None) -> tuple[list[list[str]], list[str]]:
+    """(utterances as µ-law frames, 50 frames of line noise) for the callers to send."""
+    said = [utterance()] if speech == "buzz" else voices()
+    line = frames_b64(noisy(np.zeros(8000, np.int16), dbfs, 99))
+    return [frames_b64(noisy(u, dbfs, i)) for i, u in enumerate(said)], line
+
+
 class Caller:
     """One simulated Twilio call: paced media out, reply frames in, gaps and latencies counted."""
 
-    def __init__(self, url: str, params: dict[str, str], n: int, speech: list[str], silence: str) -> None:
+    def __init__(self, url: str, params: dict[str, str], n: int, audio: Any, listen: float) -> None:
         self.url, self.params, self.sid = url, params, f"MZ{n:032d}"
-        self.speech, self.silence = speech, silence
+        utterances, noise = audio
+        self.utterances = cycle(islice(cycle(utterances), n % len(utterances), n % len(utterances) + len(utterances)))
+        self.speech: list[str] = next(self.utterances)
+        self.silence = cycle(islice(cycle(noise), n % len(noise), n % len(noise) + len(noise)))
+        self.listen = listen
         self.seq = 0
         self.pos = -1  # index into speech while speaking
         self.speech_end = 0.0
@@ -113,8 +166,9 @@ class Caller:
             self.pos += 1
             if self.pos >= len(self.speech):
                 self.pos, self.speech_end, self.awaiting = -1, now, True
+                self.speech = next(self.utterances)
         else:
-            payload = self.silence
+            payload = next(self.silence)
         return self.msg("media", f'"media":{{"payload":"{payload}"}}')
 
     async def receive(self) -> None:
@@ -123,12 +177,12 @@ class Caller:
                 now = time.monotonic()
                 if '"media"' in message[:40]:
                     self.frames_in += 1
+                    if self.awaiting and self.pos < 0:  # the reply to the caller's whole utterance
+                        self.latencies.append(now - self.speech_end)
+                        self.awaiting = False
+                        self.next_talk = now + self.listen
                     if now - self.last_in > 0.3:  # a new reply starts playing after the jitter buffer
                         self.play_start, self.k = now + JITTER_S, 0
-                        if self.awaiting:
-                            self.latencies.append(now - self.speech_end)
-                            self.awaiting = False
-                            self.next_talk = now + 4.0
                     else:
                         self.k += 1
                         if now > self.play_start + self.k * 0.02:
@@ -149,9 +203,8 @@ class Caller:
             await self.ws.close()
 
 
-async def drive(url: str, params: list[dict[str, str]], hold: float, first: int) -> dict[str, Any]:
-    speech, silence = frames_b64(utterance()), frames_b64(np.zeros(160, np.int16))[0]
-    callers = [Caller(url, p, first + i, speech, silence) for i, p in enumerate(params)]
+async def drive(url: str, params: list[dict[str, str]], hold: float, first: int, audio: Any, listen: float) -> Any:
+    callers = [Caller(url, p, first + i, audio, listen) for i, p in enumerate(params)]
     for i in range(0, len(callers), 10):  # ramp: 10 connections at a time
         await asyncio.gather(*(c.connect() for c in callers[i : i + 10]))
     readers = [asyncio.create_task(c.receive()) for c in callers]
@@ -175,11 +228,12 @@ async def drive(url: str, params: list[dict[str, str]], hold: float, first: int)
             "frames": sum(c.frames_in for c in callers), "dropped": sum(not c.latencies for c in callers)}  # fmt: skip
 
 
-def client_process(url: str, params: list[dict[str, str]], hold: float, first: int, cpu: int | None, out: Any) -> None:
+def client_process(url: str, params: list[dict[str, str]], hold: float, first: int, cpu: int | None, out: Any,
+                   audio: Any, listen: float) -> None:  # fmt: skip
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})
     cpu0, t0 = time.process_time(), time.monotonic()
-    result = asyncio.run(drive(url, params, hold, first))
+    result = asyncio.run(drive(url, params, hold, first, audio, listen))
     result["cpu_pct"] = 100 * (time.process_time() - cpu0) / (time.monotonic() - t0)
     out.put(result)
 
@@ -207,6 +261,38 @@ def server_view(client: httpx.Client, seen: set[str]) -> dict[str, Any]:
     return {"calls_recorded": len(calls), "speech_frames_out": frames, "late_frames": late,
             "voice_to_voice_ms_p50": round(1000 * statistics.median(v2v), 1) if v2v else None,
             "voice_to_voice_ms_p95": round(1000 * v2v[int(0.95 * (len(v2v) - 1))], 1) if v2v else None}  # fmt: skip
+
+
+def pin(pid: int, cpu: int) -> int:
+    """Every thread of ``pid`` onto ``cpu`` (threads started later inherit it from their creator); how many."""
+    tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    for task in tasks:
+        try:
+            os.sched_setaffinity(int(task.name), {cpu})
+        except OSError:  # the thread ended
+            pass
+    return len(tasks)
+
+
+def counters(path: Path) -> dict[str, float]:
+    try:
+        return dict(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        return {}
+
+
+def listener_view(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]], minutes: float) -> Any:
+    """Silero runs and batches, Smart Turn inferences: the step's share of the process's counters."""
+    d = {k: {f: after[k].get(f, 0) - before[k].get(f, 0) for f in after[k]} for k in after}
+    vad, turn = d.get("vad", {}), d.get("turn", {})
+    windows = vad.get("runs", 0) + vad.get("skips", 0)
+    return {"vad_windows_run_pct": round(100 * vad.get("runs", 0) / windows, 1) if windows else None,
+            "vad_mean_batch": round(vad["batched"] / vad["batches"], 1) if vad.get("batches") else None,
+            "smart_turn_requests_per_call_minute": round(turn.get("requests", 0) / minutes, 2),
+            "smart_turn_inferences_per_call_minute": round(turn.get("inferences", 0) / minutes, 2),
+            "smart_turn_dropped": turn.get("dropped", 0), "smart_turn_failed": turn.get("failed", 0),
+            "smart_turn_ms_per_inference": round(1000 * turn["busy_s"] / turn["inferences"], 1)
+            if turn.get("inferences") else None}  # fmt: skip
 
 
 def cpu_seconds(pid: int) -> float:
@@ -237,12 +323,23 @@ def main() -> None:
     ap.add_argument("--steps", type=int, nargs="+", default=[50, 100, 150, 200, 250])
     ap.add_argument("--hold", type=float, default=30.0, help="seconds each step holds its calls")
     ap.add_argument("--clients", type=int, default=max(1, (os.cpu_count() or 2) - 1), help="caller processes")
+    ap.add_argument("--vad", choices=["energy", "silero"], default="energy", help="the agent's vad.provider")
+    ap.add_argument("--turn", choices=["silence", "smart_turn"], default="silence", help="the agent's turn.detector")
+    ap.add_argument("--speech", choices=["buzz", "voice"], help="caller audio (default: buzz with energy, else voice)")
+    ap.add_argument("--noise-dbfs", type=float, default=-50.0, help="line noise under the caller (-200: none)")
+    ap.add_argument("--listen", type=float, default=4.0, help="seconds from a reply's start to the next utterance")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
+    speech = args.speech or ("buzz" if args.vad == "energy" else "voice")
+    audio = caller_audio(speech, args.noise_dbfs if args.noise_dbfs > -200 else None)
+    doc = agent(args.vad, args.turn)
     cpus = sorted(os.sched_getaffinity(0))
     server_cpu, client_cpus = cpus[0], (cpus[1:] or cpus)
     with tempfile.TemporaryDirectory() as d:
+        stats = {"vad": Path(d) / "vad-stats.json", "turn": Path(d) / "turn-stats.json"}
         env = {
+            "PARLEY_VAD_STATS": str(stats["vad"]),
+            "PARLEY_SMART_TURN_STATS": str(stats["turn"]),
             "PARLEY_TWILIO_AUTH_TOKEN": TOKEN,
             "PARLEY_TWILIO_ACCOUNT_SID": "AC0",
             "PARLEY_RATE_LIMIT_PER_ADDRESS": "1000000/minute",
@@ -250,23 +347,26 @@ def main() -> None:
         }
         with running_service(Path(d), **env) as svc:
             pid = svc.pid
-            os.sched_setaffinity(pid, {server_cpu})  # Parley gets one core
-            print(f"parley pid {pid} on cpu {server_cpu}", file=sys.stderr, flush=True)
+            threads = pin(pid, server_cpu)  # Parley gets one core
+            print(f"parley pid {pid} ({threads} threads) on cpu {server_cpu}", file=sys.stderr, flush=True)
             key = svc.create_key("bench")
             with svc.client(key) as c:
-                c.post("/v1/agents", json=AGENT).raise_for_status()
+                c.post("/v1/agents", json=doc).raise_for_status()
             ws_url = svc.url.replace("http", "ws") + "/telephony/twilio/stream"
             results: list[dict[str, Any]] = []
             seen: set[str] = set()
             n0 = 0
             for n in args.steps:
-                params = [stream_params(svc.url, AGENT["name"], n0 + i) for i in range(n)]
+                params = [stream_params(svc.url, doc["name"], n0 + i) for i in range(n)]
+                pin(pid, server_cpu)
+                counted = {k: counters(p) for k, p in stats.items()}
                 rss0, cpu0, t0 = rss_mb(pid), cpu_seconds(pid), time.monotonic()
                 queue: Any = mp.get_context("fork").Queue()
                 k = min(args.clients, len(client_cpus), n)
                 procs = [mp.get_context("fork").Process(
                     target=client_process,
-                    args=(ws_url, params[i::k], args.hold, n0 + i * 100000, client_cpus[i % len(client_cpus)], queue))
+                    args=(ws_url, params[i::k], args.hold, n0 + i * 100000, client_cpus[i % len(client_cpus)], queue,
+                          audio, args.listen))
                     for i in range(k)]  # fmt: skip
                 for p in procs:
                     p.start()
@@ -277,6 +377,7 @@ def main() -> None:
                 time.sleep(3)  # the calls' records are closed
                 with svc.client(key) as c:
                     server = server_view(c, seen)
+                listener = listener_view(counted, {k: counters(p) for k, p in stats.items()}, n * args.hold / 60)
                 lat = sorted(x for part in parts for x in part["latencies"])
                 frames, gaps = sum(p["frames"] for p in parts), sum(p["gaps"] for p in parts)
                 busy = (cpu1 - cpu0) / (t1 - t0)
@@ -289,19 +390,29 @@ def main() -> None:
                     "replies": len(lat), "server_cpu_pct_of_one_core": round(100 * busy, 1),
                     "server_cpu_ms_per_call_second": round(1000 * busy / n, 3),
                     "server_rss_mb": round(rss1, 1), "rss_growth_mb_per_call": round((rss1 - rss0) / n, 3),
+                    "listener": listener,
                 })  # fmt: skip
                 print(json.dumps(results[-1]), file=sys.stderr)
                 n0 += n
     # a gap is what a caller hears: a reply frame that arrived after a 60 ms jitter buffer needed it
     held = [r["calls"] for r in results if r["caller_view_gaps"] == 0 and r["calls_without_reply"] == 0
             and r["server_cpu_pct_of_one_core"] < 100]  # fmt: skip
-    report = {"benchmark": "load", "transport": "twilio", "server_cores": 1, "hold_s": args.hold,
+    report = {"benchmark": "load", "transport": "twilio", "server_cores": 1, "hold_s": args.hold, "vad": args.vad,
+              "turn": args.turn, "speech": speech, "noise_dbfs": args.noise_dbfs, "listen_s": args.listen,
+              "cpu": cpu_model(), "load_average_at_end": os.getloadavg()[0],
               "max_calls_zero_gaps": max(held) if held else 0, "target_calls_per_core": 200,
               "steps": results}  # fmt: skip
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:
         args.out.write_text(text + "\n")
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
+    return f"{os.cpu_count()} cores"
 
 
 if __name__ == "__main__":

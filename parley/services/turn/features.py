@@ -61,15 +61,28 @@ def last_window(samples: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
 
 
 def log_mel(samples: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    """``[80, 800]`` float32 log-mel features of exactly 8 s of 16 kHz audio (see the module docstring)."""
+    """``[80, 800]`` float32 log-mel features of exactly 8 s of 16 kHz audio (see the module docstring).
+
+    A short utterance is mostly :func:`last_window`'s zero padding: the frames that lie wholly in it are one
+    constant frame, whose spectrum is computed once (for a 1.5 s utterance that is 80 % of the frames).
+    """
     x = np.asarray(samples, dtype=np.float32)
     if x.shape != (N_SAMPLES,):
         raise ValueError(f"log_mel needs {N_SAMPLES} samples (8 s at 16 kHz), got shape {x.shape}")
+    lead = int(np.argmax(x != 0)) if x.any() else N_SAMPLES  # leading zeros
     x = (x - x.mean()) / np.sqrt(x.var() + 1e-7)
     padded = np.pad(x.astype(np.float64), N_FFT // 2, mode="reflect")
-    starts = np.arange(N_FRAMES + 1) * HOP
-    frames = padded[starts[:, None] + np.arange(N_FFT)[None, :]]  # [801, 400]
-    power = np.abs(np.fft.rfft(frames * _WINDOW, axis=1)) ** 2  # [801, 201]
-    mel = np.log10(np.maximum(power @ _FILTERS.T, 1e-10)).T[:, :N_FRAMES]  # [80, 800]
+    # padded[: N_FFT // 2 + lead] is constant when the reflection at the start mirrors only the zeros
+    constant = N_FFT // 2 + lead if lead > N_FFT // 2 else 0
+    same = min(N_FRAMES + 1, (constant - N_FFT) // HOP + 1) if constant >= N_FFT else 0
+    starts = np.arange(same, N_FRAMES + 1) * HOP
+    if same:
+        starts = np.concatenate([[0], starts])  # one frame stands for all the constant ones
+    frames = padded[starts[:, None] + np.arange(N_FFT)[None, :]]  # [<=801, 400]
+    spectrum = np.fft.rfft(frames * _WINDOW, axis=1)  # [<=801, 201]
+    mel = np.log10(np.maximum((spectrum.real**2 + spectrum.imag**2) @ _FILTERS.T, 1e-10))
+    if same:
+        mel = np.concatenate([np.repeat(mel[:1], same, axis=0), mel[1:]])
+    mel = mel.T[:, :N_FRAMES]  # [80, 800]
     mel = np.maximum(mel, mel.max() - 8.0)
     return ((mel + 4.0) / 4.0).astype(np.float32)

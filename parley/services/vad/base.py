@@ -24,6 +24,10 @@ class VAD(ABC):
     def speech_probability(self, window: np.ndarray, sample_rate: int) -> float:
         """Probability that ``window`` (float32 in [-1, 1], :meth:`window_samples` long) is speech."""
 
+    async def probability(self, window: np.ndarray, sample_rate: int) -> float:
+        """:meth:`speech_probability` for a caller that can wait: a VAD may batch it with other streams' windows."""
+        return self.speech_probability(window, sample_rate)
+
     @abstractmethod
     def reset(self) -> None:
         """Forget the stream's state."""
