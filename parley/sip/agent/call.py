@@ -22,7 +22,7 @@ from parley.calls.control import CallControl
 from parley.calls.live import CallInfo, CallTarget, LiveCall
 from parley.calls.session import Services
 from parley.config import Settings
-from parley.sip.protocol.dialog import ALLOW, Dialog, uri_address
+from parley.sip.protocol.dialog import ALLOW, USER_AGENT, Dialog, uri_address
 from parley.sip.protocol.media import PCMA, PCMU, RtpSession
 from parley.sip.protocol.message import Request, Response, response_to
 from parley.sip.protocol.sdp import (
@@ -147,6 +147,11 @@ class SipCall:
         answer, params = answer_offer(answer_to, host, port, self.sdp_session_id, self.sdp_version)
         return answer.encode(), params
 
+    def sdp_headers(self) -> list[tuple[str, str]]:
+        """The headers of Parley's 200 OK with SDP, to the INVITE and to every re-INVITE."""
+        return [("Contact", self.ep.contact), ("Allow", ALLOW), ("Supported", ""),
+                ("Content-Type", "application/sdp"), ("User-Agent", USER_AGENT)]  # fmt: skip
+
     # --- 2xx reliability --------------------------------------------------------------------------------
 
     def send_2xx(self, txn: ServerTransaction, response: Response) -> None:
@@ -246,9 +251,8 @@ class SipCall:
             txn.respond(response_to(request, 488, headers=[("Warning", f'305 parley "{exc}"'[:150])]))
             return
         self.dialog.update_target(request)
-        headers = [("Contact", self.ep.contact), ("Allow", ALLOW), ("Supported", ""),
-                   ("Content-Type", "application/sdp"), ("User-Agent", "Parley")]  # fmt: skip
-        self.send_2xx(txn, response_to(request, 200, to_tag=self.dialog.local_tag, headers=headers, body=body))
+        ok = response_to(request, 200, to_tag=self.dialog.local_tag, headers=self.sdp_headers(), body=body)
+        self.send_2xx(txn, ok)
 
     def _info(self, txn: ServerTransaction) -> None:
         request = txn.request

@@ -15,7 +15,7 @@ import structlog
 
 from parley.calls.live import CallInfo
 from parley.calls.session import Services
-from parley.sip.protocol.dialog import ALLOW, Dialog
+from parley.sip.protocol.dialog import Dialog
 from parley.sip.protocol.media import RtpSession
 from parley.sip.protocol.message import SipUri, new_tag, response_to
 from parley.sip.protocol.sdp import NoCommonCodec, SdpError, SessionDescription, answer_offer
@@ -90,10 +90,9 @@ async def answer(ep: UserAgent, txn: ServerTransaction, by_caller: list[bool]) -
         body, params = call.local_sdp(offer)
         if params is not None:
             await call.apply(params)
-        headers = [("Contact", ep.contact), ("Allow", ALLOW), ("Supported", ""),
-                   ("Content-Type", "application/sdp"), ("User-Agent", "Parley")]  # fmt: skip
         ep.adopt(call)
-        call.send_2xx(txn, response_to(request, 200, to_tag=tag, record_route=True, headers=headers, body=body))
+        ok = response_to(request, 200, to_tag=tag, record_route=True, headers=call.sdp_headers(), body=body)
+        call.send_2xx(txn, ok)
         return call
     except asyncio.CancelledError:
         extra = [] if by_caller[0] else [("Retry-After", str(NO_PORT_RETRY_S))]
