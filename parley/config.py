@@ -12,9 +12,17 @@ import ipaddress
 import socket
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import AfterValidator, BeforeValidator, Field, SecretStr
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    SecretStr,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -37,7 +45,13 @@ def _outbound(value: list[str]) -> list[str]:
     return value
 
 
+S = TypeVar("S", bound=BaseSettings)
+
+
 class Settings(BaseSettings):
+    """The service's settings. A plugin's own settings (a carrier's) are a model of their own, read from the same
+    environment: :meth:`section`."""
+
     model_config = SettingsConfigDict(env_prefix="PARLEY_", env_file=".env", extra="ignore")
 
     # --- where things live ---------------------------------------------------------
@@ -62,7 +76,7 @@ class Settings(BaseSettings):
         description="names this process in call records; at start-up it closes only its own unfinished calls",
     )
 
-    # --- telephony ---------------------------------------------------------------
+    # --- telephony (each carrier's own settings: its settings model, parley/telephony/<carrier>.py) ---------
     sip_port: int = Field(5060, ge=0, le=65535, description="UDP port of the SIP endpoint; 0 turns it off")
     sip_host: str = Field("127.0.0.1", description="address the SIP endpoint binds")
     sip_advertised_host: str | None = Field(None, description="address put in Contact/SDP (default: sip_host)")
@@ -78,32 +92,6 @@ class Settings(BaseSettings):
     sip_trunk_uri: str | None = Field(None, description="outbound calls: sip:trunk.example.com[:port]")
     sip_trunk_username: str | None = None
     sip_trunk_password: SecretStr | None = None
-    twilio_account_sid: str | None = None
-    twilio_auth_token: SecretStr | None = Field(None, description="checks Twilio's signatures; unset: Twilio is off")
-    twilio_api_base_url: str | None = Field(None, description="tests: a local server speaking Twilio's REST API")
-    vonage_application_id: str | None = None
-    vonage_private_key_path: Path | None = None
-    vonage_signature_secret: SecretStr | None = Field(
-        None, description="checks Vonage's signed webhooks; unset: Vonage is off"
-    )
-    vonage_api_base_url: str = "https://api.nexmo.com"
-    plivo_auth_id: str | None = None
-    plivo_auth_token: SecretStr | None = Field(None, description="checks Plivo's signatures; unset: Plivo is off")
-    plivo_api_base_url: str = "https://api.plivo.com"
-    exotel_account_sid: str | None = None
-    exotel_api_key: str | None = None
-    exotel_api_token: SecretStr | None = Field(
-        None, description="with exotel_api_key, the stream's Basic credentials; either unset: Exotel is off"
-    )
-    exotel_subdomain: str = "api.exotel.com"
-    exotel_api_base_url: str | None = Field(None, description="tests: a local server speaking Exotel's API")
-    asterisk_username: str = Field("parley", description="websocket_client.conf username Asterisk sends")
-    asterisk_password: SecretStr | None = Field(
-        None, description="the Basic password Asterisk must send; unset: the Asterisk endpoint refuses everyone"
-    )
-    freeswitch_token: SecretStr | None = Field(
-        None, description="mod_audio_stream URLs must carry ?token=; unset: the FreeSWITCH endpoint refuses everyone"
-    )
     telephony_tenant: str | None = Field(
         None, description="tenant whose agents carriers reach by name when a webhook names no tenant"
     )
@@ -152,6 +140,28 @@ class Settings(BaseSettings):
         description="environment variables a local document (parley call) may name in api_key_env; never PARLEY_*; "
         "parley serve never reads them",
     )
+
+    _given: dict[str, Any] = PrivateAttr(default_factory=dict)  # values for no field here: for sections
+    _sections: dict[type[BaseSettings], BaseSettings] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _keep_section_values(cls, data: Any, handler: ModelWrapValidatorHandler[Settings]) -> Settings:
+        """``Settings(twilio_auth_token=…)`` still configures Twilio: what no field here takes is kept for sections
+        (privately: never dumped, never logged)."""
+        settings = handler(data)
+        if isinstance(data, dict):
+            settings._given = {k: v for k, v in data.items() if k not in cls.model_fields}
+        return settings
+
+    def section(self, model: type[S]) -> S:
+        """``model`` (a plugin's own settings, e.g. a carrier's) from the same ``PARLEY_*`` environment and .env,
+        with the values this object was given; made once per Settings object."""
+        if model not in self._sections:
+            self._sections[model] = model(**{k: v for k, v in self._given.items() if k in model.model_fields})
+        section = self._sections[model]
+        assert isinstance(section, model)
+        return section
 
     @cached_property
     def effective_database_url(self) -> str:

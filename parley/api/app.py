@@ -10,30 +10,22 @@ import structlog
 from fastapi import APIRouter, FastAPI
 
 from parley import __version__
+from parley.api.deps import app_state
 from parley.api.routers import agents, calls, credentials, keys, numbers, talk
 from parley.api.security import add_security
 from parley.api.state import AppState
 from parley.config import Settings
 from parley.logs import ensure_logging
 from parley.redact import register_settings_secrets
+from parley.telephony.carrier import carriers
+from parley.telephony.state import telephony_state
 
 log = structlog.get_logger(__name__)
 
 
 def telephony_routers() -> list[APIRouter]:
-    """Carrier webhooks and media streams (/telephony/<provider>/…), one module per provider."""
-    import importlib
-
-    routers: list[APIRouter] = []
-    for name in ("twilio", "vonage", "plivo", "exotel", "asterisk", "freeswitch"):
-        try:
-            module = importlib.import_module(f"parley.telephony.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"parley.telephony.{name}":
-                raise
-            continue
-        routers.append(module.router)
-    return routers
+    """Carrier webhooks and media streams (/telephony/<carrier>/…): every registered carrier's router."""
+    return [carrier.router for carrier in carriers.all()]
 
 
 async def start_sip(settings: Settings, state: AppState) -> Any:
@@ -55,6 +47,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     ensure_logging()  # `parley serve` has set it up already; any other server gets it here
     register_settings_secrets(settings)  # their values are masked in every log line
+    for carrier in carriers.all():
+        register_settings_secrets(carrier.settings(settings))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -79,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     for router in telephony_routers():
         app.include_router(router)
+    app.dependency_overrides[telephony_state] = app_state  # carrier routes get this app's state
 
     @app.get("/health", tags=["health"])
     async def health() -> dict[str, str]:

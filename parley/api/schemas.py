@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from parley.api.auth import Role
+from parley.telephony.outbound import dialling_carriers
+
+if TYPE_CHECKING:
+    Provider = str
+else:  # every registered carrier that dials, and the native SIP endpoint
+    Provider = Literal[(*dialling_carriers(), "sip")]
 
 
 class _Out(BaseModel):
@@ -120,7 +126,7 @@ class CallCreate(BaseModel):
     agent_id: str = Field(min_length=1, max_length=200, description="agent id or name")
     to: str = Field(min_length=1, max_length=200, pattern=DIALLABLE, description="phone number (E.164) or SIP URI")
     from_: str | None = Field(None, alias="from", max_length=200, pattern=DIALLABLE, description="caller id (yours)")
-    provider: Literal["twilio", "vonage", "plivo", "exotel", "sip"] = "twilio"
+    provider: Provider = "twilio"
 
 
 class NumberCreate(BaseModel):

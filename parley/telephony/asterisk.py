@@ -19,38 +19,33 @@ after the words they belong to were counted as spoken, so they are better lost.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import re
 from collections.abc import Callable
 from typing import Any
 
 import structlog
-from fastapi import APIRouter, Depends, WebSocket
+from fastapi import WebSocket
+from pydantic import Field, SecretStr
 
-from parley.api.deps import State
 from parley.audio import alaw_to_pcm16, pcm16_to_alaw, pcm16_to_ulaw, ulaw_to_pcm16
 from parley.config import Settings
-from parley.telephony.stream import (
-    Dtmf,
-    Event,
-    Info,
-    Media,
-    Outgoing,
-    Pause,
-    StreamProtocol,
-    StreamStart,
-    WireError,
-    run_media_stream,
-)
-from parley.telephony.webhooks import carrier_configured, safe_equal, source_limit
+from parley.telephony import webhooks, wire
+from parley.telephony.carrier import Carrier, CarrierSettings, carriers
+from parley.telephony.state import State
+from parley.telephony.stream import run_media_stream
 
 log = structlog.get_logger(__name__)
-router = APIRouter(
-    prefix="/telephony/asterisk", tags=["telephony"],
-    dependencies=[Depends(source_limit), Depends(carrier_configured("asterisk"))],
-)  # fmt: skip
+router = webhooks.carrier_router("asterisk")
+
+
+class AsteriskSettings(CarrierSettings):
+    credentials = ("asterisk_password",)
+
+    asterisk_username: str = Field("parley", description="websocket_client.conf username Asterisk sends")
+    asterisk_password: SecretStr | None = Field(
+        None, description="the Basic password Asterisk must send; unset: the Asterisk endpoint refuses everyone"
+    )
 
 
 def _same(b: bytes) -> bytes:
@@ -67,12 +62,11 @@ CODECS: dict[str, Codec] = {
 }
 NAME = re.compile(r"[A-Z][A-Z_]{1,40}")
 INFO_EVENTS = {"QUEUE_DRAINED", "MEDIA_BUFFERING_COMPLETED", "MEDIA_MARK_PROCESSED", "STATUS", "ERROR", "MEDIA_END"}
-DIGITS = "0123456789*#ABCD"
 #: channel variables (set with ``__`` so the WebSocket channel inherits them) that stand in for query parameters
 VARIABLES = {"PARLEY_AGENT": "agent", "PARLEY_TENANT": "tenant", "PARLEY_CALLER": "caller", "PARLEY_CALLED": "called"}
 
 
-class AsteriskStream(StreamProtocol):
+class AsteriskStream(wire.StreamProtocol):
     """chan_websocket frames ↔ call events."""
 
     name = "asterisk"
@@ -83,36 +77,33 @@ class AsteriskStream(StreamProtocol):
         self.codec = ""
         self.json = False  # answer in the form MEDIA_START came in
 
-    def parse(self, message: str | bytes) -> list[Event]:
+    def parse(self, message: str | bytes) -> list[wire.Event]:
         if isinstance(message, bytes):
             if not self.codec:
-                raise WireError("media before MEDIA_START")
+                raise wire.WireError("media before MEDIA_START")
             if self.codec.startswith("slin") and len(message) % 2:
-                raise WireError(f"slin frame of odd length {len(message)}")
-            return [Media(CODECS[self.codec][1](message))] if message else []
+                raise wire.WireError(f"slin frame of odd length {len(message)}")
+            return [wire.Media(CODECS[self.codec][1](message))] if message else []
         event, fields = _control(message)
         if event == "MEDIA_START":
             return [self._start(fields, json_form=message.lstrip().startswith("{"))]
         if not self.codec:
-            raise WireError(f"{event} before MEDIA_START")
+            raise wire.WireError(f"{event} before MEDIA_START")
         if event == "DTMF_END":
-            digit = str(fields.get("digit", ""))
-            if len(digit) != 1 or digit not in DIGITS:
-                raise WireError(f"bad DTMF digit {digit[:8]!r}")
-            return [Dtmf(digit)]
+            return [wire.dtmf(str(fields.get("digit", "")))]
         if event == "MEDIA_XOFF":
-            return [Pause(True)]
+            return [wire.Pause(True)]
         if event == "MEDIA_XON":
-            return [Pause(False)]
+            return [wire.Pause(False)]
         if event in INFO_EVENTS:
             detail = fields.get("error_text") or fields.get("correlation_id") or ""
-            return [Info(f"{event} {str(detail)[:100]}".strip())]
-        raise WireError(f"unknown control message {event!r}")
+            return [wire.Info(f"{event} {str(detail)[:100]}".strip())]
+        raise wire.WireError(f"unknown control message {event!r}")
 
-    def _start(self, fields: dict[str, Any], json_form: bool) -> StreamStart:
+    def _start(self, fields: dict[str, Any], json_form: bool) -> wire.StreamStart:
         codec = str(fields.get("format", ""))
         if codec not in CODECS:
-            raise WireError(f"unsupported format {codec[:20]!r}: dial with c(ulaw), c(alaw), c(slin) or c(slin16)")
+            raise wire.WireError(f"unsupported format {codec[:20]!r}: dial with c(ulaw), c(alaw), c(slin) or c(slin16)")
         self.codec, self.json = codec, json_form
         self.sample_rate = CODECS[codec][0]
         params = dict(self.params)
@@ -122,7 +113,7 @@ class AsteriskStream(StreamProtocol):
                 if isinstance(variables.get(var), str) and variables[var] and not params.get(key):
                     params[key] = variables[var]
         channel_id = str(fields.get("channel_id") or fields.get("channel") or "")
-        return StreamStart(
+        return wire.StreamStart(
             stream_id=str(fields.get("connection_id", "")), provider_call_id=channel_id or None,
             caller=params.get("caller") or None, called=params.get("called") or None, params=params,
         )  # fmt: skip
@@ -130,13 +121,13 @@ class AsteriskStream(StreamProtocol):
     def _command(self, name: str) -> str:
         return json.dumps({"command": name}) if self.json else name
 
-    def audio(self, pcm: bytes) -> list[Outgoing]:
+    def audio(self, pcm: bytes) -> list[wire.Outgoing]:
         return [CODECS[self.codec][2](pcm) if self.codec else pcm]
 
-    def clear(self) -> Outgoing | None:
+    def clear(self) -> wire.Outgoing | None:
         return self._command("FLUSH_MEDIA")
 
-    def hangup(self) -> Outgoing | None:
+    def hangup(self) -> wire.Outgoing | None:
         return self._command("HANGUP")
 
 
@@ -148,9 +139,9 @@ def _control(message: str) -> tuple[str, dict[str, Any]]:
         try:
             data = json.loads(text)
         except (ValueError, RecursionError):
-            raise WireError("control message is not valid JSON") from None
+            raise wire.WireError("control message is not valid JSON") from None
         if not isinstance(data, dict) or not isinstance(data.get("event"), str):
-            raise WireError("JSON control message without an event")
+            raise wire.WireError("JSON control message without an event")
         event = data["event"]
         fields = data
     else:
@@ -166,31 +157,34 @@ def _control(message: str) -> tuple[str, dict[str, Any]]:
             elif event == "MEDIA_BUFFERING_COMPLETED" and token:
                 fields["correlation_id"] = token  # its optional id comes bare
             else:
-                raise WireError(f"malformed field {token[:20]!r} in {event[:40]}")
+                raise wire.WireError(f"malformed field {token[:20]!r} in {event[:40]}")
     if not NAME.fullmatch(event):
-        raise WireError(f"not a control message: {text[:40]!r}")
+        raise wire.WireError(f"not a control message: {text[:40]!r}")
     return event, fields
 
 
 def credentials_ok(settings: Settings, authorization: str) -> bool:
     """HTTP Basic from websocket_client.conf ``username``/``password``: PARLEY_ASTERISK_PASSWORD (unset: nobody)."""
-    if settings.asterisk_password is None or not settings.asterisk_password.get_secret_value():
-        return False
-    scheme, _, value = authorization.partition(" ")
-    try:
-        given = base64.b64decode(value.strip(), validate=True).decode()
-    except (binascii.Error, ValueError):
-        return False
-    expected = f"{settings.asterisk_username}:{settings.asterisk_password.get_secret_value()}"
-    return scheme.lower() == "basic" and safe_equal(given, expected)
+    own = settings.section(AsteriskSettings)
+    password = own.asterisk_password.get_secret_value() if own.asterisk_password is not None else ""
+    return webhooks.basic_auth_ok(authorization, own.asterisk_username, password)
 
 
 @router.websocket("/media")
 async def media(ws: WebSocket, state: State) -> None:
     if not credentials_ok(state.settings, ws.headers.get("authorization", "")):
-        log.warning("asterisk_bad_credentials")
-        await ws.close(code=1008, reason="invalid credentials")  # before accept: the handshake gets a 403
+        await webhooks.refuse_handshake(ws, "asterisk_bad_credentials", "invalid credentials")
         return
     offered = ws.scope.get("subprotocols") or []
     await ws.accept(subprotocol="media" if "media" in offered else None)  # websocket_client.conf protocols = media
-    await run_media_stream(ws, AsteriskStream(dict(ws.query_params)), state)
+    await run_media_stream(ws, carriers.get("asterisk"), AsteriskStream(dict(ws.query_params)), state)
+
+
+@carriers.register
+class Asterisk(Carrier):
+    """Asterisk's chan_websocket dials Parley; the PBX's dialplan does transfers, HANGUP ends the call."""
+
+    name = "asterisk"
+    settings_model = AsteriskSettings
+    protocol = AsteriskStream
+    router = router

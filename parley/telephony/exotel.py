@@ -17,7 +17,6 @@ the answered call straight to Parley.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import json
@@ -27,43 +26,34 @@ from urllib.parse import quote, urlencode
 
 import httpx
 import structlog
-from fastapi import APIRouter, Depends, Request, Response, WebSocket
+from fastapi import Request, Response, WebSocket
+from pydantic import Field, SecretStr
 
-from parley.api.deps import State
-from parley.api.state import AppState
-from parley.calls.live import CallTarget
 from parley.config import Settings
-from parley.store.calls import CallRepo
-from parley.telephony.outbound import record_carrier_status
-from parley.telephony.stream import (
-    Dtmf,
-    Event,
-    Info,
-    MarkPlayed,
-    Media,
-    Outgoing,
-    SequenceCheck,
-    Stop,
-    StreamProtocol,
-    StreamStart,
-    WireError,
-    json_event,
-    member,
-    run_media_stream,
-)
-from parley.telephony.webhooks import carrier_configured, public_url, safe_equal, source_limit, ws_base
+from parley.telephony import webhooks, wire
+from parley.telephony.carrier import Carrier, CarrierSettings, Outbound, carriers
+from parley.telephony.state import State, TelephonyState
+from parley.telephony.stream import run_media_stream
 
 log = structlog.get_logger(__name__)
-router = APIRouter(
-    prefix="/telephony/exotel", tags=["telephony"],
-    dependencies=[Depends(source_limit), Depends(carrier_configured("exotel"))],
-)  # fmt: skip
+router = webhooks.carrier_router("exotel")
 
 FAILED = {"busy", "failed", "no-answer", "canceled", "cancelled"}
-DIGITS = "0123456789*#ABCD"
 
 
-class ExotelStream(StreamProtocol):
+class ExotelSettings(CarrierSettings):
+    credentials = ("exotel_api_key", "exotel_api_token")
+
+    exotel_account_sid: str | None = None
+    exotel_api_key: str | None = None
+    exotel_api_token: SecretStr | None = Field(
+        None, description="with exotel_api_key, the stream's Basic credentials; either unset: Exotel is off"
+    )
+    exotel_subdomain: str = "api.exotel.com"
+    exotel_api_base_url: str | None = Field(None, description="tests: a local server speaking Exotel's API")
+
+
+class ExotelStream(wire.StreamProtocol):
     """Exotel AgentStream JSON messages ↔ call events."""
 
     name = "exotel"
@@ -73,59 +63,52 @@ class ExotelStream(StreamProtocol):
     def __init__(self, params: dict[str, str] | None = None) -> None:
         self.params = dict(params or {})  # the applet URL's query (Exotel echoes it as custom_parameters too)
         self.stream_sid = ""
-        self._check_order = SequenceCheck("sequence_number")
+        self._check_order = wire.SequenceCheck("sequence_number")
 
-    def parse(self, message: str | bytes) -> list[Event]:
-        data, event = json_event(message, "Exotel stream messages")
+    def parse(self, message: str | bytes) -> list[wire.Event]:
+        data, event = wire.json_event(message, "Exotel stream messages")
         self._check_order(data)
         if event == "connected":
-            return [Info("connected")]
+            return [wire.Info("connected")]
         if event == "start":
             if self.stream_sid:  # the stream is already named: another stream_sid must not take it over
-                raise WireError("a second start")
+                raise wire.WireError("a second start")
             return [self._start(data)]
         if not self.stream_sid:
-            raise WireError(f"{event[:32]} before start")
+            raise wire.WireError(f"{event[:32]} before start")
         if str(data.get("stream_sid", self.stream_sid)) != self.stream_sid:
-            raise WireError("message for another stream")
+            raise wire.WireError("message for another stream")
         if event == "media":
-            payload = member(data, "media").get("payload", "")
-            try:
-                pcm = base64.b64decode(payload if isinstance(payload, str) else "?", validate=True)
-            except (binascii.Error, ValueError):
-                raise WireError("media payload is not base64") from None
+            pcm = wire.b64_payload(wire.member(data, "media").get("payload", ""))
             if len(pcm) % 2:
-                raise WireError(f"media payload of odd length {len(pcm)}")
-            return [Media(pcm)] if pcm else []
+                raise wire.WireError(f"media payload of odd length {len(pcm)}")
+            return [wire.Media(pcm)] if pcm else []
         if event == "dtmf":
-            digit = str(member(data, "dtmf").get("digit", ""))
-            if len(digit) != 1 or digit not in DIGITS:
-                raise WireError(f"bad DTMF digit {digit[:8]!r}")
-            return [Dtmf(digit)]
+            return [wire.dtmf(str(wire.member(data, "dtmf").get("digit", "")))]
         if event == "mark":
-            name = member(data, "mark").get("name")
+            name = wire.member(data, "mark").get("name")
             if not isinstance(name, str):
-                raise WireError("mark without a name")
-            return [MarkPlayed(name)]
+                raise wire.WireError("mark without a name")
+            return [wire.MarkPlayed(name)]
         if event == "clear":
-            return [Info("clear")]
+            return [wire.Info("clear")]
         if event == "stop":
             stop = data.get("stop")
             reason = str(stop.get("reason", "")) if isinstance(stop, dict) else ""
-            return [Stop("caller-hangup" if reason in ("", "callended") else f"stream-{reason[:40]}")]
-        raise WireError(f"unknown event {event[:32]!r}")
+            return [wire.Stop("caller-hangup" if reason in ("", "callended") else f"stream-{reason[:40]}")]
+        raise wire.WireError(f"unknown event {event[:32]!r}")
 
-    def _start(self, data: dict[str, Any]) -> StreamStart:
-        start = member(data, "start")
+    def _start(self, data: dict[str, Any]) -> wire.StreamStart:
+        start = wire.member(data, "start")
         sid = str(start.get("stream_sid") or data.get("stream_sid") or "")
         if not sid:
-            raise WireError("start without stream_sid")
+            raise wire.WireError("start without stream_sid")
         fmt = start.get("media_format") or {}
         if not isinstance(fmt, dict):
-            raise WireError("media_format is not an object")
+            raise wire.WireError("media_format is not an object")
         rate = str(fmt.get("sample_rate", "8000"))
         if rate not in ("8000", "16000"):
-            raise WireError(f"unsupported sample rate {rate[:10]!r}")
+            raise wire.WireError(f"unsupported sample rate {rate[:10]!r}")
         self.sample_rate = int(rate)
         self.stream_sid = sid
         custom = start.get("custom_parameters") or {}
@@ -134,19 +117,19 @@ class ExotelStream(StreamProtocol):
         caller, called = str(start.get("from") or "") or None, str(start.get("to") or "") or None
         if params.get("call"):  # an outbound call: "from" is the number dialled
             caller, called = called, caller
-        return StreamStart(
+        return wire.StreamStart(
             stream_id=sid, provider_call_id=str(start.get("call_sid") or "") or None, caller=caller, called=called,
             params=params,
         )  # fmt: skip
 
-    def audio(self, pcm: bytes) -> list[Outgoing]:
+    def audio(self, pcm: bytes) -> list[wire.Outgoing]:
         payload = base64.b64encode(pcm).decode()
         return [json.dumps({"event": "media", "stream_sid": self.stream_sid, "media": {"payload": payload}})]
 
-    def mark(self, name: str) -> Outgoing | None:
+    def mark(self, name: str) -> wire.Outgoing | None:
         return json.dumps({"event": "mark", "stream_sid": self.stream_sid, "mark": {"name": name}})
 
-    def clear(self) -> Outgoing | None:
+    def clear(self) -> wire.Outgoing | None:
         return json.dumps({"event": "clear", "stream_sid": self.stream_sid})
 
 
@@ -154,22 +137,16 @@ class ExotelStream(StreamProtocol):
 
 
 def _credentials(settings: Settings) -> tuple[str, str] | None:
-    if not settings.exotel_api_key or settings.exotel_api_token is None:
+    own = settings.section(ExotelSettings)
+    if not own.exotel_api_key or own.exotel_api_token is None:
         return None
-    return settings.exotel_api_key, settings.exotel_api_token.get_secret_value()
+    return own.exotel_api_key, own.exotel_api_token.get_secret_value()
 
 
-def basic_auth_ok(settings: Settings, authorization: str) -> bool:
+def stream_auth_ok(settings: Settings, authorization: str) -> bool:
     """The stream's ``Authorization: Basic`` header names this account's API key and token (unset: nobody's)."""
     creds = _credentials(settings)
-    if creds is None or not creds[1]:
-        return False
-    scheme, _, value = authorization.partition(" ")
-    try:
-        given = base64.b64decode(value.strip(), validate=True).decode()
-    except (binascii.Error, ValueError):
-        return False
-    return scheme.lower() == "basic" and safe_equal(given, f"{creds[0]}:{creds[1]}")
+    return creds is not None and webhooks.basic_auth_ok(authorization, *creds)
 
 
 def callback_token(settings: Settings, call_id: str) -> str | None:
@@ -187,13 +164,12 @@ def callback_token(settings: Settings, call_id: str) -> str | None:
 
 @router.websocket("/stream")
 async def stream(ws: WebSocket, state: State) -> None:
-    if not basic_auth_ok(state.settings, ws.headers.get("authorization", "")):
-        log.warning("exotel_stream_bad_credentials")
-        await ws.close(code=1008, reason="invalid credentials")  # before accept: the handshake gets a 403
+    if not stream_auth_ok(state.settings, ws.headers.get("authorization", "")):
+        await webhooks.refuse_handshake(ws, "exotel_stream_bad_credentials", "invalid credentials")
         return
     await ws.accept()
     params = {k: v for k, v in ws.query_params.items() if k != "sample-rate"}
-    await run_media_stream(ws, ExotelStream(params), state)
+    await run_media_stream(ws, carriers.get("exotel"), ExotelStream(params), state)
 
 
 @router.get("/status", operation_id="exotel_status_get")
@@ -211,20 +187,17 @@ async def status_callback(request: Request, state: State) -> Response:
     f = {k.lower(): str(v) for k, v in fields.items()}
     call_id = f.get("call", "")
     expected = callback_token(state.settings, call_id)
-    if not call_id or expected is None or not safe_equal(f.get("token", ""), expected):
+    if not call_id or expected is None or not webhooks.safe_equal(f.get("token", ""), expected):
         return Response(status_code=403)
     try:
         record_id = uuid.UUID(call_id)
     except ValueError:
         return Response(status_code=403)
     status = f.get("status") or f.get("callstatus") or ""
-    async with state.db.session() as s:
-        repo = CallRepo(s)
-        call = await repo.by_provider_id("exotel", f.get("callsid") or f.get("call_sid") or "")
-        if call is None or call.id != record_id:
-            log.info("exotel_status_unknown_call", status=status)
-            return Response(status_code=204)
-        await record_carrier_status(repo, call, status, FAILED, duration=f.get("conversationduration"))
+    sid = f.get("callsid") or f.get("call_sid") or ""
+    duration = f.get("conversationduration")
+    if not await webhooks.carrier_status(state, "exotel", sid, status, FAILED, record_id=record_id, duration=duration):
+        log.info("exotel_status_unknown_call", status=status)
     return Response(status_code=204)
 
 
@@ -232,47 +205,55 @@ async def status_callback(request: Request, state: State) -> Response:
 
 
 def api_base(settings: Settings) -> str:
-    return (settings.exotel_api_base_url or f"https://{settings.exotel_subdomain}").rstrip("/")
+    own = settings.section(ExotelSettings)
+    return (own.exotel_api_base_url or f"https://{own.exotel_subdomain}").rstrip("/")
 
 
-async def dial(
-    state: AppState, target: CallTarget, call_id: uuid.UUID, to: str, from_: str | None, base_url: str
-) -> str:
-    """Dial ``to`` and stream the answered call to Parley (AgentStream connect API). Returns the CallSid."""
-    settings = state.settings
-    creds = _credentials(settings)
-    if creds is None or not settings.exotel_account_sid:
-        raise RuntimeError(
-            "Exotel calls need PARLEY_EXOTEL_ACCOUNT_SID, PARLEY_EXOTEL_API_KEY and PARLEY_EXOTEL_API_TOKEN"
+@carriers.register
+class Exotel(Carrier):
+    """Exotel: the Voicebot applet's AgentStream WebSocket (HTTP Basic), status callbacks, the connect API."""
+
+    name = "exotel"
+    settings_model = ExotelSettings
+    protocol = ExotelStream
+    router = router
+
+    async def dial(self, state: TelephonyState, call: Outbound) -> str:
+        """Dial ``to`` and stream the answered call to Parley (AgentStream connect API). Returns the CallSid."""
+        settings = state.settings
+        creds, account_sid = _credentials(settings), settings.section(ExotelSettings).exotel_account_sid
+        if creds is None or not account_sid:
+            raise RuntimeError(
+                "Exotel calls need PARLEY_EXOTEL_ACCOUNT_SID, PARLEY_EXOTEL_API_KEY and PARLEY_EXOTEL_API_TOKEN"
+            )
+        if not call.from_:
+            raise ValueError("Exotel needs a 'from' number (your ExoPhone, shown as the caller id)")
+        scheme, _, host = webhooks.ws_base(call.base).partition("://")
+        userinfo = f"{quote(creds[0], safe='')}:{quote(creds[1], safe='')}@"
+        status_query = urlencode(
+            {"call": str(call.call_id), "token": callback_token(settings, str(call.call_id)) or ""}
         )
-    if not from_:
-        raise ValueError("Exotel needs a 'from' number (your ExoPhone, shown as the caller id)")
-    base = public_url(settings, base_url)
-    scheme, _, host = ws_base(base).partition("://")
-    query = urlencode({"agent": str(target.agent_id), "tenant": str(target.tenant_id), "call": str(call_id)})
-    userinfo = f"{quote(creds[0], safe='')}:{quote(creds[1], safe='')}@"
-    status_query = urlencode({"call": str(call_id), "token": callback_token(settings, str(call_id)) or ""})
-    form = [
-        ("from", to), ("callerid", from_), ("streamtype", "bidirectional"),
-        ("streamurl", f"{scheme}://{userinfo}{host}/telephony/exotel/stream?{query}"),
-        ("statuscallback", f"{base}/telephony/exotel/status?{status_query}"),
-        ("statuscallbackevents[]", "answered"), ("statuscallbackevents[]", "terminal"),
-        ("customfield", str(call_id)),
-    ]  # fmt: skip
-    url = f"{api_base(settings)}/v1/accounts/{settings.exotel_account_sid}/calls/connect"
-    async with httpx.AsyncClient(timeout=15) as client:
-        response = await client.post(url, data=_multi(form), auth=creds)
-    if response.status_code >= 400:
-        raise RuntimeError(f"Exotel refused the call ({response.status_code}): {response.text[:200]}")
-    try:
-        data = response.json()
-        call = data.get("call") or data.get("Call") or {}
-        sid = call.get("sid") or call.get("Sid")
-    except (ValueError, AttributeError):
-        sid = None
-    if not isinstance(sid, str) or not sid:
-        raise RuntimeError("Exotel did not return the call's sid")
-    return sid
+        form = [
+            ("from", call.to), ("callerid", call.from_), ("streamtype", "bidirectional"),
+            ("streamurl", f"{scheme}://{userinfo}{host}/telephony/exotel/stream?{call.query}"),
+            ("statuscallback", f"{call.base}/telephony/exotel/status?{status_query}"),
+            ("statuscallbackevents[]", "answered"), ("statuscallbackevents[]", "terminal"),
+            ("customfield", str(call.call_id)),
+        ]  # fmt: skip
+        url = f"{api_base(settings)}/v1/accounts/{account_sid}/calls/connect"
+        async with httpx.AsyncClient(timeout=15) as client:
+            response = await client.post(url, data=_multi(form), auth=creds)
+        if response.status_code >= 400:
+            raise RuntimeError(f"Exotel refused the call ({response.status_code}): {response.text[:200]}")
+        try:
+            data = response.json()
+            made = data.get("call") or data.get("Call") or {}
+            sid = made.get("sid") or made.get("Sid")
+        except (ValueError, AttributeError):
+            sid = None
+        if not isinstance(sid, str) or not sid:
+            raise RuntimeError("Exotel did not return the call's sid")
+        return sid
 
 
 def _multi(pairs: list[tuple[str, str]]) -> dict[str, str | list[str]]:

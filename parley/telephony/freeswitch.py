@@ -22,33 +22,32 @@ import base64
 import json
 
 import structlog
-from fastapi import APIRouter, Depends, WebSocket
+from fastapi import WebSocket
+from pydantic import Field, SecretStr
 
-from parley.api.deps import State
 from parley.config import Settings
-from parley.telephony.stream import (
-    Event,
-    Info,
-    Media,
-    Outgoing,
-    StreamProtocol,
-    StreamStart,
-    WireError,
-    run_media_stream,
-)
-from parley.telephony.webhooks import carrier_configured, safe_equal, source_limit
+from parley.telephony import webhooks, wire
+from parley.telephony.carrier import Carrier, CarrierSettings, carriers
+from parley.telephony.state import State
+from parley.telephony.stream import run_media_stream
 
 log = structlog.get_logger(__name__)
-router = APIRouter(
-    prefix="/telephony/freeswitch", tags=["telephony"],
-    dependencies=[Depends(source_limit), Depends(carrier_configured("freeswitch"))],
-)  # fmt: skip
+router = webhooks.carrier_router("freeswitch")
+
+
+class FreeSwitchSettings(CarrierSettings):
+    credentials = ("freeswitch_token",)
+
+    freeswitch_token: SecretStr | None = Field(
+        None, description="mod_audio_stream URLs must carry ?token=; unset: the FreeSWITCH endpoint refuses everyone"
+    )
+
 
 #: metadata keys Parley reads (the rest is ignored)
 KEYS = ("agent", "tenant", "caller", "called", "uuid", "call")
 
 
-class FreeSwitchStream(StreamProtocol):
+class FreeSwitchStream(wire.StreamProtocol):
     """mod_audio_stream frames ↔ call events. The first message, whatever it is, starts the call."""
 
     name = "freeswitch"
@@ -59,26 +58,26 @@ class FreeSwitchStream(StreamProtocol):
         self.sample_rate = sample_rate
         self.started = False
 
-    def parse(self, message: str | bytes) -> list[Event]:
+    def parse(self, message: str | bytes) -> list[wire.Event]:
         if isinstance(message, bytes):
             if len(message) % 2:
-                raise WireError(f"audio frame of odd length {len(message)}")
-            media: list[Event] = [Media(message)] if message else []
+                raise wire.WireError(f"audio frame of odd length {len(message)}")
+            media: list[wire.Event] = [wire.Media(message)] if message else []
             return media if self.started else [self._start({}), *media]
         if self.started:
-            return [Info(f"text from FreeSWITCH: {message[:80]}")]
+            return [wire.Info(f"text from FreeSWITCH: {message[:80]}")]
         return [self._start(_metadata(message))]
 
-    def _start(self, metadata: dict[str, str]) -> StreamStart:
+    def _start(self, metadata: dict[str, str]) -> wire.StreamStart:
         self.started = True
         params = {**metadata, **self.params}  # the URL Parley was reached at wins over what the call says
         call_uuid = params.get("uuid", "")
-        return StreamStart(
+        return wire.StreamStart(
             stream_id=call_uuid, provider_call_id=call_uuid or None, caller=params.get("caller") or None,
             called=params.get("called") or None, params=params,
         )  # fmt: skip
 
-    def audio(self, pcm: bytes) -> list[Outgoing]:
+    def audio(self, pcm: bytes) -> list[wire.Outgoing]:
         data = {"audioDataType": "raw", "sampleRate": self.sample_rate, "audioData": base64.b64encode(pcm).decode()}
         return [json.dumps({"type": "streamAudio", "data": data})]
 
@@ -96,20 +95,30 @@ def _metadata(text: str) -> dict[str, str]:
 
 def token_ok(settings: Settings, given: str) -> bool:
     """The stream URL carries PARLEY_FREESWITCH_TOKEN (``…?token=…``); unset, no URL does."""
-    expected = settings.freeswitch_token.get_secret_value() if settings.freeswitch_token is not None else ""
-    return bool(expected) and safe_equal(given, expected)
+    own = settings.section(FreeSwitchSettings).freeswitch_token
+    expected = own.get_secret_value() if own is not None else ""
+    return bool(expected) and webhooks.safe_equal(given, expected)
 
 
 @router.websocket("/stream")
 async def stream(ws: WebSocket, state: State) -> None:
     query = dict(ws.query_params)
     if not token_ok(state.settings, query.pop("token", "")):
-        log.warning("freeswitch_bad_token")
-        await ws.close(code=1008, reason="invalid token")  # before accept: the handshake gets a 403
+        await webhooks.refuse_handshake(ws, "freeswitch_bad_token", "invalid token")
         return
     rate = query.pop("rate", "16000")
     if rate not in ("8000", "16000"):
         await ws.close(code=1008, reason="rate must be 8000 or 16000")
         return
     await ws.accept()
-    await run_media_stream(ws, FreeSwitchStream(query, int(rate)), state)
+    await run_media_stream(ws, carriers.get("freeswitch"), FreeSwitchStream(query, int(rate)), state)
+
+
+@carriers.register
+class FreeSwitch(Carrier):
+    """FreeSWITCH's mod_audio_stream streams a channel to Parley; its dialplan decides what follows a hang-up."""
+
+    name = "freeswitch"
+    settings_model = FreeSwitchSettings
+    protocol = FreeSwitchStream
+    router = router

@@ -1,47 +1,29 @@
-"""Outbound calls: one ``dial`` per provider, chosen by name, behind ``POST /v1/calls``.
+"""Outbound calls: the ``dial`` of the carrier chosen by name, behind ``POST /v1/calls``.
 
 The call record is created first (status ``dialing``) so it exists even if the
 carrier never calls back; the provider's call id is stored on it, and the media
-stream or SIP dialog that follows turns it ``active``. A provider module offers
-``async def dial(state, target, call_id, to, from_, base_url) -> provider call id``.
+stream or SIP dialog that follows turns it ``active``. A carrier that dials
+overrides :meth:`parley.telephony.carrier.Carrier.dial`.
 """
 
 from __future__ import annotations
 
-import importlib
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable
 
 import structlog
 
-from parley.api.state import AppState
 from parley.calls.live import CallTarget
 from parley.store.calls import CallRepo
 from parley.store.models import Call
+from parley.telephony.carrier import Outbound, UnknownCarrier, carriers
+from parley.telephony.state import TelephonyState
+from parley.telephony.webhooks import public_url
 
 log = structlog.get_logger(__name__)
 
-Dial = Callable[[AppState, CallTarget, uuid.UUID, str, str | None, str], Awaitable[str]]
-
-#: provider name → module with a ``dial`` function
-PROVIDERS = {
-    "twilio": "parley.telephony.twilio",
-    "vonage": "parley.telephony.vonage",
-    "plivo": "parley.telephony.plivo",
-    "exotel": "parley.telephony.exotel",
-}  # "sip" is dialled by the running SIP endpoint (api/routers/calls.py)
-
-
-async def record_carrier_status(
-    repo: CallRepo, call: Call, status: str, failed: Collection[str], **details: str | None
-) -> None:
-    """A carrier's word on a call: always a ``carrier_status`` event; a dialled call that ends before it was
-    answered (a status in ``failed``, or ``completed`` while still dialing) is closed as failed."""
-    await repo.add_event(call.tenant_id, call.id, 0.0, "carrier_status",
-                         {"type": "carrier_status", "status": status, **details})  # fmt: skip
-    if call.status == "dialing" and (status in failed or status == "completed"):
-        await repo.end(call.tenant_id, call.id, "failed", status if status in failed else "not-answered", 0.0)
+Dial = Callable[[TelephonyState, Outbound], Awaitable[str]]
 
 
 class DialError(RuntimeError):
@@ -65,16 +47,23 @@ def public_reason(exc: BaseException) -> str:
 
 
 def dialer(provider: str) -> Dial:
+    """The ``dial`` of carrier ``provider`` ("sip" is dialled by the running SIP endpoint: api/routers/calls.py)."""
     try:
-        module = importlib.import_module(PROVIDERS[provider])
-    except KeyError:
-        raise DialError(f"unknown provider {provider!r}") from None
-    dial: Dial = module.dial
-    return dial
+        carrier = carriers.get(provider)
+    except UnknownCarrier:
+        carrier = None
+    if carrier is None or not carrier.dials:
+        raise DialError(f"unknown provider {provider!r}")
+    return carrier.dial
+
+
+def dialling_carriers() -> list[str]:
+    """The carriers ``POST /v1/calls`` offers as its ``provider``."""
+    return [carrier.name for carrier in carriers.all() if carrier.dials]
 
 
 async def place_call(
-    state: AppState, target: CallTarget, provider: str, to: str, from_: str | None, base_url: str
+    state: TelephonyState, target: CallTarget, provider: str, to: str, from_: str | None, base_url: str
 ) -> Call:
     """Creates the record, asks the provider to dial, and returns the record (failed if the dial failed)."""
     call_id = uuid.uuid4()
@@ -84,7 +73,8 @@ async def place_call(
             direction="outbound", called=to, status="dialing", call_id=call_id, worker_id=state.settings.worker_id,
         )  # fmt: skip
     try:
-        provider_call_id = await dialer(provider)(state, target, call_id, to, from_, base_url)
+        outbound = Outbound(target, call_id, to, from_, public_url(state.settings, base_url))
+        provider_call_id = await dialer(provider)(state, outbound)
     except Exception as exc:
         log.warning("dial_failed", provider=provider, error=(str(exc) or type(exc).__name__)[:300])
         message = public_reason(exc)

@@ -1,7 +1,7 @@
-"""What every carrier media stream shares: parsed wire events, a protocol interface, and the bridge to a call.
+"""The bridge from a carrier's media stream to a call, the same for every carrier.
 
-A provider module implements :class:`StreamProtocol` — how its WebSocket messages
-map to events and how agent audio, marks and "clear" are written on its wire —
+A carrier declares a :class:`~parley.telephony.wire.StreamProtocol` — how its WebSocket
+messages map to events and how agent audio, marks and "clear" are written on its wire —
 and :func:`run_media_stream` does the rest for all of them: wait for the stream's
 start, find the agent, load its models, run a :class:`LiveCall`, feed it the
 caller's audio and DTMF, and send the agent's audio back (paced by the playout,
@@ -12,174 +12,65 @@ skipped; a stream that sends only garbage is closed.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
-from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 import structlog
 from fastapi import WebSocket, WebSocketDisconnect
 from starlette.websockets import WebSocketState
 
-from parley.api.state import AppState
 from parley.calls.control import CallControl
 from parley.calls.live import CallInfo, CallTarget, LiveCall
 from parley.calls.session import Services
 from parley.store.credentials import TenantSecrets
+from parley.telephony.carrier import Carrier
 from parley.telephony.routing import NoSuchAgent, resolve_target
+from parley.telephony.state import TelephonyState
+from parley.telephony.wire import (
+    Dtmf,
+    Event,
+    Info,
+    MarkPlayed,
+    Media,
+    Outgoing,
+    Pause,
+    SequenceCheck,
+    Stop,
+    StreamProtocol,
+    StreamStart,
+    WireError,
+    json_event,
+    json_object,
+    member,
+)
+
+#: the wire's names, where they were before parley.telephony.wire held them
+__all__ = [
+    "Dtmf",
+    "Event",
+    "Info",
+    "MarkPlayed",
+    "Media",
+    "Outgoing",
+    "Pause",
+    "SequenceCheck",
+    "Stop",
+    "StreamControl",
+    "StreamProtocol",
+    "StreamStart",
+    "WireError",
+    "json_event",
+    "json_object",
+    "member",
+    "run_media_stream",
+]  # fmt: skip
 
 log = structlog.get_logger(__name__)
 
 START_TIMEOUT_S = 10.0  # a stream that does not say who it is within this is closed
 MAX_BAD_MESSAGES = 200  # garbage after this many is not a confused peer but a broken one
 MAX_MESSAGE_BYTES = 64_000
-
-
-class WireError(ValueError):
-    """A message that does not follow the provider's wire format (the text says how)."""
-
-
-# --- JSON wire helpers shared by the providers whose messages are JSON ---------------
-
-
-def json_object(message: str | bytes, what: str = "stream messages") -> dict[str, Any]:
-    """One JSON text message as an object; anything else (binary, not JSON, nested too deep) is a WireError."""
-    if isinstance(message, bytes):
-        raise WireError(f"{what} are JSON text")
-    try:
-        data = json.loads(message)
-    except (ValueError, RecursionError):
-        raise WireError("not JSON") from None
-    if not isinstance(data, dict):
-        raise WireError("not a JSON object")
-    return data
-
-
-def json_event(message: str | bytes, what: str = "stream messages") -> tuple[dict[str, Any], str]:
-    """A JSON message with a string ``event`` name (Twilio, Plivo, Exotel)."""
-    data = json_object(message, what)
-    if not isinstance(data.get("event"), str):
-        raise WireError("no event name")
-    return data, data["event"]
-
-
-def member(data: dict[str, Any], key: str) -> dict[str, Any]:
-    """The object ``data[key]``, which the message's event requires."""
-    value = data.get(key)
-    if not isinstance(value, dict):
-        raise WireError(f"{str(data.get('event'))[:32]} without a {key} object")
-    return value
-
-
-class SequenceCheck:
-    """Refuses messages whose sequence number (field ``key``) does not increase: replays, reordering."""
-
-    def __init__(self, key: str) -> None:
-        self.key = key
-        self.last = -1
-
-    def __call__(self, data: dict[str, Any]) -> None:
-        seq = data.get(self.key)
-        if seq is None:
-            return
-        try:
-            n = int(seq)
-        except (TypeError, ValueError, OverflowError):
-            raise WireError(f"{self.key} is not a number") from None
-        if n <= self.last:
-            raise WireError(f"message {n} out of order (after {self.last})")
-        self.last = n
-
-
-# --- events a provider's messages turn into ------------------------------------------
-
-
-@dataclass
-class StreamStart:
-    """The stream says which call it carries. ``params`` are the provider's custom parameters."""
-
-    stream_id: str = ""
-    provider_call_id: str | None = None
-    caller: str | None = None
-    called: str | None = None
-    params: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class Media:
-    """Caller audio, already PCM16 mono at the protocol's ``sample_rate``."""
-
-    pcm: bytes
-
-
-@dataclass
-class Dtmf:
-    digit: str
-
-
-@dataclass
-class MarkPlayed:
-    """The far end played everything sent before the mark called ``name``."""
-
-    name: str
-
-
-@dataclass
-class Pause:
-    """Back-pressure: stop (``True``) or resume (``False``) sending agent audio."""
-
-    paused: bool
-
-
-@dataclass
-class Stop:
-    reason: str = "caller-hangup"
-
-
-@dataclass
-class Info:
-    """Anything else the provider tells us that is worth a line in the log (not an error)."""
-
-    what: str
-
-
-Event = StreamStart | Media | Dtmf | MarkPlayed | Pause | Stop | Info
-Outgoing = str | bytes
-
-
-class StreamProtocol(ABC):
-    """One provider's wire format. A new instance per connection: it may keep per-stream state."""
-
-    #: recorded as the call's transport
-    name: str = ""
-    #: rate of the audio on the wire (and of the call's pipeline: no resampling per frame)
-    sample_rate: int = 8000
-    #: the far end echoes marks once it has played the audio before them
-    supports_marks: bool = False
-    #: send a mark after every this many speech frames (100 ms): what was heard is known to that precision
-    mark_every: int = 5
-
-    @abstractmethod
-    def parse(self, message: str | bytes) -> list[Event]:
-        """Events in one message; raises :class:`WireError` for what the format does not allow."""
-
-    @abstractmethod
-    def audio(self, pcm: bytes) -> list[Outgoing]:
-        """Messages that carry one 20 ms frame of agent audio (PCM16 at ``sample_rate``)."""
-
-    def mark(self, name: str) -> Outgoing | None:
-        return None
-
-    def clear(self) -> Outgoing | None:
-        """Message that makes the far end drop audio it has buffered (barge-in), if the protocol has one."""
-        return None
-
-    def hangup(self) -> Outgoing | None:
-        """Message that ends the call, if the protocol has one (otherwise the socket is closed)."""
-        return None
 
 
 # --- the transport side of a call ------------------------------------------------------
@@ -309,30 +200,22 @@ async def _receive(ws: WebSocket) -> str | bytes | None:
 
 
 TargetFinder = Callable[[StreamStart], Awaitable[CallTarget]]
-ControlSetup = Callable[[StreamControl, StreamStart, CallTarget], None]
 
 
 async def run_media_stream(
     ws: WebSocket,
+    carrier: Carrier,
     protocol: StreamProtocol,
-    state: AppState,
-    start: StreamStart | None = None,
+    state: TelephonyState,
     find_target: TargetFinder | None = None,
-    setup_control: ControlSetup | None = None,
 ) -> None:
-    """Carry one call over an accepted WebSocket: ``start`` when the connection itself said who it is (query
-    parameters), else the first start event on the wire."""
+    """Carry one call of ``carrier`` over an accepted WebSocket, from the first start event on the wire.
+    ``find_target`` names its agent (default: the start's parameters, unsigned: a PBX that proved who it is)."""
     bad = _BadMessages(protocol.name)
-    pending: list[Event] = []  # events after the start in the same message
-    try:
-        if start is None:
-            start, pending = await asyncio.wait_for(_await_start(ws, protocol, bad), START_TIMEOUT_S)
-    except (TimeoutError, WireError, WebSocketDisconnect) as exc:
-        log.warning("stream_no_start", transport=protocol.name, error=str(exc) or type(exc).__name__)
-        await _close(ws, 1008, "expected a start event")
+    started = await _started(ws, protocol, bad)
+    if started is None:
         return
-    if start is None:
-        return  # gone before it started
+    start, pending = started  # events after the start in the same message are pending
     try:
         target = await (find_target or _default_finder(state))(start)
     except NoSuchAgent as exc:
@@ -350,8 +233,7 @@ async def run_media_stream(
         await _close(ws, 1011, f"the agent's services cannot start: {exc}")
         return
     control = StreamControl(ws, protocol)
-    if setup_control is not None:
-        setup_control(control, start, target)
+    _carrier_actions(control, carrier, state, start.provider_call_id, f"http://{ws.url.netloc}")
     info = CallInfo(
         caller=start.caller, called=start.called, provider_call_id=start.provider_call_id,
         worker_id=state.settings.worker_id, call_id=_uuid(start.params.get("call")),
@@ -361,37 +243,70 @@ async def run_media_stream(
         target, services, state.db, state.blobs, protocol.name, control.send_audio,
         sample_rate=protocol.sample_rate, control=control, info=info, pace_input=False,
     )  # fmt: skip
-
-    async def audio_in() -> AsyncIterator[bytes]:
-        events = list(pending)
-        while True:
-            for event in events:
-                if isinstance(event, Media):
-                    yield event.pcm
-                elif isinstance(event, Dtmf):
-                    await call.dtmf(event.digit)
-                elif isinstance(event, MarkPlayed):
-                    control.mark_played(event.name)
-                elif isinstance(event, Pause):
-                    control.pause(event.paused)
-                elif isinstance(event, Stop):
-                    log.info("stream_stopped", transport=protocol.name, reason=event.reason)
-                    return
-                elif isinstance(event, StreamStart):
-                    bad.add("a second start event")
-                elif isinstance(event, Info):
-                    log.info("stream_info", transport=protocol.name, what=event.what[:200])
-            message = await _receive(ws)
-            if message is None:
-                raise WebSocketDisconnect(1000)
-            events = _parse(protocol, message, bad)
-
     try:
-        reason = await call.run(audio_in())
+        reason = await call.run(_audio_in(ws, protocol, call, control, pending, bad))
         log.info("stream_call_ended", transport=protocol.name, call_id=str(call.call_id), reason=reason)
     finally:
         await services.aclose()
         await control.close()
+
+
+async def _started(
+    ws: WebSocket, protocol: StreamProtocol, bad: _BadMessages
+) -> tuple[StreamStart, list[Event]] | None:
+    """The stream's start and the events after it in the same message; None (closed) when it never starts."""
+    try:
+        start, pending = await asyncio.wait_for(_await_start(ws, protocol, bad), START_TIMEOUT_S)
+    except (TimeoutError, WireError, WebSocketDisconnect) as exc:
+        log.warning("stream_no_start", transport=protocol.name, error=str(exc) or type(exc).__name__)
+        await _close(ws, 1008, "expected a start event")
+        return None
+    return None if start is None else (start, pending)  # None: gone before it started
+
+
+def _carrier_actions(
+    control: StreamControl, carrier: Carrier, state: TelephonyState, call_id: str | None, base_url: str
+) -> None:
+    """What the carrier's API does to this call, for the agent's actions (transfer, hang up)."""
+    if carrier.transfers:
+
+        async def transfer(to: str) -> None:
+            if not call_id:
+                raise RuntimeError("the stream did not name its call")
+            await carrier.transfer(state, call_id, to, base_url)
+
+        control.transfer_to = transfer
+    if call_id:
+        control.hang_up_with = lambda: carrier.hang_up(state, call_id)
+
+
+async def _audio_in(
+    ws: WebSocket, protocol: StreamProtocol, call: LiveCall, control: StreamControl, pending: list[Event],
+    bad: _BadMessages,
+) -> AsyncIterator[bytes]:  # fmt: skip
+    """The caller's audio, for the call; the other events act on the call and the control as they come."""
+    events = list(pending)
+    while True:
+        for event in events:
+            if isinstance(event, Media):
+                yield event.pcm
+            elif isinstance(event, Dtmf):
+                await call.dtmf(event.digit)
+            elif isinstance(event, MarkPlayed):
+                control.mark_played(event.name)
+            elif isinstance(event, Pause):
+                control.pause(event.paused)
+            elif isinstance(event, Stop):
+                log.info("stream_stopped", transport=protocol.name, reason=event.reason)
+                return
+            elif isinstance(event, StreamStart):
+                bad.add("a second start event")
+            elif isinstance(event, Info):
+                log.info("stream_info", transport=protocol.name, what=event.what[:200])
+        message = await _receive(ws)
+        if message is None:
+            raise WebSocketDisconnect(1000)
+        events = _parse(protocol, message, bad)
 
 
 def _parse(protocol: StreamProtocol, message: str | bytes, bad: _BadMessages) -> list[Event]:
@@ -422,7 +337,7 @@ async def _await_start(
                 bad.add(f"{type(event).__name__.lower()} before the stream started")
 
 
-def _default_finder(state: AppState) -> TargetFinder:
+def _default_finder(state: TelephonyState) -> TargetFinder:
     async def find(start: StreamStart) -> CallTarget:
         p = start.params
         return await resolve_target(

@@ -12,65 +12,40 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import json
-import uuid
 from typing import Annotated, Any
-from urllib.parse import urlencode
 
 import structlog
-from fastapi import APIRouter, Depends, HTTPException, Request, Response, WebSocket
+from fastapi import Depends, HTTPException, Request, Response, WebSocket
+from pydantic import Field, SecretStr
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 from twilio.twiml.voice_response import Connect, Dial, VoiceResponse
 
-from parley.api.deps import State
-from parley.api.state import AppState
 from parley.audio import pcm16_to_ulaw, ulaw_to_pcm16
-from parley.calls.live import CallTarget
 from parley.config import Settings
-from parley.store.calls import CallRepo
-from parley.telephony.outbound import record_carrier_status
-from parley.telephony.routing import NoSuchAgent
-from parley.telephony.stream import (
-    Dtmf,
-    Event,
-    Info,
-    MarkPlayed,
-    Media,
-    Outgoing,
-    SequenceCheck,
-    Stop,
-    StreamControl,
-    StreamProtocol,
-    StreamStart,
-    WireError,
-    json_event,
-    member,
-    run_media_stream,
-)
-from parley.telephony.webhooks import (
-    answer_target,
-    carrier_configured,
-    public_url,
-    sign_stream,
-    signed_stream_target,
-    source_limit,
-    ws_base,
-)
+from parley.telephony import webhooks, wire
+from parley.telephony.carrier import Carrier, CarrierSettings, Outbound, carriers
+from parley.telephony.state import State, TelephonyState
+from parley.telephony.stream import run_media_stream
 
 log = structlog.get_logger(__name__)
-router = APIRouter(
-    prefix="/telephony/twilio", tags=["telephony"],
-    dependencies=[Depends(source_limit), Depends(carrier_configured("twilio"))],
-)  # fmt: skip
+router = webhooks.carrier_router("twilio")
 
 #: CallStatus values that mean the call never connected or has ended
 FAILED = {"busy", "failed", "no-answer", "canceled"}
 ANSWERED_TTL_S = 24 * 3600  # how long a CallSid whose voice webhook was answered is remembered
 
 
-class TwilioStream(StreamProtocol):
+class TwilioSettings(CarrierSettings):
+    credentials = ("twilio_auth_token",)
+
+    twilio_account_sid: str | None = None
+    twilio_auth_token: SecretStr | None = Field(None, description="checks Twilio's signatures; unset: Twilio is off")
+    twilio_api_base_url: str | None = Field(None, description="tests: a local server speaking Twilio's REST API")
+
+
+class TwilioStream(wire.StreamProtocol):
     """Twilio Media Streams JSON messages ↔ call events."""
 
     name = "twilio"
@@ -79,92 +54,91 @@ class TwilioStream(StreamProtocol):
 
     def __init__(self) -> None:
         self.stream_sid = ""
-        self._check_order = SequenceCheck("sequenceNumber")
+        self._check_order = wire.SequenceCheck("sequenceNumber")
 
-    def parse(self, message: str | bytes) -> list[Event]:
-        data, event = json_event(message, "Media Streams messages")
+    def parse(self, message: str | bytes) -> list[wire.Event]:
+        data, event = wire.json_event(message, "Media Streams messages")
         self._check_order(data)
         if event == "connected":
-            return [Info(f"connected protocol={data.get('protocol')} version={data.get('version')}")]
+            return [wire.Info(f"connected protocol={data.get('protocol')} version={data.get('version')}")]
         if event == "start":
             if self.stream_sid:  # the stream is already named: another streamSid must not take it over
-                raise WireError("a second start")
+                raise wire.WireError("a second start")
             return [self._start(data)]
         if not self.stream_sid:
-            raise WireError(f"{event} before start")
+            raise wire.WireError(f"{event} before start")
         if data.get("streamSid", self.stream_sid) != self.stream_sid:
-            raise WireError("message for another stream")
+            raise wire.WireError("message for another stream")
         if event == "media":
-            media = member(data, "media")
+            media = wire.member(data, "media")
             if media.get("track", "inbound") not in ("inbound", "inbound_track"):
                 return []
-            try:
-                payload = base64.b64decode(str(media.get("payload", "")), validate=True)
-            except (binascii.Error, ValueError):
-                raise WireError("media payload is not base64") from None
-            return [Media(ulaw_to_pcm16(payload))] if payload else []
+            payload = wire.b64_payload(media.get("payload", ""))
+            return [wire.Media(ulaw_to_pcm16(payload))] if payload else []
         if event == "dtmf":
-            digit = str(member(data, "dtmf").get("digit", ""))
-            if len(digit) != 1 or digit not in "0123456789*#ABCD":
-                raise WireError(f"bad DTMF digit {digit[:8]!r}")
-            return [Dtmf(digit)]
+            return [wire.dtmf(str(wire.member(data, "dtmf").get("digit", "")))]
         if event == "mark":
-            return [MarkPlayed(str(member(data, "mark").get("name", "")))]
+            return [wire.MarkPlayed(str(wire.member(data, "mark").get("name", "")))]
         if event == "stop":
-            return [Stop("caller-hangup")]
-        raise WireError(f"unknown event {event[:32]!r}")
+            return [wire.Stop("caller-hangup")]
+        raise wire.WireError(f"unknown event {event[:32]!r}")
 
-    def _start(self, data: dict[str, Any]) -> StreamStart:
-        start = member(data, "start")
+    def _start(self, data: dict[str, Any]) -> wire.StreamStart:
+        start = wire.member(data, "start")
         sid = str(data.get("streamSid") or start.get("streamSid") or "")
         if not sid:
-            raise WireError("start without streamSid")
+            raise wire.WireError("start without streamSid")
         fmt = start.get("mediaFormat") or {}
         if isinstance(fmt, dict) and fmt.get("encoding") not in (None, "audio/x-mulaw"):
-            raise WireError(f"unsupported encoding {fmt.get('encoding')!r}")
+            raise wire.WireError(f"unsupported encoding {fmt.get('encoding')!r}")
         self.stream_sid = sid
         params = start.get("customParameters") or {}
         params = {str(k): str(v) for k, v in params.items()} if isinstance(params, dict) else {}
-        return StreamStart(
+        return wire.StreamStart(
             stream_id=sid, provider_call_id=str(start.get("callSid") or "") or None,
             caller=params.get("caller"), called=params.get("called"), params=params,
         )  # fmt: skip
 
-    def audio(self, pcm: bytes) -> list[Outgoing]:
+    def audio(self, pcm: bytes) -> list[wire.Outgoing]:
         payload = base64.b64encode(pcm16_to_ulaw(pcm)).decode()
         return [json.dumps({"event": "media", "streamSid": self.stream_sid, "media": {"payload": payload}})]
 
-    def mark(self, name: str) -> Outgoing | None:
+    def mark(self, name: str) -> wire.Outgoing | None:
         return json.dumps({"event": "mark", "streamSid": self.stream_sid, "mark": {"name": name}})
 
-    def clear(self) -> Outgoing | None:
+    def clear(self) -> wire.Outgoing | None:
         return json.dumps({"event": "clear", "streamSid": self.stream_sid})
 
 
 # --- configuration helpers ------------------------------------------------------------
 
 
+def _settings(settings: Settings) -> TwilioSettings:
+    return settings.section(TwilioSettings)
+
+
 def _auth_token(settings: Settings) -> str:
-    if settings.twilio_auth_token is None or not settings.twilio_auth_token.get_secret_value():
+    token = _settings(settings).twilio_auth_token
+    if token is None or not token.get_secret_value():
         raise HTTPException(status_code=403, detail="Twilio is not configured (PARLEY_TWILIO_AUTH_TOKEN)")
-    return settings.twilio_auth_token.get_secret_value()
+    return token.get_secret_value()
 
 
 def rest_client(settings: Settings) -> Client:
-    if not settings.twilio_account_sid or settings.twilio_auth_token is None:
+    own = _settings(settings)
+    if not own.twilio_account_sid or own.twilio_auth_token is None:
         raise RuntimeError("Twilio REST calls need PARLEY_TWILIO_ACCOUNT_SID and PARLEY_TWILIO_AUTH_TOKEN")
-    client = Client(settings.twilio_account_sid, settings.twilio_auth_token.get_secret_value())
-    if settings.twilio_api_base_url:  # a local server speaking Twilio's REST API (tests)
-        client.api.base_url = settings.twilio_api_base_url.rstrip("/")
+    client = Client(own.twilio_account_sid, own.twilio_auth_token.get_secret_value())
+    if own.twilio_api_base_url:  # a local server speaking Twilio's REST API (tests)
+        client.api.base_url = own.twilio_api_base_url.rstrip("/")
     return client
 
 
-async def verified_form(request: Request) -> dict[str, str]:
+async def verified_form(request: Request, state: State) -> dict[str, str]:
     """The webhook's form fields, once X-Twilio-Signature has been checked against the public URL."""
-    state: AppState = request.app.state.parley
     token = _auth_token(state.settings)
     form = {k: str(v) for k, v in (await request.form()).multi_items()}
-    url = public_url(state.settings, str(request.base_url)) + request.url.path
+    url = webhooks.public_url(state.settings, str(request.base_url)) + request.url.path
     if request.url.query:
         url += "?" + request.url.query
     signature = request.headers.get("x-twilio-signature", "")
@@ -194,20 +168,19 @@ async def voice(request: Request, form: Form, state: State) -> Response:
     if not await state.nonces.use(f"twilio-voice:{form.get('CallSid', '')}", ANSWERED_TTL_S):
         log.warning("twilio_replayed_webhook", call_sid=form.get("CallSid", "")[:64])
         raise HTTPException(status_code=403, detail="this call was already answered")
-    try:
-        target, params = await answer_target(
-            state.db, state.settings, request.query_params, caller, called, "call_sid", form.get("CallSid", "")
-        )
-    except NoSuchAgent as exc:
-        log.warning("twilio_unknown_agent", error=str(exc))
+    secret, call_sid = _auth_token(state.settings), form.get("CallSid", "")
+    answered = await webhooks.signed_answer(
+        state, "twilio", secret, request.query_params, (caller, called), "call_sid", call_sid
+    )
+    if answered is None:
         response = VoiceResponse()
         response.say("Sorry, this number is not in service.")
         response.hangup()
         return _twiml(response, status=404)
-    base = public_url(state.settings, str(request.base_url))
-    params = sign_stream(_auth_token(state.settings), params, state.settings.telephony_signature_ttl_s)
+    target, params = answered
+    base = webhooks.public_url(state.settings, str(request.base_url))
     connect = Connect()
-    stream = connect.stream(url=f"{ws_base(base)}/telephony/twilio/stream")
+    stream = connect.stream(url=f"{webhooks.ws_base(base)}/telephony/twilio/stream")
     for name, value in params.items():
         stream.parameter(name=name, value=value)
     response = VoiceResponse()
@@ -220,49 +193,30 @@ async def voice(request: Request, form: Form, state: State) -> Response:
 async def status_callback(form: Form, state: State) -> Response:
     """Call progress from Twilio: a dialled call that failed is closed; every status is an event."""
     sid, status = form.get("CallSid", ""), form.get("CallStatus", "")
-    async with state.db.session() as s:
-        repo = CallRepo(s)
-        call = await repo.by_provider_id("twilio", sid) if sid else None
-        if call is None:
-            log.info("twilio_status_unknown_call", call_sid=sid, status=status)
-            return Response(status_code=204)
-        await record_carrier_status(repo, call, status, FAILED, duration=form.get("CallDuration"))
+    if not await webhooks.carrier_status(state, "twilio", sid, status, FAILED, duration=form.get("CallDuration")):
+        log.info("twilio_status_unknown_call", call_sid=sid, status=status)
     return Response(status_code=204)
 
 
 @router.websocket("/stream")
 async def stream(ws: WebSocket, state: State) -> None:
     settings = state.settings
-    if settings.twilio_auth_token is None:
+    auth_token = _settings(settings).twilio_auth_token
+    if auth_token is None:
         await ws.close(code=1008, reason="Twilio is not configured")
         return
-    token = settings.twilio_auth_token.get_secret_value()
+    token = auth_token.get_secret_value()
     signature = ws.headers.get("x-twilio-signature")
     if signature is not None:
-        url = public_url(settings, f"http://{ws.url.netloc}").replace("http", "ws", 1) + ws.url.path
+        url = webhooks.public_url(settings, f"http://{ws.url.netloc}").replace("http", "ws", 1) + ws.url.path
         if not RequestValidator(token).validate(url, {}, signature):
             log.warning("twilio_stream_bad_signature")
             await ws.close(code=1008, reason="invalid X-Twilio-Signature")
             return
     await ws.accept()
-
-    find_target = signed_stream_target(state, token)
-
-    def setup(control: StreamControl, start: StreamStart, target: CallTarget) -> None:
-        call_sid = start.provider_call_id
-
-        async def transfer(to: str) -> None:
-            if not call_sid:
-                raise RuntimeError("the stream did not name its call")
-            response = VoiceResponse()
-            dial = Dial()
-            dial.sip(to) if to.startswith("sip:") else dial.number(to)
-            response.append(dial)
-            await update_call(settings, call_sid, twiml=str(response))
-
-        control.transfer_to = transfer
-
-    await run_media_stream(ws, TwilioStream(), state, find_target=find_target, setup_control=setup)
+    await run_media_stream(
+        ws, carriers.get("twilio"), TwilioStream(), state, webhooks.signed_stream_target(state, token)
+    )
 
 
 # --- REST API: outbound calls and call updates -----------------------------------------
@@ -273,22 +227,35 @@ async def update_call(settings: Settings, call_sid: str, **fields: Any) -> None:
     await asyncio.to_thread(lambda: client.calls(call_sid).update(**fields))
 
 
-async def dial(
-    state: AppState, target: CallTarget, call_id: uuid.UUID, to: str, from_: str | None, base_url: str
-) -> str:
-    """Start an outbound call; Twilio fetches the voice webhook when it is answered. Returns the CallSid."""
-    if not from_:
-        raise ValueError("Twilio needs a 'from' number (one of your Twilio numbers)")
-    base = public_url(state.settings, base_url)
-    query = urlencode({"agent": str(target.agent_id), "tenant": str(target.tenant_id), "call": str(call_id)})
-    client = rest_client(state.settings)
+@carriers.register
+class Twilio(Carrier):
+    """Twilio Programmable Voice: TwiML webhooks, bidirectional Media Streams, the REST API for calls."""
 
-    def create() -> str:
-        call = client.calls.create(
-            to=to, from_=from_, url=f"{base}/telephony/twilio/voice?{query}", method="POST",
-            status_callback=f"{base}/telephony/twilio/status", status_callback_method="POST",
-            status_callback_event=["initiated", "ringing", "answered", "completed"],
-        )  # fmt: skip
-        return str(call.sid)
+    name = "twilio"
+    settings_model = TwilioSettings
+    protocol = TwilioStream
+    router = router
 
-    return await asyncio.to_thread(create)
+    async def dial(self, state: TelephonyState, call: Outbound) -> str:
+        """Start an outbound call; Twilio fetches the voice webhook when it is answered. Returns the CallSid."""
+        if not call.from_:
+            raise ValueError("Twilio needs a 'from' number (one of your Twilio numbers)")
+        client = rest_client(state.settings)
+
+        def create() -> str:
+            created = client.calls.create(
+                to=call.to, from_=call.from_, url=f"{call.base}/telephony/twilio/voice?{call.query}", method="POST",
+                status_callback=f"{call.base}/telephony/twilio/status", status_callback_method="POST",
+                status_callback_event=["initiated", "ringing", "answered", "completed"],
+            )  # fmt: skip
+            return str(created.sid)
+
+        return await asyncio.to_thread(create)
+
+    async def transfer(self, state: TelephonyState, call_id: str, to: str, base_url: str) -> None:
+        """The live call gets TwiML that dials ``to`` (the media stream ends with it)."""
+        response = VoiceResponse()
+        dial = Dial()
+        dial.sip(to) if to.startswith("sip:") else dial.number(to)
+        response.append(dial)
+        await update_call(state.settings, call_id, twiml=str(response))

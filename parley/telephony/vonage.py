@@ -19,62 +19,47 @@ import hashlib
 import json
 import time
 import uuid
+from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 import httpx
 import jwt
 import structlog
-from fastapi import APIRouter, Depends, HTTPException, Request, Response, WebSocket
+from fastapi import HTTPException, Request, Response, WebSocket
 from fastapi.responses import JSONResponse
+from pydantic import Field, SecretStr
 
-from parley.api.deps import State
-from parley.api.state import AppState
-from parley.calls.live import CallTarget
 from parley.config import Settings
-from parley.store.calls import CallRepo
-from parley.telephony.outbound import record_carrier_status
-from parley.telephony.routing import NoSuchAgent
-from parley.telephony.stream import (
-    Dtmf,
-    Event,
-    Info,
-    MarkPlayed,
-    Media,
-    Outgoing,
-    StreamControl,
-    StreamProtocol,
-    StreamStart,
-    WireError,
-    json_object,
-    run_media_stream,
-)
-from parley.telephony.webhooks import (
-    answer_target,
-    carrier_configured,
-    missing_credentials,
-    public_url,
-    safe_equal,
-    sign_stream,
-    signed_stream_target,
-    source_limit,
-    ws_base,
-)
+from parley.telephony import webhooks, wire
+from parley.telephony.carrier import Carrier, CarrierSettings, Outbound, carriers
+from parley.telephony.state import State, TelephonyState
+from parley.telephony.stream import run_media_stream
 
 log = structlog.get_logger(__name__)
-router = APIRouter(
-    prefix="/telephony/vonage", tags=["telephony"],
-    dependencies=[Depends(source_limit), Depends(carrier_configured("vonage"))],
-)  # fmt: skip
+router = webhooks.carrier_router("vonage")
 
 SAMPLE_RATE = 16000
 #: event statuses that mean a dialled call never connected
 FAILED = {"busy", "cancelled", "unanswered", "rejected", "failed", "timeout"}
-DIGITS = "0123456789*#ABCD"
 CLOCK_SKEW_S = 60  # a webhook JWT may say it was issued this far in the future
 
 
-class VonageStream(StreamProtocol):
+class VonageSettings(CarrierSettings):
+    credentials = ("vonage_signature_secret",)
+
+    vonage_application_id: str | None = None
+    vonage_private_key_path: Path | None = None
+    vonage_signature_secret: SecretStr | None = Field(
+        None, description="checks Vonage's signed webhooks; unset: Vonage is off"
+    )
+    vonage_api_base_url: str = "https://api.nexmo.com"
+
+
+def _settings(settings: Settings) -> VonageSettings:
+    return settings.section(VonageSettings)
+
+
+class VonageStream(wire.StreamProtocol):
     """Vonage WebSocket messages ↔ call events."""
 
     name = "vonage"
@@ -84,54 +69,53 @@ class VonageStream(StreamProtocol):
     def __init__(self) -> None:
         self.connected = False
 
-    def parse(self, message: str | bytes) -> list[Event]:
+    def parse(self, message: str | bytes) -> list[wire.Event]:
         if isinstance(message, bytes):
             if not self.connected:
-                raise WireError("audio before websocket:connected")
+                raise wire.WireError("audio before websocket:connected")
             if len(message) % 2:
-                raise WireError(f"audio frame of odd length {len(message)}")
-            return [Media(message)] if message else []
-        data = json_object(message)
+                raise wire.WireError(f"audio frame of odd length {len(message)}")
+            return [wire.Media(message)] if message else []
+        data = wire.json_object(message)
         event = data.get("event")
         if not isinstance(event, str):
-            raise WireError("text message without an event name")
+            raise wire.WireError("text message without an event name")
         if event == "websocket:connected":
             return [self._start(data)]
         if not self.connected:
-            raise WireError(f"{event[:40]} before websocket:connected")
+            raise wire.WireError(f"{event[:40]} before websocket:connected")
         if event == "websocket:dtmf":
             nested = data.get("dtmf")
-            digit = str(data.get("digit") or (nested.get("digit") if isinstance(nested, dict) else "") or "")
-            if len(digit) != 1 or digit not in DIGITS:
-                raise WireError(f"bad DTMF digit {digit[:8]!r}")
-            return [Dtmf(digit)]
+            return [
+                wire.dtmf(str(data.get("digit") or (nested.get("digit") if isinstance(nested, dict) else "") or ""))
+            ]
         if event == "websocket:notify":
             payload = data.get("payload")
             if not isinstance(payload, dict) or not isinstance(payload.get("name"), str):
-                return [Info("notify without a mark name")]
-            return [MarkPlayed(payload["name"])]
+                return [wire.Info("notify without a mark name")]
+            return [wire.MarkPlayed(payload["name"])]
         # websocket:cleared and whatever else Vonage adds: the docs say to look at the event and ignore the rest
-        return [Info(event[:60])]
+        return [wire.Info(event[:60])]
 
-    def _start(self, data: dict[str, Any]) -> StreamStart:
+    def _start(self, data: dict[str, Any]) -> wire.StreamStart:
         rate = _rate(str(data.get("content-type", "")))
         if rate not in (8000, 16000):
-            raise WireError(f"unsupported content-type {str(data.get('content-type'))[:40]!r}")
+            raise wire.WireError(f"unsupported content-type {str(data.get('content-type'))[:40]!r}")
         self.sample_rate = rate
         self.connected = True
         params = {str(k): str(v) for k, v in data.items() if k not in ("event", "content-type") and v is not None}
-        return StreamStart(
+        return wire.StreamStart(
             stream_id=params.get("call_uuid", ""), provider_call_id=params.get("call_uuid") or None,
             caller=params.get("caller") or None, called=params.get("called") or None, params=params,
         )  # fmt: skip
 
-    def audio(self, pcm: bytes) -> list[Outgoing]:
+    def audio(self, pcm: bytes) -> list[wire.Outgoing]:
         return [pcm]
 
-    def mark(self, name: str) -> Outgoing | None:
+    def mark(self, name: str) -> wire.Outgoing | None:
         return json.dumps({"action": "notify", "payload": {"name": name}})
 
-    def clear(self) -> Outgoing | None:
+    def clear(self) -> wire.Outgoing | None:
         return json.dumps({"action": "clear"})
 
 
@@ -146,13 +130,12 @@ def _rate(content_type: str) -> int:
 # --- webhooks ---------------------------------------------------------------------------
 
 
-async def verified_fields(request: Request) -> dict[str, str]:
+async def verified_fields(request: Request, state: TelephonyState) -> dict[str, str]:
     """The webhook's fields (query, and the JSON body of a POST), once the Vonage JWT has been checked.
 
     What the JWT's ``payload_hash`` does not cover is not used: a POST whose hash covers only its body has its
     query ignored, so a captured JWT cannot be sent again with another ``?agent=``.
     """
-    state: AppState = request.app.state.parley
     body = await request.body() if request.method == "POST" else b""
     fields: dict[str, str] = {}
     if body:
@@ -183,7 +166,8 @@ async def verified_fields(request: Request) -> dict[str, str]:
 
 def _signature_secret(settings: Settings) -> str:
     """The key of Vonage's signatures and of ours (the router refuses everything before this while it is unset)."""
-    secret = settings.vonage_signature_secret.get_secret_value() if settings.vonage_signature_secret is not None else ""
+    own = _settings(settings).vonage_signature_secret
+    secret = own.get_secret_value() if own is not None else ""
     if not secret:
         raise HTTPException(status_code=403, detail="Vonage is not configured (PARLEY_VONAGE_SIGNATURE_SECRET)")
     return secret
@@ -210,8 +194,8 @@ def _verified_claims(settings: Settings, secret: str, authorization: str) -> dic
         raise HTTPException(status_code=403, detail="stale Vonage signature")
     if not isinstance(claims["jti"], str) or not claims["jti"]:
         raise HTTPException(status_code=403, detail="invalid Vonage signature (jti)")
-    app_id = claims.get("application_id")
-    if settings.vonage_application_id and app_id is not None and app_id != settings.vonage_application_id:
+    app_id, own_id = claims.get("application_id"), _settings(settings).vonage_application_id
+    if own_id and app_id is not None and app_id != own_id:
         raise HTTPException(status_code=403, detail="signed for another Vonage application")
     return claims
 
@@ -250,7 +234,7 @@ def _compact(data: dict[str, Any]) -> list[bytes]:
 
 
 def _sha256_is(want: str, data: bytes) -> bool:
-    return safe_equal(hashlib.sha256(data).hexdigest(), want)
+    return webhooks.safe_equal(hashlib.sha256(data).hexdigest(), want)
 
 
 def _any_is(want: str, forms: list[bytes]) -> bool:
@@ -261,18 +245,17 @@ def _any_is(want: str, forms: list[bytes]) -> bool:
 @router.post("/answer", operation_id="vonage_answer_post")
 async def answer(request: Request, state: State) -> Response:
     """A call arrived (or a dialled call was answered): an NCCO that connects it to the agent's WebSocket."""
-    f = await verified_fields(request)
-    try:
-        target, headers = await answer_target(
-            state.db, state.settings, f, f.get("from"), f.get("to"), "call_uuid", f.get("uuid", "")
-        )
-    except NoSuchAgent as exc:
-        log.warning("vonage_unknown_agent", error=str(exc))
+    f = await verified_fields(request, state)
+    secret = _signature_secret(state.settings)
+    answered = await webhooks.signed_answer(
+        state, "vonage", secret, f, (f.get("from"), f.get("to")), "call_uuid", f.get("uuid", "")
+    )
+    if answered is None:
         ncco = [{"action": "talk", "text": "Sorry, this number is not in service."}]
         return JSONResponse(ncco, status_code=404)
-    base = public_url(state.settings, str(request.base_url))
-    headers = sign_stream(_signature_secret(state.settings), headers, state.settings.telephony_signature_ttl_s)
-    endpoint = {"type": "websocket", "uri": f"{ws_base(base)}/telephony/vonage/stream",
+    target, headers = answered
+    base = webhooks.public_url(state.settings, str(request.base_url))
+    endpoint = {"type": "websocket", "uri": f"{webhooks.ws_base(base)}/telephony/vonage/stream",
                 "content-type": f"audio/l16;rate={SAMPLE_RATE}", "headers": headers}  # fmt: skip
     log.info("vonage_call", call_uuid=f.get("uuid"), agent=target.agent_name)
     return JSONResponse([{"action": "connect", "endpoint": [endpoint]}])
@@ -281,38 +264,18 @@ async def answer(request: Request, state: State) -> Response:
 @router.post("/event")
 async def event(request: Request, state: State) -> Response:
     """Call progress from Vonage: every status is a call event; a dialled call that failed is closed."""
-    f = await verified_fields(request)
+    f = await verified_fields(request, state)
     call_uuid, status = f.get("uuid", ""), f.get("status", "")
-    async with state.db.session() as s:
-        repo = CallRepo(s)
-        call = await repo.by_provider_id("vonage", call_uuid) if call_uuid else None
-        if call is None:
-            log.info("vonage_event_unknown_call", call_uuid=call_uuid, status=status)
-            return Response(status_code=204)
-        await record_carrier_status(repo, call, status, FAILED, duration=f.get("duration"))
+    if not await webhooks.carrier_status(state, "vonage", call_uuid, status, FAILED, duration=f.get("duration")):
+        log.info("vonage_event_unknown_call", call_uuid=call_uuid, status=status)
     return Response(status_code=204)
 
 
 @router.websocket("/stream")
 async def stream(ws: WebSocket, state: State) -> None:
-    settings = state.settings
-    find_target = signed_stream_target(state, _signature_secret(settings))
+    find_target = webhooks.signed_stream_target(state, _signature_secret(state.settings))
     await ws.accept()
-
-    def setup(control: StreamControl, start: StreamStart, target: CallTarget) -> None:
-        call_uuid = start.provider_call_id
-
-        async def transfer(to: str) -> None:
-            if not call_uuid:
-                raise RuntimeError("the stream did not name its call")
-            endpoint = {"type": "sip", "uri": to} if to.startswith("sip:") else {"type": "phone", "number": _e164(to)}
-            ncco = [{"action": "connect", "endpoint": [endpoint]}]
-            await api_request(settings, "PUT", f"/v1/calls/{call_uuid}",
-                              {"action": "transfer", "destination": {"type": "ncco", "ncco": ncco}})  # fmt: skip
-
-        control.transfer_to = transfer
-
-    await run_media_stream(ws, VonageStream(), state, find_target=find_target, setup_control=setup)
+    await run_media_stream(ws, carriers.get("vonage"), VonageStream(), state, find_target)
 
 
 # --- Voice API: outbound calls and call updates ----------------------------------------
@@ -325,18 +288,19 @@ def _e164(number: str) -> str:
 
 def api_token(settings: Settings) -> str:
     """An application JWT (RS256 with the application's private key), valid for five minutes."""
-    if not settings.vonage_application_id or settings.vonage_private_key_path is None:
+    own = _settings(settings)
+    if not own.vonage_application_id or own.vonage_private_key_path is None:
         raise RuntimeError("Vonage calls need PARLEY_VONAGE_APPLICATION_ID and PARLEY_VONAGE_PRIVATE_KEY_PATH")
-    key = settings.vonage_private_key_path.read_text()
+    key = own.vonage_private_key_path.read_text()
     now = int(time.time())
-    claims = {"application_id": settings.vonage_application_id, "iat": now, "exp": now + 300,
+    claims = {"application_id": own.vonage_application_id, "iat": now, "exp": now + 300,
               "jti": uuid.uuid4().hex}  # fmt: skip
     return jwt.encode(claims, key, algorithm="RS256")
 
 
 async def api_request(settings: Settings, method: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {api_token(settings)}"}
-    async with httpx.AsyncClient(base_url=settings.vonage_api_base_url.rstrip("/"), timeout=15) as client:
+    async with httpx.AsyncClient(base_url=_settings(settings).vonage_api_base_url.rstrip("/"), timeout=15) as client:
         response = await client.request(method, path, json=body, headers=headers)
     if response.status_code >= 400:
         try:
@@ -351,24 +315,39 @@ async def api_request(settings: Settings, method: str, path: str, body: dict[str
     return data if isinstance(data, dict) else {}
 
 
-async def dial(
-    state: AppState, target: CallTarget, call_id: uuid.UUID, to: str, from_: str | None, base_url: str
-) -> str:
-    """Start an outbound call; Vonage fetches the answer URL when it is answered. Returns the call's uuid."""
-    if not from_:
-        raise ValueError("Vonage needs a 'from' number (one of your Vonage numbers)")
-    if missing := missing_credentials(state.settings, "vonage"):
-        raise RuntimeError(f"Vonage calls need {' and '.join(missing)}: without it the answer webhook is refused")
-    base = public_url(state.settings, base_url)
-    query = urlencode({"agent": str(target.agent_id), "tenant": str(target.tenant_id), "call": str(call_id)})
-    body = {
-        "to": [{"type": "sip", "uri": to} if to.startswith("sip:") else {"type": "phone", "number": _e164(to)}],
-        "from": {"type": "phone", "number": _e164(from_)},
-        "answer_url": [f"{base}/telephony/vonage/answer?{query}"], "answer_method": "GET",
-        "event_url": [f"{base}/telephony/vonage/event"], "event_method": "POST",
-    }  # fmt: skip
-    created = await api_request(state.settings, "POST", "/v1/calls", body)
-    call_uuid = created.get("uuid")
-    if not isinstance(call_uuid, str) or not call_uuid:
-        raise RuntimeError("Vonage did not return the call's uuid")
-    return call_uuid
+def _endpoint(to: str) -> dict[str, str]:
+    """Where a call goes: a SIP URI, or a phone number as Vonage writes it."""
+    return {"type": "sip", "uri": to} if to.startswith("sip:") else {"type": "phone", "number": _e164(to)}
+
+
+@carriers.register
+class Vonage(Carrier):
+    """Vonage Voice API: NCCO webhooks signed with JWTs, the WebSocket of linear PCM, the Voice API for calls."""
+
+    name = "vonage"
+    settings_model = VonageSettings
+    protocol = VonageStream
+    router = router
+
+    async def dial(self, state: TelephonyState, call: Outbound) -> str:
+        """Start an outbound call; Vonage fetches the answer URL when it is answered. Returns the call's uuid."""
+        if not call.from_:
+            raise ValueError("Vonage needs a 'from' number (one of your Vonage numbers)")
+        if missing := webhooks.missing_credentials(state.settings, "vonage"):
+            raise RuntimeError(f"Vonage calls need {' and '.join(missing)}: without it the answer webhook is refused")
+        body = {
+            "to": [_endpoint(call.to)], "from": {"type": "phone", "number": _e164(call.from_)},
+            "answer_url": [f"{call.base}/telephony/vonage/answer?{call.query}"], "answer_method": "GET",
+            "event_url": [f"{call.base}/telephony/vonage/event"], "event_method": "POST",
+        }  # fmt: skip
+        created = await api_request(state.settings, "POST", "/v1/calls", body)
+        call_uuid = created.get("uuid")
+        if not isinstance(call_uuid, str) or not call_uuid:
+            raise RuntimeError("Vonage did not return the call's uuid")
+        return call_uuid
+
+    async def transfer(self, state: TelephonyState, call_id: str, to: str, base_url: str) -> None:
+        """The live call gets an NCCO that connects it to ``to``."""
+        ncco = [{"action": "connect", "endpoint": [_endpoint(to)]}]
+        await api_request(state.settings, "PUT", f"/v1/calls/{call_id}",
+                          {"action": "transfer", "destination": {"type": "ncco", "ncco": ncco}})  # fmt: skip

@@ -8,67 +8,74 @@ and the nonce is used once (``state.nonces``: Redis when several workers share i
 so one signed answer opens one stream, within minutes.
 
 A carrier Parley is not configured for takes nothing: until its credential is set
-(:data:`CARRIER_CREDENTIALS`), every webhook is refused (403) and every stream
+(its settings model's ``credentials``), every webhook is refused (403) and every stream
 handshake is closed before it is accepted (the client sees HTTP 403), with a log
-line naming the setting. Each carrier's router depends on :func:`carrier_configured`.
+line naming the setting. Each carrier's router (:func:`carrier_router`) depends on :func:`carrier_configured`.
+
+Also here, once for every carrier: HTTP Basic (:func:`basic_auth_ok`), a handshake
+refused before it is accepted, and a status callback recorded on its call
+(:func:`carrier_status`).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import json
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping
+import uuid
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from typing import Any
 
 import structlog
-from fastapi import HTTPException
-from pydantic import SecretStr
+from fastapi import APIRouter, Depends, HTTPException, WebSocket
 from starlette.exceptions import WebSocketException
 from starlette.requests import HTTPConnection
 
-from parley.api.state import AppState
 from parley.calls.live import CallTarget
 from parley.config import Settings
+from parley.store.calls import CallRepo
 from parley.store.db import Database
+from parley.store.models import Call
+from parley.telephony.carrier import carriers
 from parley.telephony.routing import NoSuchAgent, resolve_target
-from parley.telephony.stream import StreamStart, TargetFinder
+from parley.telephony.state import State, TelephonyState
+from parley.telephony.stream import TargetFinder
+from parley.telephony.wire import StreamStart
 
 log = structlog.get_logger(__name__)
 
 
-#: the settings each carrier's webhooks and streams are checked with: until every one is set (and not empty), the
-#: carrier is off — no webhook is believed and no stream opens
-CARRIER_CREDENTIALS: dict[str, tuple[str, ...]] = {
-    "twilio": ("twilio_auth_token",),
-    "vonage": ("vonage_signature_secret",),
-    "plivo": ("plivo_auth_token",),
-    "exotel": ("exotel_api_key", "exotel_api_token"),
-    "asterisk": ("asterisk_password",),
-    "freeswitch": ("freeswitch_token",),
-}
+def __getattr__(name: str) -> Any:
+    """``CARRIER_CREDENTIALS``: carrier → the settings its webhooks and streams are checked with (each carrier's
+    settings model declares them); until every one is set (and not empty), the carrier is off."""
+    if name == "CARRIER_CREDENTIALS":
+        return {carrier.name: carrier.settings_model.credentials for carrier in carriers.all()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def missing_credentials(settings: Settings, carrier: str) -> list[str]:
     """The environment variables still to set before ``carrier`` takes anything (empty: it is configured)."""
-    missing = []
-    for name in CARRIER_CREDENTIALS[carrier]:
-        value = getattr(settings, name)
-        text = value.get_secret_value() if isinstance(value, SecretStr) else value
-        if not text:
-            missing.append(f"PARLEY_{name.upper()}")
-    return missing
+    return carriers.get(carrier).settings(settings).missing()
 
 
-def carrier_configured(carrier: str) -> Callable[[HTTPConnection], Awaitable[None]]:
+def carrier_router(carrier: str) -> APIRouter:
+    """The router of ``carrier``'s routes (/telephony/<carrier>/…): each is rate limited per source address and
+    refused while the carrier is not configured."""
+    return APIRouter(
+        prefix=f"/telephony/{carrier}", tags=["telephony"],
+        dependencies=[Depends(source_limit), Depends(carrier_configured(carrier))],
+    )  # fmt: skip
+
+
+def carrier_configured(carrier: str) -> Callable[..., Awaitable[None]]:
     """Dependency of every route of ``carrier``: refused (webhook 403, handshake closed before accept, so HTTP 403)
     while its credential is not set. An unset secret never means "believe anyone"."""
-    if carrier not in CARRIER_CREDENTIALS:
-        raise ValueError(f"no credentials are known for carrier {carrier!r}")
 
-    async def check(conn: HTTPConnection) -> None:
-        state: AppState = conn.app.state.parley
+    async def check(conn: HTTPConnection, state: State) -> None:
         missing = missing_credentials(state.settings, carrier)
         if not missing:
             return
@@ -86,6 +93,18 @@ def safe_equal(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass"))
 
 
+def basic_auth_ok(authorization: str, username: str, password: str) -> bool:
+    """An ``Authorization: Basic`` header naming ``username`` and ``password``; an empty password admits nobody."""
+    if not password:
+        return False
+    scheme, _, value = authorization.partition(" ")
+    try:
+        given = base64.b64decode(value.strip(), validate=True).decode()
+    except (binascii.Error, ValueError):
+        return False
+    return scheme.lower() == "basic" and safe_equal(given, f"{username}:{password}")
+
+
 def public_url(settings: Settings, request_base: str) -> str:
     """The address carriers reach Parley at: PARLEY_PUBLIC_URL, else what this request came in on."""
     return (settings.public_url or request_base).rstrip("/")
@@ -97,12 +116,11 @@ def ws_base(base: str) -> str:
     return ("wss://" if scheme == "https" else "ws://") + rest
 
 
-async def source_limit(conn: HTTPConnection) -> None:
+async def source_limit(conn: HTTPConnection, state: State) -> None:
     """Rate limit per source address on every carrier webhook and stream handshake (PARLEY_TELEPHONY_RATE_LIMIT).
 
     A refused webhook gets 429; a refused handshake is closed before it is accepted (the client sees HTTP 403).
     """
-    state: AppState = conn.app.state.parley
     address = conn.client.host if conn.client else "unknown"
     decision = await state.limiter.hit(f"telephony:{address}", state.settings.telephony_rate_limit)
     if decision.allowed:
@@ -111,6 +129,38 @@ async def source_limit(conn: HTTPConnection) -> None:
     if conn.scope["type"] == "websocket":
         raise WebSocketException(code=1008, reason="rate limit exceeded")
     raise HTTPException(429, "rate limit exceeded", headers={"Retry-After": str(max(1, round(decision.retry_after)))})
+
+
+async def record_carrier_status(
+    repo: CallRepo, call: Call, status: str, failed: Collection[str], **details: str | None
+) -> None:
+    """A carrier's word on a call: always a ``carrier_status`` event; a dialled call that ends before it was
+    answered (a status in ``failed``, or ``completed`` while still dialing) is closed as failed."""
+    await repo.add_event(call.tenant_id, call.id, 0.0, "carrier_status",
+                         {"type": "carrier_status", "status": status, **details})  # fmt: skip
+    if call.status == "dialing" and (status in failed or status == "completed"):
+        await repo.end(call.tenant_id, call.id, "failed", status if status in failed else "not-answered", 0.0)
+
+
+async def carrier_status(
+    state: TelephonyState,
+    carrier: str,
+    call_id: str,
+    status: str,
+    failed: Collection[str],
+    record_id: uuid.UUID | None = None,
+    **details: str | None,
+) -> bool:
+    """A status callback about the carrier's call ``call_id`` (and, if given, Parley's record ``record_id``):
+    recorded on that call (see record_carrier_status). False when there is no such call (the caller logs it and
+    answers 204 all the same)."""
+    async with state.db.session() as s:
+        repo = CallRepo(s)
+        call = await repo.by_provider_id(carrier, call_id) if call_id else None
+        if call is None or (record_id is not None and call.id != record_id):
+            return False
+        await record_carrier_status(repo, call, status, failed, **details)
+    return True
 
 
 def stream_token(secret: str, params: Mapping[str, str]) -> str:
@@ -154,7 +204,27 @@ async def answer_target(
     return target, params
 
 
-async def check_stream_signature(state: AppState, secret: str, params: Mapping[str, str]) -> None:
+async def signed_answer(
+    state: TelephonyState, carrier: str, secret: str, query: Mapping[str, str], parties: tuple[str | None, str | None],
+    call_key: str, provider_call_id: str,
+) -> tuple[CallTarget, dict[str, str]] | None:  # fmt: skip
+    """What an answer webhook needs: the call's agent (see :func:`answer_target`; ``parties`` is caller, called)
+    and the stream parameters naming it, signed with ``secret``. None, logged, when no agent answers the call."""
+    try:
+        target, params = await answer_target(state.db, state.settings, query, *parties, call_key, provider_call_id)
+    except NoSuchAgent as exc:
+        log.warning(f"{carrier}_unknown_agent", error=str(exc))
+        return None
+    return target, sign_stream(secret, params, state.settings.telephony_signature_ttl_s)
+
+
+async def refuse_handshake(ws: WebSocket, event: str, reason: str) -> None:
+    """Close a stream before accepting it (the client sees HTTP 403), with a warning ``event`` in the log."""
+    log.warning(event)
+    await ws.close(code=1008, reason=reason)
+
+
+async def check_stream_signature(state: TelephonyState, secret: str, params: Mapping[str, str]) -> None:
     """Signed by us, not expired, and not used before (raises :class:`NoSuchAgent`, which closes with 1008)."""
     unsigned = dict(params)
     given = unsigned.pop("token", "")
@@ -170,7 +240,7 @@ async def check_stream_signature(state: AppState, secret: str, params: Mapping[s
         raise NoSuchAgent("signed stream parameters were already used")
 
 
-def signed_stream_target(state: AppState, secret: str) -> TargetFinder:
+def signed_stream_target(state: TelephonyState, secret: str) -> TargetFinder:
     """The stream's agent, from the parameters our webhook answer signed with ``secret`` (always checked)."""
     if not secret:
         raise ValueError("stream parameters are checked with the carrier's secret, which is not set")
