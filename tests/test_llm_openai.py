@@ -58,7 +58,7 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServ
     """The real ``python -m llama_cpp.server`` serving the bundled SmolLM2 GGUF."""
     port = free_port()
     log_path = tmp_path_factory.mktemp("llama-server") / "server.log"
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(default_model_path())]
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(default_model_path("smollm2-135m"))]
     cmd += ["--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048"]
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT)

@@ -77,6 +77,9 @@ def cache_key() -> str:
             continue
         record = dist.read_text("RECORD") or ""
         parts.append(f"{name}:{dist.version}:{hashlib.sha256(record.encode()).hexdigest()}")
+    from parley.services.llm.llama_models import models_dir  # the LLM's GGUF files are not in a package
+
+    parts += sorted(f"{p.name}:{p.stat().st_size}" for p in models_dir().glob("*.gguf"))
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:24]
 
 

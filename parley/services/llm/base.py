@@ -43,8 +43,9 @@ class LLM(ABC):
     """Streams a reply. Closing the iterator early (barge-in) must stop generation promptly."""
 
     Options: ClassVar[type[ProviderOptions]] = ProviderOptions
-    #: whether :meth:`stream` may yield a :class:`ToolCall` (providers without it ignore ``tools``)
-    supports_tools: ClassVar[bool] = False
+    #: whether :meth:`stream` may yield a :class:`ToolCall` (providers without it ignore ``tools``); a provider
+    #: whose models differ may set it per instance
+    supports_tools: bool = False
 
     @abstractmethod
     def stream(self, messages: list[Message], tools: Sequence[Tool] = ()) -> AsyncGenerator[str | ToolCall, None]:

