@@ -32,7 +32,7 @@ async def start_sip(settings: Settings, state: AppState) -> Any:
     """The SIP endpoint (PARLEY_SIP_PORT; 0 turns it off). A taken port is logged, not fatal: the API still serves."""
     if not settings.sip_port:
         return None
-    from parley.sip.endpoint import SipEndpoint
+    from parley.sip.agent.endpoint import SipEndpoint
 
     sip = SipEndpoint(settings, state.db, state.blobs)
     try:
