@@ -9,17 +9,19 @@ reported separately.
 Each turn goes through the real :class:`TurnTaker` with Silero VAD, once per
 detector: ``silence`` (the fixed ``end_of_turn_secs``), ``smart_turn`` (the model on
 the audio alone) and ``smart_turn+text`` (what a call runs: Whisper tiny.en
-transcribes each speculative attempt and its text reaches the judge ``stt_ms``
-after the pause, measured here). Times are audio time, so these figures do not
-depend on the machine's load; transcripts and model verdicts are cached per
-attempt, so ``--thresholds`` sweeps ``complete_threshold`` cheaply.
+transcribes each speculative attempt and its text reaches the judge ``--stt-ms``
+after the pause: 100 ms by default, STT's p50 on two quiet cores, because a slow
+transcript shields short pauses and a busy machine would flatter the figures).
+Times are audio time, so these figures do not depend on the machine's load;
+transcripts and model verdicts are cached per attempt (``--cache`` keeps them
+between runs), so ``--thresholds`` sweeps ``complete_threshold`` cheaply.
 
 ``--v2v`` also runs complete answers through the whole embedded stack in real
 time (receptionist agent, greeting off) and reports voice-to-voice and its stages
 from the true end of speech: that one does depend on the machine.
 
     .venv/bin/python bench/turns.py [--voices joe us-female ...] [--thresholds 0.3 0.5 0.7] [--v2v]
-        [--out bench/turns-latest.json]
+        [--cache bench/.corpus/turns/attempts.json] [--out bench/turns-latest.json]
 """
 
 from __future__ import annotations
@@ -81,9 +83,9 @@ class CachedSmartTurn(smart_turn.SmartTurn):
 class Listener(Processor):
     """Collects end-of-turn frames; with an STT, transcribes each speculative attempt (cached with its time)."""
 
-    def __init__(self, stt: STT | None, stt_cache: dict[str, tuple[str, float]]) -> None:
+    def __init__(self, stt: STT | None, stt_cache: dict[str, tuple[str, float]], stt_secs: float | None) -> None:
         super().__init__()
-        self.stt, self.stt_cache = stt, stt_cache
+        self.stt, self.stt_cache, self.stt_secs = stt, stt_cache, stt_secs
         self.ends: list[float] = []
         self.texts: list[tuple[float, int, str]] = []  # (audio time to deliver it, turn id, text)
         self.heard: list[str] = []
@@ -100,6 +102,7 @@ class Listener(Processor):
                 text = await self.stt.transcribe(frame.pcm)
                 self.stt_cache[key] = (text, time.perf_counter() - t0)
             text, secs = self.stt_cache[key]
+            secs = secs if self.stt_secs is None else self.stt_secs
             self.texts.append((frame.t + secs, frame.turn_id, text))
             self.heard.append(text)
 
@@ -189,10 +192,14 @@ async def detectors(args: argparse.Namespace, items: list[dict[str, Any]]) -> di
     stt: STT | None = None
     model = CachedSmartTurn()
     stt_cache: dict[str, tuple[str, float]] = {}
+    if args.cache and args.cache.exists():  # an earlier run's verdicts and transcripts (with its STT times)
+        saved = json.loads(args.cache.read_text())
+        model.cache, stt_cache = saved["verdicts"], {k: (v[0], v[1]) for k, v in saved["transcripts"].items()}
     runs = [(name, None) for name in args.detectors if name != "smart_turn+text" or not args.thresholds]
     if "smart_turn+text" in args.detectors:
         runs += [("smart_turn+text", thr) for thr in args.thresholds or []]
     results: dict[str, Any] = {}
+    stt_secs = None if args.stt_ms < 0 else args.stt_ms / 1000
     for name, thr in runs:
         if name.endswith("+text") and stt is None:
             from parley.services.stt.whisper import WhisperSTT
@@ -205,9 +212,11 @@ async def detectors(args: argparse.Namespace, items: list[dict[str, Any]]) -> di
         settings = TurnSettings(**AGENT_TURN, **extra)
         rows = []
         for item in items:
-            listener = Listener(stt if name.endswith("+text") else None, stt_cache)
+            listener = Listener(stt if name.endswith("+text") else None, stt_cache, stt_secs)
             row = await run_one(item, settings, model, listener)
             rows.append({k: v for k, v in item.items() if k not in ("audio", "pause")} | row)
+        if args.cache:
+            args.cache.write_text(json.dumps({"verdicts": model.cache, "transcripts": stt_cache}))
         label = name if thr is None else f"{name}@{thr}"
         results[label] = {s: summarize([r for r in rows if r["set"] == s]) for s in args.sets}
         if args.rows:
@@ -241,8 +250,20 @@ def main() -> None:
     ap.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
     ap.add_argument("--detectors", nargs="*", default=DETECTORS)
     ap.add_argument("--thresholds", nargs="*", type=float, help="smart_turn+text at each complete_threshold")
+    ap.add_argument(
+        "--stt-ms",
+        type=float,
+        default=100.0,
+        help="when the transcript reaches the judge, after the pause (default: 100, STT's p50 on 2 quiet cores in "
+        "bench/latency-latest.json, so a busy machine does not make the figures kinder); -1: as measured here",
+    )
     ap.add_argument("--out", type=Path)
     ap.add_argument("--rows", action="store_true", help="include every turn's result")
+    ap.add_argument(
+        "--cache",
+        type=Path,
+        help="a JSON file of verdicts and transcripts per attempt, read and written (reruns skip the models)",
+    )
     ap.add_argument("--v2v", action="store_true", help="also voice-to-voice of complete answers, whole stack")
     ap.add_argument("--v2v-voices", nargs="+", default=["joe", "us-female"])
     ap.add_argument("--v2v-detectors", nargs="+", default=["silence", "smart_turn"])

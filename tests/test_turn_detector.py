@@ -368,3 +368,14 @@ async def test_the_judge_never_hurries_a_caller_at_the_keypad() -> None:
     keyed = await run_keyed(audio, 0.3, end_of_turn_secs=0.4, complete_wait_secs=0.2)
     assert spoken[0] - true_end < 0.4  # the model hears a finished question: the short wait
     assert keyed[0] - true_end >= 0.4  # a digit was pressed just before: at least the fixed silence
+
+
+async def test_a_dictated_number_waits_the_fixed_silence_never_less_nor_the_long_wait() -> None:
+    """A whole phone number: the caller may add to it, so not the short wait; but it is whole, so not 1.5 s."""
+    said = espeak("My number is five five five, zero one three four.", voice="en-gb-scotland+m2", wpm=165)
+    audio = np.concatenate([silence(0.5), said, silence(2.5)])
+    true_end = 0.5 + np.flatnonzero(np.abs(said) > 300)[-1] / RATE
+    texts = [(99.0, "My number is 555-0134.")]
+    frames = await run_turns(audio, texts=texts, detector="smart_turn", end_of_turn_secs=0.4, max_wait_secs=1.5)
+    assert len(ends(frames)) == 1
+    assert 0.4 <= ends(frames)[0] - true_end < 1.0
