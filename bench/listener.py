@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from load import noisy, voices  # noqa: E402
+from callers import noisy, voices  # noqa: E402
 
 from parley.agent.document import InterruptionSettings, TurnSettings, VADSettings  # noqa: E402
 from parley.pipeline.frames import AgentSpoke, AudioIn, Direction, EndOfTurn, Frame, StartFrame  # noqa: E402
