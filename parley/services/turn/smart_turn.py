@@ -7,16 +7,17 @@ at install time by ``scripts/install-smart-turn.sh`` into
 ``$VENV/share/parley/smart-turn/`` (``PARLEY_SMART_TURN_MODEL`` names another
 file); nothing is downloaded at run time and no other framework is imported.
 
-One inference costs ~45–70 ms of CPU, too long for the event loop (every call's
-audio runs there), so it runs on one model thread, fed by a queue shared by every
-call: a pause the caller ended before the thread reached it (they spoke again, the
-judge cancelled) costs nothing, and the requests waiting together run as one ONNX
-batch (at most ``PARLEY_SMART_TURN_BATCH``, default 1: on this int8 model a batch
-costs as much per item as single runs, measured, so the default only drains the
-queue). A request that fails (its audio, or its run) fails alone; the judge falls
-back to silence. The session uses one thread that does not spin, so it never
-fights the other models for the cores. ``PARLEY_SMART_TURN_STATS`` names a JSON
-file the thread rewrites (at most once a second) with its counters, for benches.
+One inference costs ~45–70 ms of CPU (~95 ms on a busy machine), too long for the
+event loop (every call's audio runs there), so it runs on model threads
+(``PARLEY_SMART_TURN_THREADS``, default 2) fed by a queue shared by every call: a
+pause the caller ended before a thread reached it (they spoke again, the judge
+cancelled) costs nothing, and requests waiting together may run as one ONNX batch
+(at most ``PARLEY_SMART_TURN_BATCH``, default 1: on this int8 model a batch of 2–8
+costs 10–25 % more per item than single runs, measured). A request that fails (its
+audio, or its run) fails alone; the judge falls back to silence. The session uses
+one thread that does not spin, so it never fights the other models for the cores.
+``PARLEY_SMART_TURN_STATS`` names a JSON file the threads rewrite (at most once a
+second) with their counters (requests, inferences, dropped, CPU seconds), for benches.
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ log = structlog.get_logger(__name__)
 MODEL_FILE = "smart-turn-v3.2-cpu.onnx"
 _lock = threading.Lock()
 _shared: SmartTurn | None = None
-_pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="smart-turn")
+THREADS = max(1, int(os.environ.get("PARLEY_SMART_TURN_THREADS", "2")))  # model threads per process
+_pool = concurrent.futures.ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="smart-turn")
 
 
 def model_path() -> Path:
@@ -96,7 +98,7 @@ class SmartTurn:
         self.max_batch = max(1, max_batch or int(os.environ.get("PARLEY_SMART_TURN_BATCH", "1")))
         self._queue: deque[_Request] = deque()
         self._queue_lock = threading.Lock()
-        self._draining = False
+        self._drainers = 0  # model threads taking from the queue now (at most THREADS)
         self.stats = Stats()
         self._stats_path = os.environ.get("PARLEY_SMART_TURN_STATS")
         self._stats_written = 0.0
@@ -122,7 +124,8 @@ class SmartTurn:
         with self._queue_lock:
             self._queue.append(request)
             self.stats.requests += 1
-            start, self._draining = not self._draining, True
+            start = self._drainers < THREADS
+            self._drainers += start
         if start:
             _pool.submit(self._drain)
         try:
@@ -143,7 +146,7 @@ class SmartTurn:
             with self._queue_lock:
                 taken = [self._queue.popleft() for _ in range(min(self.max_batch, len(self._queue)))]
                 if not taken:
-                    self._draining = False
+                    self._drainers -= 1
                     return
             live = [r for r in taken if r.future.set_running_or_notify_cancel()]
             self.stats.dropped += len(taken) - len(live)
