@@ -10,7 +10,6 @@ import structlog
 from fastapi import APIRouter, FastAPI
 
 from parley import __version__
-from parley.api.deps import app_state
 from parley.api.routers import agents, calls, credentials, keys, numbers, talk
 from parley.api.security import add_security
 from parley.api.state import AppState
@@ -18,7 +17,6 @@ from parley.config import Settings
 from parley.logs import ensure_logging
 from parley.redact import register_settings_secrets
 from parley.telephony.carrier import carriers
-from parley.telephony.state import telephony_state
 
 log = structlog.get_logger(__name__)
 
@@ -52,7 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.parley = await AppState.open(settings)
+        app.state.parley = await AppState.open(settings)  # what api.deps.State and telephony.state.State read
         app.state.sip = await start_sip(settings, app.state.parley)
         log.info("parley_started", database=settings.effective_database_url.split("@")[-1])
         try:
@@ -73,7 +71,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     for router in telephony_routers():
         app.include_router(router)
-    app.dependency_overrides[telephony_state] = app_state  # carrier routes get this app's state
 
     @app.get("/health", tags=["health"])
     async def health() -> dict[str, str]:

@@ -1,7 +1,8 @@
 """What carriers need from the running service, named here so that nothing in telephony imports the API.
 
-The app that mounts the carriers' routes (:mod:`parley.api.app`) provides its state for
-:func:`telephony_state`; carrier routes ask for :data:`State`, as API routes ask for theirs.
+The app that mounts the carriers' routes (:mod:`parley.api.app`) keeps its state, which
+has these parts, as ``app.state.parley``; carrier routes ask for :data:`State`, as API
+routes ask for theirs.
 """
 
 from __future__ import annotations
@@ -29,8 +30,12 @@ class TelephonyState(Protocol):
 
 
 def telephony_state(conn: HTTPConnection) -> TelephonyState:
-    """FastAPI dependency of every carrier route; the app that mounts them overrides it with its own state."""
-    raise RuntimeError("carrier routes need their app's state: mount them with parley.api.app.create_app")
+    """FastAPI dependency of every carrier route (HTTP and WebSocket alike): the state of the app that mounts them.
+
+    Read from the app rather than provided through ``dependency_overrides``: with any override, FastAPI analyses
+    every dependency of every route again on each request."""
+    state: TelephonyState = conn.app.state.parley
+    return state
 
 
 State = Annotated[TelephonyState, Depends(telephony_state)]
