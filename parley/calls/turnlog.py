@@ -47,7 +47,7 @@ class TurnLog:
         if isinstance(frame, StageTime):
             times = self._record(frame.turn_id).times
             times[frame.stage] = frame.t
-            if frame.stage == "llm_done" and frame.text is not None:
+            if frame.stage in ("llm_done", "llm_cut") and frame.text is not None:  # llm_cut: talked over
                 self._record(frame.turn_id).agent_text_generated = frame.text
         elif isinstance(frame, Transcript):
             self._record(frame.turn_id).caller_text = frame.text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import aclosing
 
 import structlog
@@ -125,16 +126,22 @@ class Responder(Processor):
         messages = self.conversation.messages_for(text)
         pieces: list[str] = []
         actions: list[AgentAction] = []
-        async with aclosing(self.llm.stream(messages, self._tools)) as stream:
-            async for piece in stream:
-                if isinstance(piece, ToolCall):
-                    if len(actions) < MAX_ACTIONS_PER_REPLY:
-                        actions.append(self._action(turn_id, piece))
-                    continue
-                if not pieces:
-                    await self.push(StageTime(turn_id=turn_id, stage="llm_first_token", t=self.clock.now()))
-                pieces.append(piece)
-                await self.push(LLMText(turn_id=turn_id, text=piece))
+        try:
+            async with aclosing(self.llm.stream(messages, self._tools)) as stream:
+                async for piece in stream:
+                    if isinstance(piece, ToolCall):
+                        if len(actions) < MAX_ACTIONS_PER_REPLY:
+                            actions.append(self._action(turn_id, piece))
+                        continue
+                    if not pieces:
+                        await self.push(StageTime(turn_id=turn_id, stage="llm_first_token", t=self.clock.now()))
+                    pieces.append(piece)
+                    await self.push(LLMText(turn_id=turn_id, text=piece))
+        except asyncio.CancelledError:
+            # talked over mid-generation: the record keeps what was generated, beside what the caller heard
+            cut = "".join(pieces).strip()
+            await self.push(StageTime(turn_id=turn_id, stage="llm_cut", t=self.clock.now(), text=cut))
+            raise
         reply = "".join(pieces).strip()
         await self.push(StageTime(turn_id=turn_id, stage="llm_done", t=self.clock.now(), text=reply))
         await self.push(LLMDone(turn_id=turn_id))
