@@ -149,7 +149,21 @@ class Playout(Processor):
             await self._finish_if_played(frame.turn_id)
         elif isinstance(frame, EndFrame):
             await self._stop_ticker()
+            await self._report_owed("reply_cut_by_hangup")  # the record keeps what the caller heard
+            self._confirmed.clear()
         await self.push(frame, direction)
+
+    async def _report_owed(self, event: str) -> None:
+        """Every confirmed reply still owed reports what was heard of it (maybe nothing), as cut short."""
+        confirmed_frames = self._played_frames() if self._played_frames else None
+        for turn_id in sorted(self._confirmed):
+            reply = self._replies.get(turn_id)
+            heard = reply.heard(confirmed_frames, self._frame_bytes) if reply else ""
+            log.info(event, turn_id=turn_id, heard=heard)
+            await self.push(
+                AgentSpoke(turn_id=turn_id, heard_text=heard, interrupted=True, t=self.clock.now()),
+                Direction.UPSTREAM,
+            )
 
     async def on_interruption(self) -> None:
         """Drop unplayed audio. Every confirmed reply still owed reports what was heard of it (maybe
@@ -157,15 +171,7 @@ class Playout(Processor):
         self._frames.clear()
         self._queued.clear()
         self._splitters.clear()
-        confirmed_frames = self._played_frames() if self._played_frames else None
-        for turn_id in sorted(self._confirmed):
-            reply = self._replies.get(turn_id)
-            heard = reply.heard(confirmed_frames, self._frame_bytes) if reply else ""
-            log.info("reply_interrupted", turn_id=turn_id, heard=heard)
-            await self.push(
-                AgentSpoke(turn_id=turn_id, heard_text=heard, interrupted=True, t=self.clock.now()),
-                Direction.UPSTREAM,
-            )
+        await self._report_owed("reply_interrupted")
         self._confirmed.clear()
         self._turn_ended.clear()
         self._replies.clear()
