@@ -114,7 +114,8 @@ async def run_call(ws_url: str, headers: dict[str, str], stop: asyncio.Event, re
                 event = json.loads(message)
                 kind = event.get("type", "?")
                 report.events.append(f"error: {event.get('message')}" if kind == "error" else kind)
-                if kind == "agent_text" and event.get("turn") == 0:
+                # played out whole: a greeting cut short by the end of the call is reported too, as interrupted
+                if kind == "agent_text" and event.get("turn") == 0 and not event.get("interrupted"):
                     report.greeting_done = True
                 if kind == "media":
                     report.server_late_frames = int(event.get("late_frames", -1))
