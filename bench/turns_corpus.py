@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from parley.calls.synthetic_caller import VOICES as CALLER_VOICES
 from parley.calls.synthetic_caller import speech_bounds
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,13 +74,9 @@ HELD_OUT: dict[str, list[Any]] = {
 }
 SETS = {"dev": DEV, "held_out": HELD_OUT}
 
-#: name -> (TTS provider, options): Piper's Joe at two speeds and six espeak-ng voices (accents, sexes, rates)
-VOICES: dict[str, tuple[str, dict[str, Any]]] = {
-    "joe": ("piper", {}),
-    "joe-quick": ("piper", {"length_scale": 0.85}),
-    "us-female": ("espeak", {"voice": "en-us+f3", "rate_wpm": 160}),
-    "gb-male": ("espeak", {"voice": "en-gb+m3", "rate_wpm": 170}),
-    "us-male-fast": ("espeak", {"voice": "en-us+m1", "rate_wpm": 190, "pitch": 40}),
+#: name -> (TTS provider, options): the synthetic callers' voices (Piper's Joe at two speeds, three espeak-ng
+#: voices) plus three more espeak-ng accents, sexes and rates
+VOICES: dict[str, tuple[str, dict[str, Any]]] = CALLER_VOICES | {
     "gb-female-slow": ("espeak", {"voice": "en-gb+f4", "rate_wpm": 140, "pitch": 60}),
     "scottish-male": ("espeak", {"voice": "en-gb-scotland+m2", "rate_wpm": 165}),
     "caribbean-female": ("espeak", {"voice": "en-029+f2", "rate_wpm": 175}),
