@@ -97,17 +97,22 @@ async def _ask(llm: Any, messages: list[Any]) -> tuple[str, float | None]:
     return "".join(pieces).strip(), first
 
 
-async def run_model(model: str, runs: int) -> dict[str, Any]:
+async def run_model(model: str, runs: int, grounding: str) -> dict[str, Any]:
     """In the child: every question ``runs`` times on one context, as one call after another would."""
     from parley.agent.context import Conversation
     from parley.agent.document import load_agent
+    from parley.agent.grounding import grounded
     from parley.services.llm.base import registry
     from parley.services.llm.llama import LlamaLLM
 
     agent = load_agent(AGENT)
     options = {**agent.llm.options, "model": model}
-    llm = registry.create("llama", options)
-    assert isinstance(llm, LlamaLLM)
+    llama = registry.create("llama", options)
+    assert isinstance(llama, LlamaLLM)
+    settings = agent.grounding.model_copy(
+        update={"enabled": grounding != "off", "hints": grounding in ("agent", "hints")} if grounding != "agent" else {}
+    )
+    llm = grounded(llama, settings, agent.llm.provider)
     await llm.prepare()
     base = Conversation(agent.system_prompt, agent.max_history_turns, agent.greeting)
     _, cold = await _ask(llm, base.messages_for("Hello?"))  # the whole prompt evaluated: what a cold call pays
@@ -117,9 +122,9 @@ async def run_model(model: str, runs: int) -> dict[str, Any]:
             conversation = Conversation(agent.system_prompt, agent.max_history_turns, agent.greeting)
             for user, heard in q.history:
                 conversation.add_turn(user, heard)
-            await llm.warm(conversation.system_messages(), wait=True)  # what the call did while greeting
+            await llama.warm(conversation.system_messages(), wait=True)  # what the call did while greeting
             reply, first = await _ask(llm, conversation.messages_for(q.text))
-            stats = llm.last_stats
+            stats = llama.last_stats
             if first is not None and not q.history:
                 cached.append(first)
             if stats is not None and stats.generated_tokens > 2:
@@ -131,7 +136,8 @@ async def run_model(model: str, runs: int) -> dict[str, Any]:
     wrong = [r for r in results if r["failed"]]
     return {
         "model": model,
-        "file": llm.model_path.name,
+        "grounding": grounding,
+        "file": llama.model_path.name,
         "accuracy": round(1 - len(wrong) / len(results), 3),
         "right": len(results) - len(wrong),
         "asked": len(results),
@@ -148,22 +154,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", default=["fast", "accurate"])
     parser.add_argument("--runs", type=int, default=1, help="ask every question this many times (sampling varies)")
+    parser.add_argument(
+        "--grounding",
+        nargs="+",
+        default=["agent"],
+        choices=["agent", "off", "guard", "hints"],
+        help="as the agent document says; off; the claim guard alone; guard and hints (one run each)",
+    )
     parser.add_argument("--out", type=Path)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(asyncio.run(run_model(args.child, args.runs))))
+        print(json.dumps(asyncio.run(run_model(args.child, args.runs, args.grounding[0]))))
         return
     models = []
-    for model in args.models:
-        cmd = [sys.executable, __file__, "--child", model, "--runs", str(args.runs)]
+    for model, grounding in ((m, g) for m in args.models for g in args.grounding):
+        cmd = [sys.executable, __file__, "--child", model, "--runs", str(args.runs), "--grounding", grounding]
         done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
         if done.returncode != 0:
             models.append({"model": model, "error": done.stderr.strip()[-2000:]})
             continue
         models.append(json.loads(done.stdout.strip().splitlines()[-1]))
         m = models[-1]
-        print(f"{model}: {m['right']}/{m['asked']} right, ttft cached {m['ttft_cached_p50_ms']} ms", file=sys.stderr)
+        print(f"{model} (grounding {grounding}): {m['right']}/{m['asked']} right, ttft cached {m['ttft_cached_p50_ms']} ms", file=sys.stderr)
     result = {
         "bench": "answers",
         "agent": str(AGENT.relative_to(ROOT)),
