@@ -176,7 +176,8 @@ def main() -> None:
             continue
         models.append(json.loads(done.stdout.strip().splitlines()[-1]))
         m = models[-1]
-        print(f"{model} (grounding {grounding}): {m['right']}/{m['asked']} right, ttft cached {m['ttft_cached_p50_ms']} ms", file=sys.stderr)
+        right = f"{m['right']}/{m['asked']} right"
+        print(f"{model} (grounding {grounding}): {right}, ttft cached {m['ttft_cached_p50_ms']} ms", file=sys.stderr)
     result = {
         "bench": "answers",
         "agent": str(AGENT.relative_to(ROOT)),
