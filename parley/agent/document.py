@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails
 
+from parley.agent.grounding import GroundingSettings
 from parley.agent.limits import (
     MAX_DESCRIPTION_CHARS,
     MAX_DOCUMENT_CHARS,
@@ -29,9 +30,10 @@ from parley.agent.limits import (
     error_detail,
     size_of,
 )
+from parley.pipeline.frames import DTMF_DIGITS, is_dtmf_digit
 from parley.services.llm.base import Tool, ToolCall
 from parley.services.llm.base import registry as llm_registry
-from parley.services.registry import Registry, UnknownProvider
+from parley.services.registry import ProviderPackageMissing, Registry, UnknownProvider
 from parley.services.stt.base import registry as stt_registry
 from parley.services.tts.base import registry as tts_registry
 from parley.services.vad.base import registry as vad_registry
@@ -118,7 +120,11 @@ class InterruptionSettings(_Strict):
     min_speech_secs: float = Field(0.0, ge=0, le=2, description="caller speech needed before the agent stops")
 
 
-DTMF_DIGITS = "0123456789*#ABCD"
+#: what the caller hears when the LLM or TTS fails during a reply (``fallback_line`` in the document)
+DEFAULT_FALLBACK_LINE = "Sorry, I'm having trouble answering right now."
+
+#: what the agent can do to the call besides talking
+ActionName = Literal["hang_up", "transfer"]
 _TARGET = re.compile(r"[^\s\x00-\x1f]{1,256}")  # a phone number or SIP URI: one token, no control characters
 
 
@@ -134,9 +140,26 @@ Target = Annotated[str, AfterValidator(_target)]
 class KeypadAction(_Strict):
     """What a keypad digit does at once, without asking the LLM."""
 
-    action: Literal["hang_up", "transfer"]
+    action: ActionName
     target: Target | None = Field(None, description="transfer: a number/URI or a transfer_targets name")
     reason: Line = Field("", max_length=MAX_LINE_CHARS)
+
+
+class ResolvedAction(NamedTuple):
+    """An LLM's tool call checked against the document; ``refused`` is empty when it may be carried out."""
+
+    action: str  # an ActionName, or the unknown name the model asked for (refused)
+    target: str
+    reason: str
+    refused: str = ""
+
+
+class KeypadHit(NamedTuple):
+    """What a mapped keypad digit does (always allowed: the document names it)."""
+
+    action: ActionName
+    target: str
+    reason: str
 
 
 class ActionSettings(_Strict):
@@ -168,7 +191,7 @@ class ActionSettings(_Strict):
     @classmethod
     def _digits(cls, v: dict[str, KeypadAction]) -> dict[str, KeypadAction]:
         for digit in v:
-            if len(digit) != 1 or digit not in DTMF_DIGITS:
+            if not is_dtmf_digit(digit):
                 raise ValueError(f"{digit!r} is not a keypad digit (one of {DTMF_DIGITS})")
         return v
 
@@ -213,36 +236,38 @@ class ActionSettings(_Strict):
             )  # fmt: skip
         return tools
 
-    def resolve(self, call: ToolCall) -> tuple[str, str, str, str]:
-        """(action, target, reason, refusal) for an LLM's tool call; ``refusal`` is empty when it is allowed."""
+    def resolve(self, call: ToolCall) -> ResolvedAction:
+        """What an LLM's tool call comes to; ``refused`` says why not when it is not allowed."""
         args = call.arguments
         reason = str(args.get("reason") or "")[:200]
         if call.name == "hang_up":
-            return "hang_up", "", reason, "" if self.hang_up else "hang_up is not enabled for this agent"
+            refused = "" if self.hang_up else "hang_up is not enabled for this agent"
+            return ResolvedAction("hang_up", "", reason, refused)
         if call.name == "transfer":
             asked = str(args.get("target") or "").strip()
             if not self.can_transfer:
-                return "transfer", asked, reason, "transfer is not enabled for this agent"
+                return ResolvedAction("transfer", asked, reason, "transfer is not enabled for this agent")
             if not asked:
                 if self.transfer_to:
-                    return "transfer", self.transfer_to, reason, ""
-                return "transfer", "", reason, "transfer needs a target"
+                    return ResolvedAction("transfer", self.transfer_to, reason)
+                return ResolvedAction("transfer", "", reason, "transfer needs a target")
             if asked in self.transfer_targets:
-                return "transfer", self.transfer_targets[asked], reason, ""
+                return ResolvedAction("transfer", self.transfer_targets[asked], reason)
             if asked == self.transfer_to or asked in self.transfer_targets.values():
-                return "transfer", asked, reason, ""
-            return "transfer", asked[:256], reason, f"target {asked[:64]!r} is not an allowed transfer target"
-        return call.name[:64], "", reason, f"unknown action {call.name[:64]!r}"
+                return ResolvedAction("transfer", asked, reason)
+            refused = f"target {asked[:64]!r} is not an allowed transfer target"
+            return ResolvedAction("transfer", asked[:256], reason, refused)
+        return ResolvedAction(call.name[:64], "", reason, f"unknown action {call.name[:64]!r}")
 
-    def keypad(self, digit: str) -> tuple[str, str, str] | None:
-        """(action, target, reason) for a mapped keypad digit, or None when the digit goes to the agent."""
+    def keypad(self, digit: str) -> KeypadHit | None:
+        """What a mapped keypad digit does, or None when the digit goes to the agent."""
         k = self.dtmf.get(digit)
         if k is None:
             return None
         target = ""
         if k.action == "transfer":
             target = self.transfer_targets.get(k.target, k.target) if k.target else (self.transfer_to or "")
-        return k.action, target, k.reason or f"keypad {digit}"
+        return KeypadHit(k.action, target, k.reason or f"keypad {digit}")
 
 
 class AgentDocument(_Strict):
@@ -253,6 +278,11 @@ class AgentDocument(_Strict):
     language: str = Field("en", pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
     system_prompt: Text = Field(min_length=1, max_length=MAX_SYSTEM_PROMPT_CHARS)
     greeting: Text = Field("", max_length=MAX_GREETING_CHARS)
+    fallback_line: Line = Field(
+        DEFAULT_FALLBACK_LINE,
+        max_length=MAX_LINE_CHARS,
+        description="said when the LLM or TTS fails during a reply; the turn ends there (empty: nothing is said)",
+    )
     stt: ServiceChoice = Field(default_factory=lambda: ServiceChoice(provider="whisper"))
     llm: ServiceChoice = Field(default_factory=lambda: ServiceChoice(provider="llama"))
     tts: TTSChoice = Field(default_factory=TTSChoice)
@@ -261,6 +291,7 @@ class AgentDocument(_Strict):
     interruptions: InterruptionSettings = Field(default_factory=InterruptionSettings)
     actions: ActionSettings = Field(default_factory=ActionSettings)
     max_history_turns: int = Field(8, ge=0, le=100)
+    grounding: GroundingSettings = Field(default_factory=GroundingSettings)
     kind: Literal["agent"] = "agent"
 
     @model_validator(mode="before")
@@ -317,9 +348,9 @@ def _check_provider(
         return bounds
     try:
         registry.options(name, options)
+    except ProviderPackageMissing as exc:
+        return [] if not strict else [error_detail((field, key), str(exc), name)]
     except UnknownProvider as exc:
-        if not strict and "missing package" in str(exc):
-            return []
         return [error_detail((field, key), str(exc), name)]
     except ValidationError as exc:
         return [error_detail((field, "options", *e["loc"]), e["msg"], e.get("input")) for e in exc.errors()]

@@ -8,6 +8,8 @@ call's clock starts, so a caller never waits for a cold model.
 from __future__ import annotations
 
 import asyncio
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +17,7 @@ import structlog
 
 from parley.agent.context import Conversation
 from parley.agent.document import AgentDocument
+from parley.agent.grounding import grounded
 from parley.calls.turnlog import TurnLog
 from parley.pipeline.pipeline import Observer, Pipeline
 from parley.processors.chunker import SentenceChunker
@@ -112,6 +115,14 @@ class CallPipeline:
     conversation: Conversation
 
 
+def fallback_voice(agent: AgentDocument) -> Callable[[], TTS] | None:
+    """How to make the voice that says the fallback line when the call's TTS fails (None: not configured)."""
+    name = agent.tts.fallback
+    if not name or name == agent.tts.provider:
+        return None
+    return functools.partial(tts_registry.create, name)
+
+
 def build_pipeline(
     agent: AgentDocument,
     services: Services,
@@ -132,9 +143,14 @@ def build_pipeline(
         [
             turns,
             Transcriber(services.stt, agent.language),
-            Responder(services.llm, conversation, agent.actions),
+            Responder(
+                grounded(services.llm, agent.grounding, agent.llm.provider),
+                conversation,
+                agent.actions,
+                fallback_line=agent.fallback_line,
+            ),
             SentenceChunker(first_max_words=agent.tts.first_piece_max_words),
-            Synthesizer(services.tts, sample_rate),
+            Synthesizer(services.tts, sample_rate, agent.fallback_line, fallback_voice(agent)),
             playout,
         ],
         observers=[turn_log, *(observers or [])],

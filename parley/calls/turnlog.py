@@ -9,9 +9,19 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from parley.pipeline.frames import AgentSpoke, Direction, Frame, StageTime, Transcript
+from parley.pipeline.frames import AgentSpoke, Direction, Frame, ReplyFailed, Stage, StageTime, Transcript
 
-STAGES = ("speech_end", "end_of_turn", "stt_final", "llm_first_token", "tts_first_audio", "first_audio_out")
+#: the stages a turn's latency report walks through, in order
+STAGES = (
+    Stage.SPEECH_END,
+    Stage.END_OF_TURN,
+    Stage.STT_FINAL,
+    Stage.LLM_FIRST_TOKEN,
+    Stage.TTS_FIRST_AUDIO,
+    Stage.FIRST_AUDIO_OUT,
+)
+#: stamps that carry the text the LLM wrote (cut: talked over; failed: the LLM raised part-way)
+_GENERATED = (Stage.LLM_DONE, Stage.LLM_CUT, Stage.LLM_FAILED)
 
 
 @dataclass
@@ -25,8 +35,8 @@ class TurnRecord:
 
     @property
     def voice_to_voice(self) -> float | None:
-        if "first_audio_out" in self.times and "speech_end" in self.times:
-            return self.times["first_audio_out"] - self.times["speech_end"]
+        if Stage.FIRST_AUDIO_OUT in self.times and Stage.SPEECH_END in self.times:
+            return self.times[Stage.FIRST_AUDIO_OUT] - self.times[Stage.SPEECH_END]
         return None
 
     def as_dict(self) -> dict[str, Any]:
@@ -46,8 +56,8 @@ class TurnLog:
     def __call__(self, frame: Frame, direction: Direction) -> None:
         if isinstance(frame, StageTime):
             times = self._record(frame.turn_id).times
-            times[frame.stage] = frame.t
-            if frame.stage in ("llm_done", "llm_cut") and frame.text is not None:  # llm_cut: talked over
+            times[str(frame.stage)] = frame.t  # a plain str key: the record is JSON
+            if frame.stage in _GENERATED and frame.text is not None:
                 self._record(frame.turn_id).agent_text_generated = frame.text
         elif isinstance(frame, Transcript):
             self._record(frame.turn_id).caller_text = frame.text
@@ -63,8 +73,15 @@ class TurnLog:
 
     def caller_turns(self) -> list[TurnRecord]:
         """Turns the turn detector confirmed (speculative attempts that were resumed are folded in)."""
-        return [r for tid, r in sorted(self.turns.items()) if tid > 0 and "end_of_turn" in r.times]
+        return [r for tid, r in sorted(self.turns.items()) if tid > 0 and Stage.END_OF_TURN in r.times]
 
     @property
     def greeting(self) -> TurnRecord | None:
         return self.turns.get(0)
+
+
+def error_event(frame: ReplyFailed) -> dict[str, Any]:
+    """The call record's ``error`` event for a reply that failed: which stage, the error's type (never its
+    message: it may quote a URL or a key) and what the caller was told instead ("" when nothing was said)."""
+    return {"type": "error", "turn": frame.turn_id, "stage": str(frame.stage), "error": frame.error,
+            "fallback": frame.fallback, "t": round(frame.t, 3)}  # fmt: skip

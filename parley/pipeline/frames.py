@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import Enum, StrEnum
+from typing import Literal, TypeGuard, get_args
 
 _ids = itertools.count(1)
 
@@ -20,6 +21,37 @@ _ids = itertools.count(1)
 class Direction(Enum):
     DOWNSTREAM = "downstream"
     UPSTREAM = "upstream"
+
+
+class Stage(StrEnum):
+    """What a :class:`StageTime` stamps; the values are the keys of a turn's ``times`` in the call record."""
+
+    SPEECH_END = "speech_end"
+    END_OF_TURN = "end_of_turn"
+    STT_START = "stt_start"
+    STT_FINAL = "stt_final"
+    LLM_FIRST_TOKEN = "llm_first_token"
+    LLM_DONE = "llm_done"
+    LLM_CUT = "llm_cut"  # talked over mid-generation
+    LLM_FAILED = "llm_failed"  # the LLM raised: the reply ended with the fallback line
+    TTS_FIRST_AUDIO = "tts_first_audio"
+    FIRST_AUDIO_OUT = "first_audio_out"
+
+
+class FailedStage(StrEnum):
+    """The model call whose failure ended a reply (:class:`ReplyFailed`)."""
+
+    LLM = "llm"
+    TTS = "tts"
+
+
+DtmfDigit = Literal["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "*", "#", "A", "B", "C", "D"]
+DTMF_DIGITS = "".join(get_args(DtmfDigit))
+
+
+def is_dtmf_digit(value: object) -> TypeGuard[DtmfDigit]:
+    """One keypad key (anything else must not reach the LLM's prompt or an action)."""
+    return isinstance(value, str) and len(value) == 1 and value in DTMF_DIGITS
 
 
 @dataclass
@@ -62,6 +94,21 @@ class ErrorFrame(SystemFrame):
 
     message: str = ""
     fatal: bool = False
+
+
+@dataclass
+class ReplyFailed(ErrorFrame):
+    """A model call failed during turn ``turn_id``'s reply; the reply ended there, with the fallback line.
+
+    ``error`` is the exception's type name only (a message may quote a URL or a key). ``fallback`` is what the
+    caller is told instead ("" when nothing could be said: the turn still closes, in silence).
+    """
+
+    turn_id: int = 0
+    stage: FailedStage = FailedStage.LLM
+    error: str = ""
+    fallback: str = ""
+    t: float = 0.0
 
 
 # --- caller side ---------------------------------------------------------------
@@ -200,7 +247,7 @@ class StageTime(SystemFrame):
     """A stage stamps when it did something for a turn; the report collects these."""
 
     turn_id: int = 0
-    stage: str = ""
+    stage: Stage = Stage.SPEECH_END
     t: float = 0.0
     text: str | None = None
 

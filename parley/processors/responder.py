@@ -8,21 +8,25 @@ from contextlib import aclosing
 import structlog
 
 from parley.agent.context import Conversation
-from parley.agent.document import ActionSettings
+from parley.agent.document import DEFAULT_FALLBACK_LINE, ActionSettings
 from parley.pipeline.frames import (
     DTMF,
     AgentAction,
     AgentSpoke,
     Direction,
+    FailedStage,
     Frame,
     LLMDone,
     LLMText,
     ReplyDone,
+    ReplyFailed,
+    Stage,
     StageTime,
     StartFrame,
     Transcript,
 )
 from parley.pipeline.processor import Processor
+from parley.redact import redact_text
 from parley.services.llm.base import LLM, ToolCall
 
 log = structlog.get_logger(__name__)
@@ -48,11 +52,22 @@ class Responder(Processor):
     was hearing; with interruptions disabled the action waits for that reply). Other
     digits become keypad turns in the turn taker and arrive here as transcripts, like
     speech.
+
+    A failed LLM call ends its turn at once (:meth:`_failed`): an error travels up to the call record and the
+    fallback line goes down in place of the rest of the reply, so the turn closes instead of staying owed.
     """
 
-    def __init__(self, llm: LLM, conversation: Conversation, actions: ActionSettings | None = None) -> None:
+    def __init__(
+        self,
+        llm: LLM,
+        conversation: Conversation,
+        actions: ActionSettings | None = None,
+        fallback_line: str = DEFAULT_FALLBACK_LINE,
+    ) -> None:
         super().__init__()
         self.llm = llm
+        #: what the caller hears when the LLM fails mid-reply ("": the reply just ends)
+        self.fallback_line = fallback_line.strip()
         self.conversation = conversation
         self.actions = actions or ActionSettings()
         self._tools = self.actions.tools()
@@ -134,19 +149,39 @@ class Responder(Processor):
                             actions.append(self._action(turn_id, piece))
                         continue
                     if not pieces:
-                        await self.push(StageTime(turn_id=turn_id, stage="llm_first_token", t=self.clock.now()))
+                        await self.push(StageTime(turn_id=turn_id, stage=Stage.LLM_FIRST_TOKEN, t=self.clock.now()))
                     pieces.append(piece)
                     await self.push(LLMText(turn_id=turn_id, text=piece))
         except asyncio.CancelledError:
             # talked over mid-generation: the record keeps what was generated, beside what the caller heard
             cut = "".join(pieces).strip()
-            await self.push(StageTime(turn_id=turn_id, stage="llm_cut", t=self.clock.now(), text=cut))
+            await self.push(StageTime(turn_id=turn_id, stage=Stage.LLM_CUT, t=self.clock.now(), text=cut))
             raise
+        except Exception as exc:
+            await self._failed(turn_id, "".join(pieces).strip(), exc)
+            return
         reply = "".join(pieces).strip()
-        await self.push(StageTime(turn_id=turn_id, stage="llm_done", t=self.clock.now(), text=reply))
+        await self.push(StageTime(turn_id=turn_id, stage=Stage.LLM_DONE, t=self.clock.now(), text=reply))
         await self.push(LLMDone(turn_id=turn_id))
         for action in actions:  # behind the reply: carried out once the caller has heard it
             await self.push(action)
+
+    async def _failed(self, turn_id: int, generated: str, exc: Exception) -> None:
+        """The LLM raised: the turn ends now, visibly. The caller hears the fallback line after whatever was
+        already said, the call record gets an error event, and the turn closes like any reply (no actions:
+        the model's wish to act is not trusted from a reply that broke off)."""
+        error = type(exc).__name__
+        detail = redact_text(str(exc)[:500])
+        log.error("reply_failed", stage=FailedStage.LLM, turn_id=turn_id, error=error, detail=detail)
+        now = self.clock.now()
+        await self.push(StageTime(turn_id=turn_id, stage=Stage.LLM_FAILED, t=now, text=generated))
+        failed = ReplyFailed(message=f"llm: {error}", turn_id=turn_id, stage=FailedStage.LLM, error=error,
+                             fallback=self.fallback_line, t=now)  # fmt: skip
+        await self.push(failed, Direction.UPSTREAM)
+        if self.fallback_line:  # spoken by the TTS; if that fails too, the synthesizer reports it
+            line = f" {self.fallback_line}" if generated else self.fallback_line  # after the words already said
+            await self.push(LLMText(turn_id=turn_id, text=line))
+        await self.push(LLMDone(turn_id=turn_id))
 
 
 def _join(a: str, b: str) -> str:

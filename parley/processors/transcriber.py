@@ -12,7 +12,7 @@ import asyncio
 import structlog
 
 from parley.audio import pcm16_resample
-from parley.pipeline.frames import Direction, Frame, StageTime, Transcript, TurnResumed, UserTurn
+from parley.pipeline.frames import Direction, Frame, Stage, StageTime, Transcript, TurnResumed, UserTurn
 from parley.pipeline.processor import Processor
 from parley.services.stt.base import STT
 
@@ -47,7 +47,7 @@ class Transcriber(Processor):
             task.cancel()
 
     async def _transcribe(self, turn: UserTurn) -> None:
-        await self.push(StageTime(turn_id=turn.turn_id, stage="stt_start", t=self.clock.now()))
+        await self.push(StageTime(turn_id=turn.turn_id, stage=Stage.STT_START, t=self.clock.now()))
         pcm = turn.pcm
         if turn.sample_rate != self.stt.sample_rate:
             pcm = pcm16_resample(pcm, turn.sample_rate, self.stt.sample_rate)
@@ -61,7 +61,7 @@ class Transcriber(Processor):
         self._tasks.pop(turn.turn_id, None)
         now = self.clock.now()
         log.info("transcript", turn_id=turn.turn_id, text=text, secs=round(now - turn.t, 3))
-        await self.push(StageTime(turn_id=turn.turn_id, stage="stt_final", t=now, text=text))
+        await self.push(StageTime(turn_id=turn.turn_id, stage=Stage.STT_FINAL, t=now, text=text))
         # up first: the judge's cue costs nothing, and the reply below starts in the same step
         await self.push(Transcript(turn_id=turn.turn_id, text=text, t=now), Direction.UPSTREAM)
         await self.push(Transcript(turn_id=turn.turn_id, text=text, t=now))

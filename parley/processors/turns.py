@@ -44,6 +44,7 @@ from parley.pipeline.frames import (
     Interruption,
     SpeechStarted,
     SpeechStopped,
+    Stage,
     StageTime,
     StartFrame,
     Transcript,
@@ -289,10 +290,10 @@ class TurnTaker(Processor):
         log.info("keypad_turn", turn_id=turn_id, digits=digits)
         self._agent_busy.add(turn_id)
         # the turn counts from the moment the entry was complete (its voice-to-voice is the agent's own latency)
-        await self.push(StageTime(turn_id=turn_id, stage="speech_end", t=now))
-        await self.push(StageTime(turn_id=turn_id, stage="end_of_turn", t=now))
+        await self.push(StageTime(turn_id=turn_id, stage=Stage.SPEECH_END, t=now))
+        await self.push(StageTime(turn_id=turn_id, stage=Stage.END_OF_TURN, t=now))
         await self.push(EndOfTurn(turn_id=turn_id, t=now))
-        await self.push(StageTime(turn_id=turn_id, stage="stt_final", t=now, text=text))
+        await self.push(StageTime(turn_id=turn_id, stage=Stage.STT_FINAL, t=now, text=text))
         await self.push(Transcript(turn_id=turn_id, text=text, t=now))
 
     async def _paused(self, judge: bool = False) -> None:
@@ -324,6 +325,6 @@ class TurnTaker(Processor):
             log.debug("turn_too_short", turn_id=self._turn_id, secs=round(self._speech_end - self._speech_start, 3))
             return
         self._agent_busy.add(self._turn_id)
-        await self.push(StageTime(turn_id=self._turn_id, stage="speech_end", t=self._speech_end))
-        await self.push(StageTime(turn_id=self._turn_id, stage="end_of_turn", t=self._t))
+        await self.push(StageTime(turn_id=self._turn_id, stage=Stage.SPEECH_END, t=self._speech_end))
+        await self.push(StageTime(turn_id=self._turn_id, stage=Stage.END_OF_TURN, t=self._t))
         await self.push(EndOfTurn(turn_id=self._turn_id, t=self._t))

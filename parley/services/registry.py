@@ -38,6 +38,10 @@ class ProviderUnavailable(UnknownProvider):
     """The provider exists but cannot run on this host (its native library failed the start-up self-check)."""
 
 
+class ProviderPackageMissing(UnknownProvider):
+    """The provider's module is there but a package it needs is not installed (an optional extra)."""
+
+
 class Registry(Generic[T]):
     """Name → provider class for one kind of service (vad, stt, llm, tts)."""
 
@@ -92,7 +96,8 @@ class Registry(Generic[T]):
             importlib.import_module(module)
         except ModuleNotFoundError as exc:
             if exc.name != module:
-                raise UnknownProvider(f"{self.kind} provider {name!r} needs a missing package: {exc.name}") from exc
+                msg = f"{self.kind} provider {name!r} needs a missing package: {exc.name}"
+                raise ProviderPackageMissing(msg) from exc
         if name in self._classes:
             return
         for ep in entry_points(group=f"parley.{self.kind}"):

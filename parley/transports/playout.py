@@ -33,6 +33,7 @@ from parley.pipeline.frames import (
     EndOfTurn,
     Frame,
     ReplyDone,
+    Stage,
     StageTime,
     StartFrame,
 )
@@ -278,7 +279,7 @@ class Playout(Processor):
             # audio time, can lie a little ahead too: the reply is not heard before the turn it answers ended.
             ended = self._turn_ended.pop(reply.turn_id, 0.0)
             stamp = max(t, self.clock.now(), ended)
-            await self.push(StageTime(turn_id=reply.turn_id, stage="first_audio_out", t=stamp))
+            await self.push(StageTime(turn_id=reply.turn_id, stage=Stage.FIRST_AUDIO_OUT, t=stamp))
 
     async def _stop_ticker(self) -> None:
         task, self._ticker = self._ticker, None

@@ -10,23 +10,23 @@ from typing import Any
 
 import structlog
 
-from parley.services.registry import ProviderUnavailable, UnknownProvider
+from parley.services.registry import ProviderPackageMissing, ProviderUnavailable
 from parley.services.tts.base import TTS, registry
 
 log = structlog.get_logger(__name__)
+
+#: what "the engine is not here" looks like, by type: a package or native library missing (the registry says
+#: which), or an engine that failed to start (a provider's constructor raises ImportError or RuntimeError). Any
+#: other UnknownProvider is a misspelled name, and a ValidationError a bad option: both are raised.
+ENGINE_MISSING = (ProviderPackageMissing, ProviderUnavailable, ImportError, RuntimeError)
 
 
 def create_tts(name: str, options: dict[str, Any] | None = None, fallback: str | None = "espeak") -> TTS:
     """``registry.create(name, options)``, or ``fallback`` with default options if ``name``'s engine is missing."""
     try:
         return registry.create(name, options)
-    except (UnknownProvider, ImportError, RuntimeError) as exc:
-        missing = (
-            not isinstance(exc, UnknownProvider)
-            or isinstance(exc, ProviderUnavailable)
-            or "needs a missing package" in str(exc)
-        )
-        if not missing or fallback is None or fallback == name:
+    except ENGINE_MISSING as exc:
+        if fallback is None or fallback == name:
             raise
         log.warning("tts provider unavailable, using fallback", provider=name, fallback=fallback, reason=str(exc))
         return registry.create(fallback)
