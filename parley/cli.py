@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +34,7 @@ err = Console(stderr=True)
 @app.callback()
 def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every pipeline event.")) -> None:
     try:
-        configure_logging(verbose)  # PARLEY_LOG_FORMAT: console (default) or json
+        configure_logging(verbose)  # PARLEY_LOG_LEVEL (default info), PARLEY_LOG_FORMAT: console (default) or json
     except ValueError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
@@ -107,12 +110,23 @@ def serve(
     url = f"http://{host}:{port}"
     console.print(f"[bold]Parley[/bold] on {url}  (API docs: {url}/docs)")
     console.print(f"database: {settings.effective_database_url.split('@')[-1]}")
-    console.print("first API key:  [bold].venv/bin/parley admin create-key --tenant demo --role admin[/bold]")
+    console.print(f"first API key:  [bold]{_own_command()} admin create-key --tenant demo --role admin[/bold]")
+    level = logging.getLogger().getEffectiveLevel()  # parley.logs set it: PARLEY_LOG_LEVEL, or --verbose
     # proxy_headers off: uvicorn would believe X-Forwarded-For from 127.0.0.1; the app heeds PARLEY_TRUSTED_PROXIES
     uvicorn.run(
-        create_app(settings), host=host, port=port, log_level="warning", ws="websockets-sansio", proxy_headers=False,
+        create_app(settings), host=host, port=port, ws="websockets-sansio", proxy_headers=False,
+        log_level=level, access_log=level <= logging.DEBUG,  # a line per request only when debugging
         log_config=None,  # uvicorn's records go through parley.logs (bounded, redacted, written off the loop)
     )  # fmt: skip
+
+
+def _own_command() -> str:
+    """How to run this ``parley`` again: its name when the shell finds this one, else its path (``.venv/bin``)."""
+    here = Path(sys.executable).parent / "parley"
+    found = shutil.which("parley")
+    if found and Path(found).resolve() == here.resolve():
+        return "parley"
+    return str(here.relative_to(Path.cwd())) if here.is_relative_to(Path.cwd()) else str(here)
 
 
 @admin_app.command("create-key")

@@ -4,6 +4,9 @@ Every record, structlog's and the standard library's (uvicorn, httpx…), goes t
 and writes it. The event loop only pays for building the record and summarising a traceback (no locals, the last
 ``MAX_FRAMES`` frames): a rich traceback with locals, rendered on the loop, once stalled every call for seconds.
 A full queue drops records (and counts them) rather than block the caller: the media path never waits on a log.
+``PARLEY_LOG_LEVEL`` (debug, info — the default —, warning, error, critical) and ``PARLEY_LOG_FORMAT`` (console,
+json) choose what is written and how; standard-library loggers (uvicorn, httpx, the LLM providers') share the
+pipeline, so one threshold and one format hold for every line.
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ from parley.redact import MASK, is_secret_field, redact_text, redact_value
 
 FORMAT_ENV = "PARLEY_LOG_FORMAT"
 FORMATS = ("console", "json")
+LEVEL_ENV = "PARLEY_LOG_LEVEL"
+LEVELS = ("debug", "info", "warning", "error", "critical")
+DEFAULT_LEVEL = "info"  # an operator sees calls start and end, the service start, and every problem
 MAX_FRAMES = 20  # innermost frames kept per exception in a chain
 MAX_CHAINED = 5  # __cause__/__context__ links followed
 MAX_TRACEBACK_CHARS = 8_000
@@ -162,15 +168,31 @@ class ParleyFormatter(logging.Formatter):
         return str(self.console(None, record.levelname.lower(), ed))
 
 
-def configure_logging(verbose: bool = False, fmt: str | None = None, stream: IO[str] | None = None) -> None:
-    """Install the queue and its writer thread; ``fmt`` (default ``PARLEY_LOG_FORMAT``) is ``console`` or ``json``.
+def _choice(value: str | None, env: str, default: str, allowed: tuple[str, ...]) -> str:
+    """``value``, else the environment variable, else ``default``; anything not in ``allowed`` is a ValueError."""
+    chosen = (value or os.environ.get(env) or default).strip().lower()
+    if chosen not in allowed:
+        raise ValueError(f"{env} must be one of {', '.join(allowed)}, not {chosen!r}")
+    return chosen
+
+
+def log_level(verbose: bool = False, level: str | None = None) -> int:
+    """The threshold: DEBUG when verbose, else ``level``, else ``PARLEY_LOG_LEVEL`` (default info)."""
+    if verbose:
+        return logging.DEBUG
+    return logging.getLevelNamesMapping()[_choice(level, LEVEL_ENV, DEFAULT_LEVEL, LEVELS).upper()]
+
+
+def configure_logging(
+    verbose: bool = False, fmt: str | None = None, stream: IO[str] | None = None, level: str | None = None
+) -> None:
+    """Install the queue and its writer thread; ``fmt`` (default ``PARLEY_LOG_FORMAT``) is ``console`` or ``json``,
+    ``level`` (default ``PARLEY_LOG_LEVEL``, then info; ``verbose``: debug) the least severity written.
 
     Called again, it replaces the previous set-up (flushing it first)."""
     global _listener, _installed
-    fmt = (fmt or os.environ.get(FORMAT_ENV) or "console").strip().lower()
-    if fmt not in FORMATS:
-        raise ValueError(f"{FORMAT_ENV} must be one of {', '.join(FORMATS)}, not {fmt!r}")
-    level = logging.DEBUG if verbose else logging.WARNING
+    fmt = _choice(fmt, FORMAT_ENV, "console", FORMATS)
+    threshold = log_level(verbose, level)
     stop_logging()
     writer = logging.StreamHandler(stream or sys.stderr)
     writer.setFormatter(ParleyFormatter(fmt))
@@ -179,7 +201,7 @@ def configure_logging(verbose: bool = False, fmt: str | None = None, stream: IO[
     _installed = _Enqueue(records)
     root = logging.getLogger()
     root.addHandler(_installed)
-    root.setLevel(level)
+    root.setLevel(threshold)
     for name in SERVER_LOGGERS:  # a server's own handlers would write (unredacted, on the loop) beside ours
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
@@ -187,7 +209,7 @@ def configure_logging(verbose: bool = False, fmt: str | None = None, stream: IO[
     _listener.start()
     structlog.configure(
         processors=[structlog.contextvars.merge_contextvars, capture_exc_info, _to_stdlib],
-        wrapper_class=structlog.make_filtering_bound_logger(level),
+        wrapper_class=structlog.make_filtering_bound_logger(threshold),
         logger_factory=structlog.stdlib.LoggerFactory(),
         cache_logger_on_first_use=False,
     )

@@ -10,8 +10,11 @@
 # pip's wheel cache does not see CMAKE_ARGS, so a wheel built with other flags would be reused silently: the
 # wheel is built with --no-cache-dir into a folder of our own whose name is a hash of version + flags.
 set -euo pipefail
+# The flags are also in parley/services/llm/llama_build.py (the self-check's advice); a test keeps them equal.
 venv=${1:?usage: install-llama.sh VENV}
-version=0.3.36
+constraints="$(dirname "$0")/../constraints.txt"
+version=$(sed -n 's/^llama-cpp-python==\([^ ;]*\).*/\1/p' "$constraints")
+[ -n "$version" ] || { echo "install-llama.sh: no llama-cpp-python==VERSION in $constraints" >&2; exit 1; }
 case "$(uname -m)" in
   x86_64) flags="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON" ;;
   *) flags="-DGGML_NATIVE=OFF" ;;  # aarch64 and others: the compiler's baseline for the architecture

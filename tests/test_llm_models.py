@@ -37,6 +37,7 @@ def test_the_script_pins_the_same_files_and_hashes_as_the_catalogue() -> None:
 
 def test_a_missing_model_file_says_how_to_install_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PARLEY_MODELS_DIR", str(tmp_path))
+    monkeypatch.setenv("PARLEY_MODEL_CACHE", str(tmp_path / "cache"))  # the installer's cache may hold them
     with pytest.raises(LLMError, match=r"qwen2\.5-1\.5b is not installed .*make install.*install-models\.sh"):
         llama_models.model_path(llama_models.spec("accurate"))
     from parley.services.llm.base import registry

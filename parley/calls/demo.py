@@ -1,9 +1,14 @@
-"""``make run``'s demo call: a synthetic caller phones the example receptionist."""
+"""``make run``'s demo call: a synthetic caller phones the example receptionist.
+
+The receptionist ships inside the package (``parley/calls/receptionist.yaml``, the same file as
+``examples/agents/receptionist.yaml``): an installed wheel has no source tree to point into.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import shutil
+from importlib import resources
 from pathlib import Path
 
 from rich.console import Console
@@ -18,13 +23,15 @@ QUESTIONS = (
     "Where is your office?",
     "How much does a cleaning cost?",
 )
-EXAMPLE_AGENT = Path(__file__).resolve().parents[2] / "examples" / "agents" / "receptionist.yaml"
+EXAMPLE_AGENT = resources.files("parley.calls") / "receptionist.yaml"
 
 
 def run_demo(out_dir: Path, fast: bool, console: Console) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     caller = out_dir / "caller.wav"
-    agent = load_agent(EXAMPLE_AGENT)
+    agent_path = out_dir / "receptionist.yaml"  # a copy beside the call: the one to edit and try
+    agent_path.write_text(EXAMPLE_AGENT.read_text(encoding="utf-8"), encoding="utf-8")
+    agent = load_agent(agent_path)
     console.print("[bold]Parley demo[/bold]: a synthetic caller phones the example receptionist (local models).")
     voice = "gb-male" if shutil.which("espeak-ng") else "joe-quick"  # a voice unlike the agent's
     asyncio.run(caller_recording(QUESTIONS, caller, voice=voice))
@@ -33,7 +40,6 @@ def run_demo(out_dir: Path, fast: bool, console: Console) -> None:
     print_report(report, console)
     console.print(f"\nListen to the call: {out_dir / 'call.wav'} (caller left, agent right)")
     console.print(f"Per-turn report:    {out_dir / 'report.json'}")
-    agent_path = EXAMPLE_AGENT.relative_to(Path.cwd()) if EXAMPLE_AGENT.is_relative_to(Path.cwd()) else EXAMPLE_AGENT
     console.print(
         f"Try your own:       parley call {agent_path} --input question.wav --output call.wav --report r.json"
     )

@@ -27,6 +27,8 @@ from typing import Any
 
 import structlog
 
+from parley.services.llm.llama_build import rebuild_advice
+
 log = structlog.get_logger(__name__)
 
 #: the embedded stages checked, in order: (stage, provider) as in the default agent document
@@ -36,10 +38,7 @@ _TIMEOUT_S = 180.0
 
 #: what an operator can do when a stage's native library cannot run here
 ADVICE = {
-    "llm": (
-        "rebuild llama-cpp-python portably (rm .venv/.llama && make install), or give agents a cloud LLM "
-        "(llm: {provider: openai, ...})"
-    ),
+    "llm": f"{rebuild_advice()}; or give agents a cloud LLM (llm: {{provider: openai, ...}})",
     "stt": "give agents another STT provider, or reinstall faster-whisper/ctranslate2 for this CPU",
     "tts": "give agents tts: {provider: espeak} (needs espeak-ng), or reinstall onnxruntime/piper-tts",
     "vad": "give agents vad: {provider: energy}, or reinstall onnxruntime",

