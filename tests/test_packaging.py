@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -115,3 +117,38 @@ def test_the_vad_model_is_found_in_either_package() -> None:
     path = silero.model_path()
     assert path.parent.parent.name in silero.MODEL_PACKAGES
     assert model_files.sha256_of(path) == silero.MODEL_SHA256
+
+
+BLOCK_CLOUD_SDKS = """
+import importlib.abc, sys
+
+class Absent(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("boto3", "botocore", "azure", "aiohttp", "twilio"):
+            raise ModuleNotFoundError(f"No module named {name!r}")
+
+sys.meta_path.insert(0, Absent())
+"""
+
+
+def test_the_service_starts_without_the_cloud_sdks(tmp_path: Path) -> None:
+    """Without [s3], [azure] and [twilio]: the app and every carrier load; configuring one names the extra."""
+    code = f"""{BLOCK_CLOUD_SDKS}
+from fastapi.testclient import TestClient
+from parley.api.app import create_app
+from parley.config import Settings
+from parley.store.blobs import open_blob_store
+from parley.telephony.carrier import carriers
+
+assert "twilio" in carriers.names()
+settings = Settings(data_dir=sys.argv[1], sip_port=0)
+with TestClient(create_app(settings)) as client:
+    assert client.get("/health").status_code == 200
+try:
+    open_blob_store(Settings(data_dir=sys.argv[1], storage_url="s3://bucket"))
+except RuntimeError as exc:
+    print(exc)
+"""
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "pip install 'parley[s3]'" in out.stdout

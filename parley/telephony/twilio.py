@@ -13,21 +13,23 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import structlog
 from fastapi import Depends, HTTPException, Request, Response, WebSocket
 from pydantic import Field, SecretStr
-from twilio.request_validator import RequestValidator
-from twilio.rest import Client
-from twilio.twiml.voice_response import Connect, Dial, VoiceResponse
 
 from parley.audio import pcm16_to_ulaw, ulaw_to_pcm16
 from parley.config import Settings
+from parley.extras import require
 from parley.telephony import webhooks, wire
 from parley.telephony.carrier import Carrier, CarrierSettings, Outbound, carriers
 from parley.telephony.state import State, TelephonyState
 from parley.telephony.stream import run_media_stream
+
+if TYPE_CHECKING:  # the SDK is the [twilio] extra: imported where Twilio is used, after _sdk() checked it is there
+    from twilio.rest import Client
+    from twilio.twiml.voice_response import VoiceResponse
 
 log = structlog.get_logger(__name__)
 router = webhooks.carrier_router("twilio")
@@ -117,10 +119,15 @@ def _settings(settings: Settings) -> TwilioSettings:
     return settings.section(TwilioSettings)
 
 
+def _sdk() -> None:
+    require("twilio", "Twilio (PARLEY_TWILIO_AUTH_TOKEN is set)", "twilio")
+
+
 def _auth_token(settings: Settings) -> str:
     token = _settings(settings).twilio_auth_token
     if token is None or not token.get_secret_value():
         raise HTTPException(status_code=403, detail="Twilio is not configured (PARLEY_TWILIO_AUTH_TOKEN)")
+    _sdk()
     return token.get_secret_value()
 
 
@@ -128,6 +135,9 @@ def rest_client(settings: Settings) -> Client:
     own = _settings(settings)
     if not own.twilio_account_sid or own.twilio_auth_token is None:
         raise RuntimeError("Twilio REST calls need PARLEY_TWILIO_ACCOUNT_SID and PARLEY_TWILIO_AUTH_TOKEN")
+    _sdk()
+    from twilio.rest import Client
+
     client = Client(own.twilio_account_sid, own.twilio_auth_token.get_secret_value())
     if own.twilio_api_base_url:  # a local server speaking Twilio's REST API (tests)
         client.api.base_url = own.twilio_api_base_url.rstrip("/")
@@ -142,6 +152,8 @@ async def verified_form(request: Request, state: State) -> dict[str, str]:
     if request.url.query:
         url += "?" + request.url.query
     signature = request.headers.get("x-twilio-signature", "")
+    from twilio.request_validator import RequestValidator
+
     if not RequestValidator(token).validate(url, form, signature):
         log.warning("twilio_bad_signature", path=request.url.path)
         raise HTTPException(status_code=403, detail="invalid X-Twilio-Signature")
@@ -161,6 +173,8 @@ def _twiml(response: VoiceResponse, status: int = 200) -> Response:
 @router.post("/voice")
 async def voice(request: Request, form: Form, state: State) -> Response:
     """A call arrived (or a dialled call was answered): connect it to the agent's media stream."""
+    from twilio.twiml.voice_response import Connect, VoiceResponse
+
     called = form.get("To") or form.get("Called")
     caller = form.get("From") or form.get("Caller")
     # Twilio signs no time or nonce: a captured request would mint fresh stream parameters, so each CallSid is
@@ -208,6 +222,9 @@ async def stream(ws: WebSocket, state: State) -> None:
     token = auth_token.get_secret_value()
     signature = ws.headers.get("x-twilio-signature")
     if signature is not None:
+        _sdk()
+        from twilio.request_validator import RequestValidator
+
         url = webhooks.public_url(settings, f"http://{ws.url.netloc}").replace("http", "ws", 1) + ws.url.path
         if not RequestValidator(token).validate(url, {}, signature):
             log.warning("twilio_stream_bad_signature")
@@ -254,6 +271,9 @@ class Twilio(Carrier):
 
     async def transfer(self, state: TelephonyState, call_id: str, to: str, base_url: str) -> None:
         """The live call gets TwiML that dials ``to`` (the media stream ends with it)."""
+        _sdk()
+        from twilio.twiml.voice_response import Dial, VoiceResponse
+
         response = VoiceResponse()
         dial = Dial()
         dial.sip(to) if to.startswith("sip:") else dial.number(to)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from ...config import Settings
+from ...extras import require
 from .base import BlobStore
 from .local import LocalBlobStore
 
@@ -29,6 +30,7 @@ def open_blob_store(settings: Settings) -> BlobStore:
     if not name:
         raise ValueError(f"PARLEY_STORAGE_URL {url!r} names no {'bucket' if scheme == 's3' else 'container'}")
     if scheme == "s3":
+        require("s3", "PARLEY_STORAGE_URL=s3://…", "boto3")
         from .s3 import S3BlobStore  # boto3 is only imported when S3 is configured
 
         secret = settings.s3_secret_access_key
@@ -43,6 +45,7 @@ def open_blob_store(settings: Settings) -> BlobStore:
         )
     if settings.azure_storage_connection_string is None:
         raise ValueError(f"PARLEY_STORAGE_URL {url!r} needs PARLEY_AZURE_STORAGE_CONNECTION_STRING to be set")
+    require("azure", "PARLEY_STORAGE_URL=az://…", "azure.storage.blob", "aiohttp")
     from .azure import AzureBlobStore
 
     return AzureBlobStore(
