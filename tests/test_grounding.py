@@ -41,6 +41,10 @@ BACKED = [
     ("Can I get a check-up next Tuesday?", "Sure, I can book your check-up on Tuesday."),
     ("My number is 555 0134.", "So that is 555 0134, thank you."),
     ("Is there parking?", "Yes, parking is free behind the building."),
+    ("Do you do teeth whitening?", "Yes, we offer teeth whitening."),
+    ("Is your office near anything I'd know?", "Yes, we're next to the central library."),
+    ("Do you do braces for kids?", "I'm not sure, I'll ask a colleague."),
+    ("My tooth hurts, can you help?", "I'm sorry to hear that. We offer emergency care, can you come in today?"),
 ]
 NOT_BACKED = [
     ("How much is a filling?", "A filling costs 60 dollars."),  # a known number moved onto another known thing
@@ -49,6 +53,9 @@ NOT_BACKED = [
     ("How late on Fridays?", "We're open until 1 pm on Fridays."),
     ("What's the name of the dentist?", "The name of the dentist is Dr. John Doe."),  # a name from nowhere
     ("What's your address?", "We're at 24 Harbor Street."),
+    ("Do you take Delta Dental insurance?", "Yes, Delta Dental insurance is available."),  # a "yes" about the unknown
+    ("Do you do braces for kids?", "Yes, we do braces for kids."),
+    ("Are you open on Christmas Day?", "Yes, Bright Smile Dental is open on Christmas Day."),
 ]
 
 
@@ -100,8 +107,8 @@ def test_hints_put_the_relevant_fact_after_the_question_and_keep_the_prefix() ->
     out = hinted(messages, Knowledge.of([PROMPT]))
     assert out[:2] == messages[:2]
     assert out[-1]["content"].startswith("Can I come in on Sunday?\n(Facts: Opening hours: closed on Sunday")
-    unknown = hinted([messages[0], {"role": "user", "content": "Do you take Delta insurance?"}], Knowledge.of([PROMPT]))
-    assert "Not in your facts: delta, insurance." in unknown[-1]["content"]
+    unknown = [messages[0], {"role": "user", "content": "Do you take Delta insurance?"}]
+    assert hinted(unknown, Knowledge.of([PROMPT])) == unknown  # nothing relevant: no tokens added
 
 
 def _canned(reply: str) -> LLM:

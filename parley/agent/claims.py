@@ -169,9 +169,18 @@ class Knowledge:
                 c = claims_of(clause)
                 self.items.append(Claims(c.facts, c.words | head, c.negative, authoritative))
                 self.texts.append(f"{heading.strip(' -*')}: {clause}" if heading else clause)
-                self.vocabulary |= c.words | head
-                self._name_words |= {f[5:] for f in c.facts if f.startswith("name:")}
+                if authoritative:  # the topics the agent knows about; the caller's words do not add any
+                    self.vocabulary |= c.words | head
+                    self._name_words |= {f[5:] for f in c.facts if f.startswith("name:")}
         self.names |= {w.lower() for w in _WORD.findall(text.lower())}
+
+    @property
+    def topics(self) -> set[str]:
+        """The content words the prompt uses for what it knows (the business's own name says nothing of a topic)."""
+        return self.vocabulary - self._name_words
+
+    def knows_about(self, words: Iterable[str]) -> bool:
+        return any(w in self.topics for w in words)
 
     def supports(self, part: Claims, context: frozenset[str] = frozenset()) -> bool:
         """Whether one clause (or two, for a sum such as "80 and 60 is 140") backs every claim in ``part``.
@@ -179,8 +188,8 @@ class Knowledge:
         ``context`` is the content words of the rest of the sentence and of the question, used when the part
         itself names nothing ("It's 80 dollars").
         """
-        topical = self.vocabulary - self._name_words
-        about = {w for w in part.words if w in topical} or {w for w in context if w in topical}
+        topics = self.topics
+        about = {w for w in part.words if w in topics} or {w for w in context if w in topics}
         names = {f for f in part.facts if f.startswith("name:")}
         if any(f[5:] not in self.names for f in names):
             return False
@@ -216,7 +225,3 @@ class Knowledge:
                 scored.append((score, text))
         scored.sort(key=lambda s: -s[0])
         return [t for _, t in scored[:limit]]
-
-    def unknown_words(self, question: str) -> list[str]:
-        """Content words of ``question`` the knowledge never uses (what the agent cannot know about)."""
-        return sorted(w for w in claims_of(question).words if w not in self.vocabulary)

@@ -1,12 +1,13 @@
 """Grounded replies: the LLM may only state numbers, days and names that the agent's knowledge backs.
 
 :class:`GroundedLLM` wraps any provider. Before a reply it adds, after the caller's words, the one or two clauses
-of the agent's prompt most about the question (and, when the question names things the prompt never mentions,
-that it does not know them): a small model answers from the clause in front of it far more often than from a
-long prompt. While the reply streams, text passes through at once until a part of a sentence makes a claim (see
-:mod:`parley.agent.claims`); that part is held until it ends (a comma, a full stop) and is then either released
-or, when the knowledge does not back it, replaced by the agent's fallback line and the generation stopped. The
-caller never hears a made-up price, day or name; the cost is the few tokens of one held part.
+of the agent's prompt most about the question: a small model answers from the clause in front of it more often
+than from a long prompt. While the reply streams, text passes through at once until a part of a sentence makes a
+claim (see :mod:`parley.agent.claims`); that part is held until it ends (a comma, a full stop) and is then either
+released or, when the knowledge does not back it, replaced by the agent's fallback line and the generation stopped. When
+the caller asks about something the prompt never mentions, a confirming sentence ("Yes, we take Delta
+insurance") is held whole and replaced the same way. The caller never hears a made-up price, day, name or "yes";
+the cost is the few tokens of one held part.
 """
 
 from __future__ import annotations
@@ -25,6 +26,13 @@ log = structlog.get_logger(__name__)
 
 _PART_END = re.compile(r"[,;:.!?]+(?=\s)|\s(?:and|but|or)(?=\s)")
 _SENTENCE_END = re.compile(r"[.!?]+\s*$")
+_SENTENCE_BREAK = re.compile(r"[.!?]+(?=\s)")
+#: a reply that confirms something: "Yes, …", "we do/offer/take …", "… is available"
+_AFFIRMS = re.compile(
+    r"^\W*(yes|yeah|yep|absolutely)\b|\bwe (do|offer|have|accept|take|provide|cover)\b"
+    r"|\b(is|are) (available|offered|accepted|covered)\b|\bwe(\W?re| are) open\b",
+    re.IGNORECASE,
+)
 _NUMBER_WORDS = ("twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety", "eleven", "twelve",
                  "thirteen", "fifteen", "seventeen")  # fmt: skip
 _CLAIM_PREFIXES = (*DAYS, *MONTHS, *_NUMBER_WORDS)
@@ -55,11 +63,14 @@ class ClaimGuard:
         self.knowledge = knowledge
         self.fallback = fallback
         self._question_words = claims_of(question).words
+        #: the caller asks about something the prompt never mentions ("Do you take Delta insurance?"): a "yes"
+        #: is then made up, so replies are checked a whole sentence at a time
+        self._unknown_topic = bool(self._question_words) and not knowledge.knows_about(self._question_words)
         self._sentence_words: frozenset[str] = frozenset()
         self._part = ""  # the current part of a sentence
         self._sent = 0  # how much of it has been released
         self._tail = ""  # a word that may still grow into a claim ("Sun" → "Sunday")
-        self._emitted_in_sentence = False
+        self._said = ""  # the last text released (to put a space before the fallback)
         self.failed: str | None = None  # the part that was not backed
 
     def feed(self, piece: str) -> str:
@@ -68,7 +79,9 @@ class ClaimGuard:
             return ""
         text = self._tail + piece
         self._tail = _growing_word(text)
-        return self._take(text[: len(text) - len(self._tail)])
+        out = self._take(text[: len(text) - len(self._tail)])
+        self._said = out or self._said
+        return out
 
     def finish(self) -> str:
         """The end of the reply: the held part is checked and released (or replaced)."""
@@ -84,11 +97,12 @@ class ClaimGuard:
     def _take(self, text: str) -> str:
         self._part += text
         out = ""
-        while self.failed is None and (m := _PART_END.search(self._part)):
+        ends = _SENTENCE_BREAK if self._unknown_topic else _PART_END
+        while self.failed is None and (m := ends.search(self._part)):
             part, rest = self._part[: m.end()], self._part[m.end() :]
             out += self._close_part(part)
             self._part = rest if self.failed is None else ""
-        if self.failed is None and self._part and claims_of(self._part).empty:
+        if self.failed is None and self._part and claims_of(self._part).empty and not self._may_affirm(self._part):
             out += self._part[self._sent :]
             self._sent = len(self._part)
         return out
@@ -98,13 +112,13 @@ class ClaimGuard:
         unsent, self._sent = part[self._sent :], 0
         if not claims.empty and not self._backed(claims):
             return self._fail(part)
-        self._sentence_words |= claims.words
-        if _SENTENCE_END.search(part):
-            self._sentence_words = frozenset()
-            self._emitted_in_sentence = False
-        elif unsent.strip():
-            self._emitted_in_sentence = True
+        if self._may_affirm(part) and not self.knowledge.knows_about(claims.words):
+            return self._fail(part)
+        self._sentence_words = frozenset() if _SENTENCE_END.search(part) else self._sentence_words | claims.words
         return unsent
+
+    def _may_affirm(self, text: str) -> bool:
+        return self._unknown_topic and bool(_AFFIRMS.search(text))
 
     def _backed(self, claims: Claims) -> bool:
         return self.knowledge.supports(claims, self._sentence_words | self._question_words)
@@ -113,7 +127,7 @@ class ClaimGuard:
         self.failed = part.strip()
         self._part = ""
         log.warning("reply_claim_not_backed", part=self.failed[:200])
-        lead = " " if self._emitted_in_sentence else ""
+        lead = " " if self._said and not self._said[-1].isspace() else ""
         return f"{lead}{self.fallback}"
 
 
@@ -126,7 +140,7 @@ def _growing_word(text: str) -> str:
 
 
 def hinted(messages: list[Message], knowledge: Knowledge) -> list[Message]:
-    """The prompt with the most relevant facts (and what the agent cannot know) after the caller's words.
+    """The prompt with the one or two facts most about the question after the caller's words.
 
     Appended to the last user message rather than as a new message, so the prefix the LLM has cached (system
     prompt, greeting, earlier turns) is unchanged.
@@ -134,14 +148,10 @@ def hinted(messages: list[Message], knowledge: Knowledge) -> list[Message]:
     if not messages or messages[-1]["role"] != "user":
         return messages
     question = messages[-1]["content"]
-    notes = []
-    if facts := knowledge.relevant(question):
-        notes.append("Facts: " + "; ".join(facts))
-    if unknown := knowledge.unknown_words(question):
-        notes.append(f"Not in your facts: {', '.join(unknown[:4])}.")
-    if not notes:
-        return messages
-    return [*messages[:-1], {"role": "user", "content": f"{question}\n({' '.join(notes)})"}]
+    facts = knowledge.relevant(question)
+    if not facts:
+        return messages  # every token here is prompt the model evaluates before its first word
+    return [*messages[:-1], {"role": "user", "content": f"{question}\n(Facts: {'; '.join(facts)})"}]
 
 
 class GroundedLLM(LLM):
