@@ -188,8 +188,7 @@ class Knowledge:
         ``context`` is the content words of the rest of the sentence and of the question, used when the part
         itself names nothing ("It's 80 dollars").
         """
-        topics = self.topics
-        about = {w for w in part.words if w in topics} or {w for w in context if w in topics}
+        about = self._about(part, context)
         names = {f for f in part.facts if f.startswith("name:")}
         if any(f[5:] not in self.names for f in names):
             return False
@@ -202,6 +201,19 @@ class Knowledge:
         if about_it or any(need <= k.facts for k in self.items if not k.authoritative):
             return True  # the prompt says so, or the caller did ("next Tuesday", "555 0134")
         return self._sum_supports(need, about, part.negative)
+
+    def contradiction(self, part: Claims, context: frozenset[str] = frozenset()) -> str | None:
+        """The prompt's clause that says the opposite of ``part`` ("closed on Sunday" for "open on Sunday")."""
+        about = self._about(part, context)
+        need = {f for f in part.facts if not f.startswith("name:")}
+        for text, k in zip(self.texts, self.items, strict=True):
+            if need and k.authoritative and k.negative != part.negative and about <= k.words and need <= k.facts:
+                return text
+        return None
+
+    def _about(self, part: Claims, context: frozenset[str]) -> set[str]:
+        topics = self.topics
+        return {w for w in part.words if w in topics} or {w for w in context if w in topics}
 
     def _sum_supports(self, need: frozenset[str], about: set[str], negative: bool) -> bool:
         numbers = {f for f in need if f.startswith("n:")}

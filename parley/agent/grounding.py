@@ -24,6 +24,7 @@ from parley.services.llm.base import LLM, Message, Tool, ToolCall
 
 log = structlog.get_logger(__name__)
 
+MAX_CORRECTION_WORDS = 20  # a longer clause of the prompt is more likely an instruction than a fact to say
 _PART_END = re.compile(r"[,;:.!?]+(?=\s)|\s(?:and|but|or)(?=\s)")
 _SENTENCE_END = re.compile(r"[.!?]+\s*$")
 _SENTENCE_BREAK = re.compile(r"[.!?]+(?=\s)")
@@ -111,7 +112,7 @@ class ClaimGuard:
         claims = claims_of(part)
         unsent, self._sent = part[self._sent :], 0
         if not claims.empty and not self._backed(claims):
-            return self._fail(part)
+            return self._fail(part, self.knowledge.contradiction(claims, self._context))
         if self._may_affirm(part) and not self.knowledge.knows_about(claims.words):
             return self._fail(part)
         self._sentence_words = frozenset() if _SENTENCE_END.search(part) else self._sentence_words | claims.words
@@ -120,14 +121,22 @@ class ClaimGuard:
     def _may_affirm(self, text: str) -> bool:
         return self._unknown_topic and bool(_AFFIRMS.search(text))
 
-    def _backed(self, claims: Claims) -> bool:
-        return self.knowledge.supports(claims, self._sentence_words | self._question_words)
+    @property
+    def _context(self) -> frozenset[str]:
+        return self._sentence_words | self._question_words
 
-    def _fail(self, part: str) -> str:
+    def _backed(self, claims: Claims) -> bool:
+        return self.knowledge.supports(claims, self._context)
+
+    def _fail(self, part: str, correction: str | None = None) -> str:
+        """The fallback line, or — when the prompt says the opposite in a short clause — that clause, as a
+        correction ("Sorry, I misspoke. Opening hours: closed on Sunday.")."""
         self.failed = part.strip()
         self._part = ""
-        log.warning("reply_claim_not_backed", part=self.failed[:200])
+        log.warning("reply_claim_not_backed", part=self.failed[:200], corrected=correction is not None)
         lead = " " if self._said and not self._said[-1].isspace() else ""
+        if correction is not None and len(correction.split()) <= MAX_CORRECTION_WORDS:
+            return f"{lead}Sorry, I misspoke. {correction.rstrip('.')}."
         return f"{lead}{self.fallback}"
 
 
