@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 import structlog
 
 from parley.calls.recorder import fixed_wav_head, recording_key, wav_format
+from parley.pipeline.frames import EndReason
 from parley.store.blobs import BlobStore
 from parley.store.blobs.base import Recovered
 from parley.store.calls import CallRepo
@@ -22,7 +23,7 @@ from parley.store.models import utcnow
 
 log = structlog.get_logger(__name__)
 
-CRASHED = "worker-crashed"
+CRASHED = EndReason.WORKER_CRASHED
 
 
 class _WavFix:

@@ -81,11 +81,27 @@ class StartFrame(SystemFrame):
     sample_rate: int = 16000
 
 
+class EndReason(StrEnum):
+    """Why a call ended, as recorded (``end_reason``). Open-ended on purpose: a carrier's own reason
+    (``stream-…``) or a failure (``error: …``, ``dial-failed: …``) is recorded as it comes."""
+
+    ENDED = "ended"
+    CALLER_HANGUP = "caller-hangup"
+    AGENT_HANGUP = "agent-hangup"
+    TRANSFERRED = "transferred"
+    CLIENT_DISCONNECTED = "client-disconnected"
+    INPUT_ENDED = "input-ended"  # an offline call's audio ran out
+    CANCELLED = "cancelled"
+    NOT_ANSWERED = "not-answered"
+    SERVER_RESTART = "server-restart"
+    WORKER_CRASHED = "worker-crashed"
+
+
 @dataclass
 class EndFrame(SystemFrame):
-    """The call ends; ``reason`` is recorded (hangup, input-ended, error …)."""
+    """The call ends; ``reason`` is recorded (an :class:`EndReason`, or a carrier's or an error's own)."""
 
-    reason: str = "ended"
+    reason: str = EndReason.ENDED
 
 
 @dataclass

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 import structlog
 
 from parley.pipeline.clock import Clock, RealClock
-from parley.pipeline.frames import Direction, EndFrame, ErrorFrame, Frame, StartFrame
+from parley.pipeline.frames import Direction, EndFrame, EndReason, ErrorFrame, Frame, StartFrame
 from parley.pipeline.processor import Processor
 
 log = structlog.get_logger(__name__)
@@ -130,7 +130,7 @@ class PipelineRunner:
                     f.cancel()
                 await asyncio.gather(done, cancelled, return_exceptions=True)
             if self.pipeline.end_frame is None:
-                self.pipeline.end_frame = EndFrame(reason="cancelled")
+                self.pipeline.end_frame = EndFrame(reason=EndReason.CANCELLED)
             return self.pipeline.end_frame
         finally:
             for p in reversed(started):
@@ -143,6 +143,6 @@ class PipelineRunner:
     def cancel(self) -> None:
         self._cancel.set()
 
-    async def end(self, reason: str = "ended") -> None:
+    async def end(self, reason: str = EndReason.ENDED) -> None:
         """End gracefully: the EndFrame flows through every processor first."""
         await self.pipeline.queue(EndFrame(reason=reason))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import builtins
 import uuid
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import delete, func, or_, select
@@ -16,10 +17,30 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from parley.pipeline.frames import EndReason
 from parley.store.errors import NotFound
 from parley.store.models import Call, CallEvent, Turn, utcnow
 
-STATUSES = ("dialing", "active", "ended", "failed")
+
+class CallStatus(StrEnum):
+    """A call record's ``status`` (the column holds the value)."""
+
+    DIALING = "dialing"  # an outbound call, placed and not yet answered
+    ACTIVE = "active"
+    ENDED = "ended"
+    FAILED = "failed"
+
+
+STATUSES = tuple(s.value for s in CallStatus)
+#: a call its worker may still be running
+UNFINISHED = (CallStatus.ACTIVE, CallStatus.DIALING)
+
+
+def checked_status(status: str) -> str:
+    """``status`` as the plain string the column stores; ValueError if it is not a :class:`CallStatus`."""
+    if status not in STATUSES:
+        raise ValueError(f"status must be one of {STATUSES}, not {status!r}")
+    return str(status)
 
 
 def like_pattern(text: str) -> str:
@@ -50,11 +71,10 @@ class CallRepo:
         called: str | None = None,
         provider_call_id: str | None = None,
         worker_id: str | None = None,
-        status: str = "active",
+        status: CallStatus = CallStatus.ACTIVE,
         call_id: uuid.UUID | None = None,
     ) -> Call:
-        if status not in STATUSES:
-            raise ValueError(f"status must be one of {STATUSES}, not {status!r}")
+        value = checked_status(status)
         call = Call(
             id=call_id or uuid.uuid4(),
             direction=direction,
@@ -66,7 +86,7 @@ class CallRepo:
             agent_version=agent_version,
             agent_name=agent_name,
             transport=transport,
-            status=status,
+            status=value,
             caller=caller,
             started_at=utcnow(),
         )
@@ -131,19 +151,18 @@ class CallRepo:
         self,
         tenant_id: uuid.UUID,
         call_id: uuid.UUID,
-        status: str,
+        status: CallStatus,
         end_reason: str | None,
         duration_s: float | None,
         recording_key: str | None = None,
         recording_bytes: int | None = None,
     ) -> Call | None:
         """Closes the record; None if the call is not this tenant's."""
-        if status not in STATUSES:
-            raise ValueError(f"status must be one of {STATUSES}, not {status!r}")
+        value = checked_status(status)
         call = await self.get(tenant_id, call_id)
         if call is None:
             return None
-        call.status = status
+        call.status = value
         call.ended_at = utcnow()
         call.end_reason = end_reason
         call.duration_s = duration_s
@@ -157,9 +176,9 @@ class CallRepo:
     ) -> Call | None:
         """A dialled (outbound) call was answered and its media arrived at ``worker_id``."""
         call = await self.get(tenant_id, call_id)
-        if call is None or call.status != "dialing":
+        if call is None or call.status != CallStatus.DIALING:
             return None
-        call.status = "active"
+        call.status = CallStatus.ACTIVE.value
         call.worker_id = worker_id
         if provider_call_id:
             call.provider_call_id = provider_call_id
@@ -183,7 +202,7 @@ class CallRepo:
         workers' calls go on. Calls recorded with no worker (talk calls before they named theirs) count as
         every worker's: nothing else would ever close them.
         """
-        query = select(Call).where(Call.status.in_(("active", "dialing")))
+        query = select(Call).where(Call.status.in_(UNFINISHED))
         if worker_id is not None:
             query = query.where(or_(Call.worker_id == worker_id, Call.worker_id.is_(None)))
         return builtins.list(await self.session.scalars(query.order_by(Call.started_at)))
@@ -205,19 +224,19 @@ class CallRepo:
         """Ends a call its worker never ended, at ``ended_at`` (the last sign of life, not now: the downtime is
         no part of the call); False if it was ended meanwhile."""
         call = await self.session.scalar(
-            select(Call).where(Call.id == call_id, Call.status.in_(("active", "dialing"))).with_for_update()
+            select(Call).where(Call.id == call_id, Call.status.in_(UNFINISHED)).with_for_update()
         )
         if call is None:
             return False
         ended_at = max(ended_at, call.started_at)
-        call.status, call.ended_at, call.end_reason = "ended", ended_at, reason
+        call.status, call.ended_at, call.end_reason = CallStatus.ENDED.value, ended_at, reason
         call.duration_s = (ended_at - call.started_at).total_seconds()
         if recording_key is not None:
             call.recording_key, call.recording_bytes = recording_key, recording_bytes
         await self.session.flush()
         return True
 
-    async def end_stale(self, reason: str = "server-restart", worker_id: str | None = None) -> int:
+    async def end_stale(self, reason: str = EndReason.SERVER_RESTART, worker_id: str | None = None) -> int:
         """Ends the calls :meth:`unfinished` finds at their last sign of life, so a crash leaves complete
         records (``parley.calls.recovery`` does this and recovers their recordings too)."""
         n = 0
@@ -229,7 +248,7 @@ class CallRepo:
         self,
         tenant_id: uuid.UUID,
         agent_id: uuid.UUID | None = None,
-        status: str | None = None,
+        status: CallStatus | str | None = None,
         transport: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
