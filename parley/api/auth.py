@@ -20,6 +20,7 @@ import httpx
 import jwt
 
 from parley.config import Settings
+from parley.offload import off_loop
 
 LEEWAY_S = 30  # clock skew tolerated on tokens from other systems
 TALK_LEEWAY_S = 5  # talk tokens are ours and live a minute: keep their slack small
@@ -225,7 +226,7 @@ class Authenticator:
         client = await self._jwks_client()
         try:
             # PyJWKClient fetches over blocking urllib: keep it off the event loop
-            key = await asyncio.to_thread(client.get_signing_key_from_jwt, token)
+            key = await off_loop(client.get_signing_key_from_jwt, token)
         except jwt.PyJWKClientConnectionError:
             raise AuthError(503, "identity provider keys unavailable") from None
         except jwt.PyJWKClientError:

@@ -19,6 +19,7 @@ from parley.agent.context import Conversation
 from parley.agent.document import AgentDocument
 from parley.agent.grounding import grounded
 from parley.calls.turnlog import TurnLog
+from parley.offload import off_loop
 from parley.pipeline.pipeline import Observer, Pipeline
 from parley.processors.chunker import SentenceChunker
 from parley.processors.responder import Responder
@@ -76,9 +77,9 @@ class Services:
         )
         vad = vad_registry.create(agent.vad.provider, agent.vad.options)
         stt, llm, tts = await asyncio.gather(
-            asyncio.to_thread(stt_registry.create, agent.stt.provider, stt_opts),
-            asyncio.to_thread(llm_registry.create, agent.llm.provider, llm_opts),
-            asyncio.to_thread(create_tts, agent.tts.provider, tts_opts, agent.tts.fallback),
+            off_loop(stt_registry.create, agent.stt.provider, stt_opts),
+            off_loop(llm_registry.create, agent.llm.provider, llm_opts),
+            off_loop(create_tts, agent.tts.provider, tts_opts, agent.tts.fallback),
         )
         return cls(vad=vad, stt=stt, llm=llm, tts=tts)
 

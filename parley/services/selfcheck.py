@@ -27,6 +27,7 @@ from typing import Any
 
 import structlog
 
+from parley.offload import off_loop
 from parley.services.llm.llama_build import rebuild_advice
 
 log = structlog.get_logger(__name__)
@@ -208,7 +209,7 @@ async def check_embedded_models() -> dict[str, StageResult]:
         return {k: StageResult(**v) for k, v in cached.items()}
     except (OSError, ValueError, TypeError):
         pass
-    results = {r.stage: r for r in await asyncio.to_thread(run_child)}
+    results = {r.stage: r for r in await off_loop(run_child)}
     crashed = any("crashed" in r.detail or r.stage == "all" for r in results.values())
     if not crashed:  # a crash may be transient (memory pressure): check again next start
         try:

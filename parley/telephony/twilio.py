@@ -10,7 +10,6 @@ HMAC over them (keyed by the auth token) that the stream checks at ``start``.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 from typing import TYPE_CHECKING, Annotated, Any
@@ -22,6 +21,7 @@ from pydantic import Field, SecretStr
 from parley.audio import pcm16_to_ulaw, ulaw_to_pcm16
 from parley.config import Settings
 from parley.extras import require
+from parley.offload import off_loop
 from parley.telephony import webhooks, wire
 from parley.telephony.carrier import Carrier, CarrierSettings, Outbound, carriers
 from parley.telephony.state import State, TelephonyState
@@ -241,7 +241,7 @@ async def stream(ws: WebSocket, state: State) -> None:
 
 async def update_call(settings: Settings, call_sid: str, **fields: Any) -> None:
     client = rest_client(settings)
-    await asyncio.to_thread(lambda: client.calls(call_sid).update(**fields))
+    await off_loop(lambda: client.calls(call_sid).update(**fields))
 
 
 @carriers.register
@@ -267,7 +267,7 @@ class Twilio(Carrier):
             )  # fmt: skip
             return str(created.sid)
 
-        return await asyncio.to_thread(create)
+        return await off_loop(create)
 
     async def transfer(self, state: TelephonyState, call_id: str, to: str, base_url: str) -> None:
         """The live call gets TwiML that dials ``to`` (the media stream ends with it)."""

@@ -21,7 +21,6 @@ when ``no_speech_prob`` is high, text with a low log-probability or a stock hall
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import math
 import os
@@ -34,6 +33,7 @@ from typing import Annotated, Any, NamedTuple
 import numpy as np
 from pydantic import Field
 
+from parley.offload import on_executor
 from parley.services.models import ModelCache
 from parley.services.registry import ProviderOptions
 from parley.services.stt.base import STT, registry
@@ -157,14 +157,14 @@ class WhisperSTT(STT):
 
     async def prepare(self) -> None:
         """Load the model now (off the event loop) rather than on the first utterance."""
-        await asyncio.get_running_loop().run_in_executor(_worker(), _load, self._key)
+        await on_executor(_worker(), _load, self._key)
 
     async def transcribe(self, pcm: bytes, language: str = "en") -> str:
         audio = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2").astype(np.float32) / 32768.0
         if audio.size < _HOP:
             return ""
         lang = language or self.options.language  # options.language: for callers that pass ""
-        return await asyncio.get_running_loop().run_in_executor(_worker(), self._transcribe, audio, lang)
+        return await on_executor(_worker(), self._transcribe, audio, lang)
 
     def _transcribe(self, audio: np.ndarray, language: str) -> str:
         if _level_dbfs(audio) < self.options.min_level_dbfs:

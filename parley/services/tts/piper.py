@@ -23,6 +23,7 @@ from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 from typing import Any
 
+from parley.offload import on_executor
 from parley.services.models import ModelCache
 from parley.services.registry import ProviderOptions
 from parley.services.tts.base import TTS, registry
@@ -152,7 +153,7 @@ class PiperTTS(TTS):
             for _ in self._synth_config_and_voice()[1].synthesize("Hello."):
                 pass
 
-        await asyncio.get_running_loop().run_in_executor(_worker(), warm)
+        await on_executor(_worker(), warm)
 
     def _synth_config_and_voice(self) -> tuple[Any, Any]:
         from piper import SynthesisConfig
@@ -205,7 +206,7 @@ class PiperTTS(TTS):
             with contextlib.suppress(RuntimeError):  # the event loop is already closed
                 loop.call_soon_threadsafe(queue.put_nowait, item)
 
-        done = asyncio.wrap_future(_worker().submit(self._run, text, job, emit))
+        done = on_executor(_worker(), self._run, text, job, emit)
         try:
             while (item := await queue.get()) is not None:
                 if isinstance(item, Exception):

@@ -8,7 +8,6 @@ leaves no blob (Azure drops uncommitted blocks), and ``recover`` commits what a 
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,6 +17,7 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.storage.blob import BlobBlock, ContentSettings
 from azure.storage.blob.aio import BlobClient, BlobServiceClient, ContainerClient
 
+from ...offload import off_loop
 from .base import (
     MAX_HEAD,
     READ_CHUNK,
@@ -175,7 +175,7 @@ class AzureBlobStore(BlobStore):
             tail.remove()
             return found
         sizes = await self._staged_in_a_row(blob)
-        extra, spooled_at = await asyncio.to_thread(tail.after, sum(sizes))
+        extra, spooled_at = await off_loop(tail.after, sum(sizes))
         if extra:
             await blob.stage_block(_block_id(len(sizes) + 1), _Body(bytearray(extra)), length=len(extra))  # type: ignore[arg-type]
             sizes.append(len(extra))

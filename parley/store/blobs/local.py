@@ -8,7 +8,6 @@ second, so a process killed mid-call leaves all but that last second there for `
 
 from __future__ import annotations
 
-import asyncio
 import glob
 import os
 import time
@@ -18,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
+from ...offload import off_loop
 from .base import MAX_HEAD, READ_CHUNK, BlobNotFound, BlobStore, BlobWriter, FixHead, Recovered, check_key, check_range
 
 __all__ = ["LocalBlobStore", "LocalBlobWriter"]
@@ -46,7 +46,7 @@ class LocalBlobWriter(BlobWriter):
         self._flushed_at = time.monotonic()
         if self._buf:
             data, self._buf = self._buf, bytearray()
-            await asyncio.to_thread(self._file.write, data)
+            await off_loop(self._file.write, data)
 
     async def close(self, head: bytes = b"") -> int:
         if self._done:
@@ -55,7 +55,7 @@ class LocalBlobWriter(BlobWriter):
             raise ValueError(f"head is {len(head)} bytes; at most {MAX_HEAD} can be patched")
         try:
             await self._flush()
-            await asyncio.to_thread(self._finish, head)
+            await off_loop(self._finish, head)
         except BaseException:
             await self.abort()
             raise
@@ -76,7 +76,7 @@ class LocalBlobWriter(BlobWriter):
             return
         self._done = True
         self._buf = bytearray()
-        await asyncio.to_thread(self._discard)
+        await off_loop(self._discard)
 
     def _discard(self) -> None:
         self._file.close()
@@ -105,12 +105,12 @@ class LocalBlobStore(BlobStore):
             path.parent.mkdir(parents=True, exist_ok=True)
             return open(tmp, "w+b")
 
-        return LocalBlobWriter(path, await asyncio.to_thread(_open), tmp)
+        return LocalBlobWriter(path, await off_loop(_open), tmp)
 
     async def size(self, key: str) -> int | None:
         path = self._path(key)
         try:
-            stat = await asyncio.to_thread(path.stat)
+            stat = await off_loop(path.stat)
         except FileNotFoundError:
             return None
         return stat.st_size
@@ -119,14 +119,14 @@ class LocalBlobStore(BlobStore):
         path = self._path(key)
         check_range(start, end)
         try:
-            file = await asyncio.to_thread(open, path, "rb")
+            file = await off_loop(open, path, "rb")
         except FileNotFoundError:
             raise BlobNotFound(key) from None
         try:
-            await asyncio.to_thread(file.seek, start)
+            await off_loop(file.seek, start)
             left = None if end is None else end - start
             while left is None or left > 0:
-                chunk = await asyncio.to_thread(file.read, READ_CHUNK if left is None else min(left, READ_CHUNK))
+                chunk = await off_loop(file.read, READ_CHUNK if left is None else min(left, READ_CHUNK))
                 if not chunk:
                     break
                 if left is not None:
@@ -136,14 +136,14 @@ class LocalBlobStore(BlobStore):
             file.close()
 
     async def delete(self, key: str) -> None:
-        await asyncio.to_thread(self._path(key).unlink, True)
+        await off_loop(self._path(key).unlink, True)
 
     async def aclose(self) -> None:
         return None
 
     async def recover(self, key: str, fix: FixHead) -> Recovered | None:
         """Rename the dead writer's temporary file into place (the largest, if several), its head patched."""
-        return await asyncio.to_thread(self._recover, self._path(key), fix)
+        return await off_loop(self._recover, self._path(key), fix)
 
     def _recover(self, path: Path, fix: FixHead) -> Recovered | None:
         parts = sorted(self._parts(path), key=lambda p: p.stat().st_size)

@@ -8,7 +8,6 @@ uploaded as soon as it fills too, so a crash leaves every full part in the uploa
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import structlog
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from ...offload import off_loop
 from .base import (
     MAX_HEAD,
     READ_CHUNK,
@@ -55,14 +55,14 @@ class S3BlobWriter(PartedWriter):
 
     async def _upload_part(self, number: int, data: bytearray) -> None:
         if self._upload_id is None:  # only objects bigger than one part need a multipart upload
-            created = await asyncio.to_thread(
+            created = await off_loop(
                 self._client.create_multipart_upload,
                 Bucket=self._bucket,
                 Key=self._key,
                 ContentType=self._content_type,
             )
             self._upload_id = str(created["UploadId"])
-        part = await asyncio.to_thread(
+        part = await off_loop(
             self._client.upload_part,
             Bucket=self._bucket,
             Key=self._key,
@@ -74,7 +74,7 @@ class S3BlobWriter(PartedWriter):
 
     async def _complete(self, count: int) -> None:
         parts = [{"PartNumber": n, "ETag": self._etags[n]} for n in range(1, count + 1)]
-        await asyncio.to_thread(
+        await off_loop(
             self._client.complete_multipart_upload,
             Bucket=self._bucket,
             Key=self._key,
@@ -84,16 +84,14 @@ class S3BlobWriter(PartedWriter):
         self._upload_id = None
 
     async def _put_whole(self, data: bytearray) -> None:
-        await asyncio.to_thread(
+        await off_loop(
             self._client.put_object, Bucket=self._bucket, Key=self._key, Body=data, ContentType=self._content_type
         )
 
     async def _discard(self) -> None:
         if self._upload_id is not None:
             upload_id, self._upload_id = self._upload_id, None
-            await asyncio.to_thread(
-                self._client.abort_multipart_upload, Bucket=self._bucket, Key=self._key, UploadId=upload_id
-            )
+            await off_loop(self._client.abort_multipart_upload, Bucket=self._bucket, Key=self._key, UploadId=upload_id)
 
 
 class S3BlobStore(BlobStore):
@@ -148,7 +146,7 @@ class S3BlobStore(BlobStore):
 
     async def size(self, key: str) -> int | None:
         try:
-            head = await asyncio.to_thread(self._client.head_object, Bucket=self.bucket, Key=self._name(key))
+            head = await off_loop(self._client.head_object, Bucket=self.bucket, Key=self._name(key))
         except ClientError as e:
             if _code(e) in _MISSING:
                 return None
@@ -166,7 +164,7 @@ class S3BlobStore(BlobStore):
         if start or end is not None:
             args["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
         try:
-            response = await asyncio.to_thread(self._client.get_object, **args)
+            response = await off_loop(self._client.get_object, **args)
         except ClientError as e:
             if _code(e) in _MISSING:
                 raise BlobNotFound(key) from None
@@ -176,16 +174,16 @@ class S3BlobStore(BlobStore):
         body = response["Body"]
         try:
             chunks = body.iter_chunks(READ_CHUNK)
-            while chunk := await asyncio.to_thread(next, chunks, b""):
+            while chunk := await off_loop(next, chunks, b""):
                 yield chunk
         finally:
             body.close()
 
     async def delete(self, key: str) -> None:
-        await asyncio.to_thread(self._client.delete_object, Bucket=self.bucket, Key=self._name(key))
+        await off_loop(self._client.delete_object, Bucket=self.bucket, Key=self._name(key))
 
     async def aclose(self) -> None:
-        await asyncio.to_thread(self._client.close)
+        await off_loop(self._client.close)
 
     async def recover(self, key: str, fix: FixHead) -> Recovered | None:
         """Complete the dead writer's multipart upload from its parts 1…n in a row and the spooled tail, then
@@ -198,7 +196,7 @@ class S3BlobStore(BlobStore):
             return found
         upload_id, parts = await self._newest_upload(name)
         sizes = [int(p["Size"]) for p in parts]
-        extra, spooled_at = await asyncio.to_thread(tail.after, sum(sizes))
+        extra, spooled_at = await off_loop(tail.after, sum(sizes))
         times = [t for t in [*(p["LastModified"] for p in parts), spooled_at] if t is not None]
         if not sizes and not extra:
             tail.remove()
@@ -225,7 +223,7 @@ class S3BlobStore(BlobStore):
 
     async def _newest_upload(self, name: str) -> tuple[str | None, list[dict[str, Any]]]:
         """The newest upload of ``name`` with a first part, and its parts in a row; the others are aborted."""
-        listed = await asyncio.to_thread(self._client.list_multipart_uploads, Bucket=self.bucket, Prefix=name)
+        listed = await off_loop(self._client.list_multipart_uploads, Bucket=self.bucket, Prefix=name)
         uploads = sorted((u for u in listed.get("Uploads", []) if u["Key"] == name), key=lambda u: u["Initiated"])
         chosen: tuple[str | None, list[dict[str, Any]]] = (None, [])
         for upload in reversed(uploads):
@@ -233,7 +231,7 @@ class S3BlobStore(BlobStore):
             if parts:
                 chosen = (str(upload["UploadId"]), parts)
                 continue
-            await asyncio.to_thread(
+            await off_loop(
                 self._client.abort_multipart_upload, Bucket=self.bucket, Key=name, UploadId=upload["UploadId"]
             )
         return chosen
@@ -242,7 +240,7 @@ class S3BlobStore(BlobStore):
         parts: list[dict[str, Any]] = []
         marker = 0
         while True:
-            page = await asyncio.to_thread(
+            page = await off_loop(
                 self._client.list_parts, Bucket=self.bucket, Key=name, UploadId=upload_id, PartNumberMarker=marker
             )
             parts += page.get("Parts", [])
@@ -258,10 +256,8 @@ class S3BlobStore(BlobStore):
 
     async def _patch_head(self, name: str, sizes: list[int], total: int, fix: FixHead) -> None:
         """Rewrite the object with a patched head: the first part uploaded again, the others copied server-side."""
-        got = await asyncio.to_thread(
-            self._client.get_object, Bucket=self.bucket, Key=name, Range=f"bytes=0-{sizes[0] - 1}"
-        )
-        first = bytearray(await asyncio.to_thread(got["Body"].read))
+        got = await off_loop(self._client.get_object, Bucket=self.bucket, Key=name, Range=f"bytes=0-{sizes[0] - 1}")
+        first = bytearray(await off_loop(got["Body"].read))
         head = fix(bytes(first[:MAX_HEAD]), total)
         if not head or first.startswith(head):
             return
@@ -271,7 +267,7 @@ class S3BlobStore(BlobStore):
             await writer._upload_part(1, first)  # starts the new upload
             start = sizes[0]
             for number, size in enumerate(sizes[1:], 2):
-                copied = await asyncio.to_thread(
+                copied = await off_loop(
                     self._client.upload_part_copy, Bucket=self.bucket, Key=name, UploadId=writer._upload_id,
                     PartNumber=number, CopySource={"Bucket": self.bucket, "Key": name},
                     CopySourceRange=f"bytes={start}-{start + size - 1}",

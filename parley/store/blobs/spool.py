@@ -10,7 +10,6 @@ File layout: the object offset its data starts at (8 bytes, little-endian), then
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import struct
@@ -18,6 +17,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
+
+from ...offload import off_loop
 
 __all__ = ["Spool", "SpoolTail", "spool_path"]
 
@@ -50,7 +51,7 @@ class Spool:
             return
         self._synced_at = time.monotonic()
         data = bytes(buf) if moved or self._file is None else bytes(buf[self._len :])
-        await asyncio.to_thread(self._write, data, offset, moved or self._file is None)
+        await off_loop(self._write, data, offset, moved or self._file is None)
         self._offset, self._len = offset, len(buf)
 
     def _write(self, data: bytes, offset: int, rewrite: bool) -> None:
@@ -65,7 +66,7 @@ class Spool:
         self._file.flush()  # to the OS: a killed process loses nothing written so far
 
     async def remove(self) -> None:
-        await asyncio.to_thread(self._remove)
+        await off_loop(self._remove)
 
     def _remove(self) -> None:
         if self._file is not None:
