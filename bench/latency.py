@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from support import cpu_model
 
 from parley.agent.document import load_agent
 from parley.audio import pcm16_to_ulaw, resample
@@ -113,14 +114,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     out["concurrent"], out["hog"], out["cpu_model"] = args.concurrent, args.hog, cpu_model()
     out["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     return out
-
-
-def cpu_model() -> str:
-    """The CPU's marketing name (``platform.processor()`` is empty on Linux)."""
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def measure(report: dict[str, Any], true_end_in_file: float, voice: str, kind: str, question: str) -> dict[str, Any]:

@@ -12,23 +12,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import llama_cpp
+from support import cpu_model
 
 from parley.services.llm.llama import default_model_path
 
 PROMPT = Path(__file__).resolve().parents[1] / "examples" / "agents" / "receptionist.yaml"
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def one_run(llm: llama_cpp.Llama, system: str, tokens: int) -> dict[str, float]:

@@ -51,8 +51,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from callers import caller_audio  # noqa: E402
-
-from tests.service import running_service  # noqa: E402
+from support import running_service  # noqa: E402
 
 TOKEN = "bench-auth-token"
 JITTER_S = 0.06

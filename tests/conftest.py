@@ -1,21 +1,23 @@
-"""Shared test helpers: real speech from espeak-ng (a Debian package the test set-up installs)."""
+"""Session-wide fixtures: the object stores, the shared `parley serve` fixtures, and the log check for secrets.
+
+The helpers themselves live in tests/support/ (docs/testing.md); ``espeak``, ``silence`` and ``noise`` are
+re-exported here for test modules that still import them from conftest.
+"""
 
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
-import numpy as np
 import pytest
 
-from parley.audio import read_wav, resample
+from .support.audio import espeak, noise, silence
+from .support.served import agent, agent_doc, key, service, service_env, tenant_name
+from .support.servers import azurite, seaweedfs
+from .support.service import leaked_secrets
 
-from .servers import azurite, seaweedfs  # noqa: F401  (session fixtures for every test module)
-from .service import leaked_secrets
+__all__ = ["agent", "agent_doc", "azurite", "espeak", "key", "noise", "seaweedfs", "service", "service_env",
+           "silence", "tenant_name"]  # fmt: skip
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -27,24 +29,3 @@ def no_secret_in_any_log() -> Iterator[None]:
     leaks = leaked_secrets()
     if leaks:
         pytest.fail("secrets written to a log:\n" + "\n".join(leaks[:50]), pytrace=False)
-
-
-def espeak(text: str, voice: str = "en-us", rate: int = 16000, wpm: int = 170) -> np.ndarray:
-    """``text`` spoken by espeak-ng, int16 mono at ``rate``."""
-    if shutil.which("espeak-ng") is None:
-        pytest.fail("espeak-ng is missing: `make test` installs it (scripts/install-test-deps.sh)")
-    with tempfile.TemporaryDirectory() as d:
-        path = Path(d) / "s.wav"
-        subprocess.run(["espeak-ng", "-v", voice, "-s", str(wpm), "-w", str(path), "--", text], check=True)
-        audio = read_wav(path)
-    return resample(audio.mono(), audio.sample_rate, rate) if audio.sample_rate != rate else audio.mono()
-
-
-def silence(secs: float, rate: int = 16000) -> np.ndarray:
-    return np.zeros(int(secs * rate), dtype=np.int16)
-
-
-def noise(secs: float, rate: int = 16000, dbfs: float = -30.0, seed: int = 1) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    amp = 32768 * 10 ** (dbfs / 20)
-    return np.clip(rng.normal(0, amp, int(secs * rate)), -32768, 32767).astype(np.int16)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .service import BACKENDS, ROOT, Service, backend_env, running_service
+from .support.service import BACKENDS, ROOT, Service, backend_env, running_service
 
 RECEPTIONIST = yaml.safe_load((ROOT / "examples/agents/receptionist.yaml").read_text())
 

@@ -22,7 +22,7 @@ import yaml
 from parley.audio import read_wav
 from parley.calls.synthetic_caller import speak
 
-from .service import BACKENDS, ROOT, Service, backend_env, running_service
+from .support.service import BACKENDS, ROOT, Service, backend_env, running_service
 
 RECEPTIONIST = yaml.safe_load((ROOT / "examples/agents/receptionist.yaml").read_text())
 RECEPTIONIST["llm"]["options"]["max_tokens"] = 24  # short answers: the calls here stay short
@@ -202,7 +202,7 @@ def test_schemathesis_finds_no_server_errors(service: Service, tmp_path: Path) -
     call beside the fuzzer.)"""
     if "PARLEY_DATABASE_URL" not in service.env:
         pytest.skip("the embedded backend is fuzzed by tests/test_security_fuzz.py")
-    from .test_security_fuzz import hostile_values, schemathesis
+    from .support.fuzz_runs import hostile_values, schemathesis
 
     key = service.create_key("fuzz")
     findings, _ = schemathesis(service, tmp_path, {"Authorization": f"Bearer {key}"})

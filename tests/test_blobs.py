@@ -22,7 +22,7 @@ from parley.store.blobs import MAX_HEAD, READ_CHUNK, BlobNotFound, BlobStore, Lo
 from parley.store.blobs.azure import BLOCK_SIZE, AzureBlobStore
 from parley.store.blobs.s3 import PART_SIZE, S3BlobStore
 
-from .servers import AZURE_ACCOUNT_KEY, BUCKET, CONTAINER, S3_KEY, S3_SECRET, s3_client
+from .support.servers import AZURE_ACCOUNT_KEY, BUCKET, CONTAINER, S3_KEY, S3_SECRET, s3_client
 
 FRAME = 640  # bytes per write in the contract test
 CALL_FRAME = 1280  # 20 ms of stereo 16 kHz PCM16

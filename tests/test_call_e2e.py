@@ -20,7 +20,7 @@ from parley.calls.simulate import simulate_call
 from parley.calls.synthetic_caller import caller_recording, speak, speech_bounds
 from parley.services.stt.base import registry as stt_registry
 
-from .conftest import noise, silence
+from .support.audio import noise, silence
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -230,6 +230,6 @@ def test_cli_call_writes_the_recording_and_report(tmp_path: Path) -> None:
 
 
 def espeak_question() -> np.ndarray:
-    from .conftest import espeak
+    from .support.audio import espeak
 
     return espeak("Do you have parking near the office?")

@@ -31,7 +31,7 @@ from parley.services.llm.llama import default_model_path
 from parley.services.llm.openai_compat import OpenAICompatibleLLM
 from parley.services.secrets import CredentialError, EnvSecrets, resolve_options
 
-from .service import free_port
+from .support.service import free_port
 
 pytestmark = pytest.mark.slow
 

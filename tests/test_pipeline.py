@@ -21,6 +21,8 @@ from parley.pipeline.frames import (
 from parley.pipeline.pipeline import Pipeline, PipelineRunner
 from parley.pipeline.processor import Processor
 
+from .support.frames import run_frames
+
 
 class Slow(Processor):
     """Takes 50 ms per data frame, like a model would."""
@@ -111,25 +113,18 @@ async def test_runner_cancel_leaves_no_task_or_thread_behind() -> None:
 
 async def test_end_frame_reaches_every_processor_in_order() -> None:
     a, b = Collect(), Collect()
-    runner, task = await _run(Pipeline([a, b]))
-    await runner.end("hangup")
-    end = await task
-    assert end.reason == "hangup"
+    ran = await run_frames([a, b], [], end="hangup")
+    assert ran.end is not None and ran.end.reason == "hangup"
     assert isinstance(a.frames[0], StartFrame) and isinstance(a.frames[-1], EndFrame)
     assert isinstance(b.frames[-1], EndFrame)
 
 
 async def test_processor_error_is_reported_upstream_and_the_call_goes_on() -> None:
     head, sink = Collect(), Collect()
-    runner, task = await _run(Pipeline([head, Boom(), sink]))
-    await runner.pipeline.queue(LLMText(text="boom"))
-    await runner.pipeline.queue(LLMText(text="fine"))
-    await asyncio.sleep(0.05)
+    ran = await run_frames([head, Boom(), sink], [LLMText(text="boom"), LLMText(text="fine")])
     assert [type(f) for f in head.upstream] == [ErrorFrame]
-    assert "kaput" in runner.pipeline.errors[0].message
+    assert "kaput" in ran.errors[0].message
     assert [f.text for f in sink.frames if isinstance(f, LLMText)] == ["fine"]
-    await runner.end()
-    await task
 
 
 async def test_fast_clock_skips_idle_time_but_not_work() -> None:

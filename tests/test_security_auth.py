@@ -24,7 +24,7 @@ from parley.api.auth import Authenticator, AuthError, Principal, Role
 from parley.config import Settings
 from parley.store.nonces import NonceStore
 
-from .service import Service, running_service
+from .support.service import Service, running_service
 
 JWT_SECRET = "jwt-secret-for-security-tests-0123456789abcdef"
 AGENT = {"name": "desk", "system_prompt": "-", "greeting": "", "llm": {"provider": "canned"},

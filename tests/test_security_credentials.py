@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import websockets
 
-from .service import Service, running_service
+from .support.service import Service, running_service
 
 JWT_SECRET = "jwt-secret-for-finding-1-0123456789abcdef"
 TOKEN_SECRET = "token-secret-for-finding-1-0123456789"

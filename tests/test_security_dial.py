@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.service import Service, free_port, running_service
+from tests.support.service import Service, free_port, running_service
 
 SID = "AC" + "f" * 32
 

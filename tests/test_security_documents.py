@@ -30,7 +30,7 @@ from parley.services.llm.canned import CannedLLM
 from parley.services.tts.text import bounded_pieces
 from parley.services.tts.tone import ToneTTS
 
-from .service import Service, running_service
+from .support.service import Service
 
 EVIL_TEXT = "what " + "a" * 25 + "!"  # `(a+)+$` backtracks ~2^25 times on it in Python's re
 FAST_S = 0.2  # a /health answer slower than this means the event loop was held
@@ -46,16 +46,10 @@ AGENT: dict[str, Any] = {
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+def service_env() -> dict[str, str]:
+    """No rate limits for the module's `parley serve` (the shared ``service`` and ``key`` use it)."""
     unlimited = "100000/minute"
-    limits = {"PARLEY_RATE_LIMIT_PER_KEY": unlimited, "PARLEY_RATE_LIMIT_PER_ADDRESS": unlimited}
-    with running_service(tmp_path_factory.mktemp("documents"), **limits) as svc:
-        yield svc
-
-
-@pytest.fixture(scope="module")
-def key(service: Service) -> str:
-    return service.create_key("documents")
+    return {"PARLEY_RATE_LIMIT_PER_KEY": unlimited, "PARLEY_RATE_LIMIT_PER_ADDRESS": unlimited}
 
 
 @contextmanager

@@ -1,6 +1,6 @@
 """Failures are cheap, quiet about secrets, and 4xx where the client is at fault (issue 8, findings 2, 3 and 14).
 
-A real `parley serve` (tests/failing_routes.py adds routes that raise on purpose, standing for any bug): a 500
+A real `parley serve` (tests/support/failing_routes.py adds routes that raise on purpose, standing for any bug): a 500
 carries the security headers, is logged once, bounded, without locals and with every credential masked, and does
 not hold up a concurrent request or a live call; the inputs that used to raise (a date in ``since``, a huge Range,
 a lone surrogate or a NUL) are 4xx. tests/conftest.py greps the whole run's logs for every secret; the pure parts
@@ -24,9 +24,9 @@ import httpx
 import pytest
 import websockets
 
-from .failing_routes import LOCAL_MARKER
-from .live_call import live_call, talker
-from .service import ROOT, Service, backend_env, free_port, running_service
+from .support.failing_routes import LOCAL_MARKER
+from .support.live_call import live_call, talker
+from .support.service import ROOT, Service, backend_env, free_port, running_service
 
 JWT_SECRET = "jwt-" + secrets.token_urlsafe(24)
 TWILIO_TOKEN = "tw-" + secrets.token_hex(16)
@@ -52,7 +52,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         "PARLEY_TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
         "PARLEY_TWILIO_AUTH_TOKEN": TWILIO_TOKEN,
     }
-    with running_service(tmp_path_factory.mktemp("errors"), module="tests.failing_routes", **env) as svc:
+    with running_service(tmp_path_factory.mktemp("errors"), module="tests.support.failing_routes", **env) as svc:
         yield svc
 
 
@@ -320,7 +320,7 @@ def test_a_failing_request_does_not_delay_a_concurrent_one(service: Service, adm
 
 
 def test_failing_requests_do_not_stall_a_live_call(service: Service, admin: str) -> None:
-    """The audio of a call in progress keeps its pace while requests beside it fail (tests/live_call.py)."""
+    """The audio of a call in progress keeps its pace while requests beside it fail (tests/support/live_call.py)."""
     with service.client(admin) as c:
         agent = c.post("/v1/agents", json={**talker(60), "name": f"live-{secrets.token_hex(3)}"}).json()
     with live_call(service, admin, agent["id"]) as call, service.client(admin) as c:
@@ -337,7 +337,7 @@ def test_failing_requests_do_not_stall_a_live_call(service: Service, admin: str)
 
 def test_json_log_lines(tmp_path: Path) -> None:
     env = {"PARLEY_LOG_FORMAT": "json", "PARLEY_JWT_SECRET": JWT_SECRET}
-    with running_service(tmp_path / "json", module="tests.failing_routes", **env) as svc:
+    with running_service(tmp_path / "json", module="tests.support.failing_routes", **env) as svc:
         key = svc.create_key("json-logs")
         with svc.client(key) as c:
             assert c.get("/__test__/fail", params={"depth": 30}).status_code == 500
@@ -354,7 +354,8 @@ def test_an_app_served_by_plain_uvicorn_logs_the_same_way(tmp_path: Path) -> Non
     """``uvicorn --factory`` never runs `parley serve`'s set-up: create_app makes sure of it."""
     port = free_port()
     env = {**os.environ, "PARLEY_DATA_DIR": str(tmp_path), "PARLEY_SIP_PORT": "0"}
-    command = [sys.executable, "-m", "uvicorn", "tests.failing_routes:create_app", "--factory", "--port", str(port)]
+    app = "tests.support.failing_routes:create_app"
+    command = [sys.executable, "-m", "uvicorn", app, "--factory", "--port", str(port)]
     with (tmp_path / "uvicorn.log").open("w") as out:
         proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
     try:

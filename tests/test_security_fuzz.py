@@ -5,7 +5,7 @@ carrier webhooks read but do not declare added) and every WebSocket protocol (th
 socket and each carrier's stream) is fuzzed against a real ``parley serve`` with every
 provider secret set. A test fails on any 5xx, any answer slower than ``SLOW_S``, any
 socket that crashes (1011, abnormal close) or hangs, and any stall of another call's
-audio longer than ``STALL_S`` (see tests/live_call.py). The failure message lists
+audio longer than ``STALL_S`` (see tests/support/live_call.py). The failure message lists
 every finding with the request that caused it, so the suite can be re-run as fixes land.
 """
 
@@ -24,17 +24,15 @@ from pathlib import Path
 
 import pytest
 
-from .http_fuzz import Result, probes, send_all
-from .live_call import LiveCall, clock, live_call, short_call, talker
-from .schemathesis_hooks import WEBHOOK_INPUTS, Activity, har_activity, with_webhook_inputs
-from .service import ROOT, Service, free_port, running_service
-from .ws_fuzz import Target, fuzz_websockets
+from .support.fuzz_runs import SLOW_S, hostile_values, schemathesis
+from .support.live_call import LiveCall, clock, live_call, talker
+from .support.schemathesis_hooks import WEBHOOK_INPUTS, Activity
+from .support.service import Service, free_port, running_service
+from .support.ws_fuzz import Target, fuzz_websockets
 
-SLOW_S = 1.0  # any answer (HTTP response, socket reply or close) slower than this under fuzzing is a finding
 # The longest gap between two agent audio frames of the live call. An idle 2-core machine gives ~25 ms (one 20 ms
 # frame, plus scheduling); 250 ms is a stall a caller hears, and ten times what is normal.
 STALL_S = float(os.environ.get("PARLEY_FUZZ_STALL_S", "0.25"))  # a shared, noisy machine may need more
-MAX_EXAMPLES = 30  # per operation and phase: the whole module stays within ~3 minutes
 
 UNLIMITED = "100000/minute"  # the fuzzer sends thousands of requests from one address
 SECRETS = {
@@ -126,52 +124,6 @@ def test_the_fuzzer_reaches_every_route(service: Service) -> None:
 
 # --- HTTP ------------------------------------------------------------------------------------------
 
-HOOKS = {"SCHEMATHESIS_HOOKS": "tests.schemathesis_hooks", "PYTHONPATH": str(ROOT)}  # its checks and signatures
-
-
-def schemathesis(
-    service: Service,
-    tmp_path: Path,
-    headers: dict[str, str],
-    *extra: str,
-    env: dict[str, str] | None = None,
-    agent_id: str = "",
-) -> tuple[list[str], Activity]:
-    """Run schemathesis over every operation: the failures it reports (a curl to reproduce each), and when it sent
-    each request."""
-    import httpx
-
-    spec = with_webhook_inputs(httpx.get(f"{service.url}/openapi.json").json(), agent_id)
-    (tmp_path / "openapi.json").write_text(json.dumps(spec))
-    header_args = [a for name, value in headers.items() for a in ("--header", f"{name}: {value}")]
-    if "Authorization" in headers:  # it finds the key's id in GET /v1/keys: revoked, the rest would be 401s
-        header_args += ["--exclude-name", "DELETE /v1/keys/{key_id}"]
-    start = time.monotonic()
-    command = [sys.executable, "-m", "schemathesis.cli", "run", "openapi.json", "--url", service.url, *header_args,
-         "--checks", "no_server_error", "--max-response-time", str(SLOW_S), "--max-examples", str(MAX_EXAMPLES),
-         "--workers", "1", "--continue-on-failure", "--generation-database", "none", "--no-color",
-         "--phases", "examples,coverage,fuzzing", "--request-timeout", "30", "--output-truncate", "false",
-         "--output-sanitize", "false",
-         "--report", "har", "--report-har-path", "requests.har", *extra]  # fmt: skip
-    try:  # within pytest's own timeout (300 s), so that what it found is still reported
-        result = subprocess.run(command, capture_output=True, text=True, timeout=270, cwd=tmp_path,
-                                env={**os.environ, **HOOKS, **(env or {})})  # fmt: skip
-    except subprocess.TimeoutExpired as exc:
-        out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else str(exc.stdout or "")
-        return [f"schemathesis did not finish within 270 s (the server is that slow):\n{out[-6000:]}"], []
-    print(f"schemathesis {' '.join(headers)} {' '.join(extra)}: {time.monotonic() - start:.0f} s")
-    activity = har_activity(tmp_path / "requests.har")
-    if result.returncode == 0:
-        return [], activity
-    return [_failures_section(result.stdout) or result.stdout[-6000:] + result.stderr[-2000:]], activity
-
-
-def _failures_section(out: str) -> str:
-    """The part of schemathesis' output that names each failure (its curl command included)."""
-    start = out.find("FAILURES")
-    end = out.find("SUMMARY", start)
-    return out[start:end].strip()[:20000] if start >= 0 else ""
-
 
 def during(activity: Activity, start: float, end: float) -> str:
     """What the fuzzer sent between ``start`` and ``end`` (and just before): the suspects of a stall."""
@@ -218,7 +170,7 @@ def test_http_fuzz_without_credentials(service: Service, beside: tuple[str, str]
 
 
 def test_http_fuzz_of_webhooks_signed_as_the_carrier(service: Service, beside: tuple[str, str], tmp_path: Path) -> None:
-    """The carrier webhooks with fuzzed fields and a valid signature (tests/schemathesis_hooks.py signs each as
+    """The carrier webhooks with fuzzed fields and a valid signature (tests/support/schemathesis_hooks.py signs each as
     Twilio, Plivo or Vonage would): what lies behind the signature check is fuzzed too."""
     env = {"FUZZ_SIGN": "1", "FUZZ_BASE_URL": service.url,
            "FUZZ_TWILIO_TOKEN": SECRETS["PARLEY_TWILIO_AUTH_TOKEN"],
@@ -234,34 +186,10 @@ def test_http_fuzz_of_webhooks_signed_as_the_carrier(service: Service, beside: t
     check(findings, call, "HTTP fuzzing of signed webhooks", activity)
 
 
-def hostile_values(service: Service, key: str) -> Result:
-    """tests/http_fuzz.py against real resources of ``key``'s tenant: an agent, and a call with a recording."""
-    import httpx
-
-    with service.client(key) as c:
-        created = c.post("/v1/agents", json={**talker(1), "name": f"hostile-{time.monotonic_ns()}", "greeting": ""})
-    assert created.status_code == 201, created.text
-    agent_id = created.json()["id"]
-    ws_url = service.url.replace("http", "ws", 1) + f"/v1/agents/{agent_id}/talk"
-    call_id = asyncio.run(short_call(ws_url, {"Authorization": f"Bearer {key}"}))  # a recording for Range
-    spec = with_webhook_inputs(httpx.get(f"{service.url}/openapi.json").json(), agent_id)
-    ids = {"agent_ref": agent_id, "call_id": call_id, "version": "1", "number": "+15550001111", "name": "openai"}
-    bodies = {
-        ("post", "/v1/agents"): {**talker(1), "name": "hostile-2"},
-        ("put", "/v1/agents/{agent_ref}"): {**talker(1), "name": "hostile"},
-        ("post", "/v1/keys"): {"name": "k", "role": "viewer"},
-        ("post", "/v1/numbers"): {"number": "+15550001111", "agent_id": agent_id},
-        ("post", "/v1/calls"): {"agent_id": agent_id, "to": "+15550001111", "provider": "twilio"},
-    }
-    result = send_all(service.url, key, probes(spec, ids, bodies), SLOW_S)
-    print(f"hostile values: {result.sent} requests")
-    return result
-
-
 def test_hostile_values_in_every_field(service: Service, beside: tuple[str, str], fuzz_key: str) -> None:
     """A lone surrogate, a NUL, 5,000 digits, a date without a zone, a 4,400-digit Range... in each parameter, header
-    and body field of every operation (tests/http_fuzz.py), against real resources: no 5xx, each within SLOW_S, and
-    no stall of the live call."""
+    and body field of every operation (tests/support/http_fuzz.py), against real resources: no 5xx, each within
+    SLOW_S, and no stall of the live call."""
     with live_call(service, *beside) as call:
         result = hostile_values(service, fuzz_key)
     check(result.findings, call, "Hostile values in every field", result.activity)

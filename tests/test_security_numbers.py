@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from .service import ROOT, Service, running_service
+from .support.service import ROOT, Service, running_service
 
 AGENT = {"name": "desk", "system_prompt": "-", "llm": {"provider": "canned"}, "tts": {"provider": "tone"},
          "vad": {"provider": "energy"}}  # fmt: skip

@@ -36,11 +36,11 @@ from parley.store.calls import CallRepo
 from parley.store.db import Database
 from parley.store.models import CallEvent, Turn, utcnow
 
-from .servers import BUCKET, CONTAINER, S3_KEY, S3_SECRET, s3_client
-from .service import BACKENDS, Service, backend_env, running_service
-from .store_fixtures import db, new_tenant
-from .test_telephony_twilio import PUBLIC, SID, TOKEN, signed_post, stream_of, stream_url, voice_form
-from .twilio_peer import TwilioPeer
+from .support.servers import BUCKET, CONTAINER, S3_KEY, S3_SECRET, s3_client
+from .support.service import BACKENDS, Service, backend_env, running_service
+from .support.store import db, new_tenant
+from .support.twilio import PUBLIC, SID, TOKEN, signed_post, stream_of, stream_url, voice_form
+from .support.twilio_peer import TwilioPeer
 
 __all__ = ["db"]  # the store tests' fixture: SQLite and PostgreSQL
 

@@ -37,7 +37,7 @@ from parley.telephony.stream import StreamProtocol, WireError
 from parley.telephony.twilio import TwilioStream
 from parley.telephony.webhooks import stream_token
 
-from .service import Service, backend_env, running_service
+from .support.service import Service, backend_env, running_service
 
 TWILIO_SID, TWILIO_TOKEN = "AC" + "7" * 32, "replay-twilio-auth-token-0123"
 VONAGE_SECRET = "replay-vonage-signature-secret-0123"

@@ -24,9 +24,9 @@ from typing import Any
 
 import pytest
 
-from .service import Service, running_service
-from .sip_fuzz import known_nasty, mutate
-from .sip_support import free_udp_port
+from .support.service import Service, running_service
+from .support.sip import free_udp_port
+from .support.sip_fuzz import known_nasty, mutate
 
 ACK_TIMEOUT_S = 2.0
 MAX_UNACKED = 3

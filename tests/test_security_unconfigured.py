@@ -1,6 +1,6 @@
 """A Parley with no carrier configured (only the API and the talk socket in use) takes no calls from strangers.
 
-Found while building the WebSocket fuzzer (tests/ws_fuzz.py): with none of the carrier
+Found while building the WebSocket fuzzer (tests/support/ws_fuzz.py): with none of the carrier
 secrets set, five of the six carrier stream sockets start a call to any tenant's agent
 named in the query or the start message (by id, or by name when the name is unique),
 with no credentials at all; only Twilio's refused ("Twilio is not configured"). Now a
@@ -17,8 +17,8 @@ from collections.abc import Iterator
 import pytest
 import websockets
 
-from .live_call import talker
-from .service import Service, running_service
+from .support.live_call import talker
+from .support.service import Service, running_service
 
 START = {
     "plivo": ("/telephony/plivo/stream?agent={agent}", {"event": "start", "sequenceNumber": 0, "start": {

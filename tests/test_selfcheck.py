@@ -14,7 +14,7 @@ import pytest
 import websockets
 
 from parley.services.selfcheck import run_child
-from tests.service import running_service
+from tests.support.service import running_service
 
 AGENT = {
     "name": "default-llm",

@@ -21,7 +21,7 @@ from parley.audio import read_wav, resample, write_wav
 from parley.calls.synthetic_caller import speak
 from parley.services.stt.base import registry as stt_registry
 
-from .sip_support import SipService, free_udp_port, need, sip_service
+from .support.sip import SipService, free_udp_port, need, sip_service
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import pytest
 from parley.audio import read_wav
 from parley.calls.synthetic_caller import speak
 
-from .sip_support import SIPP_PCAPS, SipService, run_sipp, sip_service, write_ulaw_wav
+from .support.sip import SIPP_PCAPS, SipService, run_sipp, sip_service, write_ulaw_wav
 
 
 @pytest.fixture(scope="module")

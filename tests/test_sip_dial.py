@@ -26,7 +26,7 @@ from parley.store.db import Database
 from parley.store.tenants import TenantRepo
 from parley.telephony.routing import resolve_target
 
-from .sip_support import RECEPTIONIST, check_sipp, free_udp_port, rtp_range, sipp_command
+from .support.sip import RECEPTIONIST, check_sipp, free_udp_port, rtp_range, sipp_command
 
 
 @pytest_asyncio.fixture
@@ -156,7 +156,7 @@ def test_post_calls_dials_through_the_sip_trunk(tmp_path: Path) -> None:
     import subprocess
     import time
 
-    from .service import running_service
+    from .support.service import running_service
 
     trunk_port = free_udp_port()
     workdir = tmp_path / "sipp"

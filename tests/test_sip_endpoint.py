@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .sip_support import RECEPTIONIST, SIPP_PCAPS, SipService, run_sipp, sip_service
+from .support.sip import RECEPTIONIST, SIPP_PCAPS, SipService, run_sipp, sip_service
 
 
 @pytest.fixture(scope="module")

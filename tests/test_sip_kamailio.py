@@ -27,8 +27,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from .service import Service, backend_env, running_service
-from .sip_support import free_udp_port, need, rtp_range
+from .support.service import Service, backend_env, running_service
+from .support.sip import free_udp_port, need, rtp_range
 
 KAMAILIO_DIR = Path(__file__).parent / "kamailio"
 MODULES = Path("/usr/lib/x86_64-linux-gnu/kamailio/modules")

@@ -22,7 +22,7 @@ from parley.sip.protocol.message import (
     response_to,
 )
 
-from .sip_fuzz import mutate
+from .support.sip_fuzz import mutate
 
 INVITE = (
     b"INVITE sip:Receptionist@10.0.0.5:5060;transport=udp SIP/2.0\r\n"
@@ -267,7 +267,7 @@ def test_a_unicode_rport_falls_back_to_the_source_port() -> None:
 @settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow], deadline=50)
 @given(st.randoms(use_true_random=False))
 def test_fuzz_mutated_real_messages_within_50_ms(rng: random.Random) -> None:
-    """The mutations the endpoint test sends (tests/sip_fuzz.py): a SipParseError or a usable message, fast."""
+    """The mutations the endpoint test sends (tests/support/sip_fuzz.py): a SipParseError or a usable message, fast."""
     from parley.sip.protocol.sdp import SdpError, SessionDescription
 
     raw = mutate(rng, "agent", 5060, "10.0.0.9", 5062, 1)

@@ -17,7 +17,7 @@ from parley.store.db import Database, upgrade
 from parley.store.errors import Conflict
 from parley.store.models import Base
 from parley.store.tenants import TenantRepo
-from tests.store_fixtures import db, new_tenant
+from tests.support.store import db, new_tenant
 
 __all__ = ["db"]
 pytestmark = pytest.mark.asyncio(loop_scope="module")

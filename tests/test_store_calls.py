@@ -12,7 +12,7 @@ from parley.store.calls import CallRepo
 from parley.store.db import Database
 from parley.store.errors import NotFound
 from parley.store.models import Call, CallEvent, Turn
-from tests.store_fixtures import db, new_tenant
+from tests.support.store import db, new_tenant
 
 __all__ = ["db"]
 pytestmark = pytest.mark.asyncio(loop_scope="module")

@@ -24,7 +24,7 @@ from parley.store.credentials import (
 from parley.store.db import Database
 from parley.store.models import ProviderCredential
 
-from .store_fixtures import db, new_tenant
+from .support.store import db, new_tenant
 
 __all__ = ["db"]
 pytestmark = pytest.mark.asyncio(loop_scope="module")

@@ -9,15 +9,15 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
 import websockets
 
-from .conftest import espeak
-from .service import Service, running_service
+from .support.audio import espeak
+from .support.calls import read_call
+from .support.service import Service
 
 AGENT: dict[str, Any] = {
     "name": "hanging-up agent",
@@ -32,9 +32,8 @@ AGENT: dict[str, Any] = {
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    with running_service(tmp_path_factory.mktemp("talk-actions")) as svc:
-        yield svc
+def agent_doc() -> dict[str, Any]:
+    return AGENT  # the shared fixtures (tests/support/served.py) run `parley serve`, make the key and this agent
 
 
 async def talk(url: str, key: str, pcm: np.ndarray, messages: dict[float, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -63,10 +62,9 @@ async def talk(url: str, key: str, pcm: np.ndarray, messages: dict[float, dict[s
     return events
 
 
-def test_keypad_and_llm_hang_ups_end_the_call_and_close_the_socket(service: Service) -> None:
-    key = service.create_key("talk-actions")
-    with service.client(key) as c:
-        agent = c.post("/v1/agents", json=AGENT).json()
+def test_keypad_and_llm_hang_ups_end_the_call_and_close_the_socket(
+    service: Service, key: str, agent: dict[str, Any]
+) -> None:
     url = service.url.replace("http", "ws") + f"/v1/agents/{agent['id']}/talk"
 
     quiet = np.zeros(16000 * 20, np.int16)
@@ -90,5 +88,4 @@ def test_keypad_and_llm_hang_ups_end_the_call_and_close_the_socket(service: Serv
     with service.client(key) as c:
         call = c.get(f"/v1/calls/{events[0]['call_id']}").json()
     assert call["status"] == "ended" and call["end_reason"] == "agent-hangup"
-    [recorded] = [e["data"] for e in call["events"] if e["kind"] == "action"]
-    assert recorded["action"] == "hang_up" and recorded["result"] == "done"
+    read_call(call).expect.only_event("action").has(action="hang_up", result="done")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
 
@@ -26,9 +25,8 @@ from parley.audio import alaw_to_pcm16, pcm16_to_ulaw, ulaw_to_pcm16
 from parley.telephony.asterisk import AsteriskStream
 from parley.telephony.stream import Dtmf, Info, Media, Pause, StreamStart, WireError
 
-from .service import Service, running_service
-from .test_telephony_vonage import (
-    AGENT,
+from .support.service import Service
+from .support.telephony import (
     FUZZ,
     Message,
     assert_conversation,
@@ -135,21 +133,9 @@ USER, PASSWORD = "asterisk", "websocket-client-password"
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    env = {"PARLEY_ASTERISK_USERNAME": USER, "PARLEY_ASTERISK_PASSWORD": PASSWORD}
-    with running_service(tmp_path_factory.mktemp("asterisk"), **env) as svc:
-        yield svc
-
-
-@pytest.fixture(scope="module")
-def key(service: Service) -> str:
-    return service.create_key("asterisk-tenant")
-
-
-@pytest.fixture(scope="module")
-def agent(service: Service, key: str) -> dict[str, Any]:
-    with service.client(key) as c:
-        return dict(c.post("/v1/agents", json=AGENT).json())
+def service_env() -> dict[str, str]:
+    """The settings of the module's `parley serve` (the shared ``service``, ``key`` and ``agent`` use them)."""
+    return {"PARLEY_ASTERISK_USERNAME": USER, "PARLEY_ASTERISK_PASSWORD": PASSWORD}
 
 
 def media_url(service: Service, credentials: str = f"{USER}:{PASSWORD}@", **query: str) -> str:

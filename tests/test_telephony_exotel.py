@@ -27,9 +27,8 @@ from websockets.exceptions import InvalidStatus
 from parley.telephony.exotel import ExotelStream
 from parley.telephony.stream import Dtmf, Info, MarkPlayed, Media, Stop, StreamStart, WireError
 
-from .service import Service, running_service
-from .test_telephony_vonage import (
-    AGENT,
+from .support.service import Service
+from .support.telephony import (
     FUZZ,
     FakeApi,
     Message,
@@ -150,22 +149,10 @@ def exotel_api() -> Iterator[FakeApi]:
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory, exotel_api: FakeApi) -> Iterator[Service]:
-    env = {"PARLEY_EXOTEL_ACCOUNT_SID": SID, "PARLEY_EXOTEL_API_KEY": API_KEY, "PARLEY_EXOTEL_API_TOKEN": API_TOKEN,
-           "PARLEY_EXOTEL_API_BASE_URL": exotel_api.url}  # fmt: skip
-    with running_service(tmp_path_factory.mktemp("exotel"), **env) as svc:
-        yield svc
-
-
-@pytest.fixture(scope="module")
-def key(service: Service) -> str:
-    return service.create_key("exotel-tenant")
-
-
-@pytest.fixture(scope="module")
-def agent(service: Service, key: str) -> dict[str, Any]:
-    with service.client(key) as c:
-        return dict(c.post("/v1/agents", json=AGENT).json())
+def service_env(exotel_api: FakeApi) -> dict[str, str]:
+    """The settings of the module's `parley serve` (the shared ``service``, ``key`` and ``agent`` use them)."""
+    return {"PARLEY_EXOTEL_ACCOUNT_SID": SID, "PARLEY_EXOTEL_API_KEY": API_KEY, "PARLEY_EXOTEL_API_TOKEN": API_TOKEN,
+            "PARLEY_EXOTEL_API_BASE_URL": exotel_api.url}  # fmt: skip
 
 
 def stream_url(service: Service, credentials: bool = True, **query: str) -> str:

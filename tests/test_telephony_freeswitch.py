@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
 
@@ -25,9 +24,8 @@ from websockets.exceptions import InvalidStatus
 from parley.telephony.freeswitch import FreeSwitchStream
 from parley.telephony.stream import Info, Media, StreamStart, WireError
 
-from .service import Service, running_service
-from .test_telephony_vonage import (
-    AGENT,
+from .support.service import Service
+from .support.telephony import (
     FUZZ,
     Message,
     assert_conversation,
@@ -94,20 +92,9 @@ TOKEN = "freeswitch-shared-token"
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    with running_service(tmp_path_factory.mktemp("freeswitch"), PARLEY_FREESWITCH_TOKEN=TOKEN) as svc:
-        yield svc
-
-
-@pytest.fixture(scope="module")
-def key(service: Service) -> str:
-    return service.create_key("freeswitch-tenant")
-
-
-@pytest.fixture(scope="module")
-def agent(service: Service, key: str) -> dict[str, Any]:
-    with service.client(key) as c:
-        return dict(c.post("/v1/agents", json=AGENT).json())
+def service_env() -> dict[str, str]:
+    """The settings of the module's `parley serve` (the shared ``service``, ``key`` and ``agent`` use them)."""
+    return {"PARLEY_FREESWITCH_TOKEN": TOKEN}
 
 
 def stream_url(service: Service, **query: str) -> str:

@@ -30,9 +30,8 @@ from parley.audio import pcm16_to_ulaw, ulaw_to_pcm16
 from parley.telephony.plivo import PlivoStream, signature_v3
 from parley.telephony.stream import Dtmf, Info, MarkPlayed, Media, Stop, StreamStart, WireError
 
-from .service import Service, running_service
-from .test_telephony_vonage import (
-    AGENT,
+from .support.service import Service
+from .support.telephony import (
     FUZZ,
     FakeApi,
     Message,
@@ -164,22 +163,10 @@ def plivo_api() -> Iterator[FakeApi]:
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory, plivo_api: FakeApi) -> Iterator[Service]:
-    env = {"PARLEY_PLIVO_AUTH_ID": AUTH_ID, "PARLEY_PLIVO_AUTH_TOKEN": AUTH_TOKEN,
-           "PARLEY_PLIVO_API_BASE_URL": plivo_api.url}  # fmt: skip
-    with running_service(tmp_path_factory.mktemp("plivo"), **env) as svc:
-        yield svc
-
-
-@pytest.fixture(scope="module")
-def key(service: Service) -> str:
-    return service.create_key("plivo-tenant")
-
-
-@pytest.fixture(scope="module")
-def agent(service: Service, key: str) -> dict[str, Any]:
-    with service.client(key) as c:
-        return dict(c.post("/v1/agents", json=AGENT).json())
+def service_env(plivo_api: FakeApi) -> dict[str, str]:
+    """The settings of the module's `parley serve` (the shared ``service``, ``key`` and ``agent`` use them)."""
+    return {"PARLEY_PLIVO_AUTH_ID": AUTH_ID, "PARLEY_PLIVO_AUTH_TOKEN": AUTH_TOKEN,
+            "PARLEY_PLIVO_API_BASE_URL": plivo_api.url}  # fmt: skip
 
 
 def plivo_post(url: str, params: dict[str, str], token: str = AUTH_TOKEN) -> httpx.Response:

@@ -1,7 +1,7 @@
 """Twilio: signed webhooks (signatures computed by the twilio SDK), TwiML, Media Streams wire format, a whole
 conversation with barge-in over the stream endpoint, status callbacks, and outbound calls.
 
-Twilio's cloud cannot be reached here: the stream's far end is `tests/twilio_peer.py`, which plays Twilio's part
+Twilio's cloud cannot be reached here: the stream's far end is `tests/support/twilio_peer.py`, which plays Twilio's part
 of the documented Media Streams protocol, and outbound calls go to a local server speaking Twilio's REST wire
 format (`FakeTwilioRest`).
 """
@@ -11,9 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import secrets
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,6 @@ import pytest
 import websockets
 import yaml
 from hypothesis import given, settings
-from twilio.request_validator import RequestValidator
 from websockets.exceptions import ConnectionClosed
 
 from parley.audio import pcm16_to_ulaw
@@ -32,11 +29,10 @@ from parley.calls.synthetic_caller import speak
 from parley.telephony.stream import Dtmf, MarkPlayed, Media, Stop, StreamStart, WireError
 from parley.telephony.twilio import TwilioStream
 
-from .service import ROOT, Service, running_service
-from .twilio_peer import FakeTwilioRest, TwilioPeer
+from .support.service import ROOT, Service, running_service
+from .support.twilio import PUBLIC, SID, TOKEN, signed_post, stream_of, stream_url, voice_form
+from .support.twilio_peer import FakeTwilioRest, TwilioPeer
 
-SID, TOKEN = "AC" + "1" * 32, "test-auth-token-0123456789"
-PUBLIC = "https://parley.example.com"  # as carriers see it (behind nginx/a tunnel)
 RECEPTIONIST = yaml.safe_load((ROOT / "examples/agents/receptionist.yaml").read_text())
 RECEPTIONIST["llm"]["options"]["max_tokens"] = 40
 
@@ -137,40 +133,29 @@ def rest() -> Iterator[FakeTwilioRest]:
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory, rest: FakeTwilioRest) -> Iterator[Service]:
-    env = {"PARLEY_TWILIO_ACCOUNT_SID": SID, "PARLEY_TWILIO_AUTH_TOKEN": TOKEN, "PARLEY_PUBLIC_URL": PUBLIC,
-           "PARLEY_TWILIO_API_BASE_URL": rest.url}  # fmt: skip
-    with running_service(tmp_path_factory.mktemp("twilio"), **env) as svc:
-        yield svc
+def service_env(rest: FakeTwilioRest) -> dict[str, str]:
+    """The settings of the module's `parley serve` (the shared ``service``, ``key`` and ``agent`` use them)."""
+    return {"PARLEY_TWILIO_ACCOUNT_SID": SID, "PARLEY_TWILIO_AUTH_TOKEN": TOKEN, "PARLEY_PUBLIC_URL": PUBLIC,
+            "PARLEY_TWILIO_API_BASE_URL": rest.url}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
-def key(service: Service) -> str:
-    return service.create_key("phones")
+def tenant_name() -> str:
+    return "phones"
 
 
 @pytest.fixture(scope="module")
-def agent(service: Service, key: str) -> dict[str, Any]:
+def agent_doc() -> dict[str, Any]:
+    return {**RECEPTIONIST, "name": "phone-desk"}
+
+
+@pytest.fixture(scope="module")
+def agent(agent: dict[str, Any], service: Service, key: str) -> dict[str, Any]:
+    """The shared fixture's agent, answering +1 (555) 010-0200 (assigned to the tenant, then mapped to it)."""
+    service.assign_number("+1 (555) 010-0200", "phones")
     with service.client(key) as c:
-        created = c.post("/v1/agents", json={**RECEPTIONIST, "name": "phone-desk"})
-        assert created.status_code == 201, created.text
-        service.assign_number("+1 (555) 010-0200", "phones")
         assert c.post("/v1/numbers", json={"number": "+1 (555) 010-0200", "agent_id": "phone-desk"}).status_code == 201
-        return dict(created.json())
-
-
-def signed_post(service: Service, path: str, form: dict[str, str], token: str = TOKEN) -> Any:
-    """POST as Twilio does: form-encoded, X-Twilio-Signature over the public URL + params (the SDK computes it)."""
-    signature = RequestValidator(token).compute_signature(PUBLIC + path, form)
-    with service.client() as c:
-        return c.post(path, data=form, headers={"X-Twilio-Signature": signature})
-
-
-def voice_form(to: str = "+15550100200", sid: str | None = None) -> dict[str, str]:
-    """Twilio's voice webhook fields; each call has its own CallSid (Parley answers one only once)."""
-    sid = sid or "CA" + secrets.token_hex(16)
-    return {"CallSid": sid, "AccountSid": SID, "From": "+15550109999", "To": to, "Direction": "inbound",
-            "CallStatus": "ringing"}  # fmt: skip
+    return agent
 
 
 def test_wrong_signature_is_403(service: Service, agent: dict[str, Any]) -> None:
@@ -189,25 +174,12 @@ def test_unknown_agent_is_404_with_twiml(service: Service, agent: dict[str, Any]
     assert r.status_code == 404
 
 
-def stream_of(twiml: str) -> tuple[str, dict[str, str]]:
-    root = ET.fromstring(twiml)
-    stream = root.find("./Connect/Stream")
-    assert stream is not None, twiml
-    return stream.attrib["url"], {p.attrib["name"]: p.attrib["value"] for p in stream.findall("Parameter")}
-
-
 def test_twiml_connects_the_called_numbers_agent(service: Service, agent: dict[str, Any]) -> None:
     r = signed_post(service, "/telephony/twilio/voice", voice_form())  # no ?agent: the number's mapping
     assert r.status_code == 200 and r.headers["content-type"].startswith("application/xml")
     url, params = stream_of(r.text)
     assert url == "wss://parley.example.com/telephony/twilio/stream"
     assert params["agent"] == agent["id"] and params["caller"] == "+15550109999" and params["token"]
-
-
-def stream_url(service: Service) -> tuple[str, dict[str, str]]:
-    """Where a stream really connects (nginx would forward wss://parley.example.com here), signed like Twilio."""
-    signature = RequestValidator(TOKEN).compute_signature("wss://parley.example.com/telephony/twilio/stream", {})
-    return service.url.replace("http", "ws") + "/telephony/twilio/stream", {"X-Twilio-Signature": signature}
 
 
 def test_forged_stream_parameters_are_refused(service: Service, agent: dict[str, Any]) -> None:

@@ -7,7 +7,7 @@ documented wire format (``POST /v1/calls`` with an application JWT → ``201 {"u
 developer.vonage.com/api/voice#createCall). The call is a real `parley serve`, a real
 WebSocket client in Vonage's place, and real speech from espeak-ng.
 
-The other provider tests share this module's helpers (``FakeApi``, ``talk``, ``AGENT``…).
+The carriers' side shared by every provider test lives in tests/support/telephony.py.
 """
 
 from __future__ import annotations
@@ -15,181 +15,37 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import jwt
-import numpy as np
 import pytest
 import websockets
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 
-from parley.telephony.stream import Dtmf, Info, MarkPlayed, Media, StreamProtocol, StreamStart, WireError
+from parley.telephony.stream import Dtmf, Info, MarkPlayed, Media, StreamStart, WireError
 from parley.telephony.vonage import VonageStream
 
-from .conftest import espeak
-from .service import Service, running_service
-
-# --- shared by the provider tests ---------------------------------------------------------------
-
-CANNED_REPLY = "We are open nine to five."
-AGENT: dict[str, Any] = {
-    "kind": "agent",
-    "name": "Phone Receptionist",
-    "greeting": "Hi there.",
-    "system_prompt": "You answer the phone for a clinic.",
-    "stt": {"provider": "whisper"},
-    "llm": {"provider": "canned", "options": {"rules": [{"match": ["hours", "open", "opening"], "reply": CANNED_REPLY}],
-                                              "default": "Sorry, could you say that again?"}},
-    "tts": {"provider": "espeak"},
-}  # fmt: skip
-QUESTION = "What are your opening hours?"
-
-Reply = Callable[[str, str, dict[str, str], bytes], tuple[int, Any]]
-
-
-class FakeApi:
-    """A carrier's REST API on 127.0.0.1: records each request, answers with ``reply(method, path, headers, body)``."""
-
-    def __init__(self, reply: Reply) -> None:
-        self.requests: list[tuple[str, str, dict[str, str], bytes]] = []
-        api = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _any(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length") or 0))
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                api.requests.append((self.command, self.path, headers, body))
-                status, data = reply(self.command, self.path, headers, body)
-                out = json.dumps(data).encode()
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(out)))
-                self.end_headers()
-                self.wfile.write(out)
-
-            do_GET = do_POST = do_PUT = _any
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def speech(rate: int) -> np.ndarray:
-    """The caller: a moment of silence (the greeting plays), the question, then quiet while the agent answers."""
-    question = espeak(QUESTION, rate=rate)
-    return np.concatenate([np.zeros(int(rate * 1.5), np.int16), question, np.zeros(rate * 5, np.int16)])
-
-
-def frames(pcm: np.ndarray, rate: int) -> list[bytes]:
-    """20 ms PCM16 little-endian frames."""
-    n = rate // 50
-    return [pcm[i : i + n].astype("<i2").tobytes() for i in range(0, len(pcm) - n + 1, n)]
-
-
-Message = str | bytes
-
-
-async def talk(
-    url: str,
-    opening: list[Message],
-    media: list[Message],
-    answer: Callable[[Message], list[Message]] | None = None,
-    closing: list[Message] | None = None,
-    **connect: Any,
-) -> list[Message]:
-    """Be the carrier: send ``opening``, then ``media`` one message per 20 ms in real time, answering what
-    Parley sends with ``answer``; then ``closing`` and hang up. Returns everything Parley sent."""
-    got: list[Message] = []
-    async with websockets.connect(url, max_size=2**20, **connect) as ws:
-
-        async def receive() -> None:
-            async for message in ws:
-                got.append(message)
-                for back in answer(message) if answer else []:
-                    await ws.send(back)
-
-        receiver = asyncio.create_task(receive())
-        for m in opening:
-            await ws.send(m)
-        start = time.monotonic()
-        for k, m in enumerate(media):
-            await asyncio.sleep(max(0.0, start + k * 0.02 - time.monotonic()))
-            await ws.send(m)
-        for m in closing or []:
-            await ws.send(m)
-        await asyncio.sleep(0.2)
-        receiver.cancel()
-    return got
-
-
-def finished_call(service: Service, key: str, transport: str) -> dict[str, Any]:
-    """The one call over ``transport``, once its record is closed."""
-    with service.client(key) as c:
-        for _ in range(100):
-            calls = c.get("/v1/calls", params={"transport": transport}).json()
-            if calls and calls[0]["status"] != "active":
-                return dict(c.get(f"/v1/calls/{calls[0]['id']}").json())
-            time.sleep(0.2)
-    raise AssertionError(f"no finished {transport} call: {calls}")
-
-
-def assert_conversation(call: dict[str, Any], transport: str) -> None:
-    assert call["transport"] == transport and call["status"] == "ended"
-    assert any(w in t["caller_text"].lower() for t in call["turns"] for w in ("hours", "open")), call["turns"]
-    assert any("nine to five" in t["agent_text"] for t in call["turns"]), call["turns"]
-    assert call["recording_bytes"] and call["recording_bytes"] > 44
-
-
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=12),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
-    max_leaves=12,
+from .support.service import Service
+from .support.telephony import (
+    FUZZ,
+    FakeApi,
+    Message,
+    assert_conversation,
+    finished_call,
+    frames,
+    fuzz,
+    speech,
+    talk,
+    wire_messages,
 )
-
-
-def wire_messages(events: list[str], keys: list[str], event_key: str = "event") -> st.SearchStrategy[Message]:
-    """Garbage, and messages shaped like the provider's (known event names, known keys, random values)."""
-    shaped = st.builds(
-        lambda e, d: json.dumps({event_key: e, **d}),
-        st.sampled_from(events) | st.text(max_size=10),
-        st.dictionaries(st.sampled_from(keys) | st.text(max_size=6), json_values, max_size=5),
-    )
-    return st.text(max_size=120) | st.binary(max_size=700) | shaped
-
-
-def fuzz(protocol: Callable[[], StreamProtocol], messages: list[Message]) -> None:
-    """Whatever arrives, parse() answers with events or WireError, and the protocol can still write."""
-    p = protocol()
-    for m in messages:
-        try:
-            events = p.parse(m)
-        except WireError:
-            continue
-        assert isinstance(events, list)
-    p.audio(b"\x00\x00" * (p.sample_rate // 50))
-    p.mark("p1:5")
-    p.clear()
-    p.hangup()
-
-
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # --- wire format --------------------------------------------------------------------------------------
 
@@ -297,30 +153,15 @@ def vonage_api(private_key: rsa.RSAPrivateKey) -> Iterator[FakeApi]:
 
 
 @pytest.fixture(scope="module")
-def service(
+def service_env(
     tmp_path_factory: pytest.TempPathFactory, private_key: rsa.RSAPrivateKey, vonage_api: FakeApi
-) -> Iterator[Service]:
-    data = tmp_path_factory.mktemp("vonage")
-    key_path = data / "private.key"
+) -> dict[str, str]:
+    """The settings of the module's `parley serve` (the shared ``service``, ``key`` and ``agent`` use them)."""
+    key_path = tmp_path_factory.mktemp("vonage") / "private.key"
     pem = serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     key_path.write_bytes(private_key.private_bytes(*pem))
-    env = {"PARLEY_VONAGE_SIGNATURE_SECRET": SECRET, "PARLEY_VONAGE_APPLICATION_ID": APP_ID,
-           "PARLEY_VONAGE_PRIVATE_KEY_PATH": str(key_path), "PARLEY_VONAGE_API_BASE_URL": vonage_api.url}  # fmt: skip
-    with running_service(data, **env) as svc:
-        yield svc
-
-
-@pytest.fixture(scope="module")
-def key(service: Service) -> str:
-    return service.create_key("vonage-tenant")
-
-
-@pytest.fixture(scope="module")
-def agent(service: Service, key: str) -> dict[str, Any]:
-    with service.client(key) as c:
-        created = c.post("/v1/agents", json=AGENT)
-        assert created.status_code == 201, created.text
-        return dict(created.json())
+    return {"PARLEY_VONAGE_SIGNATURE_SECRET": SECRET, "PARLEY_VONAGE_APPLICATION_ID": APP_ID,
+            "PARLEY_VONAGE_PRIVATE_KEY_PATH": str(key_path), "PARLEY_VONAGE_API_BASE_URL": vonage_api.url}  # fmt: skip
 
 
 def signed(body: bytes = b"", secret: str = SECRET, query: dict[str, str] | None = None) -> dict[str, str]:

@@ -9,7 +9,7 @@ import pytest
 
 from parley.services.turn import features, smart_turn
 
-from .conftest import espeak, noise, silence
+from .support.audio import espeak, noise, silence
 
 RATE = 16000
 

@@ -32,7 +32,7 @@ from parley.services.turn.judge import EndOfTurnJudge
 from parley.services.turn.text import dictating, sounds_finished, sounds_unfinished
 from parley.services.vad.silero import SileroVAD
 
-from .conftest import espeak, silence
+from .support.audio import espeak, silence
 
 RATE = 16000
 RECEPTIONIST = Path(__file__).resolve().parents[1] / "examples" / "agents" / "receptionist.yaml"

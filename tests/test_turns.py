@@ -12,46 +12,32 @@ from parley.calls.synthetic_caller import speech_bounds
 from parley.pipeline.frames import (
     AgentSpoke,
     AudioIn,
-    Direction,
     EndOfTurn,
     Frame,
     Interruption,
     SpeechStarted,
     StageTime,
-    StartFrame,
     TurnResumed,
     UserTurn,
 )
-from parley.pipeline.processor import Processor
 from parley.processors.turns import TurnTaker
 from parley.services.vad.silero import SileroVAD
 
-from .conftest import espeak, noise, silence
-
-
-class Collect(Processor):
-    def __init__(self) -> None:
-        super().__init__()
-        self.frames: list[Frame] = []
-
-    async def process(self, frame: Frame, direction: Direction) -> None:
-        self.frames.append(frame)
+from .support.audio import espeak, noise, silence
+from .support.frames import Send, Upstream, run_frames
 
 
 async def run_turns(
     audio: np.ndarray, rate: int = 16000, greeting_playing: bool = False, **turn: float
 ) -> tuple[list[Frame], TurnTaker]:
     taker = TurnTaker(SileroVAD(), VADSettings(), TurnSettings(**turn), InterruptionSettings())
-    sink = Collect()
-    taker.link(sink)
-    await taker.queue_frame(StartFrame(sample_rate=rate))
-    if not greeting_playing:
-        await taker.queue_frame(AgentSpoke(turn_id=0), Direction.UPSTREAM)
     step = rate // 50
+    sends: list[Send] = [] if greeting_playing else [Upstream(AgentSpoke(turn_id=0))]
     for k in range(0, audio.size // step):
         pcm = audio[k * step : (k + 1) * step].astype("<i2").tobytes()
-        await taker.queue_frame(AudioIn(pcm=pcm, sample_rate=rate, t=k * 0.02))
-    return [f for f in sink.frames if not isinstance(f, AudioIn | StartFrame)], taker
+        sends.append(AudioIn(pcm=pcm, sample_rate=rate, t=k * 0.02))
+    ran = await run_frames(taker, sends, sample_rate=rate, end=None)
+    return [f for f in ran.down if not isinstance(f, AudioIn)], taker
 
 
 async def test_two_questions_make_two_turns_with_accurate_speech_end() -> None:

@@ -9,13 +9,13 @@ import pytest
 
 from parley.agent.document import InterruptionSettings, TurnSettings, VADSettings
 from parley.audio import resample
-from parley.pipeline.frames import AgentSpoke, AudioIn, Direction, EndOfTurn, Frame, SpeechStarted, StartFrame
-from parley.pipeline.processor import Processor
+from parley.pipeline.frames import AgentSpoke, AudioIn, EndOfTurn, SpeechStarted
 from parley.processors.turns import TurnTaker
 from parley.services.vad import batch
 from parley.services.vad.silero import SileroOptions, SileroVAD
 
-from .conftest import espeak, noise, silence
+from .support.audio import espeak, noise, silence
+from .support.frames import Send, Upstream, run_frames
 
 PLAIN = SileroOptions(gate=False, batch=False)
 FAST = SileroOptions()  # the default: gated and batched
@@ -126,25 +126,14 @@ def test_a_window_of_the_wrong_size_is_refused() -> None:
         SileroVAD(FAST).speech_probability(np.zeros(100, np.float32), 8000)
 
 
-class Sink(Processor):
-    def __init__(self) -> None:
-        super().__init__()
-        self.frames: list[Frame] = []
-
-    async def process(self, frame: Frame, direction: Direction) -> None:
-        self.frames.append(frame)
-
-
 async def events(vad: SileroVAD, audio: np.ndarray, rate: int) -> list[tuple[str, float]]:
     taker = TurnTaker(vad, VADSettings(), TurnSettings(), InterruptionSettings())
-    sink = Sink()
-    taker.link(sink)
-    await taker.queue_frame(StartFrame(sample_rate=rate))
-    await taker.queue_frame(AgentSpoke(turn_id=0), Direction.UPSTREAM)
     step = rate // 50
-    for k in range(audio.size // step):
-        await taker.queue_frame(AudioIn(pcm=audio[k * step : (k + 1) * step].tobytes(), sample_rate=rate, t=k * 0.02))
-    return [(type(f).__name__, f.t) for f in sink.frames if isinstance(f, SpeechStarted | EndOfTurn)]
+    sends: list[Send] = [Upstream(AgentSpoke(turn_id=0))]
+    sends += [AudioIn(pcm=audio[k * step : (k + 1) * step].tobytes(), sample_rate=rate, t=k * 0.02)
+              for k in range(audio.size // step)]  # fmt: skip
+    ran = await run_frames(taker, sends, sample_rate=rate, end=None)
+    return [(type(f).__name__, f.t) for f in ran.down if isinstance(f, SpeechStarted | EndOfTurn)]
 
 
 async def test_the_turn_taker_hears_the_same_turns_from_concurrent_gated_calls() -> None:
