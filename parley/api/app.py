@@ -15,6 +15,7 @@ from parley.api.security import add_security
 from parley.api.state import AppState
 from parley.config import Settings
 from parley.logs import ensure_logging
+from parley.net.clients import close_clients
 from parley.redact import register_settings_secrets
 from parley.telephony.carrier import carriers
 
@@ -59,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if app.state.sip is not None:
                 await app.state.sip.stop()
             await app.state.parley.aclose()
+            await close_clients()  # the carriers' and the identity provider's HTTP clients
 
     app = FastAPI(
         title="Parley",

@@ -20,6 +20,7 @@ import httpx
 import jwt
 
 from parley.config import Settings
+from parley.net.clients import shared_client
 from parley.offload import off_loop
 
 LEEWAY_S = 30  # clock skew tolerated on tokens from other systems
@@ -246,10 +247,9 @@ class Authenticator:
     async def _discover_jwks_uri(self) -> str:
         issuer = str(self._settings.oidc_issuer).rstrip("/")
         try:
-            async with httpx.AsyncClient(timeout=10) as http:
-                r = await http.get(f"{issuer}/.well-known/openid-configuration")
-                r.raise_for_status()
-                config = r.json()
+            r = await shared_client("oidc", timeout=10).get(f"{issuer}/.well-known/openid-configuration")
+            r.raise_for_status()
+            config = r.json()
         except (httpx.HTTPError, ValueError):
             raise AuthError(503, "identity provider discovery failed") from None
         if str(config.get("issuer", "")).rstrip("/") != issuer or not isinstance(config.get("jwks_uri"), str):

@@ -24,12 +24,12 @@ import uuid
 from typing import Any
 from urllib.parse import quote, urlencode
 
-import httpx
 import structlog
 from fastapi import Request, Response, WebSocket
 from pydantic import Field, SecretStr
 
 from parley.config import Settings
+from parley.net.clients import shared_client
 from parley.telephony import webhooks, wire
 from parley.telephony.carrier import Carrier, CarrierSettings, Outbound, carriers
 from parley.telephony.state import State, TelephonyState
@@ -241,8 +241,7 @@ class Exotel(Carrier):
             ("customfield", str(call.call_id)),
         ]  # fmt: skip
         url = f"{api_base(settings)}/v1/accounts/{account_sid}/calls/connect"
-        async with httpx.AsyncClient(timeout=15) as client:
-            response = await client.post(url, data=_multi(form), auth=creds)
+        response = await shared_client("exotel").post(url, data=_multi(form), auth=creds)
         if response.status_code >= 400:
             raise RuntimeError(f"Exotel refused the call ({response.status_code}): {response.text[:200]}")
         try:

@@ -21,13 +21,13 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 from xml.sax.saxutils import escape, quoteattr
 
-import httpx
 import structlog
 from fastapi import HTTPException, Request, Response, WebSocket
 from pydantic import Field, SecretStr
 
 from parley.audio import pcm16_to_ulaw, ulaw_to_pcm16
 from parley.config import Settings
+from parley.net.clients import shared_client
 from parley.telephony import webhooks, wire
 from parley.telephony.carrier import Carrier, CarrierSettings, Outbound, carriers
 from parley.telephony.state import State, TelephonyState
@@ -243,8 +243,7 @@ async def api_request(settings: Settings, path: str, body: dict[str, Any]) -> di
         raise RuntimeError("Plivo calls need PARLEY_PLIVO_AUTH_ID and PARLEY_PLIVO_AUTH_TOKEN")
     url = f"{own.plivo_api_base_url.rstrip('/')}/v1/Account/{own.plivo_auth_id}{path}"
     auth = (own.plivo_auth_id, own.plivo_auth_token.get_secret_value())
-    async with httpx.AsyncClient(timeout=15) as client:
-        response = await client.post(url, json=body, auth=auth)
+    response = await shared_client("plivo").post(url, json=body, auth=auth)
     if response.status_code >= 400:
         try:
             text = str(response.json().get("error", ""))[:200]

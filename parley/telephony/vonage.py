@@ -22,7 +22,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import httpx
 import jwt
 import structlog
 from fastapi import HTTPException, Request, Response, WebSocket
@@ -30,6 +29,7 @@ from fastapi.responses import JSONResponse
 from pydantic import Field, SecretStr
 
 from parley.config import Settings
+from parley.net.clients import shared_client
 from parley.telephony import webhooks, wire
 from parley.telephony.carrier import Carrier, CarrierSettings, Outbound, carriers
 from parley.telephony.state import State, TelephonyState
@@ -300,8 +300,8 @@ def api_token(settings: Settings) -> str:
 
 async def api_request(settings: Settings, method: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {api_token(settings)}"}
-    async with httpx.AsyncClient(base_url=_settings(settings).vonage_api_base_url.rstrip("/"), timeout=15) as client:
-        response = await client.request(method, path, json=body, headers=headers)
+    url = _settings(settings).vonage_api_base_url.rstrip("/") + path
+    response = await shared_client("vonage").request(method, url, json=body, headers=headers)
     if response.status_code >= 400:
         try:
             detail = response.json()
