@@ -176,7 +176,3 @@ class Settings(BaseSettings):
     @property
     def recordings_dir(self) -> Path:
         return self.data_dir / "recordings"
-
-
-def get_settings() -> Settings:
-    return Settings()

@@ -81,12 +81,6 @@ class KeyInfo:
     scopes: tuple[str, ...]
 
 
-def require(principal: Principal, role: Role) -> None:
-    """Raise 403 unless ``principal`` holds at least ``role``."""
-    if not principal.role.allows(role):
-        raise AuthError(403, f"this needs the {role} role")
-
-
 def _role_from_claims(claims: dict[str, Any]) -> Role:
     """``role``, else the first known entry of ``roles``, else viewer (least privilege)."""
     candidates: list[Any] = [claims.get("role")]

@@ -109,7 +109,6 @@ class ErrorFrame(SystemFrame):
     """A processor failed; travels upstream to the session, which decides."""
 
     message: str = ""
-    fatal: bool = False
 
 
 @dataclass

@@ -90,9 +90,7 @@ class Pipeline:
     def _upstream(self, frame: Frame) -> None:
         if isinstance(frame, ErrorFrame):
             self.errors.append(frame)
-            log.warning("pipeline_error", message=frame.message, fatal=frame.fatal)
-            if frame.fatal:
-                self._ended(EndFrame(reason=f"error: {frame.message}"))
+            log.warning("pipeline_error", message=frame.message)
 
     def _ended(self, frame: EndFrame) -> None:
         if self.end_frame is None:
