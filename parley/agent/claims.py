@@ -92,35 +92,36 @@ def _day_span(first: str, last: str) -> list[str]:
 
 def claims_of(text: str) -> Claims:
     """The checkable claims in ``text`` (one clause or sentence)."""
-    text = _normalise(text)
-    raw = text.split()
+    raw = _normalise(text).split()
     facts: set[str] = set()
     words: set[str] = set()
     negative = False
     for i, token in enumerate(raw):
         for w in _WORD.findall(token.lower()):
-            if w.isdigit():
-                facts.add(f"n:{int(w)}")
-            elif w in _TENS:
-                facts.add(f"n:{_TENS[w]}")
-            elif w in _UNITS and w != "one":
-                facts.add(f"n:{_UNITS[w]}")
-            elif w == "one" and i + 1 < len(raw) and raw[i + 1].lower().strip(".,!?") in {"am", "pm", "o'clock"}:
-                facts.add("n:1")
-            elif (day := w.rstrip("s") if w.rstrip("s") in DAYS else w) in DAYS:
-                facts.add(f"day:{day}")
-            elif w in _DAY_GROUPS:
-                facts.update(f"day:{d}" for d in _DAY_GROUPS[w])
-            elif w in MONTHS and (w != "may" or (i > 0 and token[:1].isupper())):
-                facts.add(f"month:{w}")
-            elif _is_name(raw, i, token):
-                facts.add(f"name:{w}")
-            if w in _NEGATIONS or w.endswith("n't"):
-                negative = True
+            facts |= _facts_of(w, raw, i)
+            negative = negative or w in _NEGATIONS or w.endswith("n't")
             s = stem(w)
             if w not in STOPWORDS and s not in STOPWORDS and not w.isdigit() and w not in _TENS and w not in _UNITS:
                 words.add(s)
     return Claims(frozenset(facts), frozenset(words), negative)
+
+
+def _facts_of(w: str, raw: list[str], i: int) -> set[str]:
+    """The claims one word ``w`` of token ``raw[i]`` makes: a number, a day (or days), a month or a name."""
+    if w.isdigit():
+        return {f"n:{int(w)}"}
+    if w in _TENS or (w in _UNITS and w != "one"):
+        return {f"n:{_TENS.get(w) or _UNITS[w]}"}
+    if w == "one":  # "one" is a number only as a time ("one pm"): "the one behind" claims nothing
+        following = raw[i + 1].lower().strip(".,!?") if i + 1 < len(raw) else ""
+        return {"n:1"} if following in {"am", "pm", "o'clock"} else set()
+    if w in DAYS or (w.endswith("s") and w[:-1] in DAYS):
+        return {f"day:{w.removesuffix('s') if w not in DAYS else w}"}
+    if w in _DAY_GROUPS:
+        return {f"day:{d}" for d in _DAY_GROUPS[w]}
+    if w in MONTHS and (w != "may" or (i > 0 and raw[i][:1].isupper())):
+        return {f"month:{w}"}
+    return {f"name:{w}"} if _is_name(raw, i, raw[i]) else set()
 
 
 def _is_name(raw: list[str], i: int, token: str) -> bool:
