@@ -18,12 +18,25 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
-          "november", "december")  # fmt: skip
+MONTHS = tuple(
+    [
+        "january",
+        "february",
+        "march",
+        "april",
+        "may",
+        "june",
+        "july",
+        "august",
+        "september",
+        "october",
+        "november",
+        "december",
+    ]
+)
 _DAY_GROUPS = {"weekday": DAYS[:5], "weekdays": DAYS[:5], "weekend": DAYS[5:], "weekends": DAYS[5:]}
-_UNITS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
-          "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15, "sixteen": 16,
-          "seventeen": 17, "eighteen": 18, "nineteen": 19}  # fmt: skip
+_UNIT_WORDS = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen"
+_UNITS = {w: i for i, w in enumerate(f"{_UNIT_WORDS} seventeen eighteen nineteen".split(), start=1)}
 _TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90}
 _NEGATIONS = {"not", "no", "never", "closed", "cannot", "without", "unavailable", "none", "nobody"}
 _TITLES = {"dr", "mr", "mrs", "ms", "prof", "doctor"}
@@ -41,8 +54,8 @@ STOPWORDS = frozenset(
 )
 _WORD = re.compile(r"[a-z0-9]+(?:['’-][a-z0-9]+)*")
 _CLAUSE_END = re.compile(r"(?<!\b[DdMm]r)(?<!\bMrs)(?<!\bMs)(?<!\bSt)[.!?;]+(?=\s|$)|\n+")
-_DAY_RANGE = re.compile(r"\b(" + "|".join(DAYS) + r")s?\s*(?:to|through|thru|until|till|-|–|—)\s*(" + "|".join(DAYS)
-                        + r")s?\b", re.IGNORECASE)  # fmt: skip
+_ANY_DAY = "(" + "|".join(DAYS) + ")"
+_DAY_RANGE = re.compile(rf"\b{_ANY_DAY}s?\s*(?:to|through|thru|until|till|-|–|—)\s*{_ANY_DAY}s?\b", re.IGNORECASE)
 _TIME = re.compile(r"\b(\d{1,2})[:.](\d{2})\b")
 _MONEY = re.compile(r"[$€£](\d)")
 _NUMBER_WORDS = re.compile(r"\b(" + "|".join(_TENS) + r")[- ](" + "|".join(list(_UNITS)[:9]) + r")\b")
@@ -223,8 +236,8 @@ class Knowledge:
         total = int(next(iter(numbers))[2:])
         same = [k for k in self.items if k.negative == negative]
         values = [(int(f[2:]), k) for k in same for f in k.facts if f.startswith("n:")]
-        return any(a + b == total and about <= (ka.words | kb.words) for a, ka in values for b, kb in values
-                   if ka is not kb)  # fmt: skip
+        pairs = ((a, ka, b, kb) for a, ka in values for b, kb in values if ka is not kb)
+        return any(a + b == total and about <= (ka.words | kb.words) for a, ka, b, kb in pairs)
 
     def relevant(self, question: str, limit: int = 2) -> list[str]:
         """The clauses most about ``question``: shared days/numbers/names first, then shared content words."""

@@ -34,8 +34,22 @@ _AFFIRMS = re.compile(
     r"|\b(is|are) (available|offered|accepted|covered)\b|\bwe(\W?re| are) open\b",
     re.IGNORECASE,
 )
-_NUMBER_WORDS = ("twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety", "eleven", "twelve",
-                 "thirteen", "fifteen", "seventeen")  # fmt: skip
+_NUMBER_WORDS = tuple(
+    [
+        "twenty",
+        "thirty",
+        "forty",
+        "fifty",
+        "sixty",
+        "seventy",
+        "eighty",
+        "ninety",
+        "eleven",
+        "twelve",
+        "thirteen",
+        "fifteen",
+    ]
+)
 _CLAIM_PREFIXES = (*DAYS, *MONTHS, *_NUMBER_WORDS)
 
 
