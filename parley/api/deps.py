@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, get_args
 
 from fastapi import Depends, Header, HTTPException, Request
 from starlette.requests import HTTPConnection
@@ -57,20 +57,21 @@ async def principal(
 
 #: Parley's scopes. A credential that carries any of them is limited to those; one with none is limited
 #: only by its role (identity providers put their own scopes, such as "openid", in tokens).
-SCOPES = ("agents:read", "agents:write", "calls:read", "calls:write", "keys", "talk")
+Scope = Literal["agents:read", "agents:write", "calls:read", "calls:write", "keys", "talk"]
+SCOPES: tuple[Scope, ...] = get_args(Scope)
 
 
-def effective_scopes(who: Principal) -> tuple[str, ...]:
+def effective_scopes(who: Principal) -> tuple[Scope, ...]:
     """The Parley scopes ``who`` holds: those it carries, or all of them when it carries none."""
     mine = tuple(s for s in SCOPES if s in who.scopes)
     return mine or SCOPES
 
 
-def has_scope(who: Principal, scope: str) -> bool:
+def has_scope(who: Principal, scope: Scope) -> bool:
     return scope in effective_scopes(who)
 
 
-def access(needed: Role, scope: str) -> Callable[..., Coroutine[Any, Any, Principal]]:
+def access(needed: Role, scope: Scope) -> Callable[..., Coroutine[Any, Any, Principal]]:
     async def check(who: Annotated[Principal, Depends(principal)]) -> Principal:
         if not who.role.allows(needed):
             raise HTTPException(status_code=403, detail=f"this needs the {needed.value} role")

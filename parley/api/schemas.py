@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from parley.api.auth import Role
+from parley.api.deps import SCOPES, Scope
+from parley.store.calls import CallStatus
 from parley.telephony.outbound import dialling_carriers
 
 if TYPE_CHECKING:
@@ -59,7 +61,7 @@ class CallOut(_Out):
     agent_version: int
     agent_name: str
     transport: str
-    status: str
+    status: CallStatus
     caller: str | None
     started_at: datetime
     ended_at: datetime | None
@@ -80,9 +82,9 @@ class KeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=100)
     role: Role = Role.viewer
-    scopes: list[Literal["agents:read", "agents:write", "calls:read", "calls:write", "keys", "talk"]] = Field(
+    scopes: list[Scope] = Field(
         default_factory=list,
-        max_length=6,
+        max_length=len(SCOPES),
         description="limit the key to these scopes (within its role); none: everything its role allows",
     )
 

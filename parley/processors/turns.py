@@ -32,7 +32,7 @@ from enum import Enum
 import numpy as np
 import structlog
 
-from parley.agent.document import DTMF_DIGITS, ActionSettings, InterruptionSettings, TurnSettings, VADSettings
+from parley.agent.document import ActionSettings, InterruptionSettings, TurnSettings, VADSettings
 from parley.audio import Resampler, pcm16_to_float
 from parley.pipeline.frames import (
     DTMF,
@@ -50,6 +50,7 @@ from parley.pipeline.frames import (
     Transcript,
     TurnResumed,
     UserTurn,
+    is_dtmf_digit,
 )
 from parley.pipeline.processor import Processor
 from parley.services.turn.judge import EndOfTurnJudge
@@ -251,7 +252,7 @@ class TurnTaker(Processor):
     # --- keypad ------------------------------------------------------------------
 
     async def _on_dtmf(self, frame: DTMF, direction: Direction) -> None:
-        if len(frame.digit) != 1 or frame.digit not in DTMF_DIGITS:  # it would end up in the LLM's prompt
+        if not is_dtmf_digit(frame.digit):  # it would end up in the LLM's prompt
             log.warning("dtmf_ignored", digit=frame.digit[:8])
             return
         if self._may_interrupt():

@@ -14,8 +14,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
-#: the digits a telephone keypad (with the A-D column) can send
-DTMF_DIGITS = "0123456789*#ABCD"
+from parley.pipeline.frames import is_dtmf_digit  # the keypad's keys, A-D column included
 
 
 class WireError(ValueError):
@@ -84,7 +83,7 @@ def b64_payload(value: object) -> bytes:
 
 def dtmf(digit: str) -> Dtmf:
     """The event for one keypad digit; anything else (empty, several, unknown) is a WireError."""
-    if len(digit) != 1 or digit not in DTMF_DIGITS:
+    if not is_dtmf_digit(digit):
         raise WireError(f"bad DTMF digit {digit[:8]!r}")
     return Dtmf(digit)
 
