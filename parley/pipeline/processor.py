@@ -90,19 +90,31 @@ class Processor:
             raise TypeError(f"{type(frame).__name__} is neither a system nor a data frame")
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
-        """Run ``coro`` beside the flow; the clock counts it as work in flight."""
+        """Run ``coro`` beside the flow; the clock counts it as work in flight. A failure is reported
+        upstream (:meth:`_guarded`), not only logged: work that ends in silence leaves the call waiting."""
         self.clock.hold()
-        task = asyncio.get_running_loop().create_task(coro, name=f"{self.name}-{name}")
+        task = asyncio.get_running_loop().create_task(self._guarded(coro, name), name=f"{self.name}-{name}")
         self._spawned.add(task)
 
         def _done(t: asyncio.Task[Any]) -> None:
             self._spawned.discard(t)
             self.clock.release()
-            if not t.cancelled() and (exc := t.exception()) is not None:
-                log.error("processor_task_failed", processor=self.name, task=name, error=repr(exc))
 
         task.add_done_callback(_done)
         return task
+
+    async def _guarded(self, coro: Coroutine[Any, Any, Any], name: str) -> Any:
+        """``coro``; if it raises, an :class:`ErrorFrame` naming the task and the error's type goes upstream
+        (the message stays in the log: it may quote a URL or a key). Work that can fail in a way the call
+        must answer (a reply) catches its own errors first and says so itself."""
+        try:
+            return await coro
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.error("processor_task_failed", processor=self.name, task=name, error=repr(exc))
+            await self.push(ErrorFrame(message=f"{self.name} {name}: {type(exc).__name__}"), Direction.UPSTREAM)
+            return None
 
     async def cancel_spawned(self) -> None:
         tasks = [t for t in self._spawned if t is not asyncio.current_task()]
