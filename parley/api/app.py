@@ -10,7 +10,7 @@ import structlog
 from fastapi import APIRouter, FastAPI
 
 from parley import __version__
-from parley.api.routers import agents, calls, credentials, keys, numbers, talk
+from parley.api.routers import resource_routers
 from parley.api.security import add_security
 from parley.api.state import AppState
 from parley.config import Settings
@@ -69,7 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     add_security(app, settings)
-    for router in (agents.router, talk.router, calls.router, keys.router, numbers.router, credentials.router):
+    for router in resource_routers():  # /v1/<resource>: every module of api/routers
         app.include_router(router)
     for router in telephony_routers():
         app.include_router(router)
