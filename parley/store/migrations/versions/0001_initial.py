@@ -27,6 +27,8 @@ def _tenant_fk() -> sa.Column:
 
 
 def upgrade() -> None:
+    """The first schema. Long because it is one table definition after another, as Alembic writes them: a
+    migration is frozen history, so it is not split or refactored after it has run anywhere."""
     op.create_table(
         "tenants",
         sa.Column("id", sa.Uuid(), primary_key=True),
