@@ -114,6 +114,19 @@ def test_hints_put_the_relevant_fact_after_the_question_and_keep_the_prefix() ->
     assert hinted(unknown, Knowledge.of([PROMPT])) == unknown  # nothing relevant: no tokens added
 
 
+@pytest.mark.parametrize(
+    ("question", "facts"),
+    [
+        ("How much for a check-up and a cleaning?", ["A check-up costs 80 dollars", "cleaning costs 60 dollars"]),
+        ("How late are you open on Fridays?", ["Opening hours: Monday to Friday, 8 am to 6 pm"]),
+        ("And on Saturday?", ["Opening hours: Saturday 9 am to 1 pm"]),
+        ("Is there somewhere to park?", ["Parking is free behind the building"]),
+    ],
+)
+def test_the_relevant_facts_are_the_ones_the_answer_needs(question: str, facts: list[str]) -> None:
+    assert Knowledge.of([PROMPT]).relevant(question) == facts
+
+
 def _canned(reply: str) -> LLM:
     return registry.create("canned", {"default": reply, "words_per_piece": 1})
 

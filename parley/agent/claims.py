@@ -240,14 +240,30 @@ class Knowledge:
         return any(a + b == total and about <= (ka.words | kb.words) for a, ka, b, kb in pairs)
 
     def relevant(self, question: str, limit: int = 2) -> list[str]:
-        """The clauses most about ``question``: shared days/numbers/names first, then shared content words."""
+        """The clauses most about ``question``: shared days/numbers, the kind of answer it asks for (a price or a
+        time wants a clause with a number or a day), then shared content words."""
         q = claims_of(question)
         topic = q.words - self._name_words
+        wants = _wanted(question)
         scored = []
         for text, k in zip(self.texts, self.items, strict=True):
+            if not k.authoritative:
+                continue
             shared = {f for f in q.facts & k.facts if not f.startswith("name:")}
-            score = 2 * len(shared) + len(topic & k.words) if k.authoritative else 0
+            kinds = {f.split(":")[0] for f in k.facts}
+            matched = len(topic & k.words)
+            score = 2 * len(shared) + matched + (2 if wants & kinds and (matched or shared) else 0)
             if score:
                 scored.append((score, text))
         scored.sort(key=lambda s: -s[0])
         return [t for _, t in scored[:limit]]
+
+
+_ASKS_PRICE = re.compile(r"\b(how much|cost|price|pay|fee|charge|expensive|cheap)", re.IGNORECASE)
+_ASKS_TIME = re.compile(r"\b(when|what time|how late|how early|until|open|close|hours)\b", re.IGNORECASE)
+
+
+def _wanted(question: str) -> set[str]:
+    """The kinds of claim an answer to ``question`` holds: ``{"n"}`` for a price, ``{"n", "day"}`` for a time."""
+    wants = {"n"} if _ASKS_PRICE.search(question) else set()
+    return wants | {"n", "day"} if _ASKS_TIME.search(question) else wants
