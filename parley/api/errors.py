@@ -192,42 +192,61 @@ class JsonTextMiddleware:
         if scope["type"] != "http" or not self._is_json(scope):
             await self.app(scope, receive, send)
             return
-        done, started = False, False
-        refused: BadJsonText | None = None
-
-        async def checked_receive() -> Message:
-            nonlocal done, refused
-            if done:
-                return await receive()
-            chunks: list[bytes] = []
-            while True:
-                message = await receive()
-                if message["type"] != "http.request":
-                    return message
-                chunks.append(message.get("body", b""))
-                if not message.get("more_body", False):
-                    break
-            done = True
-            body = b"".join(chunks)
-            try:
-                check_json_text(body)
-            except BadJsonText as exc:
-                refused = exc
-                raise
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        async def guarded_send(message: Message) -> None:
-            nonlocal started
-            if refused is not None and not started:
-                return  # we answer 422 instead
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
+        body = _CheckedBody(receive, send)
         try:
-            await self.app(scope, checked_receive, guarded_send)
+            await self.app(scope, body.receive, body.send)
         except BadJsonText:
-            if started:
+            if body.started:
                 raise
-        if refused is not None and not started:
-            detail = [{"type": "json_invalid", "loc": ["body", refused.pos], "msg": refused.msg, "input": {}}]
-            await _reply(send, 422, json.dumps({"detail": detail}).encode())
+        if body.refused is not None and not body.started:
+            await _reply(send, 422, _invalid_json(body.refused))
+
+
+class _CheckedBody:
+    """One request's JSON body, read whole and checked when the app first asks for it; once it was refused, the
+    app's own response is held back (the middleware answers 422 instead)."""
+
+    def __init__(self, receive: Receive, send: Send) -> None:
+        self._receive = receive
+        self._send = send
+        self.done = False
+        self.started = False  # the app's response began before the body was refused: too late for a 422
+        self.refused: BadJsonText | None = None
+
+    async def receive(self) -> Message:
+        if self.done:
+            return await self._receive()
+        message = await _whole_body(self._receive)
+        if message["type"] != "http.request":
+            return message
+        self.done = True
+        try:
+            check_json_text(message["body"])
+        except BadJsonText as exc:
+            self.refused = exc
+            raise
+        return message
+
+    async def send(self, message: Message) -> None:
+        if self.refused is not None and not self.started:
+            return  # we answer 422 instead
+        self.started = self.started or message["type"] == "http.response.start"
+        await self._send(message)
+
+
+async def _whole_body(receive: Receive) -> Message:
+    """The request body's chunks as one ``http.request`` message; any other message (a disconnect) as it came."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return message
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+
+
+def _invalid_json(refused: BadJsonText) -> bytes:
+    """The 422 body: one ``json_invalid`` error that says where in the body the text goes wrong."""
+    detail = [{"type": "json_invalid", "loc": ["body", refused.pos], "msg": refused.msg, "input": {}}]
+    return json.dumps({"detail": detail}).encode()

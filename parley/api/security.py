@@ -100,49 +100,65 @@ class BodySizeLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        too_large = f"request body too large (limit {self.max_bytes} bytes)"
+        refusal = self._refusal_by_length(scope)
+        if refusal is not None:
+            await self._reply(send, *refusal)
+            return
+        body = _LimitedBody(receive, send, self.max_bytes)
+        try:
+            await self.app(scope, body.receive, body.send)
+        except _BodyTooLarge:
+            if body.started:
+                raise  # too late for a 413: let the server drop the connection
+        if body.exceeded and not body.started:
+            await self._reply(send, 413, self._too_large)
+
+    @property
+    def _too_large(self) -> str:
+        return f"request body too large (limit {self.max_bytes} bytes)"
+
+    def _refusal_by_length(self, scope: Scope) -> tuple[int, str] | None:
+        """The answer the Content-Length headers earn before any body is read: 400 unreadable, 413 too large."""
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
                     length = int(value)
                 except ValueError:
-                    await self._reply(send, 400, "invalid Content-Length")
-                    return
+                    return 400, "invalid Content-Length"
                 if length > self.max_bytes:
-                    await self._reply(send, 413, too_large)
-                    return
+                    return 413, self._too_large
+        return None
 
-        received = 0
-        exceeded = False
-        started = False
 
-        async def limited_receive() -> Message:
-            nonlocal received, exceeded
-            if exceeded:  # an app that swallowed the error must not read on
-                return {"type": "http.disconnect"}
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    exceeded = True
-                    raise _BodyTooLarge
-            return message
+class _LimitedBody:
+    """One request's body, counted as the app reads it: past the limit the read raises, the app reads nothing
+    more, and its response is held back (the middleware answers 413 instead of what it made of a cut-off body)."""
 
-        async def guarded_send(message: Message) -> None:
-            nonlocal started
-            if exceeded and not started:
-                return  # we answer 413 instead of whatever the app made of the cut-off body
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
+    def __init__(self, receive: Receive, send: Send, max_bytes: int) -> None:
+        self._receive = receive
+        self._send = send
+        self._max_bytes = max_bytes
+        self._received = 0
+        self.exceeded = False
+        self.started = False
 
-        try:
-            await self.app(scope, limited_receive, guarded_send)
-        except _BodyTooLarge:
-            if started:
-                raise  # too late for a 413: let the server drop the connection
-        if exceeded and not started:
-            await self._reply(send, 413, too_large)
+    async def receive(self) -> Message:
+        if self.exceeded:  # an app that swallowed the error must not read on
+            return {"type": "http.disconnect"}
+        message = await self._receive()
+        if message["type"] == "http.request":
+            self._received += len(message.get("body", b""))
+            if self._received > self._max_bytes:
+                self.exceeded = True
+                raise _BodyTooLarge
+        return message
+
+    async def send(self, message: Message) -> None:
+        if self.exceeded and not self.started:
+            return  # we answer 413 instead
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self._send(message)
 
 
 def add_security(app: FastAPI, settings: Settings) -> None:
