@@ -112,12 +112,32 @@ def _not_wav(data: bytes, name: str) -> AudioFormatError:
 
 def _chunks(data: bytes, name: str) -> tuple[_Fmt, bytes]:
     """Find the fmt and data chunks, skipping everything else."""
+    _check_riff(data, name)
+    fmt, audio, end = _scan(data, name)
+    cut_short = audio is None and (end == 12 or end not in (len(data), len(data) + 1))  # last pad byte optional
+    if fmt is None:
+        if cut_short:
+            raise AudioFormatError(f"{name} is truncated: it ends before its fmt chunk")
+        raise AudioFormatError(f"{name} has no fmt chunk, so its sample format is unknown")
+    if audio is None:
+        if cut_short:
+            raise AudioFormatError(f"{name} is truncated: it ends before its data chunk")
+        raise AudioFormatError(f"{name} has no data chunk")
+    return fmt, audio
+
+
+def _check_riff(data: bytes, name: str) -> None:
+    """A RIFF/WAVE header, or an error that says what the bytes are instead."""
     if len(data) < 12:
         if data[:4] == b"RIFF"[: len(data)] and data:
             raise AudioFormatError(f"{name} is truncated: it ends inside the RIFF header")
         raise _not_wav(data, name)
     if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
         raise _not_wav(data, name)
+
+
+def _scan(data: bytes, name: str) -> tuple[_Fmt | None, bytes | None, int]:
+    """The fmt and data chunks (None where missing) and where the walk over the chunks stopped."""
     fmt: _Fmt | None = None
     audio: bytes | None = None
     pos = 12
@@ -129,23 +149,20 @@ def _chunks(data: bytes, name: str) -> tuple[_Fmt, bytes]:
                 raise AudioFormatError(f"{name} is truncated: it ends inside its fmt chunk")
             fmt = _parse_fmt(data[body : body + size], name)
         elif cid == b"data":
-            rest = data[body:]
-            streamed = size == _UNKNOWN_SIZE or (size == 0 and rest[:4] not in _KNOWN_CHUNKS)
-            if streamed or body + size >= len(data):  # unknown size, or a recording cut short: take what is there
-                audio = rest
+            audio, to_end = _data_chunk(data, body, size)
+            if to_end:
                 break
-            audio = data[body : body + size]
         pos = body + size + (size & 1)  # chunks are padded to an even length
-    cut_short = audio is None and (pos == 12 or pos not in (len(data), len(data) + 1))  # last pad byte optional
-    if fmt is None:
-        if cut_short:
-            raise AudioFormatError(f"{name} is truncated: it ends before its fmt chunk")
-        raise AudioFormatError(f"{name} has no fmt chunk, so its sample format is unknown")
-    if audio is None:
-        if cut_short:
-            raise AudioFormatError(f"{name} is truncated: it ends before its data chunk")
-        raise AudioFormatError(f"{name} has no data chunk")
-    return fmt, audio
+    return fmt, audio, pos
+
+
+def _data_chunk(data: bytes, body: int, size: int) -> tuple[bytes, bool]:
+    """The data chunk's audio, and whether it runs to the end of the file (then no chunk follows it)."""
+    rest = data[body:]
+    streamed = size == _UNKNOWN_SIZE or (size == 0 and rest[:4] not in _KNOWN_CHUNKS)
+    if streamed or body + size >= len(data):  # unknown size, or a recording cut short: take what is there
+        return rest, True
+    return data[body : body + size], False
 
 
 def _decode(fmt: _Fmt, audio: bytes, name: str) -> Audio:
