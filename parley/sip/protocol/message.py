@@ -53,13 +53,13 @@ _SPECIAL_CASE = {
     name.lower(): name
     for name in ("Call-ID", "CSeq", "WWW-Authenticate", "MIME-Version", "RAck", "RSeq", "SIP-ETag", "SIP-If-Match")
 }
+_ROUTING_LISTS = frozenset({"Via", "Route", "Record-Route", "Contact", "Path"})
+_OPTION_LISTS = frozenset({"Allow", "Supported", "Require", "Proxy-Require", "Unsupported", "Allow-Events"})
+_CONTENT_LISTS = frozenset({"Accept", "Accept-Encoding", "Accept-Language", "Content-Encoding"})
 #: headers whose comma-separated values are separate entries (RFC 3261 section 7.3.1)
-LIST_HEADERS = frozenset(
-    {"Via", "Route", "Record-Route", "Contact", "Allow", "Supported", "Require", "Proxy-Require", "Unsupported",
-     "Accept", "Accept-Encoding", "Accept-Language", "Allow-Events", "Content-Encoding", "Path"}
-)  # fmt: skip
-#: list headers written as one line (address lists stay one entry a line, as most stacks write them)
-_JOINED = LIST_HEADERS - {"Via", "Route", "Record-Route", "Contact", "Path"}
+LIST_HEADERS = _ROUTING_LISTS | _OPTION_LISTS | _CONTENT_LISTS
+#: list headers written as one line (routing lists stay one entry a line, as most stacks write them)
+_JOINED = _OPTION_LISTS | _CONTENT_LISTS
 _STATUS_LINE = re.compile(r"^SIP/2\.0 ([1-6]\d\d)(?: (.*))?$", re.IGNORECASE)
 
 
@@ -221,44 +221,58 @@ def parse_message(data: bytes) -> Request | Response:
     """One SIP message from one datagram."""
     if len(data) > MAX_MESSAGE_BYTES:
         raise SipParseError("message larger than a datagram")
-    head_end, sep_len = data.find(b"\r\n\r\n"), 4
-    if head_end < 0:
-        head_end, sep_len = data.find(b"\n\n"), 2
-    if head_end < 0:
-        head_end, sep_len = len(data), 0
+    head, rest = _split_head(data)
     try:
-        head = data[:head_end].decode("utf-8")
+        lines = head.decode("utf-8").replace("\r\n", "\n").split("\n")
     except UnicodeDecodeError:
         raise SipParseError("the start line and headers are not UTF-8") from None
-    rest = data[head_end + sep_len :]
-    lines = head.replace("\r\n", "\n").split("\n")
     first = next((i for i, line in enumerate(lines) if line.strip()), None)  # RFC 3261 7.5: CRLFs before it
     if first is None:
         raise SipParseError("empty message")
     message = _start_line(lines[first])
-    unfolded: list[list[str]] = []  # each field's folded pieces, joined once (no quadratic concatenation)
-    for line in lines[first + 1 :]:
-        if line[:1] in (" ", "\t") and unfolded:
-            unfolded[-1].append(line.strip())
-        elif line.strip():
-            unfolded.append([line])
-    problem = _add_headers(message, unfolded)
+    problem = _add_headers(message, _unfold(lines[first + 1 :]))
     problem = problem or _check(message)
     if problem is None:
-        length = message.headers.get("Content-Length")
-        size = None if length is None else number(length)
-        if length is None:
-            message.body = rest
-        elif size is None:
-            problem = f"bad Content-Length {length[:20]!r}"
-        elif size > len(rest):
-            problem = f"Content-Length {size} but {len(rest)} body bytes"
-        else:
-            message.body = rest[:size]
+        problem = _take_body(message, rest)
     if problem is not None:
         partial = message if isinstance(message, Request) and _can_answer(message) else None
         raise SipParseError(problem, partial)
     return message
+
+
+def _split_head(data: bytes) -> tuple[bytes, bytes]:
+    """The start line and headers, and the body after the blank line (CRLF CRLF or LF LF; none: no body)."""
+    for blank in (b"\r\n\r\n", b"\n\n"):
+        end = data.find(blank)
+        if end >= 0:
+            return data[:end], data[end + len(blank) :]
+    return data, b""
+
+
+def _unfold(lines: list[str]) -> list[list[str]]:
+    """Each header field's folded pieces (joined once: no quadratic concatenation); blank lines dropped."""
+    unfolded: list[list[str]] = []
+    for line in lines:
+        if line[:1] in (" ", "\t") and unfolded:
+            unfolded[-1].append(line.strip())
+        elif line.strip():
+            unfolded.append([line])
+    return unfolded
+
+
+def _take_body(message: Request | Response, rest: bytes) -> str | None:
+    """Sets the body that Content-Length declares (missing: all of ``rest``); the problem with it, if any."""
+    length = message.headers.get("Content-Length")
+    if length is None:
+        message.body = rest
+        return None
+    size = number(length)
+    if size is None:
+        return f"bad Content-Length {length[:20]!r}"
+    if size > len(rest):
+        return f"Content-Length {size} but {len(rest)} body bytes"
+    message.body = rest[:size]
+    return None
 
 
 def _add_headers(message: Request | Response, fields: list[list[str]]) -> str | None:

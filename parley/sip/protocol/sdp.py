@@ -9,6 +9,7 @@ far end never switches codecs mid-call. Holds are read from the direction attrib
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from .syntax import number
@@ -25,8 +26,14 @@ __all__ = [
 ]
 
 #: payload types a stream may use without an rtpmap (RFC 3551 table 4)
-STATIC = {0: ("PCMU", 8000), 3: ("GSM", 8000), 4: ("G723", 8000), 8: ("PCMA", 8000), 9: ("G722", 8000),
-          18: ("G729", 8000)}  # fmt: skip
+STATIC = {
+    0: ("PCMU", 8000),
+    3: ("GSM", 8000),
+    4: ("G723", 8000),
+    8: ("PCMA", 8000),
+    9: ("G722", 8000),
+    18: ("G729", 8000),
+}
 SUPPORTED = ("PCMU", "PCMA")
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 _REVERSE = {"sendrecv": "sendrecv", "sendonly": "recvonly", "recvonly": "sendonly", "inactive": "inactive"}
@@ -93,52 +100,41 @@ class SessionDescription:
 
     @classmethod
     def parse(cls, body: bytes | str) -> SessionDescription:
-        if isinstance(body, bytes):
-            if len(body) > MAX_SDP_BYTES:
-                raise SdpError("SDP body too large")
-            try:
-                body = body.decode("utf-8")
-            except UnicodeDecodeError:
-                raise SdpError("SDP is not UTF-8") from None
         sdp = cls()
         seen_version = False
-        current: MediaDescription | None = None
-        for raw in body.replace("\r\n", "\n").split("\n"):
-            line = raw.strip()
-            if not line:
-                continue
-            if len(line) < 2 or line[1] != "=" or not line[0].isalpha():
-                raise SdpError(f"bad SDP line {line[:60]!r}")
-            kind, value = line[0], line[2:]
+        current: MediaDescription | None = None  # the m= section the lines belong to (None: the session)
+        for kind, value in _lines(_text(body)):
             if kind == "v":
                 if value.strip() != "0":
                     raise SdpError(f"SDP version {value[:10]!r}")
                 seen_version = True
             elif not seen_version:
                 raise SdpError("SDP must start with v=0")
-            elif kind == "o" and current is None:
-                if len(value.split()) != 6:
-                    raise SdpError(f"bad o= line {value[:60]!r}")
-                sdp.origin = value
-            elif kind == "s" and current is None:
-                sdp.name = value
-            elif kind == "c":
-                address = _connection(value)
-                if current is None:
-                    sdp.connection = address
-                else:
-                    current.connection = address
-            elif kind == "m":
-                current = _media_line(value)
-                sdp.media.append(current)
-            elif kind == "a":
-                name, colon, attr = value.partition(":")
-                (sdp.attributes if current is None else current.attributes).append(
-                    (name.strip().lower(), attr.strip() if colon else None)
-                )
+            else:
+                current = sdp._take(kind, value, current)
         if not seen_version:
             raise SdpError("not SDP (no v=0)")
         return sdp
+
+    def _take(self, kind: str, value: str, current: MediaDescription | None) -> MediaDescription | None:
+        """One line after ``v=0``, into the session or ``current``; the section the next line belongs to.
+        Session-only lines (o=, s=) inside a media section, and lines Parley has no use for, are skipped."""
+        target: SessionDescription | MediaDescription = self if current is None else current
+        if kind == "m":
+            current = _media_line(value)
+            self.media.append(current)
+        elif kind == "c":
+            target.connection = _connection(value)
+        elif kind == "a":
+            name, colon, attr = value.partition(":")
+            target.attributes.append((name.strip().lower(), attr.strip() if colon else None))
+        elif kind == "o" and current is None:
+            if len(value.split()) != 6:
+                raise SdpError(f"bad o= line {value[:60]!r}")
+            self.origin = value
+        elif kind == "s" and current is None:
+            self.name = value
+        return current
 
     def encode(self) -> bytes:
         lines = ["v=0", f"o={self.origin}", f"s={self.name}"]
@@ -155,6 +151,29 @@ class SessionDescription:
 
     def direction(self) -> str:
         return next((n for n, _ in self.attributes if n in DIRECTIONS), "sendrecv")
+
+
+def _text(body: bytes | str) -> str:
+    """The SDP as text: bytes must be UTF-8 and at most MAX_SDP_BYTES."""
+    if isinstance(body, str):
+        return body
+    if len(body) > MAX_SDP_BYTES:
+        raise SdpError("SDP body too large")
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SdpError("SDP is not UTF-8") from None
+
+
+def _lines(text: str) -> Iterator[tuple[str, str]]:
+    """Each non-blank line's type letter and value, in order; a line not of the form ``x=...`` is an error."""
+    for raw in text.replace("\r\n", "\n").split("\n"):
+        line = raw.strip()
+        if not line:
+            continue
+        if len(line) < 2 or line[1] != "=" or not line[0].isalpha():
+            raise SdpError(f"bad SDP line {line[:60]!r}")
+        yield line[0], line[2:]
 
 
 def _connection(value: str) -> str:
