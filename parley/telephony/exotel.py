@@ -78,25 +78,7 @@ class ExotelStream(wire.StreamProtocol):
             raise wire.WireError(f"{event[:32]} before start")
         if str(data.get("stream_sid", self.stream_sid)) != self.stream_sid:
             raise wire.WireError("message for another stream")
-        if event == "media":
-            pcm = wire.b64_payload(wire.member(data, "media").get("payload", ""))
-            if len(pcm) % 2:
-                raise wire.WireError(f"media payload of odd length {len(pcm)}")
-            return [wire.Media(pcm)] if pcm else []
-        if event == "dtmf":
-            return [wire.dtmf(str(wire.member(data, "dtmf").get("digit", "")))]
-        if event == "mark":
-            name = wire.member(data, "mark").get("name")
-            if not isinstance(name, str):
-                raise wire.WireError("mark without a name")
-            return [wire.MarkPlayed(name)]
-        if event == "clear":
-            return [wire.Info("clear")]
-        if event == "stop":
-            stop = data.get("stop")
-            reason = str(stop.get("reason", "")) if isinstance(stop, dict) else ""
-            return [wire.Stop("caller-hangup" if reason in ("", "callended") else f"stream-{reason[:40]}")]
-        raise wire.WireError(f"unknown event {event[:32]!r}")
+        return _in_stream(event, data)
 
     def _start(self, data: dict[str, Any]) -> wire.StreamStart:
         start = wire.member(data, "start")
@@ -117,10 +99,8 @@ class ExotelStream(wire.StreamProtocol):
         caller, called = str(start.get("from") or "") or None, str(start.get("to") or "") or None
         if params.get("call"):  # an outbound call: "from" is the number dialled
             caller, called = called, caller
-        return wire.StreamStart(
-            stream_id=sid, provider_call_id=str(start.get("call_sid") or "") or None, caller=caller, called=called,
-            params=params,
-        )  # fmt: skip
+        call_sid = str(start.get("call_sid") or "") or None
+        return wire.StreamStart(stream_id=sid, provider_call_id=call_sid, caller=caller, called=called, params=params)
 
     def audio(self, pcm: bytes) -> list[wire.Outgoing]:
         payload = base64.b64encode(pcm).decode()
@@ -131,6 +111,38 @@ class ExotelStream(wire.StreamProtocol):
 
     def clear(self) -> wire.Outgoing | None:
         return json.dumps({"event": "clear", "stream_sid": self.stream_sid})
+
+
+def _in_stream(event: str, data: dict[str, Any]) -> list[wire.Event]:
+    """The events of a message on a started stream."""
+    if event == "media":
+        return _media(data)
+    if event == "dtmf":
+        return [wire.dtmf(str(wire.member(data, "dtmf").get("digit", "")))]
+    if event == "mark":
+        name = wire.member(data, "mark").get("name")
+        if not isinstance(name, str):
+            raise wire.WireError("mark without a name")
+        return [wire.MarkPlayed(name)]
+    if event == "clear":
+        return [wire.Info("clear")]
+    if event == "stop":
+        return [_stop(data)]
+    raise wire.WireError(f"unknown event {event[:32]!r}")
+
+
+def _media(data: dict[str, Any]) -> list[wire.Event]:
+    pcm = wire.b64_payload(wire.member(data, "media").get("payload", ""))
+    if len(pcm) % 2:
+        raise wire.WireError(f"media payload of odd length {len(pcm)}")
+    return [wire.Media(pcm)] if pcm else []
+
+
+def _stop(data: dict[str, Any]) -> wire.Stop:
+    """Exotel's own end of the call (no reason, or ``callended``) is the caller hanging up."""
+    stop = data.get("stop")
+    reason = str(stop.get("reason", "")) if isinstance(stop, dict) else ""
+    return wire.Stop("caller-hangup" if reason in ("", "callended") else f"stream-{reason[:40]}")
 
 
 # --- authentication -------------------------------------------------------------------------
@@ -234,12 +246,15 @@ class Exotel(Carrier):
             {"call": str(call.call_id), "token": callback_token(settings, str(call.call_id)) or ""}
         )
         form = [
-            ("from", call.to), ("callerid", call.from_), ("streamtype", "bidirectional"),
+            ("from", call.to),
+            ("callerid", call.from_),
+            ("streamtype", "bidirectional"),
             ("streamurl", f"{scheme}://{userinfo}{host}/telephony/exotel/stream?{call.query}"),
             ("statuscallback", f"{call.base}/telephony/exotel/status?{status_query}"),
-            ("statuscallbackevents[]", "answered"), ("statuscallbackevents[]", "terminal"),
+            ("statuscallbackevents[]", "answered"),
+            ("statuscallbackevents[]", "terminal"),
             ("customfield", str(call.call_id)),
-        ]  # fmt: skip
+        ]
         url = f"{api_base(settings)}/v1/accounts/{account_sid}/calls/connect"
         response = await shared_client("exotel").post(url, data=_multi(form), auth=creds)
         if response.status_code >= 400:
