@@ -24,7 +24,10 @@ from typing import Any
 import numpy as np
 
 from parley.agent.document import load_agent
-from parley.calls.live import CallTarget, LiveCall
+from parley.calls.identity import CallTarget
+from parley.calls.line import CallLine
+from parley.calls.live import LiveCall
+from parley.calls.record_writer import CallStore
 from parley.calls.session import Services
 from parley.calls.synthetic_caller import speak
 from parley.logs import configure_logging
@@ -32,6 +35,7 @@ from parley.pipeline.clock import FastClock
 from parley.store.blobs.local import LocalBlobStore
 from parley.store.db import Database
 from parley.store.tenants import TenantRepo
+from parley.transports.traits import TransportTraits
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,7 +75,8 @@ async def run(minutes: float) -> dict[str, Any]:
         pass
 
     target = CallTarget(tenant.id, uuid.uuid4(), 1, agent.name, agent)
-    call = LiveCall(target, services, db, LocalBlobStore(work / "rec"), "bench", ignore, ignore, clock=FastClock())
+    line = CallLine(TransportTraits("bench"), ignore)
+    call = LiveCall(target, services, CallStore(db, LocalBlobStore(work / "rec")), line, clock=FastClock())
     reason = await call.run(audio())
     await services.aclose()
     await db.close()

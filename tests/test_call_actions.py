@@ -18,14 +18,18 @@ import numpy as np
 import pytest_asyncio
 
 from parley.agent.document import parse_agent
-from parley.api.routers.talk import TalkControl
-from parley.calls.live import CallTarget, LiveCall
+from parley.api.talk_protocol import TalkControl
+from parley.calls.identity import CallTarget
+from parley.calls.line import CallLine
+from parley.calls.live import LiveCall
+from parley.calls.record_writer import CallStore
 from parley.calls.session import Services
 from parley.pipeline.clock import FastClock
 from parley.store.blobs.local import LocalBlobStore
 from parley.store.calls import CallRepo
 from parley.store.db import Database
 from parley.store.tenants import TenantRepo
+from parley.transports.traits import TransportTraits
 
 from .conftest import espeak, silence
 
@@ -84,9 +88,8 @@ async def run_call(store: Store, doc: dict[str, Any], audio: np.ndarray, presses
     async def send_audio(pcm: bytes) -> None:
         pass
 
-    call = LiveCall(
-        target, services, store.db, store.blobs, "test", send_audio, clock=FastClock(), control=TalkControl()
-    )
+    transport = CallLine(TransportTraits("test"), send_audio, TalkControl())
+    call = LiveCall(target, services, CallStore(store.db, store.blobs), transport, clock=FastClock())
 
     async def line() -> AsyncIterator[bytes]:
         pcm = audio.astype("<i2").tobytes()

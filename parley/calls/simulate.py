@@ -21,10 +21,10 @@ import structlog
 from parley.agent.document import AgentDocument
 from parley.audio import Audio, load_audio, resample, samples_per_frame, split_frames
 from parley.calls.recorder import StereoRecorder
-from parley.calls.session import Services, build_pipeline
+from parley.calls.session import CallPipeline, Services, build_pipeline
 from parley.calls.turnlog import TurnRecord
 from parley.pipeline.clock import Clock, FastClock, RealClock
-from parley.pipeline.frames import AudioIn
+from parley.pipeline.frames import AudioIn, EndReason
 from parley.pipeline.pipeline import PipelineRunner
 from parley.services.secrets import EnvSecrets
 
@@ -76,6 +76,51 @@ def caller_pcm(audio: Audio) -> bytes:
     return np.asarray(mono, dtype="<i2").tobytes()
 
 
+class _Caller:
+    """The simulated caller's line: silence until the greeting has played, the recording, then silence until the
+    agent has answered; each 20 ms frame at its call time, into the pipeline and the recording."""
+
+    def __init__(self, agent: AgentDocument, call: CallPipeline, runner: PipelineRunner, recorder: StereoRecorder,
+                 max_tail_secs: float) -> None:  # fmt: skip
+        self.agent = agent
+        self.call = call
+        self.runner = runner
+        self.recorder = recorder
+        self.max_tail_secs = max_tail_secs
+        self.k = 0  # frames sent
+        self.offset = 0.0  # call time at which the caller's recording starts
+
+    async def _send(self, frame: bytes) -> None:
+        t = self.k * (FRAME_MS / 1000)
+        await self.runner.clock.sleep_until(t)
+        await self.recorder.caller(frame, t)
+        await self.call.pipeline.queue(AudioIn(pcm=frame, sample_rate=CALL_RATE, t=t))
+        self.k += 1
+
+    async def feed(self, pcm: bytes, wait_for_greeting: bool) -> None:
+        await self.runner.wait_started()
+        step = FRAME_MS / 1000
+        turns = self.call.turns
+        silence = bytes(samples_per_frame(CALL_RATE, FRAME_MS) * 2)
+        if wait_for_greeting and self.agent.greeting:
+            while turns.agent_busy and self.k * step < self.max_tail_secs:
+                await self._send(silence)
+            for _ in range(int(0.3 / step)):  # a breath before the caller speaks
+                await self._send(silence)
+        self.offset = self.k * step
+        for frame in split_frames(pcm, CALL_RATE, FRAME_MS):
+            await self._send(frame)
+        end = self.k * step
+        quiet_needed = self.agent.turn.end_of_turn_secs + 0.3
+        quiet = 0.0
+        while self.k * step - end < self.max_tail_secs:
+            await self._send(silence)
+            quiet = quiet + step if turns.idle else 0.0
+            if quiet >= quiet_needed:
+                break
+        await self.runner.end(EndReason.INPUT_ENDED)
+
+
 async def simulate_call(
     agent: AgentDocument,
     input_path: str | Path,
@@ -94,44 +139,9 @@ async def simulate_call(
     clock: Clock = FastClock() if fast else RealClock()
     recorder = StereoRecorder.to_file(output_path, CALL_RATE, FRAME_MS)
     call = build_pipeline(agent, services, recorder.agent, CALL_RATE)
-    pipeline, turns = call.pipeline, call.turns
-    runner = PipelineRunner(pipeline, clock, CALL_RATE)
-    offset = 0.0
-
-    async def feed() -> None:
-        nonlocal offset
-        await runner.wait_started()
-        step = FRAME_MS / 1000
-        k = 0
-
-        async def send(frame: bytes) -> None:
-            nonlocal k
-            t = k * step
-            await clock.sleep_until(t)
-            await recorder.caller(frame, t)
-            await pipeline.queue(AudioIn(pcm=frame, sample_rate=CALL_RATE, t=t))
-            k += 1
-
-        silence = bytes(samples_per_frame(CALL_RATE, FRAME_MS) * 2)
-        if wait_for_greeting and agent.greeting:
-            while turns.agent_busy and k * step < max_tail_secs:
-                await send(silence)
-            for _ in range(int(0.3 / step)):  # a breath before the caller speaks
-                await send(silence)
-        offset = k * step
-        for frame in split_frames(pcm, CALL_RATE, FRAME_MS):
-            await send(frame)
-        end = k * step
-        quiet_needed = agent.turn.end_of_turn_secs + 0.3
-        quiet = 0.0
-        while k * step - end < max_tail_secs:
-            await send(silence)
-            quiet = quiet + step if turns.idle else 0.0
-            if quiet >= quiet_needed:
-                break
-        await runner.end("input-ended")
-
-    feeder = asyncio.create_task(feed(), name="caller-feed")
+    runner = PipelineRunner(call.pipeline, clock, CALL_RATE)
+    caller = _Caller(agent, call, runner, recorder, max_tail_secs)
+    feeder = asyncio.create_task(caller.feed(pcm, wait_for_greeting), name="caller-feed")
     try:
         end = await runner.run()
     finally:
@@ -146,10 +156,10 @@ async def simulate_call(
         output=str(output_path),
         fast=fast,
         duration=duration,
-        caller_audio_offset=offset,
+        caller_audio_offset=caller.offset,
         end_reason=end.reason,
         greeting=call.turn_log.greeting,
         turns=call.turn_log.caller_turns(),
         context=[{"user": user, "assistant": heard} for user, heard in call.conversation.turns],
-        errors=[e.message for e in pipeline.errors],
+        errors=[e.message for e in call.pipeline.errors],
     )

@@ -20,7 +20,7 @@ from urllib.parse import urlencode
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from parley.calls.live import CallTarget
+from parley.calls.identity import CallTarget
 from parley.config import Settings
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
-from parley.calls.live import CallTarget
+from parley.calls.identity import CallTarget
 from parley.store.calls import CallRepo
 from parley.store.models import Call
 from parley.telephony.carrier import Outbound, UnknownCarrier, carriers

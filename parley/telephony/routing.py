@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.agent.document import AgentDocumentError, parse_agent
-from parley.calls.live import CallTarget
+from parley.calls.identity import CallTarget
 from parley.store.db import Database
 from parley.store.models import Agent, Tenant
 from parley.store.numbers import NumberRepo

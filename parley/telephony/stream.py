@@ -3,10 +3,12 @@
 A carrier declares a :class:`~parley.telephony.wire.StreamProtocol` — how its WebSocket
 messages map to events and how agent audio, marks and "clear" are written on its wire —
 and :func:`run_media_stream` does the rest for all of them: wait for the stream's
-start, find the agent, load its models, run a :class:`LiveCall`, feed it the
-caller's audio and DTMF, and send the agent's audio back (paced by the playout,
-one message per 20 ms frame). Garbage and out-of-order messages are logged and
-skipped; a stream that sends only garbage is closed.
+start, find the agent, then hand the call to the WebSocket bridge that the talk
+WebSocket shares (:mod:`parley.calls.ws_bridge`), with this stream as its wire:
+the caller's audio and DTMF in, marks and back-pressure to the control, the
+agent's audio back (paced by the playout, one message per 20 ms frame). Garbage
+and out-of-order messages are logged and skipped; a stream that sends only
+garbage is closed.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import structlog
 from fastapi import WebSocket, WebSocketDisconnect
-from starlette.websockets import WebSocketState
 
 from parley.calls.control import CallControl
-from parley.calls.live import CallInfo, CallTarget, LiveCall
-from parley.calls.session import Services
+from parley.calls.identity import CallInfo, CallTarget
+from parley.calls.line import CallLine
+from parley.calls.live import LiveCall
+from parley.calls.record_writer import CallStore
+from parley.calls.ws_bridge import Digit, Socket, run_socket_call
 from parley.store.credentials import TenantSecrets
 from parley.telephony.carrier import Carrier
 from parley.telephony.routing import NoSuchAgent, resolve_target
@@ -44,6 +48,7 @@ from parley.telephony.wire import (
     json_object,
     member,
 )
+from parley.transports.traits import TransportTraits
 
 #: the wire's names, where they were before parley.telephony.wire held them
 __all__ = [
@@ -79,8 +84,8 @@ MAX_MESSAGE_BYTES = 64_000
 class StreamControl(CallControl):
     """Sends agent audio on the socket, counts marks, clears on barge-in, honours back-pressure."""
 
-    def __init__(self, ws: WebSocket, protocol: StreamProtocol) -> None:
-        self.ws = ws
+    def __init__(self, socket: Socket, protocol: StreamProtocol) -> None:
+        self.socket = socket
         self.protocol = protocol
         self.frames_sent = 0
         self._confirmed = 0  # speech frames the far end has played (from marks)
@@ -88,22 +93,11 @@ class StreamControl(CallControl):
         self._cleared_below = 0  # marks numbered below this were cleared: their echoes say nothing
         self._resume = asyncio.Event()
         self._resume.set()
-        self._lock = asyncio.Lock()
-        self.closed = False
         self.transfer_to: Callable[[str], Awaitable[None]] | None = None
         self.hang_up_with: Callable[[], Awaitable[None]] | None = None
 
     async def send(self, message: Outgoing) -> None:
-        if self.closed or self.ws.application_state is not WebSocketState.CONNECTED:
-            return
-        try:
-            async with self._lock:
-                if isinstance(message, bytes):
-                    await self.ws.send_bytes(message)
-                else:
-                    await self.ws.send_text(message)
-        except (WebSocketDisconnect, RuntimeError, OSError):
-            self.closed = True
+        await self.socket.send(message)
 
     async def send_audio(self, pcm: bytes) -> None:
         if not self._resume.is_set():
@@ -151,23 +145,13 @@ class StreamControl(CallControl):
         message = self.protocol.hangup()
         if message is not None:
             await self.send(message)
-        await self.close(1000)
+        await self.socket.close(1000)
 
     async def transfer(self, target: str) -> None:
         if self.transfer_to is None:
             await super().transfer(target)
             return
         await self.transfer_to(target)
-
-    async def close(self, code: int = 1000, reason: str = "") -> None:
-        if self.closed:
-            return
-        self.closed = True
-        if self.ws.application_state is WebSocketState.CONNECTED:
-            try:
-                await self.ws.close(code=code, reason=reason[:120])
-            except (RuntimeError, OSError, WebSocketDisconnect):
-                pass
 
 
 class _BadMessages:
@@ -186,17 +170,6 @@ class _BadMessages:
             log.warning("stream_bad_message", transport=self.transport, error=why[:200], count=self.count)
         if self.count > MAX_BAD_MESSAGES:
             raise WireError(f"more than {MAX_BAD_MESSAGES} malformed messages")
-
-
-async def _receive(ws: WebSocket) -> str | bytes | None:
-    message = await ws.receive()
-    if message["type"] == "websocket.disconnect":
-        return None
-    data = message.get("bytes")
-    if data is not None:
-        return bytes(data)
-    text = message.get("text")
-    return text if text is not None else ""
 
 
 TargetFinder = Callable[[StreamStart], Awaitable[CallTarget]]
@@ -220,35 +193,23 @@ async def run_media_stream(
         target = await (find_target or _default_finder(state))(start)
     except NoSuchAgent as exc:
         log.warning("stream_unknown_agent", transport=protocol.name, error=str(exc))
-        await _close(ws, 1008, str(exc))
+        await Socket(ws).close(1008, str(exc))
         return
     except Exception as exc:  # the database or Redis failed: a clean close, never an abnormal one
         log.warning("stream_target_failed", transport=protocol.name, error=type(exc).__name__)
-        await _close(ws, 1011, "the call's agent could not be looked up")
+        await Socket(ws).close(1011, "the call's agent could not be looked up")
         return
-    try:
-        services = await Services.create(target.document, TenantSecrets(state.db, state.settings, target.tenant_id))
-    except Exception as exc:
-        log.exception("stream_services_failed", transport=protocol.name)
-        await _close(ws, 1011, f"the agent's services cannot start: {exc}")
-        return
-    control = StreamControl(ws, protocol)
+    socket = Socket(ws)
+    control = StreamControl(socket, protocol)
     _carrier_actions(control, carrier, state, start.provider_call_id, f"http://{ws.url.netloc}")
     info = CallInfo(
         caller=start.caller, called=start.called, provider_call_id=start.provider_call_id,
         worker_id=state.settings.worker_id, call_id=_uuid(start.params.get("call")),
         direction="outbound" if start.params.get("call") else "inbound",
     )  # fmt: skip
-    call = LiveCall(
-        target, services, state.db, state.blobs, protocol.name, control.send_audio,
-        sample_rate=protocol.sample_rate, control=control, info=info, pace_input=False,
-    )  # fmt: skip
-    try:
-        reason = await call.run(_audio_in(ws, protocol, call, control, pending, bad))
-        log.info("stream_call_ended", transport=protocol.name, call_id=str(call.call_id), reason=reason)
-    finally:
-        await services.aclose()
-        await control.close()
+    wire = _StreamWire(socket, protocol, control, pending, bad)
+    secrets = TenantSecrets(state.db, state.settings, target.tenant_id)
+    await run_socket_call(wire, target, CallStore(state.db, state.blobs), info, secrets)
 
 
 async def _started(
@@ -259,7 +220,7 @@ async def _started(
         start, pending = await asyncio.wait_for(_await_start(ws, protocol, bad), START_TIMEOUT_S)
     except (TimeoutError, WireError, WebSocketDisconnect) as exc:
         log.warning("stream_no_start", transport=protocol.name, error=str(exc) or type(exc).__name__)
-        await _close(ws, 1008, "expected a start event")
+        await Socket(ws).close(1008, "expected a start event")
         return None
     return None if start is None else (start, pending)  # None: gone before it started
 
@@ -280,33 +241,50 @@ def _carrier_actions(
         control.hang_up_with = lambda: carrier.hang_up(state, call_id)
 
 
-async def _audio_in(
-    ws: WebSocket, protocol: StreamProtocol, call: LiveCall, control: StreamControl, pending: list[Event],
-    bad: _BadMessages,
-) -> AsyncIterator[bytes]:  # fmt: skip
-    """The caller's audio, for the call; the other events act on the call and the control as they come."""
-    events = list(pending)
-    while True:
-        for event in events:
-            if isinstance(event, Media):
-                yield event.pcm
-            elif isinstance(event, Dtmf):
-                await call.dtmf(event.digit)
-            elif isinstance(event, MarkPlayed):
-                control.mark_played(event.name)
-            elif isinstance(event, Pause):
-                control.pause(event.paused)
-            elif isinstance(event, Stop):
-                log.info("stream_stopped", transport=protocol.name, reason=event.reason)
-                return
-            elif isinstance(event, StreamStart):
-                bad.add("a second start event")
-            elif isinstance(event, Info):
-                log.info("stream_info", transport=protocol.name, what=event.what[:200])
-        message = await _receive(ws)
-        if message is None:
-            raise WebSocketDisconnect(1000)
-        events = _parse(protocol, message, bad)
+class _StreamWire:
+    """A carrier's media stream as the bridge's wire: its events act on the call and the control as they come."""
+
+    name = "stream"
+
+    def __init__(self, socket: Socket, protocol: StreamProtocol, control: StreamControl, pending: list[Event],
+                 bad: _BadMessages) -> None:  # fmt: skip
+        self.socket = socket
+        self.protocol = protocol
+        self.control = control
+        self.pending = pending
+        self.bad = bad
+        #: carriers send in real time: their input is not paced (see TransportTraits.pace_input)
+        traits = TransportTraits(protocol.name, protocol.sample_rate, pace_input=False)
+        self.line = CallLine(traits, control.send_audio, control)
+
+    async def inputs(self) -> AsyncIterator[bytes | Digit]:
+        """The caller's audio and DTMF, for the call; marks and pauses go to the control."""
+        protocol, control = self.protocol, self.control
+        events = list(self.pending)
+        while True:
+            for event in events:
+                if isinstance(event, Media):
+                    yield event.pcm
+                elif isinstance(event, Dtmf):
+                    yield Digit(event.digit)
+                elif isinstance(event, MarkPlayed):
+                    control.mark_played(event.name)
+                elif isinstance(event, Pause):
+                    control.pause(event.paused)
+                elif isinstance(event, Stop):
+                    log.info("stream_stopped", transport=protocol.name, reason=event.reason)
+                    return
+                elif isinstance(event, StreamStart):
+                    self.bad.add("a second start event")
+                elif isinstance(event, Info):
+                    log.info("stream_info", transport=protocol.name, what=event.what[:200])
+            message = await self.socket.receive()
+            if message is None:
+                raise WebSocketDisconnect(1000)
+            events = _parse(protocol, message, self.bad)
+
+    async def ended(self, call: LiveCall, reason: str) -> None:
+        log.info("stream_call_ended", transport=self.protocol.name, call_id=str(call.call_id), reason=reason)
 
 
 def _parse(protocol: StreamProtocol, message: str | bytes, bad: _BadMessages) -> list[Event]:
@@ -323,8 +301,9 @@ def _parse(protocol: StreamProtocol, message: str | bytes, bad: _BadMessages) ->
 async def _await_start(
     ws: WebSocket, protocol: StreamProtocol, bad: _BadMessages
 ) -> tuple[StreamStart | None, list[Event]]:
+    socket = Socket(ws)
     while True:
-        message = await _receive(ws)
+        message = await socket.receive()
         if message is None:
             return None, []
         events = _parse(protocol, message, bad)
@@ -355,11 +334,3 @@ def _uuid(value: str | None) -> uuid.UUID | None:
         return uuid.UUID(value)
     except ValueError:
         return None
-
-
-async def _close(ws: WebSocket, code: int, reason: str) -> None:
-    if ws.application_state is WebSocketState.CONNECTED:
-        try:
-            await ws.close(code=code, reason=reason[:120])
-        except (RuntimeError, OSError, WebSocketDisconnect):
-            pass

@@ -35,7 +35,7 @@ from fastapi import APIRouter, Depends, HTTPException, WebSocket
 from starlette.exceptions import WebSocketException
 from starlette.requests import HTTPConnection
 
-from parley.calls.live import CallTarget
+from parley.calls.identity import CallTarget
 from parley.config import Settings
 from parley.store.calls import CallRepo
 from parley.store.db import Database

@@ -1,35 +1,29 @@
-"""Talk to an agent over a WebSocket: PCM16 mono 16 kHz both ways, JSON events as text frames.
+"""Talk to an agent over a WebSocket: the route, who may talk, and to which agent.
 
 Browsers cannot set headers on a WebSocket, so they first get a short-lived talk
 token (``POST /v1/agents/{agent}/talk-token``) and pass it as ``?token=``; other
-clients may send their API key or JWT in the usual headers. Protocol: docs/talk.md.
-
-The socket is the whole call: when the agent hangs up, the call ends and the
-server sends ``{"type": "end"}`` and closes it; a transfer has nowhere to go
-(recorded as unsupported, the conversation goes on).
+clients may send their API key or JWT in the usual headers. The protocol on the
+socket is :mod:`parley.api.talk_protocol` (docs/talk.md); the call itself runs
+through the bridge every WebSocket transport shares (:mod:`parley.calls.ws_bridge`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Literal
 
 import structlog
-from fastapi import APIRouter, HTTPException, WebSocket, WebSocketDisconnect
-from starlette.websockets import WebSocketState
+from fastapi import APIRouter, HTTPException, WebSocket
 
-from parley.agent.document import DTMF_DIGITS, AgentDocument, AgentDocumentError, parse_agent
+from parley.agent.document import AgentDocument, AgentDocumentError, parse_agent
 from parley.api.auth import AuthError, Principal
 from parley.api.deps import State, Talk, has_scope, rate_limit
 from parley.api.routers.agents import find_agent
 from parley.api.schemas import TalkToken
 from parley.api.state import AppState
-from parley.calls.control import CallControl
-from parley.calls.live import CallInfo, CallTarget, LiveCall
-from parley.calls.session import Services
+from parley.api.talk_protocol import TalkWire
+from parley.calls.identity import CallInfo, CallTarget
+from parley.calls.record_writer import CallStore
+from parley.calls.ws_bridge import Socket, run_socket_call
 from parley.store.agents import AgentRepo
 from parley.store.credentials import TenantSecrets
 from parley.store.keys import ApiKeyRepo
@@ -37,17 +31,8 @@ from parley.store.keys import ApiKeyRepo
 log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/v1/agents", tags=["talk"])
 
-MAX_MESSAGE_BYTES = 64_000  # 2 s of audio: a client sending more per message is not streaming
-MAX_TEXT_CHARS = 1_000  # the client's events are tiny: {"type": "dtmf", "digit": "5"}
 TOKEN_TTL_S = 60
 POLICY_VIOLATION, TRY_AGAIN_LATER, INTERNAL_ERROR = 1008, 1013, 1011
-
-
-class TalkControl(CallControl):
-    """Hanging up needs nothing from the socket here: the call ends, then the route sends ``end`` and closes."""
-
-    async def hang_up(self, reason: str) -> None:
-        log.info("talk_agent_hangup", reason=reason)
 
 
 @router.post("/{agent_ref}/talk-token", response_model=TalkToken)
@@ -59,10 +44,8 @@ async def talk_token(agent_ref: str, who: Talk, state: State) -> TalkToken:
 
 
 async def refuse(ws: WebSocket, code: int, reason: str) -> None:
-    """Accept, then close with ``code`` and ``reason``: closing before accepting answers HTTP 403, which a
-    browser's WebSocket hides (it sees only 1006), while a close frame's code and reason reach ``onclose``."""
-    await ws.accept()
-    await ws.close(code=code, reason=reason.encode()[:120].decode(errors="ignore"))
+    """Accept, then close with ``code`` and ``reason`` (why not just close: :meth:`Socket.refuse`)."""
+    await Socket(ws).refuse(code, reason)
 
 
 async def _who(ws: WebSocket, state: AppState, agent_ref: str) -> Principal:
@@ -108,54 +91,6 @@ async def _authenticate(ws: WebSocket, state: AppState, agent_ref: str) -> tuple
     return who, CallTarget(who.tenant_id, agent.id, agent.version, agent.name, document)
 
 
-def text_frame(text: str) -> tuple[Literal["end", "dtmf", "error"], str]:
-    """What a client text frame asks: ``end``, a ``dtmf`` digit, or an ``error`` message to answer (the call goes on).
-
-    Bounded first: a deeply nested frame makes ``json.loads`` raise RecursionError, which would end the call.
-    """
-    if len(text) > MAX_TEXT_CHARS:
-        return "error", f"text frames are limited to {MAX_TEXT_CHARS} characters"
-    try:
-        event = json.loads(text)
-    except (ValueError, RecursionError):
-        return "error", "text frames must be JSON events"
-    if not isinstance(event, dict):
-        return "error", "text frames must be JSON objects"
-    if event.get("type") == "end":
-        return "end", ""
-    if event.get("type") == "dtmf":
-        digit = event.get("digit")
-        if isinstance(digit, str) and len(digit) == 1 and digit in DTMF_DIGITS:
-            return "dtmf", digit
-        return "error", f"dtmf digit must be one of {DTMF_DIGITS}"
-    return "error", 'unknown event; send binary PCM16, {"type": "dtmf", "digit": "1"} or {"type": "end"}'
-
-
-async def client_audio(
-    ws: WebSocket, send_event: Callable[[dict[str, Any]], Awaitable[None]], dtmf: Callable[[str], Awaitable[None]]
-) -> AsyncIterator[bytes]:
-    """The caller's audio until ``end`` (or raises WebSocketDisconnect); bad frames get an ``error`` event."""
-    while True:
-        message = await ws.receive()
-        if message["type"] == "websocket.disconnect":
-            raise WebSocketDisconnect(message.get("code", 1000))
-        if (data := message.get("bytes")) is not None:
-            if len(data) <= MAX_MESSAGE_BYTES:
-                yield data
-            else:
-                await send_event(
-                    {"type": "error", "message": f"audio messages are limited to {MAX_MESSAGE_BYTES} bytes"}
-                )
-        elif (text := message.get("text")) is not None:
-            kind, value = text_frame(text)
-            if kind == "end":
-                return
-            if kind == "dtmf":
-                await dtmf(value)
-            else:
-                await send_event({"type": "error", "message": value})
-
-
 @router.websocket("/{agent_ref}/talk")
 async def talk(ws: WebSocket, agent_ref: str, state: State) -> None:
     addr = ws.client.host if ws.client else "unknown"  # a trusted proxy's client: see PARLEY_TRUSTED_PROXIES
@@ -168,38 +103,6 @@ async def talk(ws: WebSocket, agent_ref: str, state: State) -> None:
     if found is None:
         return
     _who, target = found
-    # models load before the handshake completes: a client streams only once the agent can listen
-    try:
-        services = await Services.create(target.document, TenantSecrets(state.db, state.settings, target.tenant_id))
-    except Exception as exc:
-        log.exception("talk_services_failed")
-        await refuse(ws, INTERNAL_ERROR, f"the agent's services cannot start: {exc}")
-        return
-    await ws.accept()
-
-    async def send_audio(pcm: bytes) -> None:
-        if ws.application_state is WebSocketState.CONNECTED:
-            try:
-                await ws.send_bytes(pcm)
-            except (WebSocketDisconnect, RuntimeError):
-                pass
-
-    async def send_event(event: dict[str, Any]) -> None:
-        if ws.application_state is WebSocketState.CONNECTED:
-            try:
-                await ws.send_text(json.dumps(event))
-            except (WebSocketDisconnect, RuntimeError):
-                pass
-
     info = CallInfo(caller=addr, worker_id=state.settings.worker_id)  # a restart after a crash finds its calls
-    call = LiveCall(
-        target, services, state.db, state.blobs, "talk", send_audio, send_event, control=TalkControl(), info=info
-    )
-    try:
-        reason = await call.run(client_audio(ws, send_event, call.dtmf))
-        await send_event({"type": "end", "reason": reason, "call_id": str(call.call_id)})
-    finally:
-        await services.aclose()
-        if ws.application_state is WebSocketState.CONNECTED:
-            with contextlib.suppress(WebSocketDisconnect, RuntimeError):  # the client may have gone meanwhile
-                await ws.close()
+    secrets = TenantSecrets(state.db, state.settings, target.tenant_id)
+    await run_socket_call(TalkWire(Socket(ws), target), target, CallStore(state.db, state.blobs), info, secrets)

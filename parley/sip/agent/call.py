@@ -19,7 +19,10 @@ from typing import Any, Protocol
 import structlog
 
 from parley.calls.control import CallControl
-from parley.calls.live import CallInfo, CallTarget, LiveCall
+from parley.calls.identity import CallInfo, CallTarget
+from parley.calls.line import CallLine
+from parley.calls.live import LiveCall
+from parley.calls.record_writer import CallStore
 from parley.calls.session import Services
 from parley.config import Settings
 from parley.sip.protocol.dialog import ALLOW, USER_AGENT, Dialog, uri_address
@@ -37,6 +40,7 @@ from parley.sip.protocol.sdp import (
 from parley.sip.protocol.transactions import T1, T2, Addr, ServerTransaction, TransactionLayer
 from parley.store.blobs import BlobStore
 from parley.store.db import Database
+from parley.transports.traits import TransportTraits
 
 from .resources import free
 
@@ -45,6 +49,8 @@ log = structlog.get_logger(__name__)
 _SIPFRAG = re.compile(rb"^SIP/2\.0\s+(\d{3})")
 _INFO_DIGIT = {"10": "*", "11": "#", "12": "A", "13": "B", "14": "C", "15": "D"}
 REFER_FINAL_WAIT_S = 30.0
+#: G.711 at 8 kHz; RTP sends a packet every 20 ms, silence too
+SIP_TRAITS = TransportTraits("sip", 8000, continuous_output=True)
 
 
 class UserAgent(Protocol):
@@ -360,8 +366,8 @@ class SipCall:
             if self.end_reason is not None:
                 return self.end_reason
             control = SipControl(self)
-            live = LiveCall(self.target, self.services, self.ep.db, self.ep.blobs, "sip", self.session.send,
-                            sample_rate=8000, control=control, info=self.info, continuous_output=True)  # fmt: skip
+            line = CallLine(SIP_TRAITS, self.session.send, control)
+            live = LiveCall(self.target, self.services, CallStore(self.ep.db, self.ep.blobs), line, self.info)
             self.live = live
             self.session.on_dtmf = lambda digit: self.spawn(live.dtmf(digit))
             log.info("sip_call_started", call_id=self.dialog.call_id, agent=self.target.agent_name,

@@ -18,7 +18,7 @@ from typing import Any
 
 import structlog
 
-from parley.calls.live import CallTarget
+from parley.calls.identity import CallTarget
 from parley.config import Settings
 from parley.sip.protocol.dialog import ALLOW, DialogKey, uri_address
 from parley.sip.protocol.message import Request, Response, SipParseError, SipUri, response_to

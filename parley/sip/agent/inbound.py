@@ -13,7 +13,7 @@ import random
 
 import structlog
 
-from parley.calls.live import CallInfo
+from parley.calls.identity import CallInfo
 from parley.calls.session import Services
 from parley.sip.protocol.dialog import Dialog
 from parley.sip.protocol.media import RtpSession

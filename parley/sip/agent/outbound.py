@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 import structlog
 
-from parley.calls.live import CallInfo, CallTarget
+from parley.calls.identity import CallInfo, CallTarget
 from parley.calls.session import Services
 from parley.sip.protocol.dialog import ALLOW, USER_AGENT, Dialog, uri_address
 from parley.sip.protocol.digest import DigestError, authorization, choose_challenge

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
-from parley.calls.live import CallTarget
+from parley.calls.identity import CallTarget
 from parley.calls.session import Services
 from parley.services.secrets import SecretSource
 

@@ -1,0 +1,197 @@
+"""A live call's record, written as the call happens: its row, its turns and events, its recording.
+
+Turns and events reach the database while the call runs (one writer task, in order), and the recording is
+uploaded to the blob store in parts during the call, so a client that vanishes leaves a complete record with
+an end reason, and memory does not grow with the call's length.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from parley.calls.identity import CallInfo, CallTarget
+from parley.calls.recorder import BlobSink, StereoRecorder
+from parley.calls.turnlog import TurnLog, error_event
+from parley.pipeline.frames import (
+    AgentSpoke,
+    Direction,
+    Frame,
+    Interruption,
+    ReplyFailed,
+    Stage,
+    StageTime,
+    Transcript,
+)
+from parley.store.blobs import BlobStore
+from parley.store.calls import CallRepo, CallStatus
+from parley.store.db import Database
+
+log = structlog.get_logger(__name__)
+
+SendEvent = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class CallStore:
+    """Where live calls are recorded: rows in the database, recordings in the blob store."""
+
+    db: Database
+    blobs: BlobStore
+
+
+class CallRecordWriter:
+    """Pipeline observer: turns, events and client notifications, in the order frames leave the pipeline."""
+
+    def __init__(self, db: Database, tenant_id: uuid.UUID, call_id: uuid.UUID, turn_log: TurnLog, send: SendEvent):
+        self._db = db
+        self._tenant = tenant_id
+        self._call = call_id
+        self._log = turn_log
+        self._send = send
+        self._queue: asyncio.Queue[tuple[str, Any] | None] = asyncio.Queue()
+        self._task = asyncio.get_running_loop().create_task(self._drain(), name=f"call-record-{call_id}")
+        self._eot: set[int] = set()
+        self._final_sent: set[int] = set()
+
+    def __call__(self, frame: Frame, direction: Direction) -> None:
+        if isinstance(frame, Transcript):
+            self._event({"type": "transcript", "turn": frame.turn_id, "text": frame.text, "final": False})
+            self._maybe_final(frame.turn_id)
+        elif isinstance(frame, StageTime) and frame.stage == Stage.END_OF_TURN:
+            self._eot.add(frame.turn_id)
+            self._maybe_final(frame.turn_id)
+        elif isinstance(frame, Interruption) and type(frame) is Interruption:
+            self._event({"type": "interruption", "t": round(frame.t, 3)})
+        elif isinstance(frame, ReplyFailed):  # a reply that ended at a model failure: which stage, what was said
+            self._event(error_event(frame))
+        elif isinstance(frame, AgentSpoke) and direction is Direction.UPSTREAM:
+            rec = self._log.turns.get(frame.turn_id)
+            if rec is not None:
+                record = rec.as_dict()
+                self._queue.put_nowait(("turn", record))
+                self._event(
+                    {"type": "agent_text", "turn": frame.turn_id, "text": frame.heard_text,
+                     "interrupted": frame.interrupted}
+                )  # fmt: skip
+                self._event(
+                    {"type": "turn_metrics", "turn": frame.turn_id, "times": record["times"],
+                     "voice_to_voice": record["voice_to_voice"]}
+                )  # fmt: skip
+
+    def _event(self, event: dict[str, Any]) -> None:
+        self._queue.put_nowait(("event", event))
+
+    def event(self, event: dict[str, Any]) -> None:
+        """An event from outside the pipeline (DTMF, an action), written in order with the rest."""
+        self._event(event)
+
+    def _maybe_final(self, turn_id: int) -> None:
+        rec = self._log.turns.get(turn_id)
+        if turn_id in self._eot and rec is not None and "stt_final" in rec.times and turn_id not in self._final_sent:
+            self._final_sent.add(turn_id)
+            self._event({"type": "transcript", "turn": turn_id, "text": rec.caller_text, "final": True})
+            self._queue.put_nowait(("turn", rec.as_dict()))
+
+    async def _drain(self) -> None:
+        """Writes what has queued up in one transaction (a turn ends with several records at once), then sends
+        the events to the client in order."""
+        done = False
+        while not done:
+            batch = [await self._queue.get()]
+            while not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            if batch[-1] is None:
+                done = True
+            items = [item for item in batch if item is not None]
+            if not items:
+                continue
+            await self._write(items)
+            for kind, data in items:
+                if kind == "event":
+                    try:
+                        await self._send(data)
+                    except Exception:
+                        log.exception("call_event_send_failed", call_id=str(self._call))
+
+    async def _write(self, items: list[tuple[str, Any]]) -> None:
+        try:
+            async with self._db.session() as s:
+                repo = CallRepo(s)
+                for kind, data in items:
+                    if kind == "turn":
+                        await repo.upsert_turn(
+                            self._tenant, self._call, turn=data["turn"], caller_text=data["caller_text"],
+                            agent_text=data["agent_text"], agent_text_generated=data["agent_text_generated"],
+                            interrupted=data["interrupted"], times=data["times"],
+                            voice_to_voice=data["voice_to_voice"], checked=True,
+                        )  # fmt: skip
+                    else:
+                        t = float(data.get("t", 0.0))
+                        await repo.add_event(self._tenant, self._call, t, data["type"], data, checked=True)
+        except Exception:
+            log.exception("call_record_write_failed", call_id=str(self._call), items=len(items))
+
+    async def aclose(self) -> None:
+        self._queue.put_nowait(None)
+        await self._task
+
+
+class CallRecord:
+    """One live call's record from its row's creation to its end: the recording and the writer go with it."""
+
+    def __init__(self, store: CallStore, tenant_id: uuid.UUID, call_id: uuid.UUID, sink: BlobSink, key: str,
+                 recorder: StereoRecorder) -> None:  # fmt: skip
+        self.store = store
+        self.tenant_id = tenant_id
+        self.call_id = call_id
+        self.recorder = recorder
+        self._sink = sink
+        self._key = key
+        self._writer: CallRecordWriter | None = None
+
+    @classmethod
+    async def open(
+        cls, store: CallStore, target: CallTarget, transport: str, info: CallInfo, sample_rate: int, frame_ms: int
+    ) -> CallRecord:
+        """The call's row (an outbound dial's, made active, or a new one) and its recording, started."""
+        t = target
+        async with store.db.session() as s:
+            repo = CallRepo(s)
+            call = None
+            if info.call_id is not None:
+                call = await repo.activate(t.tenant_id, info.call_id, info.worker_id, info.provider_call_id)
+            if call is None:
+                call = await repo.create(
+                    t.tenant_id, t.agent_id, t.agent_version, t.agent_name, transport, caller=info.caller,
+                    direction=info.direction, called=info.called, provider_call_id=info.provider_call_id,
+                    worker_id=info.worker_id,
+                )  # fmt: skip
+        key = f"{t.tenant_id}/{call.id}.wav"
+        sink = BlobSink(await store.blobs.writer(key), sample_rate)
+        return cls(store, t.tenant_id, call.id, sink, key, StereoRecorder(sink, sample_rate, frame_ms))
+
+    def writer(self, turn_log: TurnLog, send: SendEvent) -> CallRecordWriter:
+        """The observer that writes the call's turns and events as they happen (one per record)."""
+        self._writer = CallRecordWriter(self.store.db, self.tenant_id, self.call_id, turn_log, send)
+        return self._writer
+
+    def event(self, event: dict[str, Any]) -> None:
+        """Adds an event to the record, in order with the pipeline's (dropped before the writer exists)."""
+        if self._writer is not None:
+            self._writer.event(event)
+
+    async def close(self, status: CallStatus, reason: str) -> float:
+        """Flush the events, finish the recording, end the row; returns the call's duration."""
+        if self._writer is not None:
+            await self._writer.aclose()
+        duration = await self.recorder.close()
+        async with self.store.db.session() as s:
+            await CallRepo(s).end(self.tenant_id, self.call_id, status, reason, duration, recording_key=self._key,
+                                  recording_bytes=self._sink.size)  # fmt: skip
+        return duration
