@@ -39,6 +39,8 @@ MAX_TRACEBACK_CHARS = 8_000
 MAX_FIELD_CHARS = 2_000
 QUEUE_SIZE = 5_000
 SERVER_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "gunicorn.error", "gunicorn.access")
+#: libraries whose info lines are routine (alembic: a dozen per start; httpx: one per request), written when debugging
+CHATTY_LOGGERS = ("alembic", "httpx")
 _TB_ATTR = "parley_traceback"  # a stdlib record's traceback summary, taken on the calling thread
 
 _listener: logging.handlers.QueueListener | None = None
@@ -202,6 +204,10 @@ def configure_logging(
     root = logging.getLogger()
     root.addHandler(_installed)
     root.setLevel(threshold)
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(
+            logging.NOTSET if threshold <= logging.DEBUG else max(threshold, logging.WARNING)
+        )
     for name in SERVER_LOGGERS:  # a server's own handlers would write (unredacted, on the loop) beside ours
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from parley.logs import configure_logging, stop_logging
+from parley.logs import CHATTY_LOGGERS, configure_logging, stop_logging
 
 
 @pytest.fixture
@@ -25,6 +25,8 @@ def written(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
     stop_logging()
     structlog.reset_defaults()
     logging.getLogger().setLevel(logging.WARNING)
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.NOTSET)
 
 
 def _emit() -> None:
@@ -32,6 +34,7 @@ def _emit() -> None:
     log.debug("a_debug_event")
     log.info("an_info_event", call_id="c1")
     logging.getLogger("uvicorn.error").info("a stdlib info line")
+    logging.getLogger("alembic.runtime.migration").info("Context impl SQLiteImpl.")  # routine: debug only
     log.warning("a_warning_event")
 
 
@@ -41,7 +44,7 @@ def test_info_events_are_written_by_default(written: io.StringIO) -> None:
     stop_logging()
     out = written.getvalue()
     assert "an_info_event" in out and "call_id=c1" in out and "a stdlib info line" in out and "a_warning_event" in out
-    assert "a_debug_event" not in out
+    assert "a_debug_event" not in out and "Context impl" not in out
 
 
 def test_json_lines_parse_and_the_level_comes_from_the_environment(
@@ -62,7 +65,8 @@ def test_debug_level_and_verbose_write_debug_events(written: io.StringIO, monkey
     configure_logging(stream=written, fmt="json")
     _emit()
     stop_logging()
-    assert "a_debug_event" in [json.loads(line)["event"] for line in written.getvalue().splitlines()]
+    events = [json.loads(line)["event"] for line in written.getvalue().splitlines()]
+    assert "a_debug_event" in events and "Context impl SQLiteImpl." in events
 
 
 def test_an_unknown_level_is_refused(written: io.StringIO, monkeypatch: pytest.MonkeyPatch) -> None:
