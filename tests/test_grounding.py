@@ -83,15 +83,21 @@ def test_an_unbacked_claim_is_replaced_by_the_fallback(question: str, reply: str
         assert out.endswith(FALLBACK)
 
 
-def test_text_without_claims_streams_at_once_and_a_claim_part_waits_for_its_end() -> None:
+def test_text_streams_at_once_while_its_claims_are_backed() -> None:
     guard = ClaimGuard(Knowledge.of([PROMPT]), "How much?", FALLBACK)
     assert guard.feed("Sure") == "Sure"  # cannot grow into a claim word: out at once
     assert guard.feed(" thing,") == " thing,"
     assert guard.feed(" a check-up") == " a check-up"
-    assert guard.feed(" costs 8") == ""  # a number: held until the part ends
-    assert guard.feed("0 dollars.") == ""
-    assert guard.feed(" Anything") == " costs 80 dollars. Anything"
+    assert guard.feed(" costs 8") == " costs "  # "8" may still grow into "80" (or "85"): it waits
+    assert guard.feed("0 dollars.") == "80 "  # a check-up does cost 80
+    assert guard.feed(" Anything") == "dollars. Anything"
     assert guard.finish() == ""
+
+
+def test_an_unbacked_number_is_never_released() -> None:
+    guard = ClaimGuard(Knowledge.of([PROMPT]), "How much is a filling?", FALLBACK)
+    out = guard.feed("A filling costs 6") + guard.feed("0") + guard.feed(" dollars") + guard.feed(", so")
+    assert out == "A filling costs " + FALLBACK and guard.failed
 
 
 def test_a_word_that_may_grow_into_a_day_is_held_one_piece() -> None:

@@ -3,8 +3,9 @@
 :class:`GroundedLLM` wraps any provider. Before a reply it adds, after the caller's words, the one or two clauses
 of the agent's prompt most about the question: a small model answers from the clause in front of it more often
 than from a long prompt. While the reply streams, text passes through at once until a part of a sentence makes a
-claim (see :mod:`parley.agent.claims`); that part is held until it ends (a comma, a full stop) and is then either
-released or, when the knowledge does not back it, replaced by the agent's fallback line and the generation stopped. When
+claim (see :mod:`parley.agent.claims`); that part's words go out as long as their claims are backed, the rest is
+held until the part ends (a comma, a full stop) and is then either released or, when the knowledge does not back
+it, replaced by the agent's fallback line and the generation stopped. When
 the caller asks about something the prompt never mentions, a confirming sentence ("Yes, we take Delta
 insurance") is held whole and replaced the same way. The caller never hears a made-up price, day, name or "yes";
 the cost is the few tokens of one held part.
@@ -117,9 +118,22 @@ class ClaimGuard:
             part, rest = self._part[: m.end()], self._part[m.end() :]
             out += self._close_part(part)
             self._part = rest if self.failed is None else ""
-        if self.failed is None and self._part and claims_of(self._part).empty and not self._may_affirm(self._part):
-            out += self._part[self._sent :]
-            self._sent = len(self._part)
+        if self.failed is None and self._part and not self._may_affirm(self._part):
+            out += self._release_backed()
+        return out
+
+    def _release_backed(self) -> str:
+        """The held part's text that may be said before the part ends: all of it while it claims nothing; its
+        complete words while their claims are backed ("We're open on Saturday" before "from 9 to 1"). The last
+        word may still grow ("8" → "80", "Spring" → "Springfield"), so it waits for the next piece."""
+        part = self._part
+        if claims_of(part).empty:
+            upto = len(part)
+        else:
+            upto = len(part) if part[-1].isspace() else part.rfind(" ") + 1
+            if upto <= self._sent or not self._backed(claims_of(part[:upto])):
+                return ""
+        out, self._sent = part[self._sent : upto], max(self._sent, upto)
         return out
 
     def _close_part(self, part: str) -> str:
