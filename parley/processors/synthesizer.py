@@ -10,6 +10,7 @@ import structlog
 
 from parley.agent.document import DEFAULT_FALLBACK_LINE
 from parley.audio import Resampler
+from parley.offload import off_loop
 from parley.pipeline.frames import (
     AudioOut,
     Direction,
@@ -119,7 +120,7 @@ class Synthesizer(Processor):
         if factory is not None:
             voice: TTS | None = None
             try:
-                voice = await asyncio.to_thread(factory)
+                voice = await off_loop(factory)
                 await voice.prepare()
                 self._voice = voice
             except Exception as exc:
