@@ -6,6 +6,7 @@ from rich.console import Console
 from rich.table import Table
 
 from parley.calls.simulate import CallReport
+from parley.pipeline.frames import Stage
 
 
 def _ms(v: float | None) -> str:
@@ -28,7 +29,7 @@ def print_report(report: CallReport, console: Console) -> None:
         table.add_column(col, justify="right", no_wrap=True)
     for turn in report.turns:
         t = turn.times
-        end = t.get("speech_end")
+        end = t.get(Stage.SPEECH_END)
 
         def rel(stage: str, t: dict[str, float] = t, end: float | None = end) -> str:
             return "—" if stage not in t or end is None else f"+{(t[stage] - end) * 1000:.0f}"
@@ -36,10 +37,10 @@ def print_report(report: CallReport, console: Console) -> None:
         table.add_row(
             str(turn.turn),
             f"{end:.2f} s" if end is not None else "—",
-            rel("stt_final"),
-            rel("llm_first_token"),
-            rel("tts_first_audio"),
-            rel("first_audio_out"),
+            rel(Stage.STT_FINAL),
+            rel(Stage.LLM_FIRST_TOKEN),
+            rel(Stage.TTS_FIRST_AUDIO),
+            rel(Stage.FIRST_AUDIO_OUT),
             _ms(turn.voice_to_voice),
         )
     console.print(table)
