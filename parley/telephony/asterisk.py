@@ -114,9 +114,12 @@ class AsteriskStream(wire.StreamProtocol):
                     params[key] = variables[var]
         channel_id = str(fields.get("channel_id") or fields.get("channel") or "")
         return wire.StreamStart(
-            stream_id=str(fields.get("connection_id", "")), provider_call_id=channel_id or None,
-            caller=params.get("caller") or None, called=params.get("called") or None, params=params,
-        )  # fmt: skip
+            stream_id=str(fields.get("connection_id", "")),
+            provider_call_id=channel_id or None,
+            caller=params.get("caller") or None,
+            called=params.get("called") or None,
+            params=params,
+        )
 
     def _command(self, name: str) -> str:
         return json.dumps({"command": name}) if self.json else name

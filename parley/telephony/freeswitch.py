@@ -73,9 +73,12 @@ class FreeSwitchStream(wire.StreamProtocol):
         params = {**metadata, **self.params}  # the URL Parley was reached at wins over what the call says
         call_uuid = params.get("uuid", "")
         return wire.StreamStart(
-            stream_id=call_uuid, provider_call_id=call_uuid or None, caller=params.get("caller") or None,
-            called=params.get("called") or None, params=params,
-        )  # fmt: skip
+            stream_id=call_uuid,
+            provider_call_id=call_uuid or None,
+            caller=params.get("caller") or None,
+            called=params.get("called") or None,
+            params=params,
+        )
 
     def audio(self, pcm: bytes) -> list[wire.Outgoing]:
         data = {"audioDataType": "raw", "sampleRate": self.sample_rate, "audioData": base64.b64encode(pcm).decode()}

@@ -104,9 +104,12 @@ class PlivoStream(wire.StreamProtocol):
         self.stream_id = sid
         p = self.params
         return wire.StreamStart(
-            stream_id=sid, provider_call_id=str(start.get("callId") or p.get("call_uuid") or "") or None,
-            caller=p.get("caller") or None, called=p.get("called") or None, params=dict(p),
-        )  # fmt: skip
+            stream_id=sid,
+            provider_call_id=str(start.get("callId") or p.get("call_uuid") or "") or None,
+            caller=p.get("caller") or None,
+            called=p.get("called") or None,
+            params=dict(p),
+        )
 
     def audio(self, pcm: bytes) -> list[wire.Outgoing]:
         payload = base64.b64encode(pcm16_to_ulaw(pcm)).decode()
@@ -172,8 +175,11 @@ async def verified_params(request: Request, state: TelephonyState) -> dict[str, 
 
 
 def _xml(body: str, status: int = 200) -> Response:
-    return Response(f'<?xml version="1.0" encoding="UTF-8"?>\n<Response>{body}</Response>', status_code=status,
-                    media_type="application/xml")  # fmt: skip
+    return Response(
+        f'<?xml version="1.0" encoding="UTF-8"?>\n<Response>{body}</Response>',
+        status_code=status,
+        media_type="application/xml",
+    )
 
 
 # --- webhooks ---------------------------------------------------------------------------------
@@ -193,8 +199,10 @@ async def answer(request: Request, state: State) -> Response:
     target, params = answered
     base = webhooks.public_url(state.settings, str(request.base_url))
     url = f"{webhooks.ws_base(base)}/telephony/plivo/stream?{urlencode(params)}"
-    attrs = (f'bidirectional="true" keepCallAlive="true" contentType="{CONTENT_TYPE}" '
-             f"statusCallbackUrl={quoteattr(base + '/telephony/plivo/status')}")  # fmt: skip
+    attrs = (
+        f'bidirectional="true" keepCallAlive="true" contentType="{CONTENT_TYPE}" '
+        f"statusCallbackUrl={quoteattr(base + '/telephony/plivo/status')}"
+    )
     log.info("plivo_call", call_uuid=p.get("CallUUID"), agent=target.agent_name)
     return _xml(f"<Stream {attrs}>{escape(url)}</Stream>")
 
@@ -270,9 +278,14 @@ class Plivo(Carrier):
         """Start an outbound call; Plivo fetches the answer URL when it is answered. Returns the request uuid."""
         if not call.from_:
             raise ValueError("Plivo needs a 'from' number (one of your Plivo numbers)")
-        body = {"from": call.from_.lstrip("+"), "to": call.to if call.to.startswith("sip:") else call.to.lstrip("+"),
-                "answer_url": f"{call.base}/telephony/plivo/answer?{call.query}", "answer_method": "POST",
-                "hangup_url": f"{call.base}/telephony/plivo/status", "hangup_method": "POST"}  # fmt: skip
+        body = {
+            "from": call.from_.lstrip("+"),
+            "to": call.to if call.to.startswith("sip:") else call.to.lstrip("+"),
+            "answer_url": f"{call.base}/telephony/plivo/answer?{call.query}",
+            "answer_method": "POST",
+            "hangup_url": f"{call.base}/telephony/plivo/status",
+            "hangup_method": "POST",
+        }
         created = await api_request(state.settings, "/Call/", body)
         request_uuid = created.get("request_uuid")
         if isinstance(request_uuid, list):  # a call to several numbers answers with a list
@@ -284,6 +297,9 @@ class Plivo(Carrier):
     async def transfer(self, state: TelephonyState, call_id: str, to: str, base_url: str) -> None:
         """The live call's A leg fetches our transfer XML, which dials ``to``."""
         base = webhooks.public_url(state.settings, base_url)
-        body = {"legs": "aleg", "aleg_url": f"{base}/telephony/plivo/transfer?{urlencode({'to': to})}",
-                "aleg_method": "POST"}  # fmt: skip
+        body = {
+            "legs": "aleg",
+            "aleg_url": f"{base}/telephony/plivo/transfer?{urlencode({'to': to})}",
+            "aleg_method": "POST",
+        }
         await api_request(state.settings, f"/Call/{call_id}/", body)

@@ -97,9 +97,12 @@ class TwilioStream(wire.StreamProtocol):
         params = start.get("customParameters") or {}
         params = {str(k): str(v) for k, v in params.items()} if isinstance(params, dict) else {}
         return wire.StreamStart(
-            stream_id=sid, provider_call_id=str(start.get("callSid") or "") or None,
-            caller=params.get("caller"), called=params.get("called"), params=params,
-        )  # fmt: skip
+            stream_id=sid,
+            provider_call_id=str(start.get("callSid") or "") or None,
+            caller=params.get("caller"),
+            called=params.get("called"),
+            params=params,
+        )
 
     def audio(self, pcm: bytes) -> list[wire.Outgoing]:
         payload = base64.b64encode(pcm16_to_ulaw(pcm)).decode()
@@ -261,10 +264,14 @@ class Twilio(Carrier):
 
         def create() -> str:
             created = client.calls.create(
-                to=call.to, from_=call.from_, url=f"{call.base}/telephony/twilio/voice?{call.query}", method="POST",
-                status_callback=f"{call.base}/telephony/twilio/status", status_callback_method="POST",
+                to=call.to,
+                from_=call.from_,
+                url=f"{call.base}/telephony/twilio/voice?{call.query}",
+                method="POST",
+                status_callback=f"{call.base}/telephony/twilio/status",
+                status_callback_method="POST",
                 status_callback_event=["initiated", "ringing", "answered", "completed"],
-            )  # fmt: skip
+            )
             return str(created.sid)
 
         return await off_loop(create)

@@ -105,9 +105,12 @@ class VonageStream(wire.StreamProtocol):
         self.connected = True
         params = {str(k): str(v) for k, v in data.items() if k not in ("event", "content-type") and v is not None}
         return wire.StreamStart(
-            stream_id=params.get("call_uuid", ""), provider_call_id=params.get("call_uuid") or None,
-            caller=params.get("caller") or None, called=params.get("called") or None, params=params,
-        )  # fmt: skip
+            stream_id=params.get("call_uuid", ""),
+            provider_call_id=params.get("call_uuid") or None,
+            caller=params.get("caller") or None,
+            called=params.get("called") or None,
+            params=params,
+        )
 
     def audio(self, pcm: bytes) -> list[wire.Outgoing]:
         return [pcm]
@@ -229,8 +232,9 @@ def _covered(expected: object, query: dict[str, str], body: bytes) -> str | None
 
 def _compact(data: dict[str, Any]) -> list[bytes]:
     """The compact JSON text of ``data``: with non-ASCII as is (as JavaScript writes it) and escaped."""
-    return [json.dumps(data, separators=(",", ":"), ensure_ascii=e).encode("utf-8", "surrogatepass")
-            for e in (False, True)]  # fmt: skip
+    return [
+        json.dumps(data, separators=(",", ":"), ensure_ascii=e).encode("utf-8", "surrogatepass") for e in (False, True)
+    ]
 
 
 def _sha256_is(want: str, data: bytes) -> bool:
@@ -255,8 +259,12 @@ async def answer(request: Request, state: State) -> Response:
         return JSONResponse(ncco, status_code=404)
     target, headers = answered
     base = webhooks.public_url(state.settings, str(request.base_url))
-    endpoint = {"type": "websocket", "uri": f"{webhooks.ws_base(base)}/telephony/vonage/stream",
-                "content-type": f"audio/l16;rate={SAMPLE_RATE}", "headers": headers}  # fmt: skip
+    endpoint = {
+        "type": "websocket",
+        "uri": f"{webhooks.ws_base(base)}/telephony/vonage/stream",
+        "content-type": f"audio/l16;rate={SAMPLE_RATE}",
+        "headers": headers,
+    }
     log.info("vonage_call", call_uuid=f.get("uuid"), agent=target.agent_name)
     return JSONResponse([{"action": "connect", "endpoint": [endpoint]}])
 
@@ -293,8 +301,7 @@ def api_token(settings: Settings) -> str:
         raise RuntimeError("Vonage calls need PARLEY_VONAGE_APPLICATION_ID and PARLEY_VONAGE_PRIVATE_KEY_PATH")
     key = own.vonage_private_key_path.read_text()
     now = int(time.time())
-    claims = {"application_id": own.vonage_application_id, "iat": now, "exp": now + 300,
-              "jti": uuid.uuid4().hex}  # fmt: skip
+    claims = {"application_id": own.vonage_application_id, "iat": now, "exp": now + 300, "jti": uuid.uuid4().hex}
     return jwt.encode(claims, key, algorithm="RS256")
 
 
@@ -336,10 +343,13 @@ class Vonage(Carrier):
         if missing := webhooks.missing_credentials(state.settings, "vonage"):
             raise RuntimeError(f"Vonage calls need {' and '.join(missing)}: without it the answer webhook is refused")
         body = {
-            "to": [_endpoint(call.to)], "from": {"type": "phone", "number": _e164(call.from_)},
-            "answer_url": [f"{call.base}/telephony/vonage/answer?{call.query}"], "answer_method": "GET",
-            "event_url": [f"{call.base}/telephony/vonage/event"], "event_method": "POST",
-        }  # fmt: skip
+            "to": [_endpoint(call.to)],
+            "from": {"type": "phone", "number": _e164(call.from_)},
+            "answer_url": [f"{call.base}/telephony/vonage/answer?{call.query}"],
+            "answer_method": "GET",
+            "event_url": [f"{call.base}/telephony/vonage/event"],
+            "event_method": "POST",
+        }
         created = await api_request(state.settings, "POST", "/v1/calls", body)
         call_uuid = created.get("uuid")
         if not isinstance(call_uuid, str) or not call_uuid:
@@ -349,5 +359,5 @@ class Vonage(Carrier):
     async def transfer(self, state: TelephonyState, call_id: str, to: str, base_url: str) -> None:
         """The live call gets an NCCO that connects it to ``to``."""
         ncco = [{"action": "connect", "endpoint": [_endpoint(to)]}]
-        await api_request(state.settings, "PUT", f"/v1/calls/{call_id}",
-                          {"action": "transfer", "destination": {"type": "ncco", "ncco": ncco}})  # fmt: skip
+        body = {"action": "transfer", "destination": {"type": "ncco", "ncco": ncco}}
+        await api_request(state.settings, "PUT", f"/v1/calls/{call_id}", body)
