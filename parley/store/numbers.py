@@ -51,9 +51,12 @@ class NumberRepo:
                 "(parley admin numbers assign NUMBER --tenant TENANT)"
             )
         row = PhoneNumber(
-            id=uuid.uuid4(), tenant_id=tenant_id, number=normalize_number(number), agent_id=agent_id,
+            id=uuid.uuid4(),
+            tenant_id=tenant_id,
+            number=normalize_number(number),
+            agent_id=agent_id,
             created_at=utcnow(),
-        )  # fmt: skip
+        )
         self.session.add(row)
         try:
             async with self.session.begin_nested():

@@ -57,9 +57,16 @@ async def list_calls(
 ) -> list[Call]:
     async with state.db.session() as s:
         return await CallRepo(s).list(
-            who.tenant_id, agent_id=agent_id, status=status, transport=transport, since=since, until=until, q=q,
-            limit=limit, offset=offset,
-        )  # fmt: skip
+            who.tenant_id,
+            agent_id=agent_id,
+            status=status,
+            transport=transport,
+            since=since,
+            until=until,
+            q=q,
+            limit=limit,
+            offset=offset,
+        )
 
 
 @router.post("", response_model=CallOut, status_code=201)
@@ -119,8 +126,9 @@ async def transcript(
             lines.append({"speaker": "caller", "turn": t.turn, "text": t.caller_text, "t": start})
         if t.agent_text:
             at = (t.times or {}).get("first_audio_out", start)
-            lines.append({"speaker": "agent", "turn": t.turn, "text": t.agent_text, "t": at,
-                          "interrupted": t.interrupted})  # fmt: skip
+            lines.append(
+                {"speaker": "agent", "turn": t.turn, "text": t.agent_text, "t": at, "interrupted": t.interrupted}
+            )
     if format == "text":
         text = "\n".join(
             f"[{line['t']:7.2f}] {line['speaker']}: {line['text']}{' (interrupted)' if line.get('interrupted') else ''}"
@@ -141,8 +149,11 @@ async def recording(
         raise HTTPException(status_code=404, detail="this call has no recording")
     start, end = _byte_range(range, size) if range else (0, size)
     status = 206 if range else 200
-    headers = {"Accept-Ranges": "bytes", "Content-Length": str(end - start),
-               "Content-Disposition": f'attachment; filename="call-{call.id}.wav"'}  # fmt: skip
+    headers = {
+        "Accept-Ranges": "bytes",
+        "Content-Length": str(end - start),
+        "Content-Disposition": f'attachment; filename="call-{call.id}.wav"',
+    }
     if status == 206:
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
     key = call.recording_key

@@ -45,9 +45,14 @@ def _code(error: ClientError) -> str:
 
 class S3BlobWriter(PartedWriter):
     def __init__(
-        self, client: Any, bucket: str, key: str, content_type: str, part_size: int = PART_SIZE,
+        self,
+        client: Any,
+        bucket: str,
+        key: str,
+        content_type: str,
+        part_size: int = PART_SIZE,
         spool: Spool | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         super().__init__(part_size, spool)
         self._client, self._bucket, self._key, self._content_type = client, bucket, key, content_type
         self._upload_id: str | None = None
@@ -268,10 +273,14 @@ class S3BlobStore(BlobStore):
             start = sizes[0]
             for number, size in enumerate(sizes[1:], 2):
                 copied = await off_loop(
-                    self._client.upload_part_copy, Bucket=self.bucket, Key=name, UploadId=writer._upload_id,
-                    PartNumber=number, CopySource={"Bucket": self.bucket, "Key": name},
+                    self._client.upload_part_copy,
+                    Bucket=self.bucket,
+                    Key=name,
+                    UploadId=writer._upload_id,
+                    PartNumber=number,
+                    CopySource={"Bucket": self.bucket, "Key": name},
                     CopySourceRange=f"bytes={start}-{start + size - 1}",
-                )  # fmt: skip
+                )
                 writer._etags[number] = str(copied["CopyPartResult"]["ETag"])
                 start += size
             await writer._complete(len(sizes))
