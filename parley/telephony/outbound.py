@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 
 from parley.calls.identity import CallTarget
-from parley.store.calls import CallRepo
+from parley.store.calls import CallRepo, CallStatus
 from parley.store.models import Call
 from parley.telephony.carrier import Outbound, UnknownCarrier, carriers
 from parley.telephony.state import TelephonyState
@@ -70,7 +70,8 @@ async def place_call(
     async with state.db.session() as s:
         call = await CallRepo(s).create(
             target.tenant_id, target.agent_id, target.agent_version, target.agent_name, provider, caller=from_,
-            direction="outbound", called=to, status="dialing", call_id=call_id, worker_id=state.settings.worker_id,
+            direction="outbound", called=to, status=CallStatus.DIALING, call_id=call_id,
+            worker_id=state.settings.worker_id,
         )  # fmt: skip
     try:
         outbound = Outbound(target, call_id, to, from_, public_url(state.settings, base_url))
@@ -81,7 +82,7 @@ async def place_call(
         async with state.db.session() as s:
             repo = CallRepo(s)
             await repo.add_event(target.tenant_id, call_id, 0.0, "dial_failed", {"error": message[:500]})
-            await repo.end(target.tenant_id, call_id, "failed", f"dial-failed: {message}"[:200], 0.0)
+            await repo.end(target.tenant_id, call_id, CallStatus.FAILED, f"dial-failed: {message}"[:200], 0.0)
         raise DialError(message) from exc
     async with state.db.session() as s:
         repo = CallRepo(s)

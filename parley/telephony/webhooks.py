@@ -37,7 +37,8 @@ from starlette.requests import HTTPConnection
 
 from parley.calls.identity import CallTarget
 from parley.config import Settings
-from parley.store.calls import CallRepo
+from parley.pipeline.frames import EndReason
+from parley.store.calls import CallRepo, CallStatus
 from parley.store.db import Database
 from parley.store.models import Call
 from parley.telephony.carrier import carriers
@@ -138,8 +139,9 @@ async def record_carrier_status(
     answered (a status in ``failed``, or ``completed`` while still dialing) is closed as failed."""
     await repo.add_event(call.tenant_id, call.id, 0.0, "carrier_status",
                          {"type": "carrier_status", "status": status, **details})  # fmt: skip
-    if call.status == "dialing" and (status in failed or status == "completed"):
-        await repo.end(call.tenant_id, call.id, "failed", status if status in failed else "not-answered", 0.0)
+    if call.status == CallStatus.DIALING and (status in failed or status == "completed"):
+        reason = status if status in failed else EndReason.NOT_ANSWERED
+        await repo.end(call.tenant_id, call.id, CallStatus.FAILED, reason, 0.0)
 
 
 async def carrier_status(

@@ -22,7 +22,7 @@ from parley.sip.protocol.media import RtpSession
 from parley.sip.protocol.message import Headers, Request, Response, SipUri, new_branch, new_call_id, new_tag
 from parley.sip.protocol.sdp import SdpError, SessionDescription, accept_answer, make_offer
 from parley.sip.protocol.transactions import T1, Addr
-from parley.store.calls import CallRepo
+from parley.store.calls import CallRepo, CallStatus
 from parley.store.credentials import TenantSecrets
 
 from .call import SipCall, UserAgent
@@ -43,14 +43,14 @@ async def create_dial_record(ep: UserAgent, to: str, target: CallTarget, caller:
         await CallRepo(s).create(
             target.tenant_id, target.agent_id, target.agent_version, target.agent_name, "sip",
             caller=_from_user(ep, caller), direction="outbound", called=to, worker_id=ep.settings.worker_id,
-            status="dialing", call_id=call_id,
+            status=CallStatus.DIALING, call_id=call_id,
         )  # fmt: skip
     return call_id
 
 
 async def _fail(ep: UserAgent, target: CallTarget, call_id: uuid.UUID, reason: str) -> str:
     async with ep.db.session() as s:
-        await CallRepo(s).end(target.tenant_id, call_id, "failed", reason, 0.0)
+        await CallRepo(s).end(target.tenant_id, call_id, CallStatus.FAILED, reason, 0.0)
     log.info("sip_dial_failed", call=str(call_id), reason=reason)
     return reason
 
