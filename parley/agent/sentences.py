@@ -77,11 +77,6 @@ class SentenceBuffer:
             return rest
         return None
 
-    def reset(self) -> None:
-        self._buf = ""
-        self._emitted = 0
-        self._scan = 0
-
     def _next_piece(self) -> str | None:
         start = self._scan
         while m := _SENTENCE_END.search(self._buf, start):
