@@ -110,12 +110,6 @@ class TalkToken(BaseModel):
     url: str = Field(description="WebSocket path to connect to, with the token as a query parameter")
 
 
-class Transcript(BaseModel):
-    call_id: uuid.UUID
-    turns: list[dict[str, Any]]
-    format: Literal["json"] = "json"
-
-
 #: what a carrier can dial: digits with an optional "+", or a SIP URI of printable ASCII (no quotes, brackets or
 #: spaces); anything else is a 422 here rather than a request that reaches the carrier's API
 DIALLABLE = r"^(\+?[0-9]{1,20}|sips?:[!#-;=?-~]{1,240})$"

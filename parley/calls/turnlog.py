@@ -11,15 +11,6 @@ from typing import Any
 
 from parley.pipeline.frames import AgentSpoke, Direction, Frame, ReplyFailed, Stage, StageTime, Transcript
 
-#: the stages a turn's latency report walks through, in order
-STAGES = (
-    Stage.SPEECH_END,
-    Stage.END_OF_TURN,
-    Stage.STT_FINAL,
-    Stage.LLM_FIRST_TOKEN,
-    Stage.TTS_FIRST_AUDIO,
-    Stage.FIRST_AUDIO_OUT,
-)
 #: stamps that carry the text the LLM wrote (cut: talked over; failed: the LLM raised part-way)
 _GENERATED = (Stage.LLM_DONE, Stage.LLM_CUT, Stage.LLM_FAILED)
 
