@@ -31,7 +31,7 @@ from parley.store.db import Database
 from parley.store.tenants import TenantRepo
 from parley.transports.traits import TransportTraits
 
-from .conftest import espeak, silence
+from .support.audio import espeak, silence
 
 RATE = 16000
 LONG = "Please hold on while I look that up for you, this will take a little moment, thank you for waiting."
