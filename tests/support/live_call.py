@@ -80,10 +80,46 @@ async def watch_own_lag(report: AudioReport) -> None:
             report.client_lags.append((time.time(), round(lag, 3)))
 
 
+class _Listener:
+    """What the caller hears and is told: audio gaps while the greeting plays, and the server's events."""
+
+    def __init__(self, report: AudioReport, stop: asyncio.Event, ready: asyncio.Event) -> None:
+        self.report, self.stop, self.ready = report, stop, ready
+        self._last = 0.0
+
+    def audio(self, now: float) -> None:
+        report = self.report
+        if self._last and not report.greeting_done and not self.stop.is_set():
+            gap = now - self._last
+            report.speaking_s += gap
+            if gap > report.max_gap_s:
+                report.max_gap_s, report.max_gap_at = gap, time.time()
+            if gap > NOTABLE_GAP_S:
+                report.gaps.append((time.time(), round(gap, 3)))
+        self._last = now
+        report.frames += 1
+        self.ready.set()
+
+    def event(self, event: dict[str, Any]) -> bool:
+        """Record one event; True when it ends the call."""
+        report = self.report
+        kind = event.get("type", "?")
+        report.events.append(f"error: {event.get('message')}" if kind == "error" else kind)
+        # played out whole: a greeting cut short by the end of the call is reported too, as interrupted
+        if kind == "agent_text" and event.get("turn") == 0 and not event.get("interrupted"):
+            report.greeting_done = True
+        if kind == "media":
+            report.server_late_frames = int(event.get("late_frames", -1))
+            report.server_max_lateness_ms = float(event.get("max_lateness_ms", -1))
+        if kind == "end" and not self.stop.is_set():
+            report.ended = str(event.get("reason"))
+        return kind == "end"
+
+
 async def run_call(ws_url: str, headers: dict[str, str], stop: asyncio.Event, ready: asyncio.Event) -> AudioReport:
     """Talk over ``ws_url`` until ``stop``; ``ready`` is set at the agent's first audio frame."""
     report = AudioReport()
-    last = 0.0
+    listener = _Listener(report, stop, ready)
     async with websockets.connect(ws_url, additional_headers=headers, max_size=2**20, ping_interval=None) as ws:
 
         async def send() -> None:
@@ -96,33 +132,10 @@ async def run_call(ws_url: str, headers: dict[str, str], stop: asyncio.Event, re
             await ws.send(json.dumps({"type": "end"}))
 
         async def receive() -> None:
-            nonlocal last
             async for message in ws:
-                now = time.monotonic()
                 if isinstance(message, bytes):
-                    if last and not report.greeting_done and not stop.is_set():
-                        gap = now - last
-                        report.speaking_s += gap
-                        if gap > report.max_gap_s:
-                            report.max_gap_s, report.max_gap_at = gap, time.time()
-                        if gap > NOTABLE_GAP_S:
-                            report.gaps.append((time.time(), round(gap, 3)))
-                    last = now
-                    report.frames += 1
-                    ready.set()
-                    continue
-                event = json.loads(message)
-                kind = event.get("type", "?")
-                report.events.append(f"error: {event.get('message')}" if kind == "error" else kind)
-                # played out whole: a greeting cut short by the end of the call is reported too, as interrupted
-                if kind == "agent_text" and event.get("turn") == 0 and not event.get("interrupted"):
-                    report.greeting_done = True
-                if kind == "media":
-                    report.server_late_frames = int(event.get("late_frames", -1))
-                    report.server_max_lateness_ms = float(event.get("max_lateness_ms", -1))
-                if kind == "end":
-                    if not stop.is_set():
-                        report.ended = str(event.get("reason"))
+                    listener.audio(time.monotonic())
+                elif listener.event(json.loads(message)):
                     return
 
         sender = asyncio.create_task(send())
