@@ -114,10 +114,15 @@ def serve(
     level = logging.getLogger().getEffectiveLevel()  # parley.logs set it: PARLEY_LOG_LEVEL, or --verbose
     # proxy_headers off: uvicorn would believe X-Forwarded-For from 127.0.0.1; the app heeds PARLEY_TRUSTED_PROXIES
     uvicorn.run(
-        create_app(settings), host=host, port=port, ws="websockets-sansio", proxy_headers=False,
-        log_level=level, access_log=level <= logging.DEBUG,  # a line per request only when debugging
+        create_app(settings),
+        host=host,
+        port=port,
+        ws="websockets-sansio",
+        proxy_headers=False,
+        log_level=level,
+        access_log=level <= logging.DEBUG,  # a line per request only when debugging
         log_config=None,  # uvicorn's records go through parley.logs (bounded, redacted, written off the loop)
-    )  # fmt: skip
+    )
 
 
 def _own_command() -> str:

@@ -58,9 +58,15 @@ def summarize_exception(exc_info: Any) -> traceback.TracebackException | None:
         return None
     try:
         return traceback.TracebackException(
-            exc_info[0], exc_info[1], exc_info[2], limit=-MAX_FRAMES, lookup_lines=False, capture_locals=False,
-            max_group_width=5, max_group_depth=3,
-        )  # fmt: skip
+            exc_info[0],
+            exc_info[1],
+            exc_info[2],
+            limit=-MAX_FRAMES,
+            lookup_lines=False,
+            capture_locals=False,
+            max_group_width=5,
+            max_group_depth=3,
+        )
     except Exception:  # never lose the line to a broken exception object
         return None
 

@@ -106,7 +106,7 @@ async def test_a_200_never_acked_ends_the_call_with_bye(
     db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """RFC 3261 section 13.3.1.4: the 200 is resent until 64*T1, then the session ends with BYE (T1 shortened)."""
-    monkeypatch.setattr("parley.sip.agent.call.T1", 0.02)
+    monkeypatch.setattr("parley.sip.agent.reliable_2xx.T1", 0.02)
     settings = Settings(data_dir=tmp_path, sip_port=free_udp_port(), sip_host="127.0.0.1", sip_rtp_ports=rtp_range())
     async with db.session() as s:
         tenant = await TenantRepo(s).get_or_create("no-ack")

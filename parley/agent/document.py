@@ -231,9 +231,12 @@ class ActionSettings(_Strict):
                 params["required"] = ["target"]
             where = f"one of: {', '.join(names)}" if names else "a human colleague"
             tools.append(
-                Tool("transfer", f"Transfer the caller to {where}. Tell the caller you are transferring them first.",
-                     params)
-            )  # fmt: skip
+                Tool(
+                    "transfer",
+                    f"Transfer the caller to {where}. Tell the caller you are transferring them first.",
+                    params,
+                )
+            )
         return tools
 
     def resolve(self, call: ToolCall) -> ResolvedAction:

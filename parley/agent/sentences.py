@@ -13,8 +13,24 @@ import itertools
 import re
 
 _ABBREVIATIONS = {
-    "mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "vs", "etc", "e.g", "i.e", "no", "approx", "inc", "ltd", "mt",
-}  # fmt: skip
+    "mr",
+    "mrs",
+    "ms",
+    "dr",
+    "prof",
+    "sr",
+    "jr",
+    "st",
+    "vs",
+    "etc",
+    "e.g",
+    "i.e",
+    "no",
+    "approx",
+    "inc",
+    "ltd",
+    "mt",
+}
 # Every pattern here runs on text of any length (a greeting, a model's reply): each is linear in it, with
 # possessive quantifiers and look-behinds so that a run of "!!!…", newlines or one endless word is not
 # re-scanned from each of its characters (which made 20,000 characters take seconds).

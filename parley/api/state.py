@@ -31,9 +31,11 @@ async def warm_embedded_models() -> None:
 
     failed = disable_failed(await check_embedded_models())
     stand_ins: dict[str, Any] = {
-        "vad": {"provider": "energy"}, "stt": {"provider": "canned"},
-        "llm": {"provider": "canned"}, "tts": {"provider": "tone"},
-    }  # fmt: skip
+        "vad": {"provider": "energy"},
+        "stt": {"provider": "canned"},
+        "llm": {"provider": "canned"},
+        "tts": {"provider": "tone"},
+    }
     doc = AgentDocument(name="warm-up", system_prompt="-", **{stage: stand_ins[stage] for stage in failed})
     try:
         services = await Services.create(doc)

@@ -77,8 +77,15 @@ class TalkWire(CallEvents):
     # CallEvents
     async def opened(self, call_id: uuid.UUID) -> None:
         t = self.target
-        await self.send_event({"type": "call", "call_id": str(call_id), "sample_rate": TALK.sample_rate,
-                               "agent_id": str(t.agent_id), "agent_version": t.agent_version})  # fmt: skip
+        await self.send_event(
+            {
+                "type": "call",
+                "call_id": str(call_id),
+                "sample_rate": TALK.sample_rate,
+                "agent_id": str(t.agent_id),
+                "agent_version": t.agent_version,
+            }
+        )
 
     async def event(self, event: dict[str, Any]) -> None:
         await self.send_event(event)

@@ -105,8 +105,9 @@ class LiveCall:
     async def run(self, audio_in: AsyncIterator[bytes]) -> str:
         """Hold the conversation until ``audio_in`` ends; returns the end reason."""
         traits = self.line.traits
-        record = await CallRecord.open(self.store, self.target, traits.name, self.info, traits.sample_rate,
-                                       self.frame_ms)  # fmt: skip
+        record = await CallRecord.open(
+            self.store, self.target, traits.name, self.info, traits.sample_rate, self.frame_ms
+        )
         self.call_id = call_id = record.call_id
         runner = self._prepare(record)
         await self.line.events.opened(call_id)
@@ -135,9 +136,14 @@ class LiveCall:
             if speech or line.traits.continuous_output:
                 await line.send_audio(pcm)
 
-        call_pipeline = build_pipeline(self.target.document, self.services, out, rate,
-                                       played_frames=line.control.played_frames,
-                                       idle_silence=line.traits.continuous_output)  # fmt: skip
+        call_pipeline = build_pipeline(
+            self.target.document,
+            self.services,
+            out,
+            rate,
+            played_frames=line.control.played_frames,
+            idle_silence=line.traits.continuous_output,
+        )
         writer = record.writer(call_pipeline.turn_log, line.events.event)
         call_pipeline.pipeline.observers.extend([writer, self._observe])
         runner = PipelineRunner(call_pipeline.pipeline, self._clock or RealClock(), rate)
@@ -175,17 +181,27 @@ class LiveCall:
         return self._end_reason or run_task.result().reason
 
     async def _finish(
-        self, record: CallRecord, runner: PipelineRunner, tasks: tuple[asyncio.Task[Any], ...], status: CallStatus,
+        self,
+        record: CallRecord,
+        runner: PipelineRunner,
+        tasks: tuple[asyncio.Task[Any], ...],
+        status: CallStatus,
         reason: str,
-    ) -> None:  # fmt: skip
+    ) -> None:
         """Stop everything the call started, then close its record with how the media went."""
         for task in (*tasks, *self._actions):
             task.cancel()
         await asyncio.gather(*tasks, *self._actions, return_exceptions=True)
         assert self._pipeline is not None  # _prepare ran before any task
         playout = self._pipeline.playout
-        record.event({"type": "media", "t": round(runner.clock.now(), 3), "speech_frames_out": playout.speech_frames,
-                      "late_frames": playout.late_frames,
-                      "max_lateness_ms": round(1000 * playout.max_lateness, 1)})  # fmt: skip
+        record.event(
+            {
+                "type": "media",
+                "t": round(runner.clock.now(), 3),
+                "speech_frames_out": playout.speech_frames,
+                "late_frames": playout.late_frames,
+                "max_lateness_ms": round(1000 * playout.max_lateness, 1),
+            }
+        )
         duration = await record.close(status, reason)
         log.info("call_ended", call_id=str(record.call_id), reason=reason, duration=round(duration, 2))

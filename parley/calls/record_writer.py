@@ -76,13 +76,21 @@ class CallRecordWriter:
                 record = rec.as_dict()
                 self._queue.put_nowait(("turn", record))
                 self._event(
-                    {"type": "agent_text", "turn": frame.turn_id, "text": frame.heard_text,
-                     "interrupted": frame.interrupted}
-                )  # fmt: skip
+                    {
+                        "type": "agent_text",
+                        "turn": frame.turn_id,
+                        "text": frame.heard_text,
+                        "interrupted": frame.interrupted,
+                    }
+                )
                 self._event(
-                    {"type": "turn_metrics", "turn": frame.turn_id, "times": record["times"],
-                     "voice_to_voice": record["voice_to_voice"]}
-                )  # fmt: skip
+                    {
+                        "type": "turn_metrics",
+                        "turn": frame.turn_id,
+                        "times": record["times"],
+                        "voice_to_voice": record["voice_to_voice"],
+                    }
+                )
 
     def _event(self, event: dict[str, Any]) -> None:
         self._queue.put_nowait(("event", event))
@@ -126,11 +134,17 @@ class CallRecordWriter:
                 for kind, data in items:
                     if kind == "turn":
                         await repo.upsert_turn(
-                            self._tenant, self._call, turn=data["turn"], caller_text=data["caller_text"],
-                            agent_text=data["agent_text"], agent_text_generated=data["agent_text_generated"],
-                            interrupted=data["interrupted"], times=data["times"],
-                            voice_to_voice=data["voice_to_voice"], checked=True,
-                        )  # fmt: skip
+                            self._tenant,
+                            self._call,
+                            turn=data["turn"],
+                            caller_text=data["caller_text"],
+                            agent_text=data["agent_text"],
+                            agent_text_generated=data["agent_text_generated"],
+                            interrupted=data["interrupted"],
+                            times=data["times"],
+                            voice_to_voice=data["voice_to_voice"],
+                            checked=True,
+                        )
                     else:
                         t = float(data.get("t", 0.0))
                         await repo.add_event(self._tenant, self._call, t, data["type"], data, checked=True)
@@ -145,8 +159,15 @@ class CallRecordWriter:
 class CallRecord:
     """One live call's record from its row's creation to its end: the recording and the writer go with it."""
 
-    def __init__(self, store: CallStore, tenant_id: uuid.UUID, call_id: uuid.UUID, sink: BlobSink, key: str,
-                 recorder: StereoRecorder) -> None:  # fmt: skip
+    def __init__(
+        self,
+        store: CallStore,
+        tenant_id: uuid.UUID,
+        call_id: uuid.UUID,
+        sink: BlobSink,
+        key: str,
+        recorder: StereoRecorder,
+    ) -> None:
         self.store = store
         self.tenant_id = tenant_id
         self.call_id = call_id
@@ -168,10 +189,17 @@ class CallRecord:
                 call = await repo.activate(t.tenant_id, info.call_id, info.worker_id, info.provider_call_id)
             if call is None:
                 call = await repo.create(
-                    t.tenant_id, t.agent_id, t.agent_version, t.agent_name, transport, caller=info.caller,
-                    direction=info.direction, called=info.called, provider_call_id=info.provider_call_id,
+                    t.tenant_id,
+                    t.agent_id,
+                    t.agent_version,
+                    t.agent_name,
+                    transport,
+                    caller=info.caller,
+                    direction=info.direction,
+                    called=info.called,
+                    provider_call_id=info.provider_call_id,
                     worker_id=info.worker_id,
-                )  # fmt: skip
+                )
         key = f"{t.tenant_id}/{call.id}.wav"
         sink = BlobSink(await store.blobs.writer(key), sample_rate)
         return cls(store, t.tenant_id, call.id, sink, key, StereoRecorder(sink, sample_rate, frame_ms))
@@ -192,6 +220,13 @@ class CallRecord:
             await self._writer.aclose()
         duration = await self.recorder.close()
         async with self.store.db.session() as s:
-            await CallRepo(s).end(self.tenant_id, self.call_id, status, reason, duration, recording_key=self._key,
-                                  recording_bytes=self._sink.size)  # fmt: skip
+            await CallRepo(s).end(
+                self.tenant_id,
+                self.call_id,
+                status,
+                reason,
+                duration,
+                recording_key=self._key,
+                recording_bytes=self._sink.size,
+            )
         return duration

@@ -78,6 +78,10 @@ async def _close(
         done = await CallRepo(s).close_unfinished(
             call_id, CRASHED, ended_at, key if recording else None, recording.size if recording else None
         )
-    log.info("crashed_call_ended", call_id=str(call_id), recording_bytes=recording.size if recording else None,
-             duration=round((ended_at - started_at).total_seconds(), 2))  # fmt: skip
+    log.info(
+        "crashed_call_ended",
+        call_id=str(call_id),
+        recording_bytes=recording.size if recording else None,
+        duration=round((ended_at - started_at).total_seconds(), 2),
+    )
     return done

@@ -80,8 +80,14 @@ class _Caller:
     """The simulated caller's line: silence until the greeting has played, the recording, then silence until the
     agent has answered; each 20 ms frame at its call time, into the pipeline and the recording."""
 
-    def __init__(self, agent: AgentDocument, call: CallPipeline, runner: PipelineRunner, recorder: StereoRecorder,
-                 max_tail_secs: float) -> None:  # fmt: skip
+    def __init__(
+        self,
+        agent: AgentDocument,
+        call: CallPipeline,
+        runner: PipelineRunner,
+        recorder: StereoRecorder,
+        max_tail_secs: float,
+    ) -> None:
         self.agent = agent
         self.call = call
         self.runner = runner

@@ -74,5 +74,11 @@ class TurnLog:
 def error_event(frame: ReplyFailed) -> dict[str, Any]:
     """The call record's ``error`` event for a reply that failed: which stage, the error's type (never its
     message: it may quote a URL or a key) and what the caller was told instead ("" when nothing was said)."""
-    return {"type": "error", "turn": frame.turn_id, "stage": str(frame.stage), "error": frame.error,
-            "fallback": frame.fallback, "t": round(frame.t, 3)}  # fmt: skip
+    return {
+        "type": "error",
+        "turn": frame.turn_id,
+        "stage": str(frame.stage),
+        "error": frame.error,
+        "fallback": frame.fallback,
+        "t": round(frame.t, 3),
+    }

@@ -116,8 +116,9 @@ class Wire(Protocol):
         ...
 
 
-async def run_socket_call(wire: Wire, target: CallTarget, store: CallStore, info: CallInfo,
-                          secrets: SecretSource) -> None:  # fmt: skip
+async def run_socket_call(
+    wire: Wire, target: CallTarget, store: CallStore, info: CallInfo, secrets: SecretSource
+) -> None:
     """Carry one call over ``wire``'s socket; the socket is closed when this returns."""
     try:
         services = await Services.create(target.document, secrets)

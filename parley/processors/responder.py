@@ -72,8 +72,11 @@ class Responder(Processor):
         self.actions = actions or ActionSettings()
         self._tools = self.actions.tools()
         if self._tools and not llm.supports_tools:
-            log.warning("llm_cannot_act", provider=getattr(llm, "provider_name", type(llm).__name__),
-                        actions=[t.name for t in self._tools])  # fmt: skip
+            log.warning(
+                "llm_cannot_act",
+                provider=getattr(llm, "provider_name", type(llm).__name__),
+                actions=[t.name for t in self._tools],
+            )
         self._turn = GREETING_TURN  # the latest caller turn a reply was started for
         self._user_text: dict[int, str] = {}  # what each open turn's reply answers (carry included)
         self._closed: set[int] = set()  # turns the playout has reported on
@@ -175,8 +178,14 @@ class Responder(Processor):
         log.error("reply_failed", stage=FailedStage.LLM, turn_id=turn_id, error=error, detail=detail)
         now = self.clock.now()
         await self.push(StageTime(turn_id=turn_id, stage=Stage.LLM_FAILED, t=now, text=generated))
-        failed = ReplyFailed(message=f"llm: {error}", turn_id=turn_id, stage=FailedStage.LLM, error=error,
-                             fallback=self.fallback_line, t=now)  # fmt: skip
+        failed = ReplyFailed(
+            message=f"llm: {error}",
+            turn_id=turn_id,
+            stage=FailedStage.LLM,
+            error=error,
+            fallback=self.fallback_line,
+            t=now,
+        )
         await self.push(failed, Direction.UPSTREAM)
         if self.fallback_line:  # spoken by the TTS; if that fails too, the synthesizer reports it
             line = f" {self.fallback_line}" if generated else self.fallback_line  # after the words already said

@@ -99,8 +99,14 @@ class Synthesizer(Processor):
 
     async def _failed_sentence(self, frame: SpeakText, exc: Exception) -> None:
         error = type(exc).__name__
-        log.error("reply_failed", stage=FailedStage.TTS, turn_id=frame.turn_id, error=error,
-                  text=frame.text[:80], detail=redact_text(str(exc)[:500]))  # fmt: skip
+        log.error(
+            "reply_failed",
+            stage=FailedStage.TTS,
+            turn_id=frame.turn_id,
+            error=error,
+            text=frame.text[:80],
+            detail=redact_text(str(exc)[:500]),
+        )
         self._failed.add(frame.turn_id)
         said = ""
         voice = await self._fallback() if self.fallback_line else None
@@ -110,8 +116,14 @@ class Synthesizer(Processor):
                 said = self.fallback_line
             except Exception as again:
                 log.error("fallback_line_failed", turn_id=frame.turn_id, error=type(again).__name__)
-        failed = ReplyFailed(message=f"tts: {error}", turn_id=frame.turn_id, stage=FailedStage.TTS, error=error,
-                             fallback=said, t=self.clock.now())  # fmt: skip
+        failed = ReplyFailed(
+            message=f"tts: {error}",
+            turn_id=frame.turn_id,
+            stage=FailedStage.TTS,
+            error=error,
+            fallback=said,
+            t=self.clock.now(),
+        )
         await self.push(failed, Direction.UPSTREAM)
 
     async def _fallback(self) -> TTS | None:

@@ -165,8 +165,11 @@ def _parse(stdout: str, returncode: int) -> list[StageResult]:
         if "start" in item:
             started = str(item["start"])
         elif "stage" in item:
-            results.append(StageResult(str(item["stage"]), bool(item["ok"]), str(item.get("detail", "")),
-                                       float(item.get("secs", 0.0))))  # fmt: skip
+            results.append(
+                StageResult(
+                    str(item["stage"]), bool(item["ok"]), str(item.get("detail", "")), float(item.get("secs", 0.0))
+                )
+            )
             started = None
     if returncode != 0 and started is not None:
         how = f"killed by {signal.Signals(-returncode).name}" if returncode < 0 else f"exited with {returncode}"
@@ -179,8 +182,12 @@ def _run_once(skip: set[str]) -> list[StageResult]:
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "parley.services.selfcheck"],
-            capture_output=True, text=True, timeout=_TIMEOUT_S, env=env, check=False,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=_TIMEOUT_S,
+            env=env,
+            check=False,
+        )
     except subprocess.TimeoutExpired as exc:
         out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
         return [*_parse(out, 0), StageResult("all", False, f"the self-check did not finish in {_TIMEOUT_S:g} s")]
@@ -234,9 +241,11 @@ def disable_failed(results: dict[str, StageResult]) -> set[str]:
 
     doc = AgentDocument(name="self-check", system_prompt="-")
     registries: dict[str, tuple[Registry[Any], str]] = {
-        "vad": (vad_registry, doc.vad.provider), "stt": (stt_registry, doc.stt.provider),
-        "llm": (llm_registry, doc.llm.provider), "tts": (tts_registry, doc.tts.provider),
-    }  # fmt: skip
+        "vad": (vad_registry, doc.vad.provider),
+        "stt": (stt_registry, doc.stt.provider),
+        "llm": (llm_registry, doc.llm.provider),
+        "tts": (tts_registry, doc.tts.provider),
+    }
     failed: set[str] = set()
     for stage, result in results.items():
         if result.ok:

@@ -69,10 +69,18 @@ async def place_call(
     call_id = uuid.uuid4()
     async with state.db.session() as s:
         call = await CallRepo(s).create(
-            target.tenant_id, target.agent_id, target.agent_version, target.agent_name, provider, caller=from_,
-            direction="outbound", called=to, status=CallStatus.DIALING, call_id=call_id,
+            target.tenant_id,
+            target.agent_id,
+            target.agent_version,
+            target.agent_name,
+            provider,
+            caller=from_,
+            direction="outbound",
+            called=to,
+            status=CallStatus.DIALING,
+            call_id=call_id,
             worker_id=state.settings.worker_id,
-        )  # fmt: skip
+        )
     try:
         outbound = Outbound(target, call_id, to, from_, public_url(state.settings, base_url))
         provider_call_id = await dialer(provider)(state, outbound)

@@ -69,7 +69,7 @@ __all__ = [
     "json_object",
     "member",
     "run_media_stream",
-]  # fmt: skip
+]
 
 log = structlog.get_logger(__name__)
 
@@ -203,10 +203,13 @@ async def run_media_stream(
     control = StreamControl(socket, protocol)
     _carrier_actions(control, carrier, state, start.provider_call_id, f"http://{ws.url.netloc}")
     info = CallInfo(
-        caller=start.caller, called=start.called, provider_call_id=start.provider_call_id,
-        worker_id=state.settings.worker_id, call_id=_uuid(start.params.get("call")),
+        caller=start.caller,
+        called=start.called,
+        provider_call_id=start.provider_call_id,
+        worker_id=state.settings.worker_id,
+        call_id=_uuid(start.params.get("call")),
         direction="outbound" if start.params.get("call") else "inbound",
-    )  # fmt: skip
+    )
     wire = _StreamWire(socket, protocol, control, pending, bad)
     secrets = TenantSecrets(state.db, state.settings, target.tenant_id)
     await run_socket_call(wire, target, CallStore(state.db, state.blobs), info, secrets)
@@ -246,8 +249,9 @@ class _StreamWire:
 
     name = "stream"
 
-    def __init__(self, socket: Socket, protocol: StreamProtocol, control: StreamControl, pending: list[Event],
-                 bad: _BadMessages) -> None:  # fmt: skip
+    def __init__(
+        self, socket: Socket, protocol: StreamProtocol, control: StreamControl, pending: list[Event], bad: _BadMessages
+    ) -> None:
         self.socket = socket
         self.protocol = protocol
         self.control = control
@@ -320,9 +324,12 @@ def _default_finder(state: TelephonyState) -> TargetFinder:
     async def find(start: StreamStart) -> CallTarget:
         p = start.params
         return await resolve_target(
-            state.db, agent_ref=p.get("agent"), called=start.called, tenant_ref=p.get("tenant"),
+            state.db,
+            agent_ref=p.get("agent"),
+            called=start.called,
+            tenant_ref=p.get("tenant"),
             default_tenant=state.settings.telephony_tenant,
-        )  # fmt: skip
+        )
 
     return find
 

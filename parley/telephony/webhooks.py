@@ -67,9 +67,10 @@ def carrier_router(carrier: str) -> APIRouter:
     """The router of ``carrier``'s routes (/telephony/<carrier>/…): each is rate limited per source address and
     refused while the carrier is not configured."""
     return APIRouter(
-        prefix=f"/telephony/{carrier}", tags=["telephony"],
+        prefix=f"/telephony/{carrier}",
+        tags=["telephony"],
         dependencies=[Depends(source_limit), Depends(carrier_configured(carrier))],
-    )  # fmt: skip
+    )
 
 
 def carrier_configured(carrier: str) -> Callable[..., Awaitable[None]]:
@@ -137,8 +138,9 @@ async def record_carrier_status(
 ) -> None:
     """A carrier's word on a call: always a ``carrier_status`` event; a dialled call that ends before it was
     answered (a status in ``failed``, or ``completed`` while still dialing) is closed as failed."""
-    await repo.add_event(call.tenant_id, call.id, 0.0, "carrier_status",
-                         {"type": "carrier_status", "status": status, **details})  # fmt: skip
+    await repo.add_event(
+        call.tenant_id, call.id, 0.0, "carrier_status", {"type": "carrier_status", "status": status, **details}
+    )
     if call.status == CallStatus.DIALING and (status in failed or status == "completed"):
         reason = status if status in failed else EndReason.NOT_ANSWERED
         await repo.end(call.tenant_id, call.id, CallStatus.FAILED, reason, 0.0)
@@ -198,18 +200,32 @@ async def answer_target(
     if query.get("call"):
         caller, called = called, caller
     target = await resolve_target(
-        db, agent_ref=query.get("agent"), called=called, tenant_ref=query.get("tenant"),
+        db,
+        agent_ref=query.get("agent"),
+        called=called,
+        tenant_ref=query.get("tenant"),
         default_tenant=settings.telephony_tenant,
-    )  # fmt: skip
-    params = {"agent": str(target.agent_id), "tenant": str(target.tenant_id), "caller": caller or "",
-              "called": called or "", call_key: provider_call_id, "call": query.get("call", "")}  # fmt: skip
+    )
+    params = {
+        "agent": str(target.agent_id),
+        "tenant": str(target.tenant_id),
+        "caller": caller or "",
+        "called": called or "",
+        call_key: provider_call_id,
+        "call": query.get("call", ""),
+    }
     return target, params
 
 
 async def signed_answer(
-    state: TelephonyState, carrier: str, secret: str, query: Mapping[str, str], parties: tuple[str | None, str | None],
-    call_key: str, provider_call_id: str,
-) -> tuple[CallTarget, dict[str, str]] | None:  # fmt: skip
+    state: TelephonyState,
+    carrier: str,
+    secret: str,
+    query: Mapping[str, str],
+    parties: tuple[str | None, str | None],
+    call_key: str,
+    provider_call_id: str,
+) -> tuple[CallTarget, dict[str, str]] | None:
     """What an answer webhook needs: the call's agent (see :func:`answer_target`; ``parties`` is caller, called)
     and the stream parameters naming it, signed with ``secret``. None, logged, when no agent answers the call."""
     try:
@@ -251,8 +267,11 @@ def signed_stream_target(state: TelephonyState, secret: str) -> TargetFinder:
         params = dict(start.params)
         await check_stream_signature(state, secret, params)
         return await resolve_target(
-            state.db, agent_ref=params.get("agent"), called=start.called, tenant_ref=params.get("tenant"),
+            state.db,
+            agent_ref=params.get("agent"),
+            called=start.called,
+            tenant_ref=params.get("tenant"),
             default_tenant=state.settings.telephony_tenant,
-        )  # fmt: skip
+        )
 
     return find

@@ -173,10 +173,12 @@ class OpenAICompatibleLLM(LLM):
         params = self._params()
         if tools and self.options.tools:
             params["tools"] = [
-                {"type": "function", "function": {"name": t.name, "description": t.description,
-                                                  "parameters": t.parameters}}
+                {
+                    "type": "function",
+                    "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
+                }
                 for t in tools
-            ]  # fmt: skip
+            ]
         try:
             response = await self._client.chat.completions.create(
                 model=self.options.model, messages=cast(Any, messages), stream=True, **params

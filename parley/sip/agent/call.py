@@ -25,6 +25,7 @@ from parley.calls.live import LiveCall
 from parley.calls.record_writer import CallStore
 from parley.calls.session import Services
 from parley.config import Settings
+from parley.sip.agent.reliable_2xx import Reliable2xx
 from parley.sip.protocol.dialog import ALLOW, USER_AGENT, Dialog, uri_address
 from parley.sip.protocol.media import PCMA, PCMU, RtpSession
 from parley.sip.protocol.message import Request, Response, response_to
@@ -37,7 +38,7 @@ from parley.sip.protocol.sdp import (
     answer_offer,
     make_offer,
 )
-from parley.sip.protocol.transactions import T1, T2, Addr, ServerTransaction, TransactionLayer
+from parley.sip.protocol.transactions import Addr, ServerTransaction, TransactionLayer
 from parley.store.blobs import BlobStore
 from parley.store.db import Database
 from parley.transports.traits import TransportTraits
@@ -122,8 +123,7 @@ class SipCall:
         self.acked = asyncio.Event()
         self.awaiting_answer = False  # Parley's offer went out in a 2xx; the answer comes in the ACK
         self.ack_for_2xx: Request | None = None  # outbound: the ACK, sent again when the 2xx is
-        self._pending: tuple[int, Response, Addr] | None = None
-        self._retransmit: asyncio.TimerHandle | None = None
+        self._2xx = Reliable2xx(endpoint.loop, endpoint.layer, endpoint.settings.sip_ack_timeout_s, self._no_ack)
         self._refer_result: asyncio.Future[int] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.invite_ident: tuple[str, str, int] = ("", "", 0)  # inbound: the INVITE that made the call
@@ -155,41 +155,27 @@ class SipCall:
 
     def sdp_headers(self) -> list[tuple[str, str]]:
         """The headers of Parley's 200 OK with SDP, to the INVITE and to every re-INVITE."""
-        return [("Contact", self.ep.contact), ("Allow", ALLOW), ("Supported", ""),
-                ("Content-Type", "application/sdp"), ("User-Agent", USER_AGENT)]  # fmt: skip
+        return [
+            ("Contact", self.ep.contact),
+            ("Allow", ALLOW),
+            ("Supported", ""),
+            ("Content-Type", "application/sdp"),
+            ("User-Agent", USER_AGENT),
+        ]
 
     # --- 2xx reliability --------------------------------------------------------------------------------
 
     def send_2xx(self, txn: ServerTransaction, response: Response) -> None:
-        """Send a 2xx to an INVITE and keep sending it (T1 doubling to T2) until the ACK.
+        """Send a 2xx to an INVITE and keep sending it until the ACK (see :mod:`.reliable_2xx`)."""
+        self._2xx.send(txn, response)
 
-        RFC 3261 gives up after 64*T1 (32 s); an INVITE never ACKed holds an RTP port and loaded models all
-        that time, so Parley gives up after ``sip_ack_timeout_s`` (10 s: five sends) and frees them.
-        """
-        txn.respond(response)
-        self._pending = (txn.request.cseq[0], response, txn.addr)
-        self._schedule_2xx(T1, 0.0)
-
-    def _schedule_2xx(self, interval: float, elapsed: float) -> None:
-        delay = min(interval, max(0.0, self.ep.settings.sip_ack_timeout_s - elapsed))  # give up on time
-        self._retransmit = self.ep.loop.call_later(delay, self._resend_2xx, interval, elapsed + delay)
-
-    def _resend_2xx(self, interval: float, elapsed: float) -> None:
-        if self._pending is None or self.terminated:
-            return
-        if elapsed >= self.ep.settings.sip_ack_timeout_s - 1e-6:
+    def _no_ack(self) -> None:
+        if not self.terminated:
             log.warning("sip_no_ack", call_id=self.dialog.call_id)
-            self._pending = None
             self.spawn(self.finish("no-ack"))
-            return
-        self.ep.layer.send(self._pending[1], self._pending[2])
-        self._schedule_2xx(min(interval * 2, T2), elapsed)
 
     def on_ack(self, request: Request) -> None:
-        if self._pending is not None and request.cseq[0] == self._pending[0]:
-            self._pending = None
-            if self._retransmit is not None:
-                self._retransmit.cancel()
+        if self._2xx.acked(request.cseq[0]):
             if self.awaiting_answer:
                 self.awaiting_answer = False
                 if request.body:
@@ -220,6 +206,7 @@ class SipCall:
         if method == "BYE":
             txn.respond(response_to(request, 200))
             self.terminated = True
+            self._2xx.stop()  # a BYE before the ACK: nothing more to resend
             self.spawn(self.finish("caller-hangup"))
         elif method == "INVITE":
             self.spawn(self._reinvite(txn))
@@ -235,7 +222,7 @@ class SipCall:
 
     async def _reinvite(self, txn: ServerTransaction) -> None:
         request = txn.request
-        if self._pending is not None or self.awaiting_answer:  # our last 2xx is not ACKed yet
+        if self._2xx.waiting or self.awaiting_answer:  # our last 2xx is not ACKed yet
             txn.respond(response_to(request, 500, headers=[("Retry-After", "1")]))
             return
         offer = None
@@ -299,8 +286,7 @@ class SipCall:
         if self.terminated:
             return
         self.terminated = True
-        if self._retransmit is not None:
-            self._retransmit.cancel()
+        self._2xx.stop()
         bye = self.dialog.request("BYE", self.ep.via_host, self.ep.contact)
         try:
             response = await self.send_request(bye)
@@ -370,15 +356,25 @@ class SipCall:
             live = LiveCall(self.target, self.services, CallStore(self.ep.db, self.ep.blobs), line, self.info)
             self.live = live
             self.session.on_dtmf = lambda digit: self.spawn(live.dtmf(digit))
-            log.info("sip_call_started", call_id=self.dialog.call_id, agent=self.target.agent_name,
-                     direction=self.info.direction, caller=self.info.caller, called=self.info.called)  # fmt: skip
+            log.info(
+                "sip_call_started",
+                call_id=self.dialog.call_id,
+                agent=self.target.agent_name,
+                direction=self.info.direction,
+                caller=self.info.caller,
+                called=self.info.called,
+            )
             reason = await live.run(self._audio(live))
             self.end_reason = self.end_reason or reason
             return self.end_reason
         finally:
             await self.release()
-            log.info("sip_call_ended", call_id=self.dialog.call_id, reason=self.end_reason,
-                     record=str(self.live.call_id) if self.live and self.live.call_id else None)  # fmt: skip
+            log.info(
+                "sip_call_ended",
+                call_id=self.dialog.call_id,
+                reason=self.end_reason,
+                record=str(self.live.call_id) if self.live and self.live.call_id else None,
+            )
 
     async def release(self, *, bye: bool = True) -> None:
         """Free what the call holds, once: the RTP port, the models, the dialog (BYE, unless ``bye`` is False:

@@ -71,8 +71,12 @@ class SipEndpoint:
         self._invites: set[tuple[str, str, int]] = set()  # INVITEs being answered or answered: merged copies get 482
         self._malformed: dict[str, tuple[float, int]] = {}
         self._refused: dict[str, tuple[float, int]] = {}
-        self.guard = InviteGuard(settings.sip_invites_per_s, settings.sip_invite_burst,
-                                 settings.sip_max_unacked_per_source, settings.sip_ack_timeout_s)  # fmt: skip
+        self.guard = InviteGuard(
+            settings.sip_invites_per_s,
+            settings.sip_invite_burst,
+            settings.sip_max_unacked_per_source,
+            settings.sip_ack_timeout_s,
+        )
         self._dns: dict[str, str] = {}
         self.stopping = False
         # the socket and its loop exist once start() ran
@@ -96,8 +100,13 @@ class SipEndpoint:
             lambda: self.layer, local_addr=(self.bind_host, self.port), family=family
         )
         self.port = transport.get_extra_info("sockname")[1]
-        log.info("sip_listening", host=self.bind_host, port=self.port, advertised=self.advertised_host,
-                 rtp_ports=f"{self.rtp_ports[0]}-{self.rtp_ports[1]}")  # fmt: skip
+        log.info(
+            "sip_listening",
+            host=self.bind_host,
+            port=self.port,
+            advertised=self.advertised_host,
+            rtp_ports=f"{self.rtp_ports[0]}-{self.rtp_ports[1]}",
+        )
 
     async def stop(self) -> None:
         """BYE every call, refuse calls still being set up (503), then close the socket."""
@@ -163,8 +172,13 @@ class SipEndpoint:
         now = time.monotonic()
         since, count = self._malformed.get(addr[0], (0.0, 0))
         if now - since >= 60:
-            log.warning("sip_malformed", source=f"{addr[0]}:{addr[1]}", error=str(exc)[:200],
-                        answered=exc.partial is not None, suppressed=count)  # fmt: skip
+            log.warning(
+                "sip_malformed",
+                source=f"{addr[0]}:{addr[1]}",
+                error=str(exc)[:200],
+                answered=exc.partial is not None,
+                suppressed=count,
+            )
             self._malformed[addr[0]] = (now, 0)
         else:
             self._malformed[addr[0]] = (since, count + 1)

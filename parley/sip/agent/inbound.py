@@ -82,8 +82,13 @@ async def answer(ep: UserAgent, txn: ServerTransaction, by_caller: list[bool]) -
             return None  # refused before any model loads
         txn.respond(response_to(request, 180, to_tag=tag, record_route=True, headers=[("Contact", ep.contact)]))
         services = await load_services(target, TenantSecrets(ep.db, ep.settings, target.tenant_id))
-        info = CallInfo(caller=request.from_.uri.user_text, called=uri.user_text, direction="inbound",
-                        provider_call_id=request.call_id, worker_id=ep.settings.worker_id)  # fmt: skip
+        info = CallInfo(
+            caller=request.from_.uri.user_text,
+            called=uri.user_text,
+            direction="inbound",
+            provider_call_id=request.call_id,
+            worker_id=ep.settings.worker_id,
+        )
         call = SipCall(ep, Dialog.as_uas(request, tag), target, services, session, info, random.getrandbits(31))
         call.invite_ident = (request.call_id, request.from_.tag or "", request.cseq[0])
         services = session = None  # the call owns them now

@@ -41,10 +41,18 @@ async def create_dial_record(ep: UserAgent, to: str, target: CallTarget, caller:
     call_id = uuid.uuid4()
     async with ep.db.session() as s:
         await CallRepo(s).create(
-            target.tenant_id, target.agent_id, target.agent_version, target.agent_name, "sip",
-            caller=_from_user(ep, caller), direction="outbound", called=to, worker_id=ep.settings.worker_id,
-            status=CallStatus.DIALING, call_id=call_id,
-        )  # fmt: skip
+            target.tenant_id,
+            target.agent_id,
+            target.agent_version,
+            target.agent_name,
+            "sip",
+            caller=_from_user(ep, caller),
+            direction="outbound",
+            called=to,
+            worker_id=ep.settings.worker_id,
+            status=CallStatus.DIALING,
+            call_id=call_id,
+        )
     return call_id
 
 
@@ -174,8 +182,14 @@ async def place_call(
         dialog = Dialog.as_uac(invite, response)
         ack = dialog.request("ACK", ep.via_host, ep.contact, seq=invite.cseq[0])
         ep.layer.send(ack, await ep.resolve(uri_address(dialog.next_hop())))
-        info = CallInfo(caller=from_user, called=to, direction="outbound", provider_call_id=invite.call_id,
-                        worker_id=settings.worker_id, call_id=call_id)  # fmt: skip
+        info = CallInfo(
+            caller=from_user,
+            called=to,
+            direction="outbound",
+            provider_call_id=invite.call_id,
+            worker_id=settings.worker_id,
+            call_id=call_id,
+        )
         call = SipCall(ep, dialog, target, services, session, info, sdp_id)
         services = session = None  # the call owns them now
         call.ack_for_2xx = ack
