@@ -165,6 +165,11 @@ def test_transcript_cues() -> None:
         "I need to cancel my",
         "five five five",  # dictation, shorter than a phone number, no "number" said
         "It's 415 555",
+        "Could I get",  # a request's verb before its object
+        "Do you have.",
+        "Can we move",
+        "Do you have any",  # a question's quantifier before its noun
+        "Are there any?",
     ],
 )
 def test_unfinished_phrases_by_general_rules(text: str) -> None:
@@ -184,6 +189,9 @@ def test_unfinished_phrases_by_general_rules(text: str) -> None:
         "See you then.",
         "Next Tuesday at 10.",  # one number is not a dictated one
         "It's 415-555-2671.",
+        "What do you have?",  # the wh-word is the object
+        "Yes, I have some.",  # a quantifier ends an answer
+        "Can I book it?",
     ],
 )
 def test_whole_answers_are_not_unfinished(text: str) -> None:

@@ -7,7 +7,8 @@ grammar, not with a list of expected sentences:
   article or possessive ("…an appointment for", "…cancel my"); a subject pronoun
   ("…and I"); a modal and its subject ("Could you", "Can I"); a verb that still needs
   its object ("tell me", "give us"; "I'd like", "I was wondering" at the start of a
-  clause); a filler ("um"); or a number being dictated that is shorter than a phone
+  clause; a request's auxiliary, subject and verb, "Could I get", "Do you have"; a question's
+  quantifier, "Do you have any"); a filler ("um"); or a number being dictated that is shorter than a phone
   number ("my number is 555").
 * **dictating** — the transcript ends in a spoken number (digits, or a number word
   before them): the caller may go on, so the judge never shortens the wait.
@@ -38,6 +39,10 @@ _MODALS = _set("can could would will shall should may might must")
 _PARTICLES = _set("in on by at over")  # "come in", "hold on", "drop by": phrasal verbs end there
 _PHRASAL = _set("come came hold go log logged check checked sign signed carry stop drop dropped hang pop walk hop get")
 _WH = _set("what who whom which where when why how")
+_AUXILIARIES = _MODALS | _set("do does did")
+# verbs a request leaves waiting for their object: "Could I get…", "Do you have…", "Can we move…"
+_NEEDS_OBJECT = _set("get have book make schedule move change cancel send bring find take order reschedule use leave")
+_QUANTIFIERS = _set("any some another")  # "Do you have any…", "Are there any…": a question stops before its noun
 # verbs that leave their object still to come: "could you tell me", "give us"
 _DITRANSITIVE = re.compile(r"\b(tell|give|show|send|bring|let|email|text|offer|pass|find)\s+(me|us|him|her|them)$")
 # "I'd like", "we were wondering", "I need": a clause opening on its subject and stopping at its verb
@@ -86,11 +91,22 @@ def _open_ending(words: list[str], first: str) -> bool:
         return True
     if before in _MODALS and last in _SUBJECTS | {"you"}:  # "Could you", "Can I"
         return first not in _WH or len(words) <= 3
+    if _request_stops_at_verb(words, first) or (last in _QUANTIFIERS and first in _AUXILIARIES | _COPULAS):
+        return True
     if last not in _OPEN_ENDINGS:
         return False
     if last in _PARTICLES and before in _PHRASAL:  # "can I come in", "hold on"
         return False
     return not (first in _WH and last in _PREPOSITIONS)  # "what is it for", "who am I speaking to"
+
+
+def _request_stops_at_verb(words: list[str], first: str) -> bool:
+    """ "Could I get", "Do you have": an auxiliary, its subject and a verb whose object has not come yet (not in a
+    wh-question, where the wh-word is the object: "What do you have?")."""
+    if len(words) < 3 or first in _WH:
+        return False
+    aux, subject, verb = words[-3:]
+    return aux in _AUXILIARIES and subject in _SUBJECTS | {"you"} and verb in _NEEDS_OBJECT
 
 
 def _grammar(clause: str) -> bool:
