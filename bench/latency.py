@@ -99,6 +99,10 @@ async def worker(
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     agent = load_agent(args.agent).model_copy(update={"greeting": ""})
+    if args.model:
+        agent.llm.options["model"] = args.model
+    if args.grounding != "agent":
+        agent.grounding.enabled = args.grounding == "on"
     work = Path(tempfile.mkdtemp(prefix="parley-bench-"))
     corpus = await calls(args, work)
     start = asyncio.Barrier(args.concurrent)
@@ -112,6 +116,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     samples = [s for r in results for s in r[0]]
     out = summarize(samples, max(r[1] for r in results))
     out["concurrent"], out["hog"], out["cpu_model"] = args.concurrent, args.hog, cpu_model()
+    model = agent.llm.options.get("model", "fast") if agent.llm.provider == "llama" else agent.llm.provider
+    grounded = agent.grounding.active(agent.llm.provider)
+    out["stack"] = f"silero-vad + whisper tiny.en (faster-whisper int8) + {model} (llama.cpp) + {agent.tts.provider}"
+    out["grounding"] = grounded
     out["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     return out
 
@@ -171,7 +179,6 @@ def summarize(samples: list[dict[str, Any]], load_s: float) -> dict[str, Any]:
         "benchmark": "voice_to_voice_latency",
         "measured_from": "true end of speech in the input audio (-40 dBFS), to first agent audio out",
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-        "stack": "silero-vad + whisper tiny.en (faster-whisper int8) + SmolLM2-135M Q4_1 (llama.cpp) + piper joe",
         "model_load_s": round(load_s, 2),
         "calls": len(samples),
         "answered": len(v2v),
@@ -198,6 +205,8 @@ def main() -> None:
     parser.add_argument("--hog", action="store_true", help="run a CPU busy loop in another process meanwhile")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     parser.add_argument("--agent", type=Path, default=ROOT / "examples" / "agents" / "receptionist.yaml")
+    parser.add_argument("--model", help="llm.options.model instead of the agent's (fast, accurate, smollm2-135m)")
+    parser.add_argument("--grounding", choices=["agent", "on", "off"], default="agent", help="the claim guard")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     configure_logging(False)  # logs go to stderr: stdout is the JSON
