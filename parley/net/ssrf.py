@@ -21,12 +21,19 @@ from typing import Any
 import anyio
 import httpcore
 import httpx
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 SCHEMES = ("http", "https")
 ALLOW_SETTING = "PARLEY_OUTBOUND_ALLOW"
+
+
+class _OutboundEnvironment(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PARLEY_", env_file=".env", extra="ignore")
+    outbound_allow: str = ""
+
 
 #: cloud instance metadata services (AWS, GCP, Azure, OpenStack, Oracle: 169.254.169.254; AWS IPv6 and ECS;
 #: Alibaba), refused by address and by name
@@ -116,10 +123,10 @@ class OutboundPolicy:
 
     @classmethod
     def from_settings(cls) -> OutboundPolicy:
-        """The operator's policy from ``PARLEY_OUTBOUND_ALLOW`` (read when a client is made)."""
-        from parley.config import Settings
-
-        return cls.parse(Settings().outbound_allow)
+        """The operator's policy from ``PARLEY_OUTBOUND_ALLOW`` (read when a client is made), from the environment
+        or ``.env`` as :class:`parley.config.Settings` reads it (which also validates it at start-up); read here by
+        a settings model of its own so that the guard does not import the service's settings."""
+        return cls.parse(_OutboundEnvironment().outbound_allow.replace(",", " ").split())
 
     def allows_host(self, host: str) -> bool:
         name = _host_name(host)
