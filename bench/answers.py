@@ -159,7 +159,8 @@ def main() -> None:
         nargs="+",
         default=["agent"],
         choices=["agent", "off", "guard", "hints"],
-        help="as the agent document says; off; the claim guard alone; guard and hints (one run each)",
+        help="as the agent document says (the guard; hints off by default); off; the claim guard alone; guard and "
+        "hints (one run each)",
     )
     parser.add_argument("--out", type=Path)
     parser.add_argument("--child", help=argparse.SUPPRESS)
