@@ -94,6 +94,13 @@ def test_text_streams_at_once_while_its_claims_are_backed() -> None:
     assert guard.finish() == ""
 
 
+def test_a_contradicted_claim_is_corrected_at_once_not_at_the_end_of_its_part() -> None:
+    guard = ClaimGuard(Knowledge.of([PROMPT]), "Sunday?", FALLBACK)
+    out = guard.feed("Yes, we are open on Sunday") + guard.feed(" from")
+    assert out == "Yes, we are open on Sorry, I misspoke. Opening hours: closed on Sunday." and guard.failed
+    assert guard.feed(" 9 am to 5 pm, and we would love to see you.") == "" and guard.finish() == ""
+
+
 def test_an_unbacked_number_is_never_released() -> None:
     guard = ClaimGuard(Knowledge.of([PROMPT]), "How much is a filling?", FALLBACK)
     out = guard.feed("A filling costs 6") + guard.feed("0") + guard.feed(" dollars") + guard.feed(", so")

@@ -135,8 +135,14 @@ class ClaimGuard:
             upto = len(part)
         else:
             upto = len(part) if part[-1].isspace() else part.rfind(" ") + 1
-            if upto <= self._sent or not self._backed(claims_of(part[:upto])):
+            if upto <= self._sent:
                 return ""
+            head = claims_of(part[:upto])
+            if not self._backed(head):
+                # the prompt says the opposite: no later word will make it right, so the caller is not kept
+                # waiting for the part to end
+                correction = self.knowledge.contradiction(head, self._context)
+                return "" if correction is None else self._fail(part, correction)
         out, self._sent = part[self._sent : upto], max(self._sent, upto)
         return out
 
