@@ -10,10 +10,7 @@ is read for cues (:mod:`parley.services.turn.text`). The wait is then:
 * ``end_of_turn_secs`` (never shorter) while the caller is dictating a number;
 * ``complete_wait_secs`` when the model says finished (P ≥ ``complete_threshold``);
 * when it says not finished: ``end_of_turn_secs`` if it is unsure (P ≥ a third of
-  the threshold) and the transcript is a punctuated sentence; halfway between that and
-  ``max_wait_secs`` if it is sure but the transcript is a punctuated sentence that no
-  unfinished rule catches (the model hears a synthetic or unusual voice as unfinished
-  more often than a transcript that reads whole is one); else ``max_wait_secs``.
+  the threshold) and the transcript is a punctuated sentence, else ``max_wait_secs``.
 
 Transcripts reach the judge because the transcriber sends each one upstream too.
 A turn that sounds finished still waits for its transcript (at most
@@ -120,10 +117,8 @@ class EndOfTurnJudge:
             return s.end_of_turn_secs  # a whole number: the caller may still add to it, never cut it short
         if self._p >= s.complete_threshold:
             return s.complete_wait_secs
-        normal = min(max(s.end_of_turn_secs, s.complete_wait_secs), s.max_wait_secs)
-        if text and sounds_finished(text):
-            # unsure: the punctuated sentence decides; sure "not finished": it still shortens the longest wait
-            return normal if self._p >= s.complete_threshold * _UNSURE else (normal + s.max_wait_secs) / 2
+        if self._p >= s.complete_threshold * _UNSURE and text and sounds_finished(text):
+            return min(max(s.end_of_turn_secs, s.complete_wait_secs), s.max_wait_secs)
         return s.max_wait_secs
 
     async def _decide(self) -> None:
