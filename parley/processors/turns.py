@@ -154,12 +154,15 @@ class TurnTaker(Processor):
         pending = samples.size - n_windows * step
         # call time of the first sample of the first whole window (pending samples came before this frame)
         t0 = frame.t + len(frame.pcm) / 2 / frame.sample_rate - (n_windows * step + pending) / self._rate
-        for i in range(n_windows):
-            window = samples[i * step : (i + 1) * step]
-            start = t0 + i * step / self._rate
-            self._t = start + step / self._rate
-            prob = await self.vad.probability(window, self._rate)  # batched across calls where the VAD can
-            await self._on_window(window, prob, start, raw[i * step * 2 : (i + 1) * step * 2])
+        # work in flight for the call's clock: a simulated call's clock must not jump to the playout's next frame
+        # while a window is being scored (the batched VAD yields to the loop) and its barge-in is on its way
+        with self.clock.busy():
+            for i in range(n_windows):
+                window = samples[i * step : (i + 1) * step]
+                start = t0 + i * step / self._rate
+                self._t = start + step / self._rate
+                prob = await self.vad.probability(window, self._rate)  # batched across calls where the VAD can
+                await self._on_window(window, prob, start, raw[i * step * 2 : (i + 1) * step * 2])
 
     def _configure(self, rate: int) -> None:
         self._in_rate = rate
