@@ -242,7 +242,10 @@ class Playout(Processor):
                 self.max_lateness = max(self.max_lateness, lateness)
                 await self._mark_started(t)
             try:
-                await self._sink(pcm, t, speech)
+                # work in flight for the call's clock: the sink may write the recording in a thread, and a
+                # simulated clock that jumped meanwhile would leave the reply behind in call time
+                with self.clock.busy():
+                    await self._sink(pcm, t, speech)
             except asyncio.CancelledError:
                 raise
             except Exception:
