@@ -7,31 +7,17 @@ database, as the API would show it.
 
 from __future__ import annotations
 
-import asyncio
-import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest_asyncio
 
-from parley.agent.document import parse_agent
 from parley.api.talk_protocol import TalkControl
-from parley.calls.identity import CallTarget
-from parley.calls.line import CallLine
-from parley.calls.live import LiveCall
-from parley.calls.record_writer import CallStore
-from parley.calls.session import Services
-from parley.pipeline.clock import FastClock
-from parley.store.blobs.local import LocalBlobStore
-from parley.store.calls import CallRepo
-from parley.store.db import Database
-from parley.store.tenants import TenantRepo
-from parley.transports.traits import TransportTraits
 
 from .support.audio import espeak, silence
+from .support.keyed_call import Record, Store, open_store, run_keyed_call
 
 RATE = 16000
 LONG = "Please hold on while I look that up for you, this will take a little moment, thank you for waiting."
@@ -49,68 +35,15 @@ def agent(rules: list[dict[str, Any]], actions: dict[str, Any], greeting: str = 
     }
 
 
-@dataclass
-class Store:
-    db: Database
-    blobs: LocalBlobStore
-    tenant: uuid.UUID
-
-
-@dataclass
-class Record:
-    reason: str
-    end_reason: str | None
-    turns: dict[int, Any]
-    events: list[dict[str, Any]]
-
-    def of(self, kind: str) -> list[dict[str, Any]]:
-        return [e for e in self.events if e["type"] == kind]
-
-
 @pytest_asyncio.fixture
 async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'parley.db'}")
-    await db.migrate()
-    blobs = LocalBlobStore(tmp_path / "recordings")
-    async with db.session() as s:
-        tenant = (await TenantRepo(s).get_or_create("actions")).id
-    yield Store(db, blobs, tenant)
-    await blobs.aclose()
-    await db.close()
+    async with open_store(tmp_path, "actions") as opened:
+        yield opened
 
 
 async def run_call(store: Store, doc: dict[str, Any], audio: np.ndarray, presses: list[tuple[float, str]]) -> Record:
     """One live call: ``audio`` (16 kHz) as the caller's line, keypad ``presses`` at call times."""
-    document = parse_agent(doc)
-    services = await Services.create(document)
-    target = CallTarget(store.tenant, uuid.uuid4(), 1, document.name, document)
-
-    async def send_audio(pcm: bytes) -> None:
-        pass
-
-    transport = CallLine(TransportTraits("test"), send_audio, TalkControl())
-    call = LiveCall(target, services, CallStore(store.db, store.blobs), transport, clock=FastClock())
-
-    async def line() -> AsyncIterator[bytes]:
-        pcm = audio.astype("<i2").tobytes()
-        due = sorted(presses)
-        for k in range(0, len(pcm), 640):
-            while due and due[0][0] <= k / 2 / RATE:
-                await call.dtmf(due.pop(0)[1])
-            yield pcm[k : k + 640]
-
-    try:
-        reason = await asyncio.wait_for(call.run(line()), 90)
-    finally:
-        await services.aclose()
-    assert call.call_id is not None
-    async with store.db.session() as s:
-        repo = CallRepo(s)
-        row = await repo.get(store.tenant, call.call_id)
-        turns = {t.turn: t for t in await repo.turns(store.tenant, call.call_id)}
-        events = [{**e.data, "type": e.kind} for e in await repo.events(store.tenant, call.call_id)]
-    assert row is not None
-    return Record(reason, row.end_reason, turns, events)
+    return await run_keyed_call(store, doc, audio.astype("<i2").tobytes(), presses, control=TalkControl())
 
 
 async def test_caller_says_goodbye_agent_says_goodbye_and_hangs_up(store: Store) -> None:

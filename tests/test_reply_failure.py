@@ -8,12 +8,9 @@ fails the way a remote voice does.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
-import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -22,13 +19,7 @@ import pytest
 import pytest_asyncio
 
 from parley.agent.context import Conversation
-from parley.agent.document import DEFAULT_FALLBACK_LINE, parse_agent
-from parley.calls.identity import CallTarget
-from parley.calls.line import CallLine
-from parley.calls.live import LiveCall
-from parley.calls.record_writer import CallStore
-from parley.calls.session import Services
-from parley.pipeline.clock import FastClock
+from parley.agent.document import DEFAULT_FALLBACK_LINE
 from parley.pipeline.frames import (
     Direction,
     Frame,
@@ -47,13 +38,9 @@ from parley.services.llm.base import LLM, Message, Tool, ToolCall
 from parley.services.registry import ProviderOptions
 from parley.services.tts import base as tts_base
 from parley.services.tts.base import TTS
-from parley.store.blobs.local import LocalBlobStore
-from parley.store.calls import CallRepo
-from parley.store.db import Database
-from parley.store.tenants import TenantRepo
-from parley.transports.traits import TransportTraits
 
 from .support.frames import run_frames
+from .support.keyed_call import Record, Store, open_store, run_keyed_call
 
 RATE = 16000
 SECRET = "sk-parley-TEST-secret-0123456789"
@@ -111,34 +98,10 @@ def broken_voice(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(tts_base.registry._classes, "broken-voice", BrokenVoice)
 
 
-@dataclass
-class Store:
-    db: Database
-    blobs: LocalBlobStore
-    tenant: uuid.UUID
-
-
 @pytest_asyncio.fixture
 async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'parley.db'}")
-    await db.migrate()
-    blobs = LocalBlobStore(tmp_path / "recordings")
-    async with db.session() as s:
-        tenant = (await TenantRepo(s).get_or_create("failures")).id
-    yield Store(db, blobs, tenant)
-    await blobs.aclose()
-    await db.close()
-
-
-@dataclass
-class Record:
-    reason: str
-    turns: dict[int, Any]
-    events: list[dict[str, Any]]
-    speech_bytes: int
-
-    def of(self, kind: str) -> list[dict[str, Any]]:
-        return [e for e in self.events if e["type"] == kind]
+    async with open_store(tmp_path, "failures") as opened:
+        yield opened
 
 
 def agent(llm: dict[str, Any], tts: dict[str, Any]) -> dict[str, Any]:
@@ -154,36 +117,7 @@ def agent(llm: dict[str, Any], tts: dict[str, Any]) -> dict[str, Any]:
 
 async def run_call(store: Store, doc: dict[str, Any], presses: list[tuple[float, str]], secs: float = 8) -> Record:
     """A silent line of ``secs`` seconds with keypad ``presses``; the record as the database holds it."""
-    document = parse_agent(doc)
-    services = await Services.create(document)
-    target = CallTarget(store.tenant, uuid.uuid4(), 1, document.name, document)
-    sent = 0
-
-    async def send_audio(pcm: bytes) -> None:
-        nonlocal sent
-        sent += len(pcm)
-
-    call = LiveCall(target, services, CallStore(store.db, store.blobs), CallLine(TransportTraits("test"), send_audio),
-                    clock=FastClock())  # fmt: skip
-
-    async def line() -> AsyncIterator[bytes]:
-        pcm = bytes(int(secs * RATE) * 2)
-        due = sorted(presses)
-        for k in range(0, len(pcm), 640):
-            while due and due[0][0] <= k / 2 / RATE:
-                await call.dtmf(due.pop(0)[1])
-            yield pcm[k : k + 640]
-
-    try:
-        reason = await asyncio.wait_for(call.run(line()), 60)
-    finally:
-        await services.aclose()
-    assert call.call_id is not None
-    async with store.db.session() as s:
-        repo = CallRepo(s)
-        turns = {t.turn: t for t in await repo.turns(store.tenant, call.call_id)}
-        events = [{**e.data, "type": e.kind} for e in await repo.events(store.tenant, call.call_id)]
-    return Record(reason, turns, events, sent)
+    return await run_keyed_call(store, doc, bytes(int(secs * RATE) * 2), presses, timeout_s=60)
 
 
 def openai_llm(url: str) -> dict[str, Any]:
