@@ -20,6 +20,7 @@ from parley.calls.recorder import BlobSink, StereoRecorder
 from parley.calls.turnlog import TurnLog, error_event
 from parley.pipeline.frames import (
     AgentSpoke,
+    CallEvent,
     Direction,
     Frame,
     Interruption,
@@ -68,6 +69,8 @@ class CallRecordWriter:
             self._maybe_final(frame.turn_id)
         elif isinstance(frame, Interruption) and type(frame) is Interruption:
             self._event({"type": "interruption", "t": round(frame.t, 3)})
+        elif isinstance(frame, CallEvent):  # a tool call, a routing decision
+            self._event(frame.event)
         elif isinstance(frame, ReplyFailed):  # a reply that ended at a model failure: which stage, what was said
             self._event(error_event(frame))
         elif isinstance(frame, AgentSpoke) and direction is Direction.UPSTREAM:

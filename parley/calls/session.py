@@ -124,6 +124,19 @@ def fallback_voice(agent: AgentDocument) -> Callable[[], TTS] | None:
     return functools.partial(tts_registry.create, name)
 
 
+def build_responder(agent: AgentDocument, services: Services, conversation: Conversation) -> Responder:
+    """The agent's mind for one call: its LLM (grounded as the document says), actions, tools and flow.
+
+    The audio pipeline and the text-only runs of ``parley test`` both take it from here.
+    """
+    return Responder(
+        grounded(services.llm, agent.grounding, agent.llm.provider),
+        conversation,
+        agent.actions,
+        fallback_line=agent.fallback_line,
+    )
+
+
 def build_pipeline(
     agent: AgentDocument,
     services: Services,
@@ -144,12 +157,7 @@ def build_pipeline(
         [
             turns,
             Transcriber(services.stt, agent.language),
-            Responder(
-                grounded(services.llm, agent.grounding, agent.llm.provider),
-                conversation,
-                agent.actions,
-                fallback_line=agent.fallback_line,
-            ),
+            build_responder(agent, services, conversation),
             SentenceChunker(first_max_words=agent.tts.first_piece_max_words),
             Synthesizer(services.tts, sample_rate, agent.fallback_line, fallback_voice(agent)),
             playout,

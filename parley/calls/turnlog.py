@@ -9,7 +9,16 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from parley.pipeline.frames import AgentSpoke, Direction, Frame, ReplyFailed, Stage, StageTime, Transcript
+from parley.pipeline.frames import (
+    AgentSpoke,
+    CallEvent,
+    Direction,
+    Frame,
+    ReplyFailed,
+    Stage,
+    StageTime,
+    Transcript,
+)
 
 #: stamps that carry the text the LLM wrote (cut: talked over; failed: the LLM raised part-way)
 _GENERATED = (Stage.LLM_DONE, Stage.LLM_CUT, Stage.LLM_FAILED)
@@ -23,6 +32,8 @@ class TurnRecord:
     agent_text_generated: str = ""
     interrupted: bool = False
     times: dict[str, float] = field(default_factory=dict)
+    #: what the agent's mind did this turn (tool calls, routing decisions), as on the call record
+    events: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def voice_to_voice(self) -> float | None:
@@ -52,6 +63,8 @@ class TurnLog:
                 self._record(frame.turn_id).agent_text_generated = frame.text
         elif isinstance(frame, Transcript):
             self._record(frame.turn_id).caller_text = frame.text
+        elif isinstance(frame, CallEvent):
+            self._record(frame.turn_id).events.append(frame.event)
         elif isinstance(frame, AgentSpoke) and direction is Direction.UPSTREAM:
             rec = self._record(frame.turn_id)
             rec.agent_text = frame.heard_text

@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
-from typing import Literal, TypeGuard, get_args
+from typing import Any, Literal, TypeGuard, get_args
 
 _ids = itertools.count(1)
 
@@ -294,3 +294,14 @@ class AgentAction(DataFrame):
     reason: str = ""
     #: why the agent may not do this (the document does not allow it): recorded, never carried out
     refused: str = ""
+
+
+@dataclass
+class CallEvent(SystemFrame):
+    """Something the agent's mind did that belongs on the call record: a tool call, a flow's routing decision.
+
+    Pushed upstream; ``event`` is the record's JSON (``type``, ``turn``, ...), already redacted.
+    """
+
+    turn_id: int = 0
+    event: dict[str, Any] = field(default_factory=dict)
