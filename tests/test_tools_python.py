@@ -205,6 +205,8 @@ def test_config_errors_name_the_function() -> None:
         PythonToolConfig.model_validate({"type": "python", "function": "examples.tools.clinic_tools:no_such"})
     with pytest.raises(ValidationError, match="entry point 'missing-tool'"):
         PythonToolConfig.model_validate({"type": "python", "entry_point": "missing-tool"})
+    with pytest.raises(ValidationError, match="not decorated with @function_tool"):
+        PythonToolConfig.model_validate({"type": "python", "function": "os:system"})
     with pytest.raises(ValidationError, match="either function"):
         PythonToolConfig.model_validate({"type": "python"})
     with pytest.raises(ValidationError, match="built-in action"):

@@ -92,10 +92,11 @@ class McpToolConfig(ToolConfigBase):
                         item.description or name,
                         visible_schema(item.input_schema, hidden),
                         hidden,
-                        self.side_effects.get(name, SideEffect.READ),
+                        self.side_effects.get(name, self.side_effect),
                         self.deadline_s,
                     )
                 )
+                made[-1].filler = self.filler
         if not made:
             await connection.aclose()
             raise ToolError("unknown-tool", f"server {self.name} offers none of {self.tools}")

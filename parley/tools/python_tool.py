@@ -206,11 +206,9 @@ def load_function(function: str | None, entry_point: str | None) -> FunctionTool
             target = next(iter(found)).load()
     except Exception as exc:  # an import error is the document's problem: say which function
         raise ValueError(f"cannot load tool function {label}: {type(exc).__name__}: {exc}") from None
-    if isinstance(target, FunctionTool):
-        return target
-    if callable(target):
-        return function_tool(target)
-    raise ValueError(f"tool function {label} is not callable")
+    if not isinstance(target, FunctionTool):  # only what its author marked as a tool: never os:system
+        raise ValueError(f"tool function {label} is not decorated with @function_tool")
+    return target
 
 
 class PythonToolConfig(ToolConfigBase):
