@@ -14,6 +14,7 @@ import contextlib
 import sys
 from typing import Any, Literal
 
+import httpx
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -114,7 +115,7 @@ class McpToolConfig(ToolConfigBase):
 
         assert server.url is not None
         headers = dict(server.headers)
-        host = server.url.split("//", 1)[-1].split("/", 1)[0].split(":", 1)[0]
+        host = httpx.URL(server.url).host
         for header, credential in server.header_credentials.items():
             headers[header] = await secrets.credential(credential, host)
         client = guarded_http2_client(headers, self.connect_timeout_s)
