@@ -66,6 +66,37 @@ def call(
     console.print(f"recording: {output}")
 
 
+@app.command("test")
+def test_agent(
+    tests: Path = typer.Argument(..., help="A tests file (.tests.yaml): the agent and its scenarios."),
+    repeat: int | None = typer.Option(None, "--repeat", "-n", min=1, help="Run each scenario N times."),
+    junit: Path | None = typer.Option(None, "--junit", help="Write JUnit XML here (for CI)."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write every run, turn by turn, as JSON here."),
+    only: str | None = typer.Option(None, "--only", "-k", help="Only scenarios whose name contains this."),
+    work: Path | None = typer.Option(None, "--work", help="Keep audio-mode recordings here."),
+) -> None:
+    """Check an agent offline against scripted scenarios; exits 1 if any expectation fails."""
+    from parley.testing.reports import print_summary, write_json, write_junit
+    from parley.testing.runner import run_file
+    from parley.testing.scenarios import TestFileError
+
+    try:
+        result = asyncio.run(run_file(tests, repeat=repeat, work=work, only=only))
+    except (TestFileError, AgentDocumentError, FileNotFoundError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    print_summary(result, console)
+    if junit:
+        write_junit(result, junit)
+    if json_out:
+        write_json(result, json_out)
+    if not result.scenarios:
+        err.print("[red]error:[/red] no scenario matched")
+        raise typer.Exit(2)
+    if not result.passed:
+        raise typer.Exit(1)
+
+
 @app.command()
 def demo(
     out_dir: Path = typer.Option(Path(".parley/demo"), help="Where the demo's files go."),

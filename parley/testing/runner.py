@@ -1,0 +1,248 @@
+"""Runs a tests file: each scenario ``repeat`` times, its expectations checked, pass rates and latency gathered.
+
+Models load once per file and are shared by its scenarios (text mode loads only the LLM).
+"""
+
+from __future__ import annotations
+
+import collections
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from parley.agent.document import AgentDocument, load_agent
+from parley.calls.session import Services
+from parley.services.secrets import EnvSecrets
+from parley.testing.audio_call import run_audio_call
+from parley.testing.expect import CallResult, Failure, check_turn
+from parley.testing.scenarios import Scenario, TestFile, load_tests
+from parley.testing.text_call import MindOptions, run_text_call, text_services
+
+
+@dataclass
+class ScenarioRun:
+    """One run of a scenario."""
+
+    index: int
+    result: CallResult | None
+    failures: list[Failure] = field(default_factory=list)
+    duration_s: float = 0.0
+    #: the tool results this run's toolbox was given instead of the real tools
+    tool_mocks: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run": self.index,
+            "passed": self.passed,
+            "duration_s": round(self.duration_s, 3),
+            "failures": [f.as_dict() for f in self.failures],
+            "greeting": self.result.greeting if self.result else "",
+            "turns": [t.as_dict() for t in self.result.turns] if self.result else [],
+        }
+
+
+@dataclass
+class ScenarioResult:
+    name: str
+    mode: str
+    runs: list[ScenarioRun] = field(default_factory=list)
+    #: failures of the scenario as a whole (a latency budget over all runs)
+    failures: list[Failure] = field(default_factory=list)
+    latency: dict[str, float | None] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures and all(r.passed for r in self.runs)
+
+    @property
+    def pass_rate(self) -> float:
+        return sum(r.passed for r in self.runs) / len(self.runs) if self.runs else 0.0
+
+    def failure_kinds(self) -> dict[str, int]:
+        """How many runs failed for each kind (a run counts once per kind), plus scenario-wide failures."""
+        kinds: collections.Counter[str] = collections.Counter()
+        for run in self.runs:
+            kinds.update({f.kind for f in run.failures})
+        kinds.update(f.kind for f in self.failures)
+        return dict(sorted(kinds.items()))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "mode": self.mode,
+            "passed": self.passed,
+            "pass_rate": round(self.pass_rate, 4),
+            "repeat": len(self.runs),
+            "failure_kinds": self.failure_kinds(),
+            "failures": [f.as_dict() for f in self.failures],
+            "latency": self.latency,
+            "runs": [r.as_dict() for r in self.runs],
+        }
+
+
+@dataclass
+class FileResult:
+    path: str
+    agent: str
+    scenarios: list[ScenarioResult] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(s.passed for s in self.scenarios)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "agent": self.agent,
+            "passed": self.passed,
+            "scenarios": [s.as_dict() for s in self.scenarios],
+        }
+
+
+class SharedServices:
+    """The file's models, made on first need: only the LLM for text scenarios, everything for audio ones."""
+
+    def __init__(self, agent: AgentDocument) -> None:
+        self.agent = agent
+        self._text: Services | None = None
+        self._full: Services | None = None
+
+    async def text(self) -> Services:
+        if self._full is not None:
+            return self._full
+        if self._text is None:
+            self._text = await text_services(self.agent, EnvSecrets.from_settings())
+        return self._text
+
+    async def full(self) -> Services:
+        if self._full is None:
+            self._full = await Services.create(self.agent, EnvSecrets.from_settings())
+        return self._full
+
+    async def aclose(self) -> None:
+        if self._text is not None:
+            await self._text.llm.aclose()
+        if self._full is not None:
+            await self._full.aclose()
+
+
+def check_run(scenario: Scenario, result: CallResult) -> list[Failure]:
+    """The scenario's expectations on one call, turn by turn."""
+    failures = [Failure("error", f"the call reported an error: {e}") for e in result.errors]
+    for i, turn in enumerate(scenario.turns, start=1):
+        if i > len(result.turns):
+            failures.append(Failure("turns", f"turn {i}: the call had only {len(result.turns)} turn(s)", i))
+            continue
+        failures += check_turn(result.turns[i - 1], turn.expect)
+    return failures
+
+
+def latency_check(scenario: Scenario, runs: list[ScenarioRun]) -> tuple[dict[str, float | None], list[Failure]]:
+    """Voice-to-voice percentiles (ms) over every turn of every run, against the scenario's budget."""
+    values = [t.voice_to_voice * 1000 for r in runs if r.result for t in r.result.turns if t.voice_to_voice is not None]
+    stats: dict[str, float | None] = {"samples": float(len(values)), "p50_ms": None, "p95_ms": None}
+    if values:
+        stats["p50_ms"] = round(float(np.percentile(values, 50)), 1)
+        stats["p95_ms"] = round(float(np.percentile(values, 95)), 1)
+    budget = scenario.latency.voice_to_voice if scenario.latency else None
+    if budget is None or (budget.p50_ms is None and budget.p95_ms is None):
+        return stats, []
+    if not values:
+        return stats, [Failure("latency", "no voice-to-voice measurement: latency budgets need `mode: audio`")]
+    failures = []
+    for name, limit in (("p50_ms", budget.p50_ms), ("p95_ms", budget.p95_ms)):
+        got = stats[name]
+        if limit is not None and got is not None and got > limit:
+            failures.append(
+                Failure("latency", f"voice-to-voice {name[:3]} {got:.0f} ms is over the budget of {limit:.0f} ms")
+            )
+    return stats, failures
+
+
+async def _one_run(
+    agent: AgentDocument, tests: TestFile, scenario: Scenario, services: SharedServices, index: int, work: Path
+) -> ScenarioRun:
+    run = ScenarioRun(index, None, tool_mocks=dict(scenario.tool_mocks))
+    started = time.perf_counter()
+    try:
+        if scenario.mode == "audio":
+            run.result = await run_audio_call(agent, tests, scenario, await services.full(), work, seed=index)
+        else:
+            mind = MindOptions(variables=dict(scenario.variables), tool_mocks=run.tool_mocks)
+            lines = [t.caller or "" for t in scenario.turns]
+            run.result = await run_text_call(agent, lines, await services.text(), mind)
+        run.failures = check_run(scenario, run.result)
+    except Exception as exc:  # a crashed run is a failed run, reported with the rest
+        run.failures = [Failure("crash", f"{type(exc).__name__}: {exc}")]
+    run.duration_s = time.perf_counter() - started
+    return run
+
+
+async def run_scenario(
+    scenario: Scenario,
+    tests: TestFile,
+    agent: AgentDocument,
+    services: SharedServices,
+    repeat: int | None = None,
+    work: Path | None = None,
+) -> ScenarioResult:
+    """Run ``scenario`` ``repeat`` times (default: its own ``repeat``) and check it."""
+    out = ScenarioResult(scenario.name, scenario.mode)
+    base = work or Path(tempfile.mkdtemp(prefix="parley-test-"))
+    for i in range(repeat or scenario.repeat):
+        out.runs.append(await _one_run(agent, tests, scenario, services, i, base / _slug(scenario.name)))
+    out.latency, out.failures = latency_check(scenario, out.runs)
+    return out
+
+
+async def run_file(
+    path: str | Path, repeat: int | None = None, work: Path | None = None, only: str | None = None
+) -> FileResult:
+    """Every scenario of a tests file (those whose name contains ``only``, if given)."""
+    from parley.testing.simulated import run_simulated  # an LLM caller: only when the file has one
+
+    tests = load_tests(path)
+    agent = load_agent(tests.path(tests.agent))
+    result = FileResult(str(path), agent.name)
+    services = SharedServices(agent)
+    try:
+        for scenario in tests.scenarios:
+            if only is None or only in scenario.name:
+                result.scenarios.append(await run_scenario(scenario, tests, agent, services, repeat, work))
+        for sim in tests.simulated:
+            if only is None or only in sim.name:
+                result.scenarios.append(await run_simulated(sim, agent, await services.text(), repeat))
+    finally:
+        await services.aclose()
+    return result
+
+
+async def run_text(
+    agent: AgentDocument | str | Path,
+    lines: list[str],
+    *,
+    tool_mocks: dict[str, Any] | None = None,
+    variables: dict[str, Any] | None = None,
+    services: Services | None = None,
+) -> CallResult:
+    """Python API: say ``lines`` to ``agent`` in text mode and return the call to check with ``result.expect``."""
+    doc = agent if isinstance(agent, AgentDocument) else load_agent(agent)
+    own = services is None
+    services = services or await text_services(doc, EnvSecrets.from_settings())
+    try:
+        return await run_text_call(doc, lines, services, MindOptions(variables or {}, tool_mocks or {}))
+    finally:
+        if own:
+            await services.llm.aclose()
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")[:60] or "scenario"
