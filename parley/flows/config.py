@@ -1,0 +1,236 @@
+"""The ``flow:`` section of an agent document: nodes, typed edges, global nodes; checked whole at load.
+
+Every mistake that would otherwise surface mid-call (an edge to a node that does not exist, a node no caller can
+reach, a node that can strand the caller, two intents that compete in one place, an expression that cannot parse)
+is a validation error naming the node, raised when the document loads.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+
+from parley.flows.expressions import Expression, ExpressionError, Template
+
+NODE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+EVENT = re.compile(r"^(tool_result:[A-Za-z][A-Za-z0-9_-]{0,63}|dtmf:[0-9*#]|silence_timeout)$")
+ContextPolicy = Literal["keep", "last_n", "summary", "none"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Action(_Strict):
+    """One enter/exit action: exactly one of ``say``, ``set``, ``hang_up``, ``transfer``."""
+
+    say: str | None = Field(None, min_length=1, max_length=1000)
+    set: dict[str, str] | None = None
+    hang_up: bool | None = None
+    transfer: str | None = Field(None, min_length=1, max_length=200)
+    _templates: dict[str, Template] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one(self) -> Action:
+        given = [k for k in ("say", "set", "hang_up", "transfer") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"an action has exactly one of say, set, hang_up, transfer (got {given or 'none'})")
+        self._templates = {k: Template(v) for k, v in (self.set or {}).items()}
+        return self
+
+    @property
+    def kind(self) -> str:
+        """Which action this is."""
+        return next(k for k in ("say", "set", "hang_up", "transfer") if getattr(self, k) is not None)
+
+    def values(self, variables: dict[str, Any]) -> dict[str, Any]:
+        """A ``set`` action's variables, templates rendered over ``variables``."""
+        return {k: t.render(variables) for k, t in self._templates.items()}
+
+
+class _EdgeBase(_Strict):
+    """What every edge has: its target, the context policy on the way, variables to extract.
+
+    ``extract`` values are templates (``"{{ result['booking_id'] }}"``) over the call variables plus ``text`` (the
+    caller's turn) and ``result`` (the tool result of a ``tool_result`` event).
+    """
+
+    to: str
+    label: str | None = Field(None, max_length=100)
+    context: ContextPolicy = "keep"
+    last_n: int = Field(6, ge=1, le=100)
+    extract: dict[str, str] = Field(default_factory=dict)
+    _extract: dict[str, Template] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _templates(self) -> _EdgeBase:
+        self._extract = {k: Template(v) for k, v in self.extract.items()}
+        return self
+
+    def extracted(self, variables: dict[str, Any]) -> dict[str, Any]:
+        """The variables this edge extracts, rendered over ``variables`` (with ``text``/``result``)."""
+        return {k: t.render(variables) for k, t in self._extract.items()}
+
+
+class ExpressionEdge(_EdgeBase):
+    type: Literal["expression"]
+    when: str
+    _expr: Expression | None = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _parse(self) -> ExpressionEdge:
+        self._expr = Expression(self.when)
+        return self
+
+    def holds(self, variables: dict[str, Any]) -> bool:
+        """Whether ``when`` is true over ``variables``."""
+        return self._expr is not None and self._expr.truthy(variables)
+
+
+class IntentEdge(_EdgeBase):
+    type: Literal["intent"]
+    intent: str = Field(min_length=1, max_length=64)
+    examples: list[Annotated[str, Field(min_length=1, max_length=300)]] = Field(min_length=1, max_length=100)
+
+
+class EventEdge(_EdgeBase):
+    """``tool_result:<tool>``, ``dtmf:<digit>`` or ``silence_timeout``; ``when`` optionally checks the result."""
+
+    type: Literal["event"]
+    event: str
+    when: str | None = None
+    _expr: Expression | None = PrivateAttr(None)
+
+    @field_validator("event")
+    @classmethod
+    def _event(cls, v: str) -> str:
+        if not EVENT.match(v):
+            raise ValueError(f"event {v!r} is not tool_result:<tool>, dtmf:<digit> or silence_timeout")
+        return v
+
+    @model_validator(mode="after")
+    def _parse(self) -> EventEdge:
+        self._expr = Expression(self.when) if self.when else None
+        return self
+
+    def holds(self, variables: dict[str, Any]) -> bool:
+        """Whether the optional ``when`` is true (no ``when``: always)."""
+        return self._expr is None or self._expr.truthy(variables)
+
+
+class AlwaysEdge(_EdgeBase):
+    type: Literal["always"]
+
+
+Edge = Annotated[ExpressionEdge | IntentEdge | EventEdge | AlwaysEdge, Field(discriminator="type")]
+
+
+class LlmOverride(_Strict):
+    """A node's own LLM (e.g. a larger model for the booking node)."""
+
+    provider: str = Field(min_length=1, max_length=64)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class NodeConfig(_Strict):
+    """One node: its task prompt, its tools, its actions, its edges (tried in order, ``always`` last-resort)."""
+
+    prompt: str = Field("", max_length=8000)
+    tools: list[str] | None = None
+    llm: LlmOverride | None = None
+    on_enter: list[Action] = Field(default_factory=list)
+    on_exit: list[Action] = Field(default_factory=list)
+    edges: list[Edge] = Field(default_factory=list)
+    terminal: bool = False
+
+
+class IntentSettings(_Strict):
+    """When the embedding classifier decides alone; below either bar the LLM is asked (measured in tests)."""
+
+    threshold: float = Field(0.86, ge=0, le=1)
+    margin: float = Field(0.012, ge=0, le=1)
+
+
+class FlowConfig(_Strict):
+    """The document's ``flow:``: where a call starts, its nodes, and the nodes reachable from anywhere."""
+
+    start: str
+    nodes: dict[str, NodeConfig] = Field(min_length=1)
+    global_nodes: list[str] = Field(default_factory=list)
+    intents: IntentSettings = Field(default_factory=IntentSettings)
+
+    @model_validator(mode="after")
+    def _check(self) -> FlowConfig:
+        for name in self.nodes:
+            if not NODE_NAME.match(name):
+                raise ValueError(f"node {name!r}: a name is a letter then letters, digits, '_' or '-'")
+        if self.start not in self.nodes:
+            raise ValueError(f"start: unknown node {self.start!r}")
+        for name in self.global_nodes:
+            _global_entry(self, name)
+        for name, node in self.nodes.items():
+            _check_node(self, name, node)
+        _check_reachable(self)
+        return self
+
+    def global_edges(self) -> list[tuple[str, IntentEdge]]:
+        """(global node, intent edge) pairs: every intent edge of a global node, tried from any node."""
+        return [(g, e) for g in self.global_nodes for e in self.nodes[g].edges if isinstance(e, IntentEdge)]
+
+    def all_intents(self) -> dict[str, list[str]]:
+        """Every intent name in the flow with its examples (one intent may appear on several edges)."""
+        out: dict[str, list[str]] = {}
+        for node in self.nodes.values():
+            for edge in node.edges:
+                if isinstance(edge, IntentEdge):
+                    out.setdefault(edge.intent, [])
+                    out[edge.intent] += [x for x in edge.examples if x not in out[edge.intent]]
+        return out
+
+
+def _global_entry(flow: FlowConfig, name: str) -> None:
+    if name not in flow.nodes:
+        raise ValueError(f"global_nodes: unknown node {name!r}")
+    if not any(isinstance(e, IntentEdge) for e in flow.nodes[name].edges):
+        raise ValueError(f"node {name!r}: a global node needs at least one intent edge (tried from every node)")
+
+
+def _check_node(flow: FlowConfig, name: str, node: NodeConfig) -> None:
+    for i, edge in enumerate(node.edges):
+        if edge.to not in flow.nodes:
+            raise ValueError(f"node {name!r}: edge {i} goes to unknown node {edge.to!r}")
+    if not node.terminal and not any(isinstance(e, AlwaysEdge) for e in node.edges):
+        what = "has no outgoing edge" if not node.edges else "has only conditional edges"
+        raise ValueError(f"node {name!r} {what}: add an 'always' edge as the fallback or mark it terminal: true")
+    seen: dict[str, str] = {}
+    own = [(name, e) for e in node.edges if isinstance(e, IntentEdge)]
+    for owner, edge in own + [ge for ge in flow.global_edges() if ge[0] != name]:
+        if edge.intent in seen:
+            raise ValueError(
+                f"node {name!r}: intent {edge.intent!r} is reachable twice here "
+                f"(from node {seen[edge.intent]!r} and node {owner!r})"
+            )
+        seen[edge.intent] = owner
+
+
+def _check_reachable(flow: FlowConfig) -> None:
+    roots = [flow.start] + [e.to for _g, e in flow.global_edges()] + list(flow.global_nodes)
+    seen: set[str] = set()
+    todo = list(roots)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        todo += [e.to for e in flow.nodes[name].edges]
+    for name in flow.nodes:
+        if name not in seen:
+            raise ValueError(f"node {name!r} is unreachable: no edge leads to it from start or a global node")
+
+
+__all__ = [
+    "Action", "AlwaysEdge", "ContextPolicy", "Edge", "EventEdge", "ExpressionEdge", "ExpressionError", "FlowConfig",
+    "IntentEdge", "IntentSettings", "LlmOverride", "NodeConfig",
+]  # fmt: skip
