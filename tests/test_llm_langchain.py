@@ -15,12 +15,13 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import aclosing
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, SystemMessage, ToolMessage
-from langchain_core.runnables import RunnableLambda
+from langchain_core.runnables import RunnableConfig, RunnableLambda
 from langchain_openai import ChatOpenAI
 from langgraph.graph import END, START, MessagesState, StateGraph
 from pydantic import SecretStr, ValidationError
@@ -103,18 +104,23 @@ class Handler(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
+def allow(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The operator lets documents name the graphs here and the example's."""
+    monkeypatch.setenv("PARLEY_LANGCHAIN_ALLOW", "tests.test_llm_langchain, examples.langchain")
+
+
+@pytest.fixture
+def server(monkeypatch: pytest.MonkeyPatch, allow: None) -> Iterator[Server]:
     srv = Server(("127.0.0.1", 0), Handler)
     srv.requests, srv.written = [], 0
     srv.disconnected, srv.release, srv.finished = threading.Event(), threading.Event(), threading.Event()
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread = threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{srv.server_address[1]}/v1"
     monkeypatch.setenv("LANGCHAIN_TEST_URL", url)
     monkeypatch.setenv("CLINIC_LLM_BASE_URL", url)
     monkeypatch.setenv("CLINIC_LLM_MODEL", "tools")
     monkeypatch.setenv("PARLEY_OUTBOUND_ALLOW", "127.0.0.1")  # the example's guarded client reaches this server
-    monkeypatch.setenv("PARLEY_LANGCHAIN_ALLOW", "tests.test_llm_langchain, examples.langchain")
     yield srv
     srv.shutdown()
     srv.server_close()
@@ -161,12 +167,38 @@ def failing_graph() -> Any:
     return graph.compile()
 
 
+SLOW: dict[str, Any] = {"steps": 0, "cancelled": 0, "working": asyncio.Event()}
+
+
+def slow_graph() -> Any:
+    """A node that works for seconds without a word (a slow lookup): barge-in must cancel it, not wait."""
+
+    async def lookup(state: MessagesState) -> dict[str, Any]:
+        try:
+            for _ in range(500):
+                SLOW["steps"] += 1
+                if SLOW["steps"] == 5:
+                    SLOW["working"].set()
+                await asyncio.sleep(0.01)
+        except asyncio.CancelledError:
+            SLOW["cancelled"] += 1
+            raise
+        return {"messages": [AIMessage("Found it.")]}
+
+    graph = StateGraph(MessagesState)
+    graph.add_node("lookup", lookup)
+    graph.add_edge(START, "lookup")
+    return graph.compile()
+
+
 RECEIVED: list[list[BaseMessage]] = []
+CONFIGURED: list[dict[str, Any]] = []
 TICKS = {"n": 0}
 
 
-async def _words(messages: list[BaseMessage]) -> AsyncIterator[Any]:
+async def _words(messages: list[BaseMessage], config: RunnableConfig) -> AsyncIterator[Any]:
     RECEIVED.append(messages)
+    CONFIGURED.append(config.get("configurable", {}))
     yield "Hello "
     yield AIMessageChunk(content="from a ")
     yield AIMessageChunk(content=[{"type": "text", "text": "runnable."}, {"type": "image_url", "image_url": "x"}])
@@ -241,7 +273,25 @@ async def test_barge_in_closes_the_model_stream(server: Server, monkeypatch: pyt
     assert server.written == written < 3000  # nothing is generated for nobody
 
 
-async def test_barge_in_stops_a_plain_runnable(server: Server) -> None:
+async def test_barge_in_cancels_a_node_that_is_still_working(allow: None) -> None:
+    llm = provider("tests.test_llm_langchain:slow_graph")
+
+    async def reply() -> list[str]:  # as the responder reads a reply, until the caller speaks
+        async with aclosing(llm.stream(QUESTION)) as stream:
+            return [str(p) async for p in stream]
+
+    SLOW["working"] = asyncio.Event()
+    task = asyncio.create_task(reply())
+    await asyncio.wait_for(SLOW["working"].wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    steps = SLOW["steps"]
+    await asyncio.sleep(0.2)
+    assert SLOW["steps"] == steps < 500 and SLOW["cancelled"] == 1
+
+
+async def test_barge_in_stops_a_plain_runnable(allow: None) -> None:
     stream = provider("tests.test_llm_langchain:ticking").stream(QUESTION)
     assert [await anext(stream) for _ in range(3)] == ["tick "] * 3
     await stream.aclose()
@@ -250,17 +300,19 @@ async def test_barge_in_stops_a_plain_runnable(server: Server) -> None:
     assert TICKS["n"] == ticks
 
 
-async def test_a_plain_runnable_streams_strings_and_chunks(server: Server) -> None:
+async def test_a_plain_runnable_streams_strings_and_chunks(allow: None) -> None:
     RECEIVED.clear()
     assert await collect(provider("tests.test_llm_langchain:plain")) == ["Hello ", "from a ", "runnable."]
     assert [type(m) for m in RECEIVED[0]] == [SystemMessage, HumanMessage]  # the bare message list by default
     RECEIVED.clear()
-    await collect(provider("tests.test_llm_langchain:plain", input_key="history"))  # as a prompt's placeholder
+    config = {"configurable": {"clinic": "riverside"}}  # passed through as the run's RunnableConfig
+    await collect(provider("tests.test_llm_langchain:plain", input_key="history", config=config))
+    assert CONFIGURED[-1] == {"clinic": "riverside"}  # as a prompt's placeholder
     received: Any = RECEIVED[0]
     assert list(received) == ["history"] and [type(m) for m in received["history"]] == [SystemMessage, HumanMessage]
 
 
-async def test_a_graph_that_raises_is_an_llm_error_without_its_message(server: Server) -> None:
+async def test_a_graph_that_raises_is_an_llm_error_without_its_message(allow: None) -> None:
     with pytest.raises(LLMError) as err:
         await collect(provider("tests.test_llm_langchain:failing_graph"))
     assert "RuntimeError" in str(err.value) and "'lookup'" in str(err.value)
@@ -277,7 +329,7 @@ async def test_a_graph_that_raises_is_an_llm_error_without_its_message(server: S
         ("tests.test_llm_langchain_x:plain", "not listed in PARLEY_LANGCHAIN_ALLOW"),  # a prefix is not a package
     ],
 )
-def test_a_wrong_import_path_is_a_clear_error(server: Server, path: str, expected: str) -> None:
+def test_a_wrong_import_path_is_a_clear_error(allow: None, path: str, expected: str) -> None:
     with pytest.raises(LLMError, match=r"^langchain: ") as err:
         registry.create("langchain", {"runnable": path})
     assert expected in str(err.value)
