@@ -149,8 +149,8 @@ class NodeConfig(_Strict):
 class IntentSettings(_Strict):
     """When the embedding classifier decides alone; below either bar the LLM is asked (measured in tests)."""
 
-    threshold: float = Field(0.86, ge=0, le=1)
-    margin: float = Field(0.012, ge=0, le=1)
+    threshold: float = Field(0.85, ge=0, le=1)
+    margin: float = Field(0.008, ge=0, le=1)
 
 
 class FlowConfig(_Strict):

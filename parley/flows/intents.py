@@ -70,7 +70,7 @@ class IntentResult:
 class IntentClassifier:
     """Cosine similarity of a turn against each intent's examples; an intent scores its best example."""
 
-    def __init__(self, intents: dict[str, list[str]], threshold: float = 0.86, margin: float = 0.012) -> None:
+    def __init__(self, intents: dict[str, list[str]], threshold: float = 0.85, margin: float = 0.008) -> None:
         self.threshold = threshold
         self.margin = margin
         self._names: list[str] = []
