@@ -81,6 +81,17 @@ def test_global_node_needs_an_intent_edge() -> None:
     assert "node 'a': a global node needs at least one intent edge" in error_of(doc)
 
 
+def test_cycle_of_always_edges_fails_at_load() -> None:
+    doc = flow(a=node("a", {"type": "always", "to": "b"}), b=node("b", {"type": "always", "to": "a"}))
+    assert "node 'a': a cycle of always edges never stops (a > b > a)" in error_of(doc)
+
+
+def test_unknown_tool_in_a_node() -> None:
+    config = FlowConfig.model_validate(flow(a={"terminal": True, "tools": ["book", "refund"]}))
+    with pytest.raises(ValueError, match=r"node 'a': unknown tools \['refund'\]"):
+        config.check_tools({"book", "cancel"})
+
+
 def test_bad_event_and_action() -> None:
     assert "is not tool_result" in error_of(flow(a=node("a", {"type": "event", "event": "dtmf:12", "to": "{self}"})))
     bad = flow(a={"terminal": True, "on_enter": [{"say": "hi", "hang_up": True}]})
@@ -269,3 +280,23 @@ async def test_speculate_makes_the_final_turn_free(clinic: FlowConfig) -> None:
     routing = await state.on_turn("when do you open on saturday", {})
     assert calls == 1 and routing is not None and routing.path[1] == "hours"
     assert (time.perf_counter() - start) < 5
+
+
+async def test_silence_event_and_a_failing_or_unsure_llm(clinic: FlowConfig) -> None:
+    doc = flow(
+        a=node("a", {"type": "event", "event": "silence_timeout", "to": "bye"}, STAY),
+        bye={"terminal": True, "on_enter": [{"say": "Goodbye."}, {"hang_up": True}]},
+    )
+    state = FlowState(FlowConfig.model_validate(doc), None)
+    assert await state.on_event("dtmf:1", {}) is None
+    routing = await state.on_event("silence_timeout", {})
+    assert routing is not None and [a.kind for a in routing.actions] == ["say", "hang_up"]
+
+    async def broken(text: str, candidates: list[str]) -> str | None:
+        raise TimeoutError
+
+    async def invents(text: str, candidates: list[str]) -> str | None:
+        return "refund"  # not an intent of this node: ignored
+
+    for ask in (broken, invents):
+        assert await FlowState(clinic, classifier_for(clinic), ask).on_turn("hmm", {}) is None

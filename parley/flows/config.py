@@ -173,7 +173,15 @@ class FlowConfig(_Strict):
         for name, node in self.nodes.items():
             _check_node(self, name, node)
         _check_reachable(self)
+        _check_always_cycles(self)
         return self
+
+    def check_tools(self, tool_names: set[str]) -> None:
+        """Raise ValueError naming the node whose ``tools`` names a tool the document does not declare."""
+        for name, node in self.nodes.items():
+            unknown = sorted(set(node.tools or ()) - tool_names)
+            if unknown:
+                raise ValueError(f"node {name!r}: unknown tools {unknown} (the document's tools: {sorted(tool_names)})")
 
     def global_edges(self) -> list[tuple[str, IntentEdge]]:
         """(global node, intent edge) pairs: every intent edge of a global node, tried from any node."""
@@ -228,6 +236,27 @@ def _check_reachable(flow: FlowConfig) -> None:
     for name in flow.nodes:
         if name not in seen:
             raise ValueError(f"node {name!r} is unreachable: no edge leads to it from start or a global node")
+
+
+def _check_always_cycles(flow: FlowConfig) -> None:
+    """A cycle of nodes that each leave at once (first edge ``always``, no intent to wait for) would never stop."""
+
+    def passes(name: str) -> str | None:
+        node = flow.nodes[name]
+        if not node.edges or not isinstance(node.edges[0], AlwaysEdge):
+            return None
+        if any(isinstance(e, IntentEdge) for e in node.edges) or node.edges[0].to == name:
+            return None
+        return node.edges[0].to
+
+    for start in flow.nodes:
+        trail = [start]
+        nxt = passes(start)
+        while nxt is not None and nxt not in trail:
+            trail.append(nxt)
+            nxt = passes(nxt)
+        if nxt == start:
+            raise ValueError(f"node {start!r}: a cycle of always edges never stops ({' > '.join([*trail, start])})")
 
 
 __all__ = [

