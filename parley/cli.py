@@ -74,14 +74,22 @@ def test_agent(
     json_out: Path | None = typer.Option(None, "--json", help="Write every run, turn by turn, as JSON here."),
     only: str | None = typer.Option(None, "--only", "-k", help="Only scenarios whose name contains this."),
     work: Path | None = typer.Option(None, "--work", help="Keep audio-mode recordings here."),
+    url: str | None = typer.Option(None, "--url", help="Test a running `parley serve` (ws://host:port) instead."),
+    agent_id: str | None = typer.Option(None, "--agent-id", help="With --url: the served agent (key: PARLEY_API_KEY)."),
 ) -> None:
     """Check an agent offline against scripted scenarios; exits 1 if any expectation fails."""
     from parley.testing.reports import print_summary, write_json, write_junit
-    from parley.testing.runner import run_file
+    from parley.testing.runner import Live, run_file
     from parley.testing.scenarios import TestFileError
 
+    live = None
+    if url:
+        if not agent_id or not os.environ.get("PARLEY_API_KEY"):
+            err.print("[red]error:[/red] --url needs --agent-id and an API key in PARLEY_API_KEY")
+            raise typer.Exit(2)
+        live = Live(f"{url.rstrip('/')}/v1/agents/{agent_id}/talk", os.environ["PARLEY_API_KEY"])
     try:
-        result = asyncio.run(run_file(tests, repeat=repeat, work=work, only=only))
+        result = asyncio.run(run_file(tests, repeat=repeat, work=work, only=only, live=live))
     except (TestFileError, AgentDocumentError, FileNotFoundError) as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None

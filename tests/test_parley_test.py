@@ -22,8 +22,13 @@ import yaml
 from parley.testing import TurnResult, load_tests, run_file, run_text
 from parley.testing.expect import CallResult, check_turn
 from parley.testing.reports import junit_xml
-from parley.testing.runner import ScenarioRun, latency_check
+from parley.testing.runner import Live, ScenarioRun, latency_check
 from parley.testing.scenarios import Scenario, TestFileError, TurnExpect
+
+from .support.served import agent, key, service, service_env, tenant_name
+from .support.service import Service
+
+__all__ = ["agent", "key", "service", "service_env", "tenant_name"]  # the shared `parley serve` fixtures
 
 PARLEY = Path(sys.executable).parent / "parley"
 
@@ -47,6 +52,11 @@ AGENT: dict[str, Any] = {
     "tts": {"provider": "espeak", "fallback": None},
     "actions": {"hang_up": True, "transfer_to": "+15550100"},
 }
+
+
+@pytest.fixture(scope="module")
+def agent_doc() -> dict[str, Any]:
+    return AGENT  # what the shared `parley serve` fixture creates for the --url test
 
 
 def write_tests(tmp_path: Path, scenarios: list[dict[str, Any]], **extra: Any) -> Path:
@@ -278,3 +288,24 @@ async def test_simulated_caller_judged(tmp_path: Path, fake_llm: _FakeLLM) -> No
     judged = fake_llm.seen[-1]["messages"][1]["content"]
     assert "caller: When are you open?" in judged and "agent: We are open Monday" in judged
     assert fake_llm.seen[0]["messages"][1] == {"role": "user", "content": "Hello, Canned Dental."}
+
+
+async def test_against_a_running_server_over_the_talk_socket(
+    tmp_path: Path, service: Service, key: str, agent: dict[str, Any]
+) -> None:
+    url = service.url.replace("http", "ws") + f"/v1/agents/{agent['id']}/talk"
+    s = scenario(
+        "live",
+        ("What are your opening hours?", {"heard": "hours", "reply": "Monday"}),
+        ("Thank you, goodbye.", {"action": "hang_up", "reply": "Sunday"}),
+        voice="gb-male",
+    )
+    result = await run_file(write_tests(tmp_path, [s]), live=Live(url, key))
+    (run,) = result.scenarios[0].runs
+    assert run.result is not None and run.result.greeting == "Hello, Canned Dental."
+    assert [f.kind for f in run.failures] == ["reply"], [
+        t.heard for t in run.result.turns
+    ]  # turn 2 said Goodbye, not Sunday
+    assert run.result.end_reason == "agent-hangup" and run.result.turns[0].voice_to_voice is not None, [
+        t.as_dict() for t in run.result.turns
+    ]

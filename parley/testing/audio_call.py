@@ -44,17 +44,25 @@ def add_noise(samples: np.ndarray, level_dbfs: float, seed: int = 0) -> np.ndarr
     return np.clip(samples.astype(np.float64) + noise, -32768, 32767).astype(np.int16)
 
 
+async def turn_samples(tests: TestFile, scenario: Scenario, seed: int = 0) -> list[np.ndarray]:
+    """Each caller turn's audio at 16 kHz, through the phone line and noise the scenario asks for."""
+    out = []
+    for i in range(len(scenario.turns)):
+        samples = await _turn_audio(tests, scenario, i)
+        if scenario.phone:
+            samples = phone_line(samples)
+        if scenario.noise_db is not None:
+            samples = add_noise(samples, scenario.noise_db, seed + i)
+        out.append(samples)
+    return out
+
+
 async def caller_wav(tests: TestFile, scenario: Scenario, path: Path, seed: int = 0) -> None:
     """The scenario's caller side as one 16 kHz WAV: each turn, then its pause."""
     parts = [np.zeros(int(RATE * LEAD_SECS), dtype=np.int16)]
-    for i, turn in enumerate(scenario.turns):
-        parts += [await _turn_audio(tests, scenario, i), np.zeros(int(RATE * turn.pause_ms / 1000), dtype=np.int16)]
-    samples = np.concatenate(parts)
-    if scenario.phone:
-        samples = phone_line(samples)
-    if scenario.noise_db is not None:
-        samples = add_noise(samples, scenario.noise_db, seed)
-    write_wav(path, samples, RATE)
+    for turn, samples in zip(scenario.turns, await turn_samples(tests, scenario, seed), strict=True):
+        parts += [samples, np.zeros(int(RATE * turn.pause_ms / 1000), dtype=np.int16)]
+    write_wav(path, np.concatenate(parts), RATE)
 
 
 def from_report(report: CallReport) -> CallResult:

@@ -107,11 +107,20 @@ class FileResult:
         }
 
 
+@dataclass(frozen=True)
+class Live:
+    """A running ``parley serve`` to test against instead of a local pipeline: its talk URL and an API key."""
+
+    url: str
+    key: str
+
+
 class SharedServices:
     """The file's models, made on first need: only the LLM for text scenarios, everything for audio ones."""
 
-    def __init__(self, agent: AgentDocument) -> None:
+    def __init__(self, agent: AgentDocument, live: Live | None = None) -> None:
         self.agent = agent
+        self.live = live
         self._text: Services | None = None
         self._full: Services | None = None
 
@@ -173,7 +182,11 @@ async def _one_run(
     run = ScenarioRun(index, None, tool_mocks=dict(scenario.tool_mocks))
     started = time.perf_counter()
     try:
-        if scenario.mode == "audio":
+        if services.live is not None:
+            from parley.testing.live_call import run_live_call
+
+            run.result = await run_live_call(services.live.url, services.live.key, tests, scenario, seed=index)
+        elif scenario.mode == "audio":
             run.result = await run_audio_call(agent, tests, scenario, await services.full(), work, seed=index)
         else:
             mind = MindOptions(variables=dict(scenario.variables), tool_mocks=run.tool_mocks)
@@ -204,15 +217,19 @@ async def run_scenario(
 
 
 async def run_file(
-    path: str | Path, repeat: int | None = None, work: Path | None = None, only: str | None = None
+    path: str | Path,
+    repeat: int | None = None,
+    work: Path | None = None,
+    only: str | None = None,
+    live: Live | None = None,
 ) -> FileResult:
-    """Every scenario of a tests file (those whose name contains ``only``, if given)."""
+    """Every scenario of a tests file (those whose name contains ``only``, if given); against ``live`` if given."""
     from parley.testing.simulated import run_simulated  # an LLM caller: only when the file has one
 
     tests = load_tests(path)
     agent = load_agent(tests.path(tests.agent))
     result = FileResult(str(path), agent.name)
-    services = SharedServices(agent)
+    services = SharedServices(agent, live)
     try:
         for scenario in tests.scenarios:
             if only is None or only in scenario.name:
