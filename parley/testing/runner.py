@@ -20,7 +20,7 @@ from parley.services.secrets import EnvSecrets
 from parley.testing.audio_call import run_audio_call
 from parley.testing.expect import CallResult, Failure, check_turn
 from parley.testing.scenarios import Scenario, TestFile, load_tests
-from parley.testing.text_call import MindOptions, run_text_call, text_services
+from parley.testing.text_call import MindOptions, run_text_call, text_services, with_tools
 
 
 @dataclass
@@ -187,7 +187,12 @@ async def _one_run(
 
             run.result = await run_live_call(services.live.url, services.live.key, tests, scenario, seed=index)
         elif scenario.mode == "audio":
-            run.result = await run_audio_call(agent, tests, scenario, await services.full(), work, seed=index)
+            own, box = await with_tools(agent, await services.full(), MindOptions(tool_mocks=run.tool_mocks))
+            try:
+                run.result = await run_audio_call(agent, tests, scenario, own, work, seed=index)
+            finally:
+                if box is not None:
+                    await box.aclose()
         else:
             mind = MindOptions(variables=dict(scenario.variables), tool_mocks=run.tool_mocks)
             lines = [t.caller or "" for t in scenario.turns]

@@ -19,7 +19,7 @@ from parley.net.ssrf import guarded_client
 from parley.testing.expect import CallResult, Failure
 from parley.testing.runner import ScenarioResult, ScenarioRun
 from parley.testing.scenarios import Endpoint, Simulated
-from parley.testing.text_call import MindOptions, TextCall
+from parley.testing.text_call import MindOptions, TextCall, with_tools
 
 DONE = "[DONE]"  # the caller model says this when its goal is reached or it gives up
 
@@ -111,14 +111,18 @@ def verdict_failures(answer: str, criteria: list[str]) -> list[Failure]:
 async def _one(sim: Simulated, agent: AgentDocument, services: Services, index: int) -> ScenarioRun:
     run = ScenarioRun(index, None, tool_mocks=dict(sim.tool_mocks))
     started = time.perf_counter()
-    call = TextCall(agent, services, MindOptions(dict(sim.variables), run.tool_mocks))
+    mind = MindOptions(dict(sim.variables), run.tool_mocks)
     caller = _client(sim.caller_llm)
     try:
+        own, box = await with_tools(agent, services, mind)
+        call = TextCall(agent, own, mind)
         try:
             await _converse(sim, call, caller)
         finally:
             run.result = await call.close()
             await caller.close()
+            if box is not None:
+                await box.aclose()
         run.failures = [Failure("error", e) for e in run.result.errors]
         run.failures += await judge(sim.judge or sim.caller_llm, sim.success, run.result)
     except Exception as exc:  # an endpoint down, a timeout: this run failed, the others may not

@@ -9,6 +9,7 @@ actions as :class:`AgentAction` frames; both are kept per turn.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -91,10 +92,22 @@ async def text_services(agent: AgentDocument, secrets: SecretSource | None = Non
 
 
 def _responder(agent: AgentDocument, services: Services, conversation: Conversation, mind: MindOptions) -> Processor:
-    """The real responder; the test's mocks and variables go with it where the session accepts them."""
-    if "mind" in inspect.signature(build_responder).parameters:
-        return cast(Any, build_responder)(agent, services, conversation, mind=mind)
+    """The real responder, with the test's call variables where the session takes them."""
+    if "variables" in inspect.signature(build_responder).parameters:
+        return cast(Any, build_responder)(agent, services, conversation, dict(mind.variables))
     return build_responder(agent, services, conversation)
+
+
+async def with_tools(agent: AgentDocument, services: Services, mind: MindOptions) -> tuple[Services, Any]:
+    """The shared models with a toolbox of this call's own, the test's mocks in place of the named tools (a mock
+    of a tool the document lacks joins as a tool of its own). The toolbox (None: no tool support) must be closed."""
+    if "tools" not in {f.name for f in dataclasses.fields(Services)}:
+        return services, None
+    from parley.tools.toolbox import Toolbox
+
+    configs = getattr(agent, "tools", None) or []
+    box = await Toolbox.open(configs, EnvSecrets.from_settings(), mind.tool_mocks)
+    return dataclasses.replace(services, tools=box), box
 
 
 class TextCall:
@@ -160,7 +173,9 @@ async def run_text_call(
     agent: AgentDocument, lines: list[str], services: Services, mind: MindOptions | None = None
 ) -> CallResult:
     """Say ``lines`` to the agent one turn at a time, each after the previous reply, until it ends the call."""
-    call = TextCall(agent, services, mind)
+    mind = mind or MindOptions()
+    own, box = await with_tools(agent, services, mind)
+    call = TextCall(agent, own, mind)
     try:
         await call.start()
         for line in lines:
@@ -169,4 +184,6 @@ async def run_text_call(
                 break  # the agent hung up or transferred: the caller has no one left to talk to
     finally:
         result = await call.close()
+        if box is not None:
+            await box.aclose()
     return result
