@@ -244,8 +244,9 @@ async def test_ambiguous_turn_asks_the_llm(clinic: FlowConfig) -> None:
         return "hours"
 
     state = FlowState(clinic, classifier, ask_llm)
-    routing = await state.on_turn("hmm", {})
-    assert asked and asked[0][0] == "hmm" and "hours" in asked[0][1]
+    assert await state.on_turn("okay", {}) is None and not asked  # chatter: no intent, no LLM call
+    routing = await state.on_turn("what about tomorrow", {})  # scores under the threshold
+    assert asked and asked[0][0] == "what about tomorrow" and "hours" in asked[0][1]
     assert routing is not None and routing.method == "llm" and routing.path[:2] == ["menu", "hours"]
 
 
@@ -299,4 +300,17 @@ async def test_silence_event_and_a_failing_or_unsure_llm(clinic: FlowConfig) -> 
         return "refund"  # not an intent of this node: ignored
 
     for ask in (broken, invents):
-        assert await FlowState(clinic, classifier_for(clinic), ask).on_turn("hmm", {}) is None
+        assert await FlowState(clinic, classifier_for(clinic), ask).on_turn("what about tomorrow", {}) is None
+
+
+async def test_a_node_with_a_prompt_answers_then_falls_back_to_the_menu(clinic: FlowConfig) -> None:
+    doc = yaml.safe_load(CLINIC)
+    doc["nodes"]["hours"]["prompt"] = "Tell the caller the opening hours."
+    config = FlowConfig.model_validate(doc)
+    state = FlowState(config, classifier_for(config))
+    routing = await state.on_turn("what are your opening hours", {})
+    assert routing is not None and routing.path == ["menu", "hours"]  # the LLM answers in hours this turn
+    assert await state.on_turn("ok", {}) is not None and state.name == "menu"  # always: back, routed again there
+    state.name = "hours"
+    routing = await state.on_turn("I'd like to book an appointment please", {})
+    assert routing is not None and routing.path == ["hours", "booking"] and routing.method == "embedding"

@@ -150,7 +150,7 @@ class IntentSettings(_Strict):
     """When the embedding classifier decides alone; below either bar the LLM is asked (measured in tests)."""
 
     threshold: float = Field(0.85, ge=0, le=1)
-    margin: float = Field(0.008, ge=0, le=1)
+    margin: float = Field(0.012, ge=0, le=1)
 
 
 class FlowConfig(_Strict):
@@ -239,13 +239,13 @@ def _check_reachable(flow: FlowConfig) -> None:
 
 
 def _check_always_cycles(flow: FlowConfig) -> None:
-    """A cycle of nodes that each leave at once (first edge ``always``, no intent to wait for) would never stop."""
+    """A cycle of nodes that each leave at once (first edge ``always``, no prompt or intent to wait on) never stops."""
 
     def passes(name: str) -> str | None:
         node = flow.nodes[name]
         if not node.edges or not isinstance(node.edges[0], AlwaysEdge):
             return None
-        if any(isinstance(e, IntentEdge) for e in node.edges) or node.edges[0].to == name:
+        if node.prompt or any(isinstance(e, IntentEdge) for e in node.edges) or node.edges[0].to == name:
             return None
         return node.edges[0].to
 

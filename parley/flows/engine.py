@@ -126,13 +126,13 @@ class FlowState:
             return await spec[2]
         return await self.classifier.classify(text, self._pool())
 
-    async def _decide_intent(self, text: str) -> tuple[str | None, str, float]:
+    async def _decide_intent(self, text: str, ask: bool = True) -> tuple[str | None, str, float]:
         result = await self._classify(text)
         if result is None:
             return None, "embedding", 0.0
         if result.intent is not None:
             return result.intent, "embedding", result.score
-        if self.ask_llm is None or not result.candidates:
+        if result.chatter or self.ask_llm is None or not ask or not result.candidates:
             return None, "llm", 0.0
         try:
             chosen = await self.ask_llm(text, [name for name, _ in result.candidates])
@@ -141,26 +141,26 @@ class FlowState:
             chosen = None
         return (chosen, "llm", 1.0) if chosen in self._pool() else (None, "llm", 0.0)
 
-    async def _first_hit(self, text: str, variables: dict[str, Any]) -> tuple[_Hit, str] | None:
+    async def _first_hit(self, text: str, variables: dict[str, Any], ask: bool = True) -> tuple[_Hit, str] | None:
         decided: tuple[str | None, str, float] | None = None
         for i, edge in enumerate(self.node.edges):
             if isinstance(edge, ExpressionEdge) and edge.holds(variables):
                 return _Hit(edge, i, "expression", 1.0), self.name
             if decided is None and self._pool() and isinstance(edge, IntentEdge | AlwaysEdge):
-                decided = await self._decide_intent(text)
+                decided = await self._decide_intent(text, ask)
             if isinstance(edge, IntentEdge) and decided and decided[0] == edge.intent:
                 return _Hit(edge, i, decided[1], decided[2]), self.name
             if isinstance(edge, AlwaysEdge):
                 return self._global_hit(decided) or (_Hit(edge, i, "always", 1.0), self.name)
         if decided is None and self._pool():
-            decided = await self._decide_intent(text)
+            decided = await self._decide_intent(text, ask)
         return self._global_hit(decided)
 
     def _global_hit(self, decided: tuple[str | None, str, float] | None) -> tuple[_Hit, str] | None:
         if not decided or decided[0] is None:
             return None
         for owner, edge in self.flow.global_edges():
-            if owner != self.name and edge.intent == decided[0]:
+            if owner != self.name and edge.intent == decided[0] and edge.to != self.name:  # not "go where you are"
                 return _Hit(edge, self.flow.nodes[owner].edges.index(edge), decided[1], decided[2]), owner
         return None
 
@@ -169,8 +169,9 @@ class FlowState:
         start = time.perf_counter()
         scope = {**variables, "text": text}
         found = await self._first_hit(text, scope)
+        routing = await self._transition(found, scope, start, text) if found else None
         self._speculated = None
-        return self._transition(found, scope, start) if found else None
+        return routing
 
     async def on_event(self, name: str, variables: dict[str, Any], result: Any = None) -> Routing | None:
         """Route a tool result (``tool_result:<tool>``), a key (``dtmf:<digit>``) or ``silence_timeout``."""
@@ -178,10 +179,13 @@ class FlowState:
         scope = {**variables, "result": result}
         for i, edge in enumerate(self.node.edges):
             if isinstance(edge, EventEdge) and edge.event == name and edge.holds(scope):
-                return self._transition((_Hit(edge, i, "event", 1.0), self.name), scope, start)
+                return await self._transition((_Hit(edge, i, "event", 1.0), self.name), scope, start, None)
         return None
 
-    def _transition(self, found: tuple[_Hit, str], scope: dict[str, Any], start: float) -> Routing | None:
+    async def _transition(
+        self, found: tuple[_Hit, str], scope: dict[str, Any], start: float, text: str | None
+    ) -> Routing | None:
+        """Move along the hit edge, then keep going while the new node passes the turn on (bounded)."""
         hit, owner = found
         origin = self.name
         if hit.edge.to == origin:
@@ -197,7 +201,7 @@ class FlowState:
                 routing.error = f"flow loop: more than {self.max_hops} transitions in one turn ({trail})"
                 break
             self._move(edge, scope, routing)
-            edge = self._chained(scope)
+            edge = await self._after(edge, text, scope)
         routing.elapsed_ms = (time.perf_counter() - start) * 1000
         return routing
 
@@ -215,10 +219,22 @@ class FlowState:
         self.name = routing.to_node = edge.to
         routing.path.append(edge.to)
 
-    def _chained(self, scope: dict[str, Any]) -> Edge | None:
-        for edge in self.node.edges:
-            if isinstance(edge, ExpressionEdge) and edge.holds(scope):
-                return None if edge.to == self.name else edge
-            if isinstance(edge, AlwaysEdge) and not any(isinstance(e, IntentEdge) for e in self.node.edges):
-                return None if edge.to == self.name else edge
-        return None
+    async def _after(self, previous: Edge, text: str | None, scope: dict[str, Any]) -> Edge | None:
+        """The edge taken on entering a node, if any.
+
+        After an ``always`` fallback the same caller turn is routed again in the new node (its embedding is cached;
+        the LLM is not asked twice). Otherwise the new node's expression edges are checked at once, and a node with
+        no prompt and no intents (an announcement or a router) also follows its ``always`` edge at once.
+        """
+        if isinstance(previous, AlwaysEdge) and text is not None:
+            found = await self._first_hit(text, scope, ask=False)
+            edge = found[0].edge if found else None
+        else:
+            edge = next((e for e in self.node.edges if self._passes_on(e, scope)), None)
+        return None if edge is None or edge.to == self.name else edge
+
+    def _passes_on(self, edge: Edge, scope: dict[str, Any]) -> bool:
+        if isinstance(edge, ExpressionEdge):
+            return edge.holds(scope)
+        waits = bool(self.node.prompt) or any(isinstance(e, IntentEdge) for e in self.node.edges)
+        return isinstance(edge, AlwaysEdge) and not waits

@@ -25,6 +25,10 @@ _lock = threading.Lock()
 _model: Any = None
 _examples: dict[str, np.ndarray] = {}
 QUERY_CACHE = 64
+#: chatter that names no intent; e5 scores short words high against anything, so these compete as "no intent"
+CHATTER = "_chatter"
+CHATTER_EXAMPLES = ["ok", "okay", "yes", "no", "thank you", "thanks", "hmm", "uh huh", "hello", "sure", "sorry?",
+                    "wait", "sí", "gracias", "हाँ", "ठीक है"]  # fmt: skip
 
 
 def _get_model() -> Any:
@@ -55,29 +59,33 @@ def _embed_query(text: str) -> np.ndarray:
 
 @dataclass(frozen=True)
 class IntentResult:
-    """One classification: ``intent`` when confident, else None and ``ambiguous`` with ``candidates`` best first."""
+    """One classification: ``intent`` when confident, else None and ``ambiguous`` with ``candidates`` best first.
+
+    ``chatter`` is a turn closer to "ok"/"thanks" than to any intent: no intent, and no reason to ask the LLM.
+    """
 
     intent: str | None
     score: float
     margin: float
     candidates: list[tuple[str, float]] = field(default_factory=list)
     elapsed_ms: float = 0.0
+    chatter: bool = False
 
     @property
     def ambiguous(self) -> bool:
         """No confident decision: the LLM should choose among :attr:`candidates`."""
-        return self.intent is None
+        return self.intent is None and not self.chatter
 
 
 class IntentClassifier:
     """Cosine similarity of a turn against each intent's examples; an intent scores its best example."""
 
-    def __init__(self, intents: dict[str, list[str]], threshold: float = 0.85, margin: float = 0.008) -> None:
+    def __init__(self, intents: dict[str, list[str]], threshold: float = 0.85, margin: float = 0.012) -> None:
         self.threshold = threshold
         self.margin = margin
         self._names: list[str] = []
         self._texts: list[str] = []
-        for name, examples in intents.items():
+        for name, examples in {**intents, CHATTER: CHATTER_EXAMPLES}.items():
             for example in examples:
                 self._names.append(name)
                 self._texts.append(example)
@@ -87,7 +95,7 @@ class IntentClassifier:
     @property
     def intents(self) -> list[str]:
         """The intent names known to this classifier."""
-        return list(dict.fromkeys(self._names))
+        return [n for n in dict.fromkeys(self._names) if n != CHATTER]
 
     async def prepare(self) -> None:
         """Embed the examples (once per process per text); call at load so the first turn pays nothing."""
@@ -99,8 +107,8 @@ class IntentClassifier:
         start = time.perf_counter()
         await self.prepare()
         assert self._matrix is not None
-        pool = set(self.intents if allowed is None else allowed)
-        if not text.strip() or not pool:
+        pool = set(self.intents if allowed is None else allowed) | {CHATTER}
+        if not text.strip() or pool == {CHATTER}:
             return IntentResult(None, 0.0, 0.0, [], (time.perf_counter() - start) * 1000)
         vector = self._queries.get(text)
         if vector is None:
@@ -114,8 +122,10 @@ class IntentClassifier:
             if name in pool and score > best.get(name, -2.0):
                 best[name] = score
         ranked = sorted(best.items(), key=lambda kv: -kv[1])
+        chatter = bool(ranked) and ranked[0][0] == CHATTER
+        ranked = [kv for kv in ranked if kv[0] != CHATTER]
         top = ranked[0][1] if ranked else 0.0
         margin = top - ranked[1][1] if len(ranked) > 1 else top
-        confident = bool(ranked) and top >= self.threshold and margin >= self.margin
+        confident = bool(ranked) and not chatter and top >= self.threshold and margin >= self.margin
         elapsed = (time.perf_counter() - start) * 1000
-        return IntentResult(ranked[0][0] if confident else None, top, margin, ranked[:3], elapsed)
+        return IntentResult(ranked[0][0] if confident else None, top, margin, ranked[:3], elapsed, chatter)
