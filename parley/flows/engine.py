@@ -1,11 +1,13 @@
 """One call's walk through a flow: which node it is in, and where each caller turn or event takes it.
 
 A turn tries the current node's edges in order; the global nodes' intent edges come before the node's first
-``always`` edge (the fallback), so "talk to a person" works everywhere. The turn is classified at most once (and
-not at all if :meth:`FlowState.speculate` already did it for the same text); an ambiguous classification asks the
-injected ``ask_llm`` once. After a transition, the new node's ``expression`` and ``always`` edges are followed in
-the same turn (a router node), at most ``max_hops`` times: a cycle stops with an error on the routing, not a hang.
-An ``always`` edge to the node itself means "stay".
+``always`` edge (the fallback), so "talk to a person" works everywhere. The turn is classified at most once per
+node (not at all if :meth:`FlowState.speculate` already did it for the same text); an ambiguous classification asks
+the injected ``ask_llm`` once, chatter ("ok", "thanks") asks nobody. On entering a node its ``expression`` edges are
+checked at once, and a node with neither prompt nor intents (an announcement, a router) follows its ``always``
+edge at once; a node with a prompt is where the LLM answers this turn. When a turn leaves by an ``always`` edge, the
+same text is routed again in the node it lands in. All of it at most ``max_hops`` times per turn: a cycle stops
+with an error on the routing, not a hang. An edge to the node itself means "stay".
 """
 
 from __future__ import annotations
@@ -161,7 +163,8 @@ class FlowState:
             return None
         for owner, edge in self.flow.global_edges():
             if owner != self.name and edge.intent == decided[0] and edge.to != self.name:  # not "go where you are"
-                return _Hit(edge, self.flow.nodes[owner].edges.index(edge), decided[1], decided[2]), owner
+                index = next(i for i, e in enumerate(self.flow.nodes[owner].edges) if e is edge)
+                return _Hit(edge, index, decided[1], decided[2]), owner
         return None
 
     async def on_turn(self, text: str, variables: dict[str, Any]) -> Routing | None:
