@@ -177,7 +177,7 @@ nodes:
       - {type: event, event: "dtmf:0", to: operator}
       - {type: always, to: booking}
   booked:
-    on_enter: [{say: "You're booked."}]
+    on_enter: [{say: "You're booked, {{ booking_id }}."}]
     edges: [{type: always, to: menu}]
   hours:
     on_enter: [{say: "We are open 8 to 6."}]
@@ -216,6 +216,8 @@ async def test_events_route_and_extract(clinic: FlowConfig) -> None:
     assert await state.on_event("tool_result:book", {}, result={"ok": False}) is None
     routing = await state.on_event("tool_result:book", {}, result={"ok": True, "id": "B9"})
     assert routing is not None and routing.method == "event" and routing.updates["booking_id"] == "B9"
+    booked = next(a for a in routing.actions if a.say and "booked" in a.say)
+    assert booked.spoken(routing.updates) == "You're booked, B9."
     state.name = "booking"
     routing = await state.on_event("dtmf:0", {})
     assert routing is not None and routing.to_node == "operator"

@@ -38,7 +38,13 @@ class Action(_Strict):
         if len(given) != 1:
             raise ValueError(f"an action has exactly one of say, set, hang_up, transfer (got {given or 'none'})")
         self._templates = {k: Template(v) for k, v in (self.set or {}).items()}
+        if self.say is not None:
+            self._templates[""] = Template(self.say)
         return self
+
+    def spoken(self, variables: dict[str, Any]) -> str:
+        """A ``say`` action's line, its ``{{ }}`` parts rendered over ``variables``."""
+        return str(self._templates[""].render(variables)) if self.say is not None else ""
 
     @property
     def kind(self) -> str:
@@ -47,7 +53,7 @@ class Action(_Strict):
 
     def values(self, variables: dict[str, Any]) -> dict[str, Any]:
         """A ``set`` action's variables, templates rendered over ``variables``."""
-        return {k: t.render(variables) for k, t in self._templates.items()}
+        return {k: t.render(variables) for k, t in self._templates.items() if k}
 
 
 class _EdgeBase(_Strict):
