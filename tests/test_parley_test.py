@@ -247,6 +247,8 @@ class _Chat(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.server.seen.append(body)
+        if body.get("stream"):  # the agent's own LLM: call `book`, then answer from its result
+            return self.tool_flow(body["messages"])
         text = self.server.verdict if body["model"] == "judge" else self.server.caller_lines.pop(0)
         data = json.dumps({
             "id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
@@ -257,6 +259,24 @@ class _Chat(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+
+    def tool_flow(self, messages: list[dict[str, Any]]) -> None:
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+            choice = {"index": 0, "delta": delta, "finish_reason": finish}
+            data = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": [choice]}
+            return f"data: {json.dumps(data)}\n\n".encode()
+
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        if messages[-1]["role"] == "tool":
+            day = json.loads(messages[-1]["content"]).get("day", "?")
+            self.wfile.write(chunk({"role": "assistant", "content": f"You are booked for {day}."}) + chunk({}, "stop"))
+        else:
+            arguments = json.dumps({"day": "Monday", "time": "9:00"})
+            call = {"index": 0, "id": "t1", "type": "function", "function": {"name": "book", "arguments": arguments}}
+            self.wfile.write(chunk({"role": "assistant", "tool_calls": [call]}) + chunk({}, "tool_calls"))
+        self.wfile.write(b"data: [DONE]\n\n")
 
 
 @pytest.fixture
@@ -309,3 +329,29 @@ async def test_against_a_running_server_over_the_talk_socket(
     assert run.result.end_reason == "agent-hangup" and run.result.turns[0].voice_to_voice is not None, [
         t.as_dict() for t in run.result.turns
     ]
+
+
+async def test_tool_calls_answered_by_mocks(tmp_path: Path, fake_llm: _FakeLLM) -> None:
+    url = f"http://127.0.0.1:{fake_llm.server_port}/v1"
+    mocks = {"book": {"booked": True, "day": "Monday"}}
+    book = scenario(
+        "books",
+        (
+            "Book me for Monday.",
+            {"tool": {"name": "book", "arguments": {"day": "monday"}}, "reply": "booked for Monday"},
+        ),
+        tool_mocks=mocks,
+    )
+    wrong = scenario(
+        "wrong tool", ("Book me.", {"tool": {"name": "book", "arguments": {"day": "Friday"}}}), tool_mocks=mocks
+    )
+    path = write_tests(tmp_path, [book, wrong])
+    doc = {**AGENT, "llm": {"provider": "openai", "options": {"base_url": url, "model": "m", "preconnect": False}}}
+    (tmp_path / "agent.yaml").write_text(yaml.safe_dump(doc), encoding="utf-8")
+    result = await run_file(path)
+    ok, bad = result.scenarios
+    assert ok.passed, ok.runs[0].failures
+    assert ok.runs[0].result is not None and ok.runs[0].result.turns[0].tool_calls()[0]["result"] is not None
+    assert (
+        bad.failure_kinds() == {"tool": 1} and "expected at least {'day': 'Friday'}" in bad.runs[0].failures[0].message
+    )
