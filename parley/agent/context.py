@@ -6,6 +6,17 @@ from dataclasses import dataclass, field
 
 from parley.services.llm.base import Message
 
+SUMMARY_CHARS = 600
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One exchange: what the caller said, the tool calls and results of the reply, what the caller heard."""
+
+    user: str
+    assistant: str
+    tools: tuple[Message, ...] = ()
+
 
 @dataclass
 class Conversation:
@@ -14,7 +25,9 @@ class Conversation:
     system_prompt: str
     max_history_turns: int = 8
     greeting: str = ""
-    _turns: list[tuple[str, str]] = field(default_factory=list)  # (user, assistant-as-heard)
+    _turns: list[Turn] = field(default_factory=list)
+    #: tool exchanges that finished after their reply was cut off: the next reply sees them
+    _late: list[Message] = field(default_factory=list)
 
     def system_messages(self) -> list[Message]:
         messages: list[Message] = [{"role": "system", "content": self.system_prompt.strip()}]
@@ -30,19 +43,38 @@ class Conversation:
         """
         messages = self.system_messages()
         history = self._turns[-self.max_history_turns :] if self.max_history_turns else []
-        for user, assistant in history:
-            messages.append({"role": "user", "content": user})
-            if assistant:
-                messages.append({"role": "assistant", "content": assistant})
+        for turn in history:
+            messages.append({"role": "user", "content": turn.user})
+            messages.extend(turn.tools)
+            if turn.assistant:
+                messages.append({"role": "assistant", "content": turn.assistant})
+        messages.extend(self._late)
         messages.append({"role": "user", "content": user_text})
         return messages
 
-    def add_turn(self, user_text: str, heard_reply: str) -> None:
-        self._turns.append((user_text, heard_reply))
+    def add_turn(self, user_text: str, heard_reply: str, tools: tuple[Message, ...] | list[Message] = ()) -> None:
+        """Remember a finished exchange; tool exchanges that came late join this turn, ahead of its own."""
+        self._turns.append(Turn(user_text, heard_reply, (*self._late, *tools)))
+        self._late.clear()
+
+    def keep_context(self, policy: str, last_n: int = 6) -> None:
+        """A flow moved to another node: keep all turns, the last ``last_n``, none, or a ``summary`` — the
+        caller's earlier words folded into one turn (extractive: no LLM call on the hot path)."""
+        if policy == "none":
+            self._turns.clear()
+        elif policy == "last_n":
+            del self._turns[: max(0, len(self._turns) - last_n)]
+        elif policy == "summary" and self._turns:
+            said = "; ".join(t.user for t in self._turns)[-SUMMARY_CHARS:]
+            self._turns = [Turn(f"(Earlier in this call I said: {said})", "")]
+
+    def add_late(self, messages: list[Message]) -> None:
+        """A tool call and its result that arrived after their reply was talked over (a read tool ran on)."""
+        self._late.extend(messages)
 
     @property
     def turns(self) -> list[tuple[str, str]]:
-        return list(self._turns)
+        return [(t.user, t.assistant) for t in self._turns]
 
 
 def heard_part(text: str, fraction: float) -> str:

@@ -8,14 +8,14 @@ options are validated by the provider's own options model, so a typo such as
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails
 
+from parley.agent.action_settings import ActionSettings
 from parley.agent.grounding import GroundingSettings
 from parley.agent.limits import (
     MAX_DESCRIPTION_CHARS,
@@ -23,20 +23,20 @@ from parley.agent.limits import (
     MAX_GREETING_CHARS,
     MAX_LINE_CHARS,
     MAX_SYSTEM_PROMPT_CHARS,
-    MAX_TRANSFER_TARGETS,
     Line,
     Text,
     bounded_options,
     error_detail,
     size_of,
 )
-from parley.pipeline.frames import DTMF_DIGITS, is_dtmf_digit
-from parley.services.llm.base import Tool, ToolCall
+from parley.flows.config import FlowConfig
 from parley.services.llm.base import registry as llm_registry
 from parley.services.registry import ProviderPackageMissing, Registry, UnknownProvider
 from parley.services.stt.base import registry as stt_registry
 from parley.services.tts.base import registry as tts_registry
 from parley.services.vad.base import registry as vad_registry
+from parley.tools.config import ToolUseSettings
+from parley.tools.kinds import ToolConfig
 
 
 class _Strict(BaseModel):
@@ -123,154 +123,8 @@ class InterruptionSettings(_Strict):
 #: what the caller hears when the LLM or TTS fails during a reply (``fallback_line`` in the document)
 DEFAULT_FALLBACK_LINE = "Sorry, I'm having trouble answering right now."
 
-#: what the agent can do to the call besides talking
-ActionName = Literal["hang_up", "transfer"]
-_TARGET = re.compile(r"[^\s\x00-\x1f]{1,256}")  # a phone number or SIP URI: one token, no control characters
 
-
-def _target(v: str) -> str:
-    if not _TARGET.fullmatch(v):
-        raise ValueError(f"must be a phone number or SIP URI (one word, at most 256 characters), not {v!r}")
-    return v
-
-
-Target = Annotated[str, AfterValidator(_target)]
-
-
-class KeypadAction(_Strict):
-    """What a keypad digit does at once, without asking the LLM."""
-
-    action: ActionName
-    target: Target | None = Field(None, description="transfer: a number/URI or a transfer_targets name")
-    reason: Line = Field("", max_length=MAX_LINE_CHARS)
-
-
-class ResolvedAction(NamedTuple):
-    """An LLM's tool call checked against the document; ``refused`` is empty when it may be carried out."""
-
-    action: str  # an ActionName, or the unknown name the model asked for (refused)
-    target: str
-    reason: str
-    refused: str = ""
-
-
-class KeypadHit(NamedTuple):
-    """What a mapped keypad digit does (always allowed: the document names it)."""
-
-    action: ActionName
-    target: str
-    reason: str
-
-
-class ActionSettings(_Strict):
-    """What the agent may do to the call besides talking.
-
-    The LLM gets a tool per allowed action (``hang_up``, ``transfer``); keypad digits in
-    ``dtmf`` act at once (they need no ``hang_up``/``transfer_to`` permission: the
-    document names them explicitly). Other digits are collected and answered as a turn.
-    """
-
-    hang_up: bool = Field(False, description="the agent may end the call (LLM tool / canned rule)")
-    transfer_to: Target | None = Field(None, description="default transfer destination")
-    transfer_targets: dict[Annotated[Line, Field(max_length=64)], Target] = Field(
-        default_factory=dict, max_length=MAX_TRANSFER_TARGETS, description="name → number/URI"
-    )
-    dtmf: dict[str, KeypadAction] = Field(default_factory=dict, description="keypad digit → action")
-    keypad_timeout_secs: float = Field(
-        1.5, ge=0.2, le=10, description="pause after the last digit that ends a keypad entry ('#' ends it at once)"
-    )
-
-    @field_validator("transfer_targets")
-    @classmethod
-    def _names(cls, v: dict[str, str]) -> dict[str, str]:
-        if any(not name.strip() for name in v):
-            raise ValueError("transfer target names must not be blank")
-        return v
-
-    @field_validator("dtmf")
-    @classmethod
-    def _digits(cls, v: dict[str, KeypadAction]) -> dict[str, KeypadAction]:
-        for digit in v:
-            if not is_dtmf_digit(digit):
-                raise ValueError(f"{digit!r} is not a keypad digit (one of {DTMF_DIGITS})")
-        return v
-
-    @model_validator(mode="after")
-    def _keypad_targets(self) -> ActionSettings:
-        for digit, k in self.dtmf.items():
-            if k.action == "transfer" and k.target is None and not self.transfer_to:
-                raise ValueError(f"dtmf {digit!r}: a transfer needs a target (or actions.transfer_to)")
-        return self
-
-    @property
-    def can_transfer(self) -> bool:
-        return bool(self.transfer_to or self.transfer_targets)
-
-    def tools(self) -> list[Tool]:
-        """The actions the LLM may take, described so it knows when to use them and where a transfer may go."""
-        tools: list[Tool] = []
-        if self.hang_up:
-            reason = {"type": "string", "description": "why the call ends, in a few words"}
-            tools.append(
-                Tool(
-                    "hang_up",
-                    "End the call. Only after saying goodbye, when the conversation is over or the caller asks.",
-                    {"type": "object", "properties": {"reason": reason}},
-                )
-            )
-        if self.can_transfer:
-            names = list(self.transfer_targets)
-            target: dict[str, Any] = {"type": "string"}
-            params: dict[str, Any] = {"type": "object", "properties": {"target": target}}
-            if names:
-                target["enum"] = names
-                target["description"] = "where to transfer the caller"
-            if self.transfer_to:
-                target["description"] = "where to transfer the caller; leave it out for the usual destination"
-            else:
-                params["required"] = ["target"]
-            where = f"one of: {', '.join(names)}" if names else "a human colleague"
-            tools.append(
-                Tool(
-                    "transfer",
-                    f"Transfer the caller to {where}. Tell the caller you are transferring them first.",
-                    params,
-                )
-            )
-        return tools
-
-    def resolve(self, call: ToolCall) -> ResolvedAction:
-        """What an LLM's tool call comes to; ``refused`` says why not when it is not allowed."""
-        args = call.arguments
-        reason = str(args.get("reason") or "")[:200]
-        if call.name == "hang_up":
-            refused = "" if self.hang_up else "hang_up is not enabled for this agent"
-            return ResolvedAction("hang_up", "", reason, refused)
-        if call.name == "transfer":
-            asked = str(args.get("target") or "").strip()
-            if not self.can_transfer:
-                return ResolvedAction("transfer", asked, reason, "transfer is not enabled for this agent")
-            if not asked:
-                if self.transfer_to:
-                    return ResolvedAction("transfer", self.transfer_to, reason)
-                return ResolvedAction("transfer", "", reason, "transfer needs a target")
-            if asked in self.transfer_targets:
-                return ResolvedAction("transfer", self.transfer_targets[asked], reason)
-            if asked == self.transfer_to or asked in self.transfer_targets.values():
-                return ResolvedAction("transfer", asked, reason)
-            refused = f"target {asked[:64]!r} is not an allowed transfer target"
-            return ResolvedAction("transfer", asked[:256], reason, refused)
-        return ResolvedAction(call.name[:64], "", reason, f"unknown action {call.name[:64]!r}")
-
-    def keypad(self, digit: str) -> KeypadHit | None:
-        """What a mapped keypad digit does, or None when the digit goes to the agent."""
-        k = self.dtmf.get(digit)
-        if k is None:
-            return None
-        target = ""
-        if k.action == "transfer":
-            target = self.transfer_targets.get(k.target, k.target) if k.target else (self.transfer_to or "")
-        return KeypadHit(k.action, target, k.reason or f"keypad {digit}")
+MAX_TOOLS = 64  # entries (an MCP entry may offer several tools)
 
 
 class AgentDocument(_Strict):
@@ -295,6 +149,9 @@ class AgentDocument(_Strict):
     actions: ActionSettings = Field(default_factory=ActionSettings)
     max_history_turns: int = Field(8, ge=0, le=100)
     grounding: GroundingSettings = Field(default_factory=GroundingSettings)
+    tools: list[ToolConfig] = Field(default_factory=list, max_length=MAX_TOOLS)
+    tool_use: ToolUseSettings = Field(default_factory=ToolUseSettings)
+    flow: FlowConfig | None = None
     kind: Literal["agent"] = "agent"
 
     @model_validator(mode="before")
@@ -326,6 +183,15 @@ class AgentDocument(_Strict):
         if not v.strip():
             raise ValueError("must not be blank")
         return v
+
+    @model_validator(mode="after")
+    def _tools_fit(self) -> AgentDocument:
+        names = [t.name for t in self.tools]
+        if dupes := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"tools: names used twice: {dupes}")
+        if self.flow is not None:
+            self.flow.check_tools(set(names))
+        return self
 
     @model_validator(mode="after")
     def _providers_exist(self) -> AgentDocument:

@@ -38,7 +38,29 @@ def storable_problems(doc: AgentDocument, outbound: OutboundPolicy) -> list[Prob
             continue  # the document's own validation reported it
         if options_cls is not None:
             stages.append((stage, options_cls, options))
-    return stored_document_problems(stages, outbound.url_problem)
+    return stored_document_problems(stages, outbound.url_problem) + _tool_problems(doc, outbound)
+
+
+def _tool_problems(doc: AgentDocument, outbound: OutboundPolicy) -> list[Problem]:
+    """A stored document's tools may call URLs the guard allows; they may not run code in the server's process:
+    a Python tool imports a module, a stdio MCP server is a command. Those are for documents the operator runs
+    (``parley call``, ``parley test``)."""
+    problems: list[Problem] = []
+    for i, tool in enumerate(doc.tools):
+        where = ("tools", str(i))
+        kind = getattr(tool, "type", "")
+        server = getattr(tool, "server", None)
+        if kind == "python":
+            problems.append(Problem((*where, "type"), "Python tools run code in the server: only local documents"))
+        elif server is not None and getattr(server, "command", None):
+            problems.append(Problem((*where, "server", "command"), "a stdio MCP server is a command: use a url"))
+        for loc, url in (
+            ((*where, "url"), getattr(tool, "url", None)),
+            ((*where, "server", "url"), getattr(server, "url", None)),
+        ):
+            if isinstance(url, str) and (problem := outbound.url_problem(url)):
+                problems.append(Problem(loc, f"the URL {problem}"))
+    return problems
 
 
 def check_storable(doc: AgentDocument, settings: Settings) -> None:

@@ -16,12 +16,12 @@ from typing import Any, Literal
 import structlog
 from fastapi import WebSocketDisconnect
 
-from parley.agent.document import DTMF_DIGITS
 from parley.calls.control import CallControl
 from parley.calls.identity import CallTarget
 from parley.calls.line import CallEvents, CallLine
 from parley.calls.live import LiveCall
 from parley.calls.ws_bridge import Digit, Socket
+from parley.pipeline.frames import DTMF_DIGITS
 from parley.transports.traits import TransportTraits
 
 log = structlog.get_logger(__name__)

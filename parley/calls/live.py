@@ -127,6 +127,12 @@ class LiveCall:
             await self._finish(record, runner, (feeder, run_task), status, reason)
         return reason
 
+    def _variables(self, record: CallRecord) -> dict[str, Any]:
+        """What the agent's tools may read of the call from its start (they add what they collect)."""
+        info = self.info
+        known = {"caller": info.caller, "called": info.called, "direction": info.direction}
+        return {"call_id": str(record.call_id), **{k: v for k, v in known.items() if v}}
+
     def _prepare(self, record: CallRecord) -> PipelineRunner:
         """The call's pipeline, its record's writer on it, and the runner that will drive it."""
         line, rate = self.line, self.line.traits.sample_rate
@@ -143,6 +149,7 @@ class LiveCall:
             rate,
             played_frames=line.control.played_frames,
             idle_silence=line.traits.continuous_output,
+            variables=self._variables(record),
         )
         writer = record.writer(call_pipeline.turn_log, line.events.event)
         call_pipeline.pipeline.observers.extend([writer, self._observe])

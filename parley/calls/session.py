@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -19,11 +19,14 @@ from parley.agent.context import Conversation
 from parley.agent.document import AgentDocument
 from parley.agent.grounding import grounded
 from parley.calls.turnlog import TurnLog
+from parley.flows import FlowState, IntentClassifier, classifier_for
 from parley.offload import off_loop
 from parley.pipeline.pipeline import Observer, Pipeline
 from parley.processors.chunker import SentenceChunker
+from parley.processors.flow_steps import FlowDriver, llm_router
 from parley.processors.responder import Responder
 from parley.processors.synthesizer import Synthesizer
+from parley.processors.tool_use import ToolUse
 from parley.processors.transcriber import Transcriber
 from parley.processors.turns import TurnTaker
 from parley.services.llm.base import LLM
@@ -38,6 +41,9 @@ from parley.services.tts.fallback import create_tts
 from parley.services.turn.judge import EndOfTurnJudge
 from parley.services.vad.base import VAD
 from parley.services.vad.base import registry as vad_registry
+from parley.tools.base import ToolContext
+from parley.tools.runner import ToolRunner
+from parley.tools.toolbox import Toolbox
 from parley.transports.playout import FrameSink, PlayedFrames, Playout
 
 log = structlog.get_logger(__name__)
@@ -51,14 +57,20 @@ class Services:
     stt: STT
     llm: LLM
     tts: TTS
+    #: the agent's tools for this call (MCP sessions are per call); entries that failed are in ``tools.problems``
+    tools: Toolbox = field(default_factory=Toolbox)
+    #: the flow's intent classifier (examples embedded at load; None: no flow or no intent edges)
+    intents: IntentClassifier | None = None
 
     @classmethod
-    async def create(cls, agent: AgentDocument, secrets: SecretSource | None = None) -> Services:
+    async def create(
+        cls, agent: AgentDocument, secrets: SecretSource | None = None, tool_mocks: Mapping[str, Any] | None = None
+    ) -> Services:
         """Create providers, load their models off the event loop, and prepare them.
 
         ``secrets`` supplies the credentials the document names: the call's tenant's in ``parley serve``, the
         allow-listed environment in the local CLI; without one, a document that names a secret cannot start."""
-        services = await cls.load(agent, secrets)
+        services = await cls.load(agent, secrets, tool_mocks)
         try:
             await services.prepare(agent)
         except BaseException:
@@ -67,8 +79,11 @@ class Services:
         return services
 
     @classmethod
-    async def load(cls, agent: AgentDocument, secrets: SecretSource | None = None) -> Services:
-        """:meth:`create` without the preparation step (for callers that make it cancellable)."""
+    async def load(
+        cls, agent: AgentDocument, secrets: SecretSource | None = None, tool_mocks: Mapping[str, Any] | None = None
+    ) -> Services:
+        """:meth:`create` without the preparation step (for callers that make it cancellable); ``tool_mocks``
+        replace the named tools by fixed results (``parley test``)."""
         source = secrets or NoSecrets()
         stt_opts, llm_opts, tts_opts = await asyncio.gather(
             _resolved(stt_registry, agent.stt.provider, agent.stt.options, source, "stt"),
@@ -76,12 +91,16 @@ class Services:
             _resolved(tts_registry, agent.tts.provider, agent.tts.options, source, "tts"),
         )
         vad = vad_registry.create(agent.vad.provider, agent.vad.options)
-        stt, llm, tts = await asyncio.gather(
+        stt, llm, tts, tools = await asyncio.gather(
             off_loop(stt_registry.create, agent.stt.provider, stt_opts),
             off_loop(llm_registry.create, agent.llm.provider, llm_opts),
             off_loop(create_tts, agent.tts.provider, tts_opts, agent.tts.fallback),
+            Toolbox.open(agent.tools, source, tool_mocks),
         )
-        return cls(vad=vad, stt=stt, llm=llm, tts=tts)
+        intents = classifier_for(agent.flow) if agent.flow is not None else None
+        if intents is not None:
+            await intents.prepare()
+        return cls(vad=vad, stt=stt, llm=llm, tts=tts, tools=tools, intents=intents)
 
     async def prepare(self, agent: AgentDocument) -> None:
         await asyncio.gather(self.stt.prepare(), self.tts.prepare(), self.llm.prepare())
@@ -89,7 +108,9 @@ class Services:
         await self.llm.warm(conversation.system_messages())
 
     async def aclose(self) -> None:
-        await asyncio.gather(self.stt.aclose(), self.llm.aclose(), self.tts.aclose(), return_exceptions=True)
+        await asyncio.gather(
+            self.stt.aclose(), self.llm.aclose(), self.tts.aclose(), self.tools.aclose(), return_exceptions=True
+        )
 
 
 async def _resolved(
@@ -124,16 +145,34 @@ def fallback_voice(agent: AgentDocument) -> Callable[[], TTS] | None:
     return functools.partial(tts_registry.create, name)
 
 
-def build_responder(agent: AgentDocument, services: Services, conversation: Conversation) -> Responder:
+def build_responder(
+    agent: AgentDocument,
+    services: Services,
+    conversation: Conversation,
+    variables: Mapping[str, Any] | None = None,
+) -> Responder:
     """The agent's mind for one call: its LLM (grounded as the document says), actions, tools and flow.
 
+    ``variables`` seed the call's variables (caller, called, call_id, a test's values) that tools read and set.
     The audio pipeline and the text-only runs of ``parley test`` both take it from here.
     """
+    call_variables = {"agent": agent.name, **(variables or {})}  # one dict: tools and the flow read and set it
+    tool_use = None
+    if services.tools.tools:
+        context = ToolContext(call_id=str(call_variables.get("call_id", "")), variables=call_variables)
+        tool_use = ToolUse(ToolRunner(services.tools.tools), conversation, context, agent.tool_use)
+    flow = None
+    if agent.flow is not None:
+        state = FlowState(agent.flow, services.intents, llm_router(services.llm))
+        flow = FlowDriver(state, conversation, call_variables)
     return Responder(
         grounded(services.llm, agent.grounding, agent.llm.provider),
         conversation,
         agent.actions,
         fallback_line=agent.fallback_line,
+        tool_use=tool_use,
+        startup_events=services.tools.problems,
+        flow=flow,
     )
 
 
@@ -145,6 +184,7 @@ def build_pipeline(
     observers: list[Observer] | None = None,
     played_frames: PlayedFrames | None = None,
     idle_silence: bool = True,
+    variables: Mapping[str, Any] | None = None,
 ) -> CallPipeline:
     """The processors of a call, in order, ending in a paced playout to ``sink``."""
     turn_log = TurnLog()
@@ -157,7 +197,7 @@ def build_pipeline(
         [
             turns,
             Transcriber(services.stt, agent.language),
-            build_responder(agent, services, conversation),
+            build_responder(agent, services, conversation, variables),
             SentenceChunker(first_max_words=agent.tts.first_piece_max_words),
             Synthesizer(services.tts, sample_rate, agent.fallback_line, fallback_voice(agent)),
             playout,

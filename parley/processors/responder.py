@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import aclosing
+from typing import Any
 
 import structlog
 
@@ -13,7 +14,9 @@ from parley.pipeline.frames import (
     DTMF,
     AgentAction,
     AgentSpoke,
+    CallEvent,
     Direction,
+    EndOfTurn,
     FailedStage,
     Frame,
     LLMDone,
@@ -26,12 +29,16 @@ from parley.pipeline.frames import (
     Transcript,
 )
 from parley.pipeline.processor import Processor
+from parley.processors.flow_steps import FlowDriver, FlowStep
+from parley.processors.tool_use import ToolUse
 from parley.redact import redact_text
-from parley.services.llm.base import LLM, ToolCall
+from parley.services.llm.base import LLM, Message, ToolCall
+from parley.tools.runner import ToolOutcome, exchange_messages
 
 log = structlog.get_logger(__name__)
 
 GREETING_TURN = 0
+BUILT_IN_ACTIONS = frozenset(("hang_up", "transfer"))
 MAX_ACTIONS_PER_REPLY = 4  # a model that loops on tool calls must not flood the call record
 
 
@@ -63,14 +70,24 @@ class Responder(Processor):
         conversation: Conversation,
         actions: ActionSettings | None = None,
         fallback_line: str = DEFAULT_FALLBACK_LINE,
+        tool_use: ToolUse | None = None,
+        startup_events: list[dict[str, Any]] | None = None,
+        flow: FlowDriver | None = None,
     ) -> None:
         super().__init__()
         self.llm = llm
+        #: the document's flow: routes each turn before its reply, gives the node's prompt and tools
+        self.flow = flow
+        self._confirmed: set[int] = set()  # turns the turn detector ended (no longer speculative)
+        #: the agent's own tools (HTTP, Python, MCP) beside its built-in actions; None: actions only
+        self.tool_use = tool_use
+        self._startup_events = startup_events or []
+        self._turn_tools: dict[int, list[Message]] = {}  # each open turn's tool exchanges, for its history
         #: what the caller hears when the LLM fails mid-reply ("": the reply just ends)
         self.fallback_line = fallback_line.strip()
         self.conversation = conversation
         self.actions = actions or ActionSettings()
-        self._tools = self.actions.tools()
+        self._tools = self.actions.tools() + ([t.spec() for t in tool_use.runner.tools.values()] if tool_use else [])
         if self._tools and not llm.supports_tools:
             log.warning(
                 "llm_cannot_act",
@@ -85,11 +102,9 @@ class Responder(Processor):
     async def process(self, frame: Frame, direction: Direction) -> None:
         if isinstance(frame, StartFrame):
             await self.push(frame, direction)
-            if self.conversation.greeting:
-                await self.push(LLMText(turn_id=GREETING_TURN, text=self.conversation.greeting))
-                await self.push(LLMDone(turn_id=GREETING_TURN))
-            else:
-                await self.push(ReplyDone(turn_id=GREETING_TURN))
+            for event in self._startup_events:  # tools that could not be opened for this call
+                await self.push(CallEvent(turn_id=GREETING_TURN, event=event), Direction.UPSTREAM)
+            await self._greet()
             return
         if isinstance(frame, Transcript):
             await self.push(frame, direction)
@@ -99,11 +114,14 @@ class Responder(Processor):
             await self.push(frame, direction)
             await self._on_dtmf(frame)
             return
+        if isinstance(frame, EndOfTurn):
+            self._confirm(frame.turn_id)
         if isinstance(frame, AgentSpoke) and direction is Direction.UPSTREAM:
             self._closed.add(frame.turn_id)
             user = self._user_text.pop(frame.turn_id, None)
-            if user and frame.heard_text:
-                self.conversation.add_turn(user, frame.heard_text)
+            tools = self._turn_tools.pop(frame.turn_id, [])
+            if user and (frame.heard_text or tools):
+                self.conversation.add_turn(user, frame.heard_text, tools)
                 self._carry = ""
             elif user:
                 self._carry = user
@@ -121,7 +139,45 @@ class Responder(Processor):
             return
         self._user_text[frame.turn_id] = user = _join(self._carry, text)
         self._turn = max(self._turn, frame.turn_id)
+        if self.flow is not None:
+            self.flow.speculate(user)  # intent embedding during the end-of-turn silence
         self.spawn(self._reply(frame.turn_id, user), f"reply-{frame.turn_id}")
+
+    async def _greet(self) -> None:
+        step = self.flow.start() if self.flow is not None else FlowStep()
+        greeting = " ".join(x for x in (self.conversation.greeting, *step.say) if x)
+        if not greeting:
+            await self.push(ReplyDone(turn_id=GREETING_TURN))
+            return
+        await self.push(LLMText(turn_id=GREETING_TURN, text=greeting))
+        await self.push(LLMDone(turn_id=GREETING_TURN))
+        for action in self._flow_actions(GREETING_TURN, step):
+            await self.push(action)
+
+    def _confirm(self, turn_id: int) -> None:
+        self._confirmed.add(turn_id)
+        if self.tool_use is not None:
+            self.tool_use.confirm(turn_id)
+        if self.flow is not None:
+            self.flow.confirm(turn_id)
+
+    def _flow_actions(self, turn_id: int, step: FlowStep) -> list[AgentAction]:
+        """A flow's own actions: the document names them, so they are allowed as a keypad mapping is."""
+        reason = "flow"
+        return [AgentAction(turn_id=turn_id, action=a, target=t, reason=reason) for a, t in step.actions]
+
+    async def _route(self, turn_id: int, text: str, pieces: list[str], actions: list[AgentAction]) -> None:
+        """The flow's decision for this turn, before the reply: its event, its lines, its actions."""
+        if self.flow is None:
+            return
+        await self._take_step(turn_id, await self.flow.on_turn(turn_id, text), pieces, actions)
+
+    async def _take_step(self, turn_id: int, step: FlowStep, pieces: list[str], actions: list[AgentAction]) -> None:
+        if step.event is not None:
+            await self.push(CallEvent(turn_id=turn_id, event=step.event), Direction.UPSTREAM)
+        for line in step.say:
+            await self._say(turn_id, pieces, line)
+        actions.extend(self._flow_actions(turn_id, step))
 
     async def on_interruption(self) -> None:
         await self.cancel_spawned()
@@ -141,21 +197,32 @@ class Responder(Processor):
         return AgentAction(turn_id=turn_id, action=action, target=target, reason=reason, refused=refused)
 
     async def _reply(self, turn_id: int, text: str) -> None:
-        messages = self.conversation.messages_for(text)
         pieces: list[str] = []
         actions: list[AgentAction] = []
+        steps = 0
         try:
-            async with aclosing(self.llm.stream(messages, self._tools)) as stream:
-                async for piece in stream:
-                    if isinstance(piece, ToolCall):
-                        if len(actions) < MAX_ACTIONS_PER_REPLY:
-                            actions.append(self._action(turn_id, piece))
-                        continue
-                    if not pieces:
-                        await self.push(StageTime(turn_id=turn_id, stage=Stage.LLM_FIRST_TOKEN, t=self.clock.now()))
-                    pieces.append(piece)
-                    await self.push(LLMText(turn_id=turn_id, text=piece))
+            await self._route(turn_id, text, pieces, actions)
+            messages = self.conversation.messages_for(text)
+            while True:
+                step_start = len(pieces)
+                calls = await self._generate(turn_id, messages, pieces, actions)
+                if not calls:
+                    break
+                if steps == self._max_tool_steps():
+                    log.warning("tool_steps_exhausted", turn_id=turn_id, steps=steps)
+                    await self._say(turn_id, pieces, self._recovery_line())
+                    break
+                steps += 1
+                outcomes = await self._run_tools(turn_id, calls, pieces, actions)
+                exchange = exchange_messages(outcomes, "".join(pieces[step_start:]).strip())
+                messages = [*messages, *exchange]
+                self._turn_tools.setdefault(turn_id, []).extend(exchange)
+                if not all(o.ok for o in outcomes):  # a bounded, spoken recovery; the history tells the model
+                    await self._say(turn_id, pieces, self._recovery_line())
+                    break
         except asyncio.CancelledError:
+            if self.flow is not None and turn_id not in self._confirmed:
+                self.flow.undo(turn_id)  # a discarded speculative reply does not move the call
             # talked over mid-generation: the record keeps what was generated, beside what the caller heard
             cut = "".join(pieces).strip()
             await self.push(StageTime(turn_id=turn_id, stage=Stage.LLM_CUT, t=self.clock.now(), text=cut))
@@ -168,6 +235,70 @@ class Responder(Processor):
         await self.push(LLMDone(turn_id=turn_id))
         for action in actions:  # behind the reply: carried out once the caller has heard it
             await self.push(action)
+
+    async def _generate(
+        self, turn_id: int, messages: list[Message], pieces: list[str], actions: list[AgentAction]
+    ) -> list[ToolCall]:
+        """One LLM pass: its text goes out as it comes; built-in actions are kept for after the reply; the
+        agent's tool calls are returned to be run."""
+        calls: list[ToolCall] = []
+        first = True
+        tools = self.tool_use.runner.tools if self.tool_use is not None else {}
+        offered = self.flow.tools(self._tools, BUILT_IN_ACTIONS) if self.flow is not None else self._tools
+        async with aclosing(self.llm.stream(messages, offered)) as stream:
+            async for piece in stream:
+                if isinstance(piece, ToolCall):
+                    if piece.name in tools or (tools and piece.name not in BUILT_IN_ACTIONS):
+                        calls.append(piece)  # an unknown name is the runner's "unknown-tool", spoken about
+                    elif len(actions) < MAX_ACTIONS_PER_REPLY:
+                        actions.append(self._action(turn_id, piece))
+                    continue
+                if not pieces:
+                    await self.push(StageTime(turn_id=turn_id, stage=Stage.LLM_FIRST_TOKEN, t=self.clock.now()))
+                elif first and not pieces[-1][-1:].isspace() and not piece[:1].isspace():
+                    piece = f" {piece}"  # a pass after a tool step goes on after the words already said
+                first = False
+                pieces.append(piece)
+                await self.push(LLMText(turn_id=turn_id, text=piece))
+        return calls[:MAX_ACTIONS_PER_REPLY]
+
+    async def _run_tools(
+        self, turn_id: int, calls: list[ToolCall], pieces: list[str], actions: list[AgentAction]
+    ) -> list[ToolOutcome]:
+        """One tool step; each result that came back may move the flow (``tool_result:<tool>`` edges)."""
+        assert self.tool_use is not None
+
+        async def say(line: str) -> None:
+            await self._say(turn_id, pieces, line)
+
+        async def record(outcome: ToolOutcome) -> None:
+            await self.push(
+                CallEvent(turn_id=turn_id, event=outcome.event(turn_id, self.clock.now())), Direction.UPSTREAM
+            )
+
+        outcomes = await self.tool_use.run_step(turn_id, calls, say, record)
+        if self.flow is not None:
+            for outcome in outcomes:
+                if outcome.ok:
+                    step = await self.flow.on_event(turn_id, f"tool_result:{outcome.call.name}", outcome.content)
+                    await self._take_step(turn_id, step, pieces, actions)
+        return outcomes
+
+    async def _say(self, turn_id: int, pieces: list[str], line: str) -> None:
+        """A line of Parley's own inside the reply (a filler, the recovery line), spoken like the model's text."""
+        if not line:
+            return
+        text = f" {line}" if pieces else line
+        if not pieces:
+            await self.push(StageTime(turn_id=turn_id, stage=Stage.LLM_FIRST_TOKEN, t=self.clock.now()))
+        pieces.append(text)
+        await self.push(LLMText(turn_id=turn_id, text=text))
+
+    def _max_tool_steps(self) -> int:
+        return self.tool_use.settings.max_tool_steps if self.tool_use is not None else 0
+
+    def _recovery_line(self) -> str:
+        return self.tool_use.settings.recovery_line if self.tool_use is not None else ""
 
     async def _failed(self, turn_id: int, generated: str, exc: Exception) -> None:
         """The LLM raised: the turn ends now, visibly. The caller hears the fallback line after whatever was

@@ -17,7 +17,7 @@ from parley.agent.document import AgentDocument
 from parley.calls.session import Services
 from parley.net.ssrf import guarded_client
 from parley.testing.expect import CallResult, Failure
-from parley.testing.runner import ScenarioResult, ScenarioRun
+from parley.testing.results import ScenarioResult, ScenarioRun
 from parley.testing.scenarios import Endpoint, Simulated
 from parley.testing.text_call import MindOptions, TextCall, with_tools
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import inspect
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -37,6 +36,7 @@ from parley.services.llm.base import LLM
 from parley.services.llm.base import registry as llm_registry
 from parley.services.secrets import EnvSecrets, SecretSource
 from parley.testing.expect import CallResult, TurnResult
+from parley.tools.toolbox import Toolbox
 
 ENDING = ("hang_up", "transfer")
 REPLY_TIMEOUT_S = 120.0  # a local model on a small CPU answers in seconds; this only stops a hung test
@@ -92,21 +92,14 @@ async def text_services(agent: AgentDocument, secrets: SecretSource | None = Non
 
 
 def _responder(agent: AgentDocument, services: Services, conversation: Conversation, mind: MindOptions) -> Processor:
-    """The real responder, with the test's call variables where the session takes them."""
-    if "variables" in inspect.signature(build_responder).parameters:
-        return cast(Any, build_responder)(agent, services, conversation, dict(mind.variables))
-    return build_responder(agent, services, conversation)
+    """The real responder, with the test's call variables."""
+    return build_responder(agent, services, conversation, dict(mind.variables))
 
 
-async def with_tools(agent: AgentDocument, services: Services, mind: MindOptions) -> tuple[Services, Any]:
+async def with_tools(agent: AgentDocument, services: Services, mind: MindOptions) -> tuple[Services, Toolbox]:
     """The shared models with a toolbox of this call's own, the test's mocks in place of the named tools (a mock
-    of a tool the document lacks joins as a tool of its own). The toolbox (None: no tool support) must be closed."""
-    if "tools" not in {f.name for f in dataclasses.fields(Services)}:
-        return services, None
-    from parley.tools.toolbox import Toolbox
-
-    configs = getattr(agent, "tools", None) or []
-    box = await Toolbox.open(configs, EnvSecrets.from_settings(), mind.tool_mocks)
+    of a tool the document lacks joins as a tool of its own). The toolbox must be closed."""
+    box = await Toolbox.open(agent.tools, EnvSecrets.from_settings(), mind.tool_mocks)
     return dataclasses.replace(services, tools=box), box
 
 

@@ -58,3 +58,22 @@ class ToolConfigBase(BaseModel):
     async def create(self, secrets: SecretSource) -> list[AgentTool]:
         """The tools this entry declares (one, or an MCP server's allowed tools), ready to :meth:`AgentTool.open`."""
         raise NotImplementedError
+
+
+class ToolUseSettings(BaseModel):
+    """How the agent uses its tools on a call (the document's ``tool_use``).
+
+    A filler line is said only when a tool has not answered within ``filler_delay_ms`` (most answer sooner, and a
+    filler before a fast answer is noise), and a "still working" line once after ``still_working_ms``. A step that
+    fails (an error, a timeout, an unknown tool) is answered by ``recovery_line`` at once rather than trusting a small
+    model to explain it; ``max_tool_steps`` bounds a model that keeps calling tools.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_tool_steps: int = Field(default=3, ge=1, le=10)
+    filler_delay_ms: int = Field(default=700, ge=0, le=10_000)
+    filler_line: str = Field(default="One moment, let me check.", max_length=300)
+    still_working_ms: int = Field(default=4_000, ge=500, le=60_000)
+    still_working_line: str = Field(default="I'm still working on it.", max_length=300)
+    recovery_line: str = Field(default="Sorry, I couldn't check that just now.", max_length=300)

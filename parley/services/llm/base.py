@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypedDict
+from typing import Any, ClassVar, NotRequired, TypedDict
 
 from parley.services.registry import ProviderOptions, Registry
 
@@ -18,8 +19,17 @@ class LLMError(RuntimeError):
 
 
 class Message(TypedDict):
-    role: str  # "system" | "user" | "assistant"
+    """A chat message in the OpenAI shape: ``role`` "system" | "user" | "assistant" | "tool".
+
+    An assistant message that called tools carries ``tool_calls`` (``[{"id", "type": "function", "function":
+    {"name", "arguments": JSON text}}]``, its ``content`` may be ""); a tool's result is a "tool" message with the
+    call's ``tool_call_id`` and the result as JSON text in ``content``.
+    """
+
+    role: str
     content: str
+    tool_calls: NotRequired[list[dict[str, Any]]]
+    tool_call_id: NotRequired[str]
 
 
 @dataclass(frozen=True)
@@ -33,10 +43,14 @@ class Tool:
 
 @dataclass(frozen=True)
 class ToolCall:
-    """The LLM asks to act (``hang_up``, ``transfer``); the responder checks it against the agent's document."""
+    """The LLM asks to act (``hang_up``, ``transfer``) or to use a tool; the responder checks it against the document.
+
+    ``id`` pairs the call with its result in the history (the provider's id, or one made here).
+    """
 
     name: str
     arguments: dict[str, Any] = field(default_factory=dict)
+    id: str = field(default_factory=lambda: f"call_{uuid.uuid4().hex[:16]}", compare=False)
 
 
 class LLM(ABC):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import re
 from collections.abc import AsyncGenerator, Sequence
 from typing import Annotated, Any, Literal
@@ -65,6 +66,11 @@ class CannedRule(ProviderOptions):
     action: Literal["hang_up", "transfer"] | None = None
     target: str | None = Field(None, max_length=256)  # transfer: a transfer_targets name or a number/URI
     reason: str = Field("", max_length=200)
+    #: an agent tool to call after the reply (a document's ``tools:`` name), with fixed ``arguments``
+    tool: str | None = Field(None, max_length=64)
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    #: said once the tool has answered; ``{field}`` / ``{a.b}`` take values from its JSON result
+    after_tool: str = Field("", max_length=MAX_REPLY_CHARS)
 
     @field_validator("match")
     @classmethod
@@ -107,16 +113,32 @@ class CannedLLM(LLM):
         self._rules = [(rule, rule.pattern()) for rule in options.rules]
 
     def answer(self, text: str) -> tuple[str, ToolCall | None]:
-        """The reply to ``text`` and the action after it, if any."""
+        """The reply to ``text`` and the action (or tool call) after it, if any."""
         text = text[:MAX_HEARD_CHARS]
         for rule, pattern in self._rules:
             if pattern.search(text):
                 return rule.reply, _action(rule)
         return self.options.default, None
 
+    def after_tool(self, messages: list[Message]) -> str | None:
+        """The reply to a tool's result (the last message), from the rule that called that tool."""
+        if not messages or messages[-1]["role"] != "tool" or len(messages) < 2:
+            return None
+        calls = next((m.get("tool_calls") for m in reversed(messages) if m["role"] == "assistant"), None) or []
+        name = calls[-1]["function"]["name"] if calls else ""
+        rule = next((r for r, _ in self._rules if r.tool == name), None)
+        if rule is None:
+            return None
+        try:
+            result = json.loads(messages[-1]["content"])
+        except ValueError:
+            result = messages[-1]["content"]
+        return _fill(rule.after_tool, result)
+
     async def stream(self, messages: list[Message], tools: Sequence[Tool] = ()) -> AsyncGenerator[str | ToolCall, None]:
         last = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
-        reply, action = self.answer(last)
+        after = self.after_tool(messages)
+        reply, action = (after, None) if after is not None else self.answer(last)
         if self.options.delay_ms:
             await asyncio.sleep(self.options.delay_ms / 1000)
         words = re.findall(r"\s*\S+", reply)
@@ -128,7 +150,21 @@ class CannedLLM(LLM):
             yield action
 
 
+def _fill(template: str, result: Any) -> str:
+    """``template`` with ``{field}`` / ``{a.b}`` replaced from ``result`` (no ``str.format``: no attribute access)."""
+
+    def value(m: re.Match[str]) -> str:
+        v: Any = result
+        for key in m.group(1).split("."):
+            v = v.get(key) if isinstance(v, dict) else None
+        return "" if v is None else str(v)
+
+    return re.sub(r"\{([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)\}", value, template)
+
+
 def _action(rule: CannedRule) -> ToolCall | None:
+    if rule.tool:
+        return ToolCall(rule.tool, dict(rule.arguments))
     if rule.action == "hang_up":
         return ToolCall("hang_up", {"reason": rule.reason} if rule.reason else {})
     if rule.action == "transfer":

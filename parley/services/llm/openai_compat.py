@@ -185,7 +185,7 @@ class OpenAICompatibleLLM(LLM):
             )
         except openai.OpenAIError as exc:
             raise self._error(exc) from None  # no chained cause: its text may quote a header or body
-        calls: dict[int, list[str]] = {}  # tool call index → [name, arguments JSON so far]
+        calls: dict[int, list[str]] = {}  # tool call index → [name, arguments JSON so far, id]
         try:
             async for chunk in response:
                 for choice in chunk.choices:  # Azure opens with a content-filter chunk that has none
@@ -196,7 +196,8 @@ class OpenAICompatibleLLM(LLM):
                     for delta in choice.delta.tool_calls or ():
                         # Ollama has sent whole calls without an index: each is then a call of its own
                         key = delta.index if isinstance(delta.index, int) else len(calls)
-                        call = calls.setdefault(key, ["", ""])
+                        call = calls.setdefault(key, ["", "", ""])
+                        call[2] = call[2] or (delta.id or "")
                         if delta.function is not None:
                             call[0] = call[0] or (delta.function.name or "")
                             call[1] += delta.function.arguments or ""
@@ -204,9 +205,10 @@ class OpenAICompatibleLLM(LLM):
             raise self._error(exc) from None
         finally:
             await response.close()  # barge-in: drop the HTTP stream so the server stops generating
-        for _, (name, arguments) in sorted(calls.items()):
+        for _, (name, arguments, call_id) in sorted(calls.items()):
             if name:
-                yield ToolCall(name, _arguments(name, arguments))
+                parsed = _arguments(name, arguments)
+                yield ToolCall(name, parsed, id=call_id) if call_id else ToolCall(name, parsed)
 
     async def prepare(self) -> None:
         """Open the connection before the first turn, so it does not pay for DNS, TCP and TLS."""
