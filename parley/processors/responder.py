@@ -27,6 +27,7 @@ from parley.pipeline.frames import (
     StageTime,
     StartFrame,
     Transcript,
+    TurnResumed,
 )
 from parley.pipeline.processor import Processor
 from parley.processors.flow_steps import FlowDriver, FlowStep
@@ -116,6 +117,8 @@ class Responder(Processor):
             return
         if isinstance(frame, EndOfTurn):
             self._confirm(frame.turn_id)
+        if isinstance(frame, TurnResumed) and self.flow is not None and frame.turn_id not in self._confirmed:
+            self.flow.undo(frame.turn_id)  # the caller talked on: that turn's routing is void, finished or not
         if isinstance(frame, AgentSpoke) and direction is Direction.UPSTREAM:
             self._closed.add(frame.turn_id)
             user = self._user_text.pop(frame.turn_id, None)
@@ -213,12 +216,14 @@ class Responder(Processor):
                     await self._say(turn_id, pieces, self._recovery_line())
                     break
                 steps += 1
-                outcomes = await self._run_tools(turn_id, calls, pieces, actions)
+                outcomes, flow_spoke = await self._run_tools(turn_id, calls, pieces, actions)
                 exchange = exchange_messages(outcomes, "".join(pieces[step_start:]).strip())
                 messages = [*messages, *exchange]
                 self._turn_tools.setdefault(turn_id, []).extend(exchange)
                 if not all(o.ok for o in outcomes):  # a bounded, spoken recovery; the history tells the model
                     await self._say(turn_id, pieces, self._recovery_line())
+                    break
+                if flow_spoke:  # the flow's next node said what the result means: the model need not repeat it
                     break
         except asyncio.CancelledError:
             if self.flow is not None and turn_id not in self._confirmed:
@@ -264,8 +269,9 @@ class Responder(Processor):
 
     async def _run_tools(
         self, turn_id: int, calls: list[ToolCall], pieces: list[str], actions: list[AgentAction]
-    ) -> list[ToolOutcome]:
-        """One tool step; each result that came back may move the flow (``tool_result:<tool>`` edges)."""
+    ) -> tuple[list[ToolOutcome], bool]:
+        """One tool step; each result that came back may move the flow (``tool_result:<tool>`` edges). Returns the
+        outcomes and whether the flow said something of its own about them."""
         assert self.tool_use is not None
 
         async def say(line: str) -> None:
@@ -276,13 +282,16 @@ class Responder(Processor):
                 CallEvent(turn_id=turn_id, event=outcome.event(turn_id, self.clock.now())), Direction.UPSTREAM
             )
 
-        outcomes = await self.tool_use.run_step(turn_id, calls, say, record)
+        offered = {t.name for t in self.flow.tools(self._tools, BUILT_IN_ACTIONS)} if self.flow is not None else None
+        outcomes = await self.tool_use.run_step(turn_id, calls, say, record, offered)
+        spoke = False
         if self.flow is not None:
             for outcome in outcomes:
                 if outcome.ok:
                     step = await self.flow.on_event(turn_id, f"tool_result:{outcome.call.name}", outcome.content)
                     await self._take_step(turn_id, step, pieces, actions)
-        return outcomes
+                    spoke = spoke or bool(step.say)
+        return outcomes, spoke
 
     async def _say(self, turn_id: int, pieces: list[str], line: str) -> None:
         """A line of Parley's own inside the reply (a filler, the recovery line), spoken like the model's text."""

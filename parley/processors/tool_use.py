@@ -14,7 +14,7 @@ Why each rule:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 
 import structlog
 
@@ -52,9 +52,11 @@ class ToolUse:
         """The turn detector ended turn ``turn_id``: its reply is no longer speculative."""
         self._confirmed.setdefault(turn_id, asyncio.Event()).set()
 
-    async def run_step(self, turn_id: int, calls: list[ToolCall], say: Say, record: Record) -> list[ToolOutcome]:
-        """Run one step's calls (in order: a model that asks for two means them in sequence) with fillers."""
-        tasks = [self._start(turn_id, call, record) for call in calls]
+    async def run_step(
+        self, turn_id: int, calls: list[ToolCall], say: Say, record: Record, allowed: Collection[str] | None = None
+    ) -> list[ToolOutcome]:
+        """Run one step's calls with fillers; ``allowed`` names the tools offered (a flow node's)."""
+        tasks = [self._start(turn_id, call, record, allowed) for call in calls]
         waiting = asyncio.ensure_future(asyncio.gather(*(asyncio.shield(t) for t in tasks)))
         fillers = [
             (self.settings.filler_delay_ms, self._filler(calls)),
@@ -83,13 +85,15 @@ class ToolUse:
         tool = self.runner.tools.get(calls[0].name)
         return (tool.filler if tool is not None and tool.filler else "") or self.settings.filler_line
 
-    def _start(self, turn_id: int, call: ToolCall, record: Record) -> asyncio.Task[ToolOutcome]:
-        task = asyncio.ensure_future(self._run(turn_id, call, record))
+    def _start(
+        self, turn_id: int, call: ToolCall, record: Record, allowed: Collection[str] | None
+    ) -> asyncio.Task[ToolOutcome]:
+        task = asyncio.ensure_future(self._run(turn_id, call, record, allowed))
         self._running.add(task)
         task.add_done_callback(self._running.discard)
         return task
 
-    async def _run(self, turn_id: int, call: ToolCall, record: Record) -> ToolOutcome:
+    async def _run(self, turn_id: int, call: ToolCall, record: Record, allowed: Collection[str] | None) -> ToolOutcome:
         confirmed = self._confirmed.setdefault(turn_id, asyncio.Event())
         if self.runner.side_effect(call.name) is SideEffect.IRREVERSIBLE and not confirmed.is_set():
             task = asyncio.current_task()
@@ -99,7 +103,7 @@ class ToolUse:
                 await confirmed.wait()
             finally:
                 self._unconfirmed.discard(task)
-        outcome = await self.runner.run(call, self.context)
+        outcome = await self.runner.run(call, self.context, allowed)
         await record(outcome)
         return outcome
 

@@ -17,6 +17,7 @@ from parley.agent.context import Conversation
 from parley.agent.document import AgentDocument
 from parley.calls.session import Services, _resolved, build_responder
 from parley.calls.turnlog import TurnLog
+from parley.flows import classifier_for
 from parley.pipeline.clock import FastClock
 from parley.pipeline.frames import (
     AgentAction,
@@ -88,7 +89,10 @@ async def text_services(agent: AgentDocument, secrets: SecretSource | None = Non
     )
     llm = cast(LLM, await asyncio.to_thread(llm_registry.create, agent.llm.provider, options))
     await llm.prepare()
-    return Services(vad=cast(Any, None), stt=cast(Any, None), llm=llm, tts=cast(Any, None))
+    intents = classifier_for(agent.flow) if agent.flow is not None else None
+    if intents is not None:
+        await intents.prepare()
+    return Services(vad=cast(Any, None), stt=cast(Any, None), llm=llm, tts=cast(Any, None), intents=intents)
 
 
 def _responder(agent: AgentDocument, services: Services, conversation: Conversation, mind: MindOptions) -> Processor:

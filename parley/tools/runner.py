@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,11 +95,15 @@ class ToolRunner:
         tool = self.tools.get(name)
         return tool.side_effect if tool is not None else SideEffect.READ
 
-    async def run(self, call: ToolCall, context: ToolContext) -> ToolOutcome:
+    async def run(self, call: ToolCall, context: ToolContext, allowed: Collection[str] | None = None) -> ToolOutcome:
+        """Run ``call``; ``allowed`` (a flow node's tools) refuses the others as ``not-allowed``."""
         tool = self.tools.get(call.name)
         if tool is None:
             log.warning("tool_unknown", tool=call.name[:64])
             return ToolOutcome(call, SideEffect.READ, None, error="unknown-tool")
+        if allowed is not None and call.name not in allowed:
+            log.warning("tool_not_allowed_here", tool=call.name)
+            return ToolOutcome(call, tool.side_effect, None, error="not-allowed")
         problem = self._argument_problem(call)
         if problem:
             log.warning("tool_bad_arguments", tool=call.name, problem=problem)
