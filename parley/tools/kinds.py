@@ -10,7 +10,8 @@ from typing import Annotated
 
 from pydantic import Field
 
+from parley.tools.http import HttpToolConfig
 from parley.tools.mcp_tool import McpToolConfig
 from parley.tools.python_tool import PythonToolConfig
 
-ToolConfig = Annotated[PythonToolConfig | McpToolConfig, Field(discriminator="type")]
+ToolConfig = Annotated[HttpToolConfig | PythonToolConfig | McpToolConfig, Field(discriminator="type")]
