@@ -23,21 +23,32 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+ACTION_KINDS = ("say", "set", "hang_up", "transfer", "call")
+
+
 class Action(_Strict):
-    """One enter/exit action: exactly one of ``say``, ``set``, ``hang_up``, ``transfer``."""
+    """One enter/exit action: exactly one of ``say``, ``set``, ``hang_up``, ``transfer``, ``call``.
+
+    ``call`` runs one of the document's tools with ``arguments`` (templates over the call variables): a booking
+    made from values the flow collected, without trusting a small model to write the tool call.
+    """
 
     say: str | None = Field(None, min_length=1, max_length=1000)
     set: dict[str, str] | None = None
     hang_up: bool | None = None
     transfer: str | None = Field(None, min_length=1, max_length=200)
+    call: str | None = Field(None, min_length=1, max_length=64)
+    arguments: dict[str, str] = Field(default_factory=dict)
     _templates: dict[str, Template] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
     def _one(self) -> Action:
-        given = [k for k in ("say", "set", "hang_up", "transfer") if getattr(self, k) is not None]
+        given = [k for k in ACTION_KINDS if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError(f"an action has exactly one of say, set, hang_up, transfer (got {given or 'none'})")
-        self._templates = {k: Template(v) for k, v in (self.set or {}).items()}
+            raise ValueError(f"an action has exactly one of {', '.join(ACTION_KINDS)} (got {given or 'none'})")
+        if self.arguments and self.call is None:
+            raise ValueError("arguments belong to a call action")
+        self._templates = {k: Template(v) for k, v in (self.set or self.arguments).items()}
         if self.say is not None:
             self._templates[""] = Template(self.say)
         return self
@@ -49,10 +60,10 @@ class Action(_Strict):
     @property
     def kind(self) -> str:
         """Which action this is."""
-        return next(k for k in ("say", "set", "hang_up", "transfer") if getattr(self, k) is not None)
+        return next(k for k in ACTION_KINDS if getattr(self, k) is not None)
 
     def values(self, variables: dict[str, Any]) -> dict[str, Any]:
-        """A ``set`` action's variables, templates rendered over ``variables``."""
+        """A ``set`` action's variables (or a ``call`` action's arguments), templates rendered over ``variables``."""
         return {k: t.render(variables) for k, t in self._templates.items() if k}
 
 
@@ -185,7 +196,8 @@ class FlowConfig(_Strict):
     def check_tools(self, tool_names: set[str]) -> None:
         """Raise ValueError naming the node whose ``tools`` names a tool the document does not declare."""
         for name, node in self.nodes.items():
-            unknown = sorted(set(node.tools or ()) - tool_names)
+            called = {a.call for a in (*node.on_enter, *node.on_exit) if a.call is not None}
+            unknown = sorted((set(node.tools or ()) | called) - tool_names)
             if unknown:
                 raise ValueError(f"node {name!r}: unknown tools {unknown} (the document's tools: {sorted(tool_names)})")
 

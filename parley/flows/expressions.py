@@ -30,6 +30,15 @@ class ExpressionError(ValueError):
     """An expression that cannot be parsed or uses a refused feature (raised at load, names the source)."""
 
 
+def _find(text: Any, choices: Any) -> Any:
+    """The first of ``choices`` that ``text`` names as a whole word, any case (``find(text, ['monday', ...])``:
+    a slot taken from the caller's words), else null."""
+    if text is None or not isinstance(choices, list | tuple):
+        return None
+    words = set(re.findall(r"\w+", str(text).lower()))
+    return next((c for c in choices if str(c).lower() in words), None)
+
+
 def _pow(a: Any, b: Any) -> Any:
     if abs(b) > MAX_EXPONENT or abs(a) > MAX_BASE:
         raise simpleeval.NumberTooHigh(f"{a} ** {b} is too large")
@@ -43,6 +52,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "str": lambda v: "" if v is None else str(v),
     "int": int,
     "float": float,
+    "find": lambda text, choices: _find(text, choices),
 }
 OPERATORS = dict(simpleeval.DEFAULT_OPERATORS)
 OPERATORS[ast.Pow] = _pow

@@ -31,6 +31,7 @@ class FlowStep:
     event: dict[str, Any] | None = None
     say: list[str] = field(default_factory=list)
     actions: list[tuple[str, str]] = field(default_factory=list)  # (hang_up | transfer, target)
+    calls: list[ToolCall] = field(default_factory=list)  # tools the flow runs itself (``call`` actions)
 
 
 class FlowDriver:
@@ -95,6 +96,8 @@ class FlowDriver:
                 step.say.append(action.spoken(self.variables))
             elif action.set is not None:
                 self.variables.update(action.values(self.variables))
+            elif action.call is not None:
+                step.calls.append(ToolCall(action.call, action.values(self.variables)))
             elif action.hang_up:
                 step.actions.append(("hang_up", ""))
             elif action.transfer is not None:

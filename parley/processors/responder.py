@@ -169,11 +169,23 @@ class Responder(Processor):
         reason = "flow"
         return [AgentAction(turn_id=turn_id, action=a, target=t, reason=reason) for a, t in step.actions]
 
-    async def _route(self, turn_id: int, text: str, pieces: list[str], actions: list[AgentAction]) -> None:
-        """The flow's decision for this turn, before the reply: its event, its lines, its actions."""
+    async def _route(self, turn_id: int, text: str, pieces: list[str], actions: list[AgentAction]) -> bool:
+        """The flow's decision for this turn, before the reply: its event, lines, actions and tool calls.
+
+        True when the flow has answered the turn itself (a ``call`` action whose result moved it on and spoke).
+        """
         if self.flow is None:
-            return
-        await self._take_step(turn_id, await self.flow.on_turn(turn_id, text), pieces, actions)
+            return False
+        step = await self.flow.on_turn(turn_id, text)
+        await self._take_step(turn_id, step, pieces, actions)
+        if not step.calls or self.tool_use is None:
+            return False
+        outcomes, spoke = await self._run_tools(turn_id, step.calls, pieces, actions, flow_call=True)
+        self._turn_tools.setdefault(turn_id, []).extend(exchange_messages(outcomes))
+        if not all(o.ok for o in outcomes):
+            await self._say(turn_id, pieces, self._recovery_line())
+            return True
+        return spoke
 
     async def _take_step(self, turn_id: int, step: FlowStep, pieces: list[str], actions: list[AgentAction]) -> None:
         if step.event is not None:
@@ -204,9 +216,9 @@ class Responder(Processor):
         actions: list[AgentAction] = []
         steps = 0
         try:
-            await self._route(turn_id, text, pieces, actions)
+            answered = await self._route(turn_id, text, pieces, actions)
             messages = self.conversation.messages_for(text)
-            while True:
+            while not answered:
                 step_start = len(pieces)
                 calls = await self._generate(turn_id, messages, pieces, actions)
                 if not calls:
@@ -268,7 +280,12 @@ class Responder(Processor):
         return calls[:MAX_ACTIONS_PER_REPLY]
 
     async def _run_tools(
-        self, turn_id: int, calls: list[ToolCall], pieces: list[str], actions: list[AgentAction]
+        self,
+        turn_id: int,
+        calls: list[ToolCall],
+        pieces: list[str],
+        actions: list[AgentAction],
+        flow_call: bool = False,
     ) -> tuple[list[ToolOutcome], bool]:
         """One tool step; each result that came back may move the flow (``tool_result:<tool>`` edges). Returns the
         outcomes and whether the flow said something of its own about them."""
@@ -282,7 +299,9 @@ class Responder(Processor):
                 CallEvent(turn_id=turn_id, event=outcome.event(turn_id, self.clock.now())), Direction.UPSTREAM
             )
 
-        offered = {t.name for t in self.flow.tools(self._tools, BUILT_IN_ACTIONS)} if self.flow is not None else None
+        offered = None  # the flow's own calls are the document's choice; the model's are held to the node's tools
+        if self.flow is not None and not flow_call:
+            offered = {t.name for t in self.flow.tools(self._tools, BUILT_IN_ACTIONS)}
         outcomes = await self.tool_use.run_step(turn_id, calls, say, record, offered)
         spoke = False
         if self.flow is not None:
