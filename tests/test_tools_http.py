@@ -12,7 +12,7 @@ import pytest
 
 from parley.services.secrets import EnvSecrets
 from parley.tools.base import ToolContext, ToolError
-from parley.tools.http import HttpToolConfig
+from parley.tools.http import HttpTool, HttpToolConfig
 
 from .support.tool_server import SECRET, ToolServer, serve_tools
 
@@ -155,3 +155,11 @@ async def test_a_missing_secret_is_a_clear_error() -> None:
         await config.create(EnvSecrets([]))
     assert err.value.kind == "secret" and "NOPE" in str(err.value)
     assert json.dumps({"kind": err.value.kind})
+
+
+async def test_a_big_whole_answer_is_cut_for_the_llm(server: ToolServer) -> None:
+    tool = await _tool(url=server.url + "/patients/1")
+    assert isinstance(tool, HttpTool)
+    big = tool._result_of(200, json.dumps({"rows": ["x" * 100] * 200}).encode()).content
+    assert isinstance(big, str) and big.endswith("(truncated)") and len(big) < 4_100
+    assert tool._result_of(200, b'{"a": 1}').content == {"a": 1}

@@ -34,6 +34,8 @@ RETRY_STATUSES = frozenset((429, 502, 503, 504))
 #: call variables every call has (tools and flows add more, so other names are allowed with a warning-free lookup)
 CALL_VARIABLES = frozenset(("caller", "called", "agent", "call_id", "direction"))
 MAX_REDIRECTS = 3
+#: what the LLM reads of a whole answer (no ``result``): a few KB, so a big reply does not flood its context
+RESULT_CHARS = 4_000
 
 
 class HttpToolConfig(ToolConfigBase):
@@ -185,8 +187,14 @@ class HttpTool(AgentTool):
         except ValueError:
             raise ToolError("not-json", f"{self.name}: the answer is not JSON") from None
         variables = {k: e.search(value) for k, e in self._extract.items()}
-        content = self._result.search(value) if self._result is not None else value
+        content = self._result.search(value) if self._result is not None else _bounded(value)
         return ToolResult(content, {k: v for k, v in variables.items() if v is not None})
+
+
+def _bounded(value: Any) -> Any:
+    """The whole answer if small, else its JSON text cut at :data:`RESULT_CHARS` (marked as cut)."""
+    text = json.dumps(value, ensure_ascii=False)
+    return value if len(text) <= RESULT_CHARS else text[:RESULT_CHARS] + " ...(truncated)"
 
 
 class _Retryable(Exception):
