@@ -35,7 +35,7 @@ SECRET = "bench-secret"
 
 
 def _serve_booking() -> uvicorn.Server:
-    server = uvicorn.Server(uvicorn.Config(booking_server.app(SECRET), host="127.0.0.1", port=8089, log_level="error"))
+    server = uvicorn.Server(uvicorn.Config(booking_server.app(SECRET), host="127.0.0.1", port=8089, log_config=None))
     threading.Thread(target=server.run, daemon=True).start()
     while not server.started:
         time.sleep(0.02)

@@ -26,7 +26,7 @@ CLINIC_PORT = 8089  # examples/agents/clinic.yaml books at this port
 @pytest.fixture
 def booking() -> Iterator[booking_server.Clinic]:
     app = booking_server.app(SECRET)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=CLINIC_PORT, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=CLINIC_PORT, log_config=None))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     for _ in range(250):

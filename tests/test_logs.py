@@ -20,6 +20,7 @@ def written(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
     """A stream the log writer thread writes to; read it after ``stop_logging()`` (which flushes the queue)."""
     monkeypatch.delenv("PARLEY_LOG_LEVEL", raising=False)
     monkeypatch.delenv("PARLEY_LOG_FORMAT", raising=False)
+    logging.getLogger("uvicorn.error").setLevel(logging.NOTSET)  # a test server's uvicorn.Config may have set it
     stream = io.StringIO()
     yield stream
     stop_logging()

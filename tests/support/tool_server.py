@@ -110,7 +110,7 @@ def serve_tools() -> Iterator[ToolServer]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     seen = Seen()
-    server = uvicorn.Server(uvicorn.Config(_app(seen), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(_app(seen), host="127.0.0.1", port=port, log_config=None))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     for _ in range(200):
