@@ -7,17 +7,16 @@ import json
 import os
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples" / "clinic"))
 import booking_server  # noqa: E402
+
+from .support.tool_server import serve_app  # noqa: E402
 
 SECRET = "clinic-example-secret"
 CLINIC_PORT = 8089  # examples/agents/clinic.yaml books at this port
@@ -26,19 +25,8 @@ CLINIC_PORT = 8089  # examples/agents/clinic.yaml books at this port
 @pytest.fixture
 def booking() -> Iterator[booking_server.Clinic]:
     app = booking_server.app(SECRET)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=CLINIC_PORT, log_config=None))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    for _ in range(250):
-        if server.started:
-            break
-        time.sleep(0.02)
-    assert server.started, f"the booking server could not start on 127.0.0.1:{CLINIC_PORT}"
-    try:
+    for _ in serve_app(app, CLINIC_PORT):
         yield app.state.clinic
-    finally:
-        server.should_exit = True
-        thread.join(5)
 
 
 def _parley_test(tests: str, out: Path, **env: str) -> subprocess.CompletedProcess[str]:

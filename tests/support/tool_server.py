@@ -104,21 +104,28 @@ class ToolServer:
     seen: Seen
 
 
+def serve_app(app: Any, port: int) -> Iterator[None]:
+    """Run an ASGI ``app`` on 127.0.0.1:``port`` in a thread while the caller yields (uvicorn's logging untouched)."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(250):
+        if server.started:
+            break
+        time.sleep(0.02)
+    assert server.started, f"the test server could not start on 127.0.0.1:{port}"
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        thread.join(5)
+
+
 def serve_tools() -> Iterator[ToolServer]:
     """Start the server, yield where it is, stop it."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     seen = Seen()
-    server = uvicorn.Server(uvicorn.Config(_app(seen), host="127.0.0.1", port=port, log_config=None))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    for _ in range(200):
-        if server.started:
-            break
-        time.sleep(0.02)
-    try:
+    for _ in serve_app(_app(seen), port):
         yield ToolServer(f"http://127.0.0.1:{port}", seen)
-    finally:
-        server.should_exit = True
-        thread.join(5)
