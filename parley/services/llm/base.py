@@ -8,10 +8,11 @@ from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, NotRequired, TypedDict
 
+from parley.services.errors import ProviderError
 from parley.services.registry import ProviderOptions, Registry
 
 
-class LLMError(RuntimeError):
+class LLMError(ProviderError):
     """A reply could not be produced (model missing, server unreachable, key rejected): one type for callers to catch.
 
     Messages name the model file or server URL, never a credential.
