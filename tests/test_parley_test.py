@@ -188,7 +188,7 @@ async def test_repeat_reports_and_mocks(tmp_path: Path) -> None:
 
 def test_bad_files_are_refused(tmp_path: Path) -> None:
     path = write_tests(tmp_path, [{"name": "x", "turns": [{"caller": "hi", "wav": "a.wav"}]}])
-    with pytest.raises(TestFileError, match="either `caller`"):
+    with pytest.raises(TestFileError, match="exactly one of caller, wav"):
         load_tests(path)
     path.write_text("agent: agent.yaml\nscenarios: [{name: x, turns: [{caller: hi, expect: {reply: {contain: a}}}]}]\n")
     with pytest.raises(TestFileError, match="contain"):

@@ -22,6 +22,7 @@ class _Strict(BaseModel):
 
 #: what the agent can do to the call besides talking
 ActionName = Literal["hang_up", "transfer"]
+DIGITS_PATTERN = f"^[{re.escape(DTMF_DIGITS)}]{{1,32}}$"  # keys the agent may press in one action
 _TARGET = re.compile(r"[^\s\x00-\x1f]{1,256}")  # a phone number or SIP URI: one token, no control characters
 
 
@@ -68,6 +69,9 @@ class ActionSettings(_Strict):
     """
 
     hang_up: bool = Field(False, description="the agent may end the call (LLM tool / canned rule)")
+    send_dtmf: bool = Field(
+        False, description="the agent may press keys on the call (an IVR menu on an outbound call): LLM tool"
+    )
     transfer_to: Target | None = Field(None, description="default transfer destination")
     transfer_targets: dict[Annotated[Line, Field(max_length=64)], Target] = Field(
         default_factory=dict, max_length=MAX_TRANSFER_TARGETS, description="name → number/URI"
@@ -115,6 +119,15 @@ class ActionSettings(_Strict):
                     {"type": "object", "properties": {"reason": reason}},
                 )
             )
+        if self.send_dtmf:
+            digits = {"type": "string", "pattern": DIGITS_PATTERN, "description": "the keys, e.g. 1 or 1234#"}
+            tools.append(
+                Tool(
+                    "send_dtmf",
+                    "Press keys on the phone keypad, e.g. to choose from an automated menu.",
+                    {"type": "object", "properties": {"digits": digits}, "required": ["digits"]},
+                )
+            )
         if self.can_transfer:
             names = list(self.transfer_targets)
             target: dict[str, Any] = {"type": "string"}
@@ -143,6 +156,13 @@ class ActionSettings(_Strict):
         if call.name == "hang_up":
             refused = "" if self.hang_up else "hang_up is not enabled for this agent"
             return ResolvedAction("hang_up", "", reason, refused)
+        if call.name == "send_dtmf":
+            digits = str(args.get("digits") or "").replace(" ", "")
+            if not self.send_dtmf:
+                return ResolvedAction("send_dtmf", digits[:32], reason, "send_dtmf is not enabled for this agent")
+            if not re.fullmatch(DIGITS_PATTERN, digits):
+                return ResolvedAction("send_dtmf", digits[:32], reason, f"digits must match {DIGITS_PATTERN}")
+            return ResolvedAction("send_dtmf", digits, reason)
         if call.name == "transfer":
             asked = str(args.get("target") or "").strip()
             if not self.can_transfer:

@@ -1,4 +1,4 @@
-"""An agent's action (hang up, transfer) carried out through the transport's :class:`CallControl`.
+"""An agent's action (hang up, transfer, send DTMF) carried out through the transport's :class:`CallControl`.
 
 The outcome is an event for the call's record; an action that ends the call also names the end reason.
 """
@@ -34,6 +34,10 @@ async def carry_out(action: AgentAction, control: CallControl, t: float) -> tupl
             await control.transfer(action.target)
             event["result"] = "done"
             return event, "transferred"
+        if action.action == "send_dtmf":
+            await control.send_dtmf(action.target)
+            event["result"] = "done"
+            return event, None
         event["result"] = "unknown action"
     except ActionUnsupported as exc:
         event["result"] = f"unsupported: {exc}"

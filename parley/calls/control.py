@@ -3,8 +3,8 @@
 Each transport (a Twilio stream, a SIP dialog, the talk WebSocket) implements
 the parts its protocol has; the defaults describe a transport that can do none
 of them. :class:`LiveCall` calls these hooks: ``clear`` on barge-in,
-``played_frames`` to learn what the caller really heard, ``hang_up`` and
-``transfer`` when the agent acts.
+``played_frames`` to learn what the caller really heard, ``hang_up``,
+``transfer`` and ``send_dtmf`` when the agent acts.
 """
 
 from __future__ import annotations
@@ -31,3 +31,7 @@ class CallControl:
     async def transfer(self, target: str) -> None:
         """Hand the caller to ``target`` (a phone number or SIP URI); Parley's part of the call ends."""
         raise ActionUnsupported(f"{type(self).__name__} cannot transfer calls")
+
+    async def send_dtmf(self, digits: str) -> None:
+        """Press ``digits`` (keypad keys) towards the far end, in order."""
+        raise ActionUnsupported(f"{type(self).__name__} cannot send DTMF")

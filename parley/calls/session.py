@@ -61,6 +61,8 @@ class Services:
     tools: Toolbox = field(default_factory=Toolbox)
     #: the flow's intent classifier (examples embedded at load; None: no flow or no intent edges)
     intents: IntentClassifier | None = None
+    #: flow node → that node's own LLM (its ``llm:`` override)
+    node_llms: dict[str, LLM] = field(default_factory=dict)
 
     @classmethod
     async def create(
@@ -100,17 +102,28 @@ class Services:
         intents = classifier_for(agent.flow) if agent.flow is not None else None
         if intents is not None:
             await intents.prepare()
-        return cls(vad=vad, stt=stt, llm=llm, tts=tts, tools=tools, intents=intents)
+        node_llms = await _node_llms(agent, source)
+        return cls(vad=vad, stt=stt, llm=llm, tts=tts, tools=tools, intents=intents, node_llms=node_llms)
 
     async def prepare(self, agent: AgentDocument) -> None:
-        await asyncio.gather(self.stt.prepare(), self.tts.prepare(), self.llm.prepare())
+        llms = [self.llm, *self.node_llms.values()]
+        await asyncio.gather(self.stt.prepare(), self.tts.prepare(), *(m.prepare() for m in llms))
         conversation = Conversation(agent.system_prompt, agent.max_history_turns, agent.greeting)
         await self.llm.warm(conversation.system_messages())
 
     async def aclose(self) -> None:
-        await asyncio.gather(
-            self.stt.aclose(), self.llm.aclose(), self.tts.aclose(), self.tools.aclose(), return_exceptions=True
-        )
+        closing = [self.stt.aclose(), self.llm.aclose(), self.tts.aclose(), self.tools.aclose()]
+        await asyncio.gather(*closing, *(m.aclose() for m in self.node_llms.values()), return_exceptions=True)
+
+
+async def _node_llms(agent: AgentDocument, source: SecretSource) -> dict[str, LLM]:
+    """The flow nodes' own LLMs, with their secrets resolved like the agent's."""
+    out: dict[str, LLM] = {}
+    for name, node in agent.flow.nodes.items() if agent.flow is not None else ():
+        if node.llm is not None:
+            opts = await _resolved(llm_registry, node.llm.provider, node.llm.options, source, f"flow.nodes.{name}.llm")
+            out[name] = await off_loop(llm_registry.create, node.llm.provider, opts)
+    return out
 
 
 async def _resolved(
@@ -164,7 +177,9 @@ def build_responder(
     flow = None
     if agent.flow is not None:
         state = FlowState(agent.flow, services.intents, llm_router(services.llm))
-        flow = FlowDriver(state, conversation, call_variables)
+        providers = {name: node.llm.provider for name, node in agent.flow.nodes.items() if node.llm is not None}
+        node_llms = {n: grounded(m, agent.grounding, providers[n]) for n, m in services.node_llms.items()}
+        flow = FlowDriver(state, conversation, call_variables, node_llms)
     return Responder(
         grounded(services.llm, agent.grounding, agent.llm.provider),
         conversation,
@@ -190,7 +205,11 @@ def build_pipeline(
     turn_log = TurnLog()
     # the transcriber sends every transcript up to the turn taker too: the judge reads it as a cue
     judge = EndOfTurnJudge(agent.turn, expect_transcripts=True)
-    turns = TurnTaker(services.vad, agent.vad, agent.turn, agent.interruptions, agent.actions, judge=judge)
+    silence = agent.flow.silence_timeout_secs if agent.flow is not None and agent.flow.listens_to_silence() else None
+    turns = TurnTaker(
+        services.vad, agent.vad, agent.turn, agent.interruptions, agent.actions, judge=judge,
+        silence_timeout_secs=silence,
+    )  # fmt: skip
     playout = Playout(sample_rate, sink, played_frames=played_frames, idle_silence=idle_silence)
     conversation = Conversation(agent.system_prompt, agent.max_history_turns, agent.greeting)
     pipeline = Pipeline(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,15 +137,17 @@ async def simulate_call(
     wait_for_greeting: bool = True,
     services: Services | None = None,
     max_tail_secs: float = 60.0,
+    variables: Mapping[str, Any] | None = None,
 ) -> CallReport:
-    """Run one offline call; ``services`` may be shared between calls to skip model loading."""
+    """Run one offline call; ``services`` may be shared between calls to skip model loading; ``variables`` seed
+    the call's variables (``parley test``'s scenario values)."""
     pcm = caller_pcm(load_audio(input_path))
     own_services = services is None
     if services is None:
         services = await Services.create(agent, EnvSecrets.from_settings())  # the operator's own document
     clock: Clock = FastClock() if fast else RealClock()
     recorder = StereoRecorder.to_file(output_path, CALL_RATE, FRAME_MS)
-    call = build_pipeline(agent, services, recorder.agent, CALL_RATE)
+    call = build_pipeline(agent, services, recorder.agent, CALL_RATE, variables=variables)
     runner = PipelineRunner(call.pipeline, clock, CALL_RATE)
     caller = _Caller(agent, call, runner, recorder, max_tail_secs)
     feeder = asyncio.create_task(caller.feed(pcm, wait_for_greeting), name="caller-feed")

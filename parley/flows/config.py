@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 from parley.flows.expressions import Expression, ExpressionError, Template
 
 NODE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
-EVENT = re.compile(r"^(tool_result:[A-Za-z][A-Za-z0-9_-]{0,63}|dtmf:[0-9*#]|silence_timeout)$")
+EVENT = re.compile(r"^(tool_result:[A-Za-z][A-Za-z0-9_-]{0,63}|dtmf:[0-9*#A-D]|silence_timeout)$")
 ContextPolicy = Literal["keep", "last_n", "summary", "none"]
 
 
@@ -23,11 +23,11 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-ACTION_KINDS = ("say", "set", "hang_up", "transfer", "call")
+ACTION_KINDS = ("say", "set", "hang_up", "transfer", "send_dtmf", "call")
 
 
 class Action(_Strict):
-    """One enter/exit action: exactly one of ``say``, ``set``, ``hang_up``, ``transfer``, ``call``.
+    """One enter/exit action: exactly one of ``say``, ``set``, ``hang_up``, ``transfer``, ``send_dtmf``, ``call``.
 
     ``call`` runs one of the document's tools with ``arguments`` (templates over the call variables): a booking
     made from values the flow collected, without trusting a small model to write the tool call.
@@ -37,6 +37,7 @@ class Action(_Strict):
     set: dict[str, str] | None = None
     hang_up: bool | None = None
     transfer: str | None = Field(None, min_length=1, max_length=200)
+    send_dtmf: str | None = Field(None, pattern=r"^[0-9*#A-D]{1,32}$")
     call: str | None = Field(None, min_length=1, max_length=64)
     arguments: dict[str, str] = Field(default_factory=dict)
     _templates: dict[str, Template] = PrivateAttr(default_factory=dict)
@@ -177,6 +178,9 @@ class FlowConfig(_Strict):
     nodes: dict[str, NodeConfig] = Field(min_length=1)
     global_nodes: list[str] = Field(default_factory=list)
     intents: IntentSettings = Field(default_factory=IntentSettings)
+    silence_timeout_secs: float = Field(
+        8.0, ge=1, le=120, description="caller silence after the agent spoke that fires a silence_timeout edge"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> FlowConfig:
@@ -192,6 +196,10 @@ class FlowConfig(_Strict):
         _check_reachable(self)
         _check_always_cycles(self)
         return self
+
+    def listens_to_silence(self) -> bool:
+        """Whether any node has a ``silence_timeout`` edge (the turn taker then watches the caller's silence)."""
+        return any(getattr(e, "event", None) == "silence_timeout" for n in self.nodes.values() for e in n.edges)
 
     def check_tools(self, tool_names: set[str]) -> None:
         """Raise ValueError naming the node whose ``tools`` names a tool the document does not declare."""

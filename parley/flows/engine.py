@@ -227,7 +227,7 @@ class FlowState:
 
         After an ``always`` fallback the same caller turn is routed again in the new node (its embedding is cached;
         the LLM is not asked twice). Otherwise the new node's expression edges are checked at once, and a node with
-        no prompt and no intents (an announcement or a router) also follows its ``always`` edge at once.
+        no prompt and nothing to wait for from the caller (an announcement or a router) also follows its ``always`` edge at once.
         """
         if isinstance(previous, AlwaysEdge) and text is not None:
             found = await self._first_hit(text, scope, ask=False)
@@ -239,5 +239,12 @@ class FlowState:
     def _passes_on(self, edge: Edge, scope: dict[str, Any]) -> bool:
         if isinstance(edge, ExpressionEdge):
             return edge.holds(scope)
-        waits = bool(self.node.prompt) or any(isinstance(e, IntentEdge) for e in self.node.edges)
+        waits = bool(self.node.prompt) or any(_waits_for_caller(e) for e in self.node.edges)
         return isinstance(edge, AlwaysEdge) and not waits
+
+
+def _waits_for_caller(edge: Edge) -> bool:
+    """An edge only the caller can take: an intent, a key, a silence (a node with one waits for the caller)."""
+    if isinstance(edge, IntentEdge):
+        return True
+    return isinstance(edge, EventEdge) and not edge.event.startswith("tool_result:")

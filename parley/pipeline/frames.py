@@ -197,11 +197,17 @@ class TurnResumed(Interruption):
 
 @dataclass
 class Transcript(SystemFrame):
-    """Speech-to-text result for a turn (speculative until :class:`EndOfTurn`)."""
+    """Speech-to-text result for a turn (speculative until :class:`EndOfTurn`).
+
+    A turn the turn taker made itself says why: ``keypad`` holds the digits of a keypad entry, ``event`` is
+    ``silence_timeout`` when the caller said nothing for the configured time (``text`` then describes it).
+    """
 
     turn_id: int = 0
     text: str = ""
     t: float = 0.0
+    keypad: str = ""
+    event: str = ""
 
 
 @dataclass

@@ -9,7 +9,7 @@ on): :meth:`FlowDriver.undo` puts the flow back where it was, so only turns the 
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,15 +30,23 @@ class FlowStep:
 
     event: dict[str, Any] | None = None
     say: list[str] = field(default_factory=list)
-    actions: list[tuple[str, str]] = field(default_factory=list)  # (hang_up | transfer, target)
+    actions: list[tuple[str, str]] = field(default_factory=list)  # (hang_up | transfer | send_dtmf, target)
     calls: list[ToolCall] = field(default_factory=list)  # tools the flow runs itself (``call`` actions)
 
 
 class FlowDriver:
     """One call's flow, its variables and the prompt it gives the conversation."""
 
-    def __init__(self, state: FlowState, conversation: Conversation, variables: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        state: FlowState,
+        conversation: Conversation,
+        variables: dict[str, Any],
+        llms: Mapping[str, LLM] | None = None,
+    ) -> None:
         self.state = state
+        #: node name → the node's own LLM (its ``llm:`` override), created with the call's other services
+        self.llms = dict(llms or {})
         self.conversation = conversation
         self.variables = variables
         self.base_prompt = conversation.system_prompt
@@ -60,6 +68,22 @@ class FlowDriver:
 
     async def on_event(self, turn_id: int, name: str, result: Any = None) -> FlowStep:
         return self._apply(turn_id, await self.state.on_event(name, self.variables, result))
+
+    async def on_keypad(self, turn_id: int, digits: str, text: str) -> FlowStep:
+        """A keypad turn: a single key routes by the node's ``dtmf:<digit>`` edge if it has one, else (and for
+        longer entries) the turn's text is routed like speech."""
+        if len(digits) == 1 and self.listens(f"dtmf:{digits}"):
+            self._saved[turn_id] = (self.state.name, dict(self.variables))
+            return await self.on_event(turn_id, f"dtmf:{digits}", digits)
+        return await self.on_turn(turn_id, text)
+
+    def listens(self, event: str) -> bool:
+        """Whether the current node has an edge for ``event`` (``silence_timeout``, ``dtmf:1``)."""
+        return any(getattr(e, "event", None) == event for e in self.state.node.edges)
+
+    def llm(self, default: LLM) -> LLM:
+        """The LLM that answers in the current node: its override, or ``default``."""
+        return self.llms.get(self.state.name, default)
 
     def confirm(self, turn_id: int) -> None:
         self._saved.pop(turn_id, None)
@@ -102,6 +126,8 @@ class FlowDriver:
                 step.actions.append(("hang_up", ""))
             elif action.transfer is not None:
                 step.actions.append(("transfer", action.transfer))
+            elif action.send_dtmf is not None:
+                step.actions.append(("send_dtmf", action.send_dtmf))
 
     def _apply_prompt(self) -> None:
         self.conversation.system_prompt = self.state.system_prompt(self.base_prompt)

@@ -39,7 +39,7 @@ from parley.tools.runner import ToolOutcome, exchange_messages
 log = structlog.get_logger(__name__)
 
 GREETING_TURN = 0
-BUILT_IN_ACTIONS = frozenset(("hang_up", "transfer"))
+BUILT_IN_ACTIONS = frozenset(("hang_up", "transfer", "send_dtmf"))
 MAX_ACTIONS_PER_REPLY = 4  # a model that loops on tool calls must not flood the call record
 
 
@@ -99,6 +99,7 @@ class Responder(Processor):
         self._user_text: dict[int, str] = {}  # what each open turn's reply answers (carry included)
         self._closed: set[int] = set()  # turns the playout has reported on
         self._carry = ""  # caller words no reply has answered yet
+        self._synthetic: dict[int, tuple[str, str]] = {}  # turn → (keypad digits, event) of a non-speech turn
 
     async def process(self, frame: Frame, direction: Direction) -> None:
         if isinstance(frame, StartFrame):
@@ -140,6 +141,11 @@ class Responder(Processor):
             self._user_text.pop(frame.turn_id, None)
             await self.push(ReplyDone(turn_id=frame.turn_id))
             return
+        if frame.event and (self.flow is None or not self.flow.listens(frame.event)):
+            await self.push(ReplyDone(turn_id=frame.turn_id))  # a silence nobody routes: the agent waits on
+            return
+        if frame.keypad or frame.event:
+            self._synthetic[frame.turn_id] = (frame.keypad, frame.event)
         self._user_text[frame.turn_id] = user = _join(self._carry, text)
         self._turn = max(self._turn, frame.turn_id)
         if self.flow is not None:
@@ -176,8 +182,16 @@ class Responder(Processor):
         """
         if self.flow is None:
             return False
-        step = await self.flow.on_turn(turn_id, text)
+        keypad, event = self._synthetic.pop(turn_id, ("", ""))
+        if event:
+            step = await self.flow.on_event(turn_id, event)
+        elif keypad:
+            step = await self.flow.on_keypad(turn_id, keypad, text)
+        else:
+            step = await self.flow.on_turn(turn_id, text)
         await self._take_step(turn_id, step, pieces, actions)
+        if (event or keypad) and step.event is not None and step.event.get("method") == "event" and step.say:
+            return True  # the node the key or the silence led to said its piece: no reply is owed on top
         if not step.calls or self.tool_use is None:
             return False
         outcomes, spoke = await self._run_tools(turn_id, step.calls, pieces, actions, flow_call=True)
@@ -262,7 +276,8 @@ class Responder(Processor):
         first = True
         tools = self.tool_use.runner.tools if self.tool_use is not None else {}
         offered = self.flow.tools(self._tools, BUILT_IN_ACTIONS) if self.flow is not None else self._tools
-        async with aclosing(self.llm.stream(messages, offered)) as stream:
+        llm = self.flow.llm(self.llm) if self.flow is not None else self.llm
+        async with aclosing(llm.stream(messages, offered)) as stream:
             async for piece in stream:
                 if isinstance(piece, ToolCall):
                     if piece.name in tools or (tools and piece.name not in BUILT_IN_ACTIONS):

@@ -14,6 +14,7 @@ Why each rule:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable, Collection
 
 import structlog
@@ -55,8 +56,14 @@ class ToolUse:
     async def run_step(
         self, turn_id: int, calls: list[ToolCall], say: Say, record: Record, allowed: Collection[str] | None = None
     ) -> list[ToolOutcome]:
-        """Run one step's calls with fillers; ``allowed`` names the tools offered (a flow node's)."""
-        tasks = [self._start(turn_id, call, record, allowed) for call in calls]
+        """Run one step's calls with fillers; ``allowed`` names the tools offered (a flow node's).
+
+        A tool may speak its own progress (``await context.speak(...)``): it goes out like a filler, inside this
+        reply (so never over the caller, and a barge-in drops it), and a tool that spoke needs no generic filler.
+        """
+        progress = _Progress(say)
+        context = dataclasses.replace(self.context, say=progress.say)  # the same variables dict, this step's voice
+        tasks = [self._start(turn_id, call, record, allowed, context) for call in calls]
         waiting = asyncio.ensure_future(asyncio.gather(*(asyncio.shield(t) for t in tasks)))
         fillers = [
             (self.settings.filler_delay_ms, self._filler(calls)),
@@ -69,10 +76,11 @@ class ToolUse:
                 waited = at_ms
                 if done:
                     break
-                if line:
+                if line and not progress.spoke:
                     await say(line)
             return list(await waiting)
         except asyncio.CancelledError:
+            progress.closed = True  # the reply is gone: a tool still running has nobody to tell
             waiting.cancel()
             for task in tasks:
                 if task in self._unconfirmed:  # an irreversible call of a discarded reply: never carried out
@@ -86,14 +94,16 @@ class ToolUse:
         return (tool.filler if tool is not None and tool.filler else "") or self.settings.filler_line
 
     def _start(
-        self, turn_id: int, call: ToolCall, record: Record, allowed: Collection[str] | None
+        self, turn_id: int, call: ToolCall, record: Record, allowed: Collection[str] | None, context: ToolContext
     ) -> asyncio.Task[ToolOutcome]:
-        task = asyncio.ensure_future(self._run(turn_id, call, record, allowed))
+        task = asyncio.ensure_future(self._run(turn_id, call, record, allowed, context))
         self._running.add(task)
         task.add_done_callback(self._running.discard)
         return task
 
-    async def _run(self, turn_id: int, call: ToolCall, record: Record, allowed: Collection[str] | None) -> ToolOutcome:
+    async def _run(
+        self, turn_id: int, call: ToolCall, record: Record, allowed: Collection[str] | None, context: ToolContext
+    ) -> ToolOutcome:
         confirmed = self._confirmed.setdefault(turn_id, asyncio.Event())
         if self.runner.side_effect(call.name) is SideEffect.IRREVERSIBLE and not confirmed.is_set():
             task = asyncio.current_task()
@@ -103,7 +113,7 @@ class ToolUse:
                 await confirmed.wait()
             finally:
                 self._unconfirmed.discard(task)
-        outcome = await self.runner.run(call, self.context, allowed)
+        outcome = await self.runner.run(call, context, allowed)
         await record(outcome)
         return outcome
 
@@ -117,3 +127,19 @@ class ToolUse:
         for task in list(self._running):
             task.cancel()
         await asyncio.gather(*self._running, return_exceptions=True)
+
+
+class _Progress:
+    """A step's progress voice: what tools say goes into the reply until the reply is gone."""
+
+    def __init__(self, say: Say) -> None:
+        self._say = say
+        self.spoke = False
+        self.closed = False
+
+    async def say(self, line: str) -> None:
+        line = " ".join(line.split())[:300]
+        if self.closed or not line:
+            return
+        self.spoke = True
+        await self._say(line)

@@ -59,6 +59,16 @@ from parley.services.vad.base import VAD
 log = structlog.get_logger(__name__)
 
 
+def keypad_text(digits: str) -> str:
+    """How a keypad entry reads in the conversation (the LLM sees it as the caller's turn)."""
+    return f"(the caller pressed {' '.join(digits)} on the keypad)"
+
+
+def silence_text(secs: float) -> str:
+    """How a caller's silence reads in the conversation."""
+    return f"(the caller has said nothing for {secs:g} seconds)"
+
+
 class _State(Enum):
     QUIET = "quiet"
     SPEAKING = "speaking"
@@ -76,8 +86,13 @@ class TurnTaker(Processor):
         interruptions: InterruptionSettings,
         actions: ActionSettings | None = None,
         judge: EndOfTurnJudge | None = None,
+        silence_timeout_secs: float | None = None,
     ) -> None:
         super().__init__()
+        #: the caller's silence after the agent spoke that becomes a ``silence_timeout`` turn (None: never)
+        self.silence_timeout_secs = silence_timeout_secs
+        self._silence_armed = False  # the agent spoke and nobody has since: the silence watch runs
+        self._agent_done = 0.0  # call time the agent's latest reply finished playing
         self.vad = vad
         self.settings = vad_settings
         self.turn = turn
@@ -112,6 +127,7 @@ class TurnTaker(Processor):
             # caller audio ends here (50 frames a second per call): later stages get whole utterances
             await self._feed(frame)
             await self._maybe_keypad_turn()
+            await self._maybe_silence_turn()
             return
         if isinstance(frame, DTMF):
             await self._on_dtmf(frame, direction)
@@ -123,6 +139,8 @@ class TurnTaker(Processor):
             self._agent_busy.discard(frame.turn_id)
             if frame.turn_id == 0:
                 self._greeting = False
+            if frame.heard_text and not self._agent_busy:
+                self._silence_armed, self._agent_done = True, self.clock.now()
         elif isinstance(frame, StartFrame):
             self._agent_busy.add(0)  # the greeting
         await self.push(frame, direction)
@@ -287,18 +305,36 @@ class TurnTaker(Processor):
             if not self._may_interrupt():
                 return  # the agent finishes its reply first
             await self._interrupt_agent(now)
-        digits = " ".join(self._digits or ["#"])
+        keypad = "".join(self._digits or ["#"])
         self._digits, self._digits_end = [], False
+        self._silence_armed = False
+        await self._synthetic_turn(now, keypad_text(keypad), keypad=keypad)
+
+    async def _maybe_silence_turn(self) -> None:
+        """After the agent spoke, a caller who says nothing for ``silence_timeout_secs`` gets a turn of their own
+        (once per agent reply: the agent must speak again to re-arm it), which a flow's ``silence_timeout`` edge
+        routes."""
+        if self.silence_timeout_secs is None or not self._silence_armed or not self.idle:
+            return
+        now = self.clock.now()
+        last = max(self._agent_done, self._speech_end, self._last_digit)
+        if now - last < self.silence_timeout_secs:
+            return
+        self._silence_armed = False
+        await self._synthetic_turn(now, silence_text(self.silence_timeout_secs), event="silence_timeout")
+
+    async def _synthetic_turn(self, now: float, text: str, keypad: str = "", event: str = "") -> None:
+        """A turn that is not speech (a keypad entry, a silence): final at once, with no transcription."""
         self._turn_id += 1
-        turn_id, text = self._turn_id, f"(the caller pressed {digits} on the keypad)"
-        log.info("keypad_turn", turn_id=turn_id, digits=digits)
+        turn_id = self._turn_id
+        log.info("synthetic_turn", turn_id=turn_id, keypad=keypad, reason=event or "keypad")
         self._agent_busy.add(turn_id)
         # the turn counts from the moment the entry was complete (its voice-to-voice is the agent's own latency)
         await self.push(StageTime(turn_id=turn_id, stage=Stage.SPEECH_END, t=now))
         await self.push(StageTime(turn_id=turn_id, stage=Stage.END_OF_TURN, t=now))
         await self.push(EndOfTurn(turn_id=turn_id, t=now))
         await self.push(StageTime(turn_id=turn_id, stage=Stage.STT_FINAL, t=now, text=text))
-        await self.push(Transcript(turn_id=turn_id, text=text, t=now))
+        await self.push(Transcript(turn_id=turn_id, text=text, t=now, keypad=keypad, event=event))
 
     async def _paused(self, judge: bool = False) -> None:
         self._state = _State.PAUSED

@@ -103,5 +103,7 @@ async def run_audio_call(
     await asyncio.to_thread(work.mkdir, parents=True, exist_ok=True)
     caller = work / f"caller-{seed}.wav"
     await caller_wav(tests, scenario, caller, seed)
-    report = await simulate_call(agent, caller, work / f"call-{seed}.wav", fast=True, services=services)
+    report = await simulate_call(
+        agent, caller, work / f"call-{seed}.wav", fast=True, services=services, variables=scenario.variables
+    )
     return from_report(report)

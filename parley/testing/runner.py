@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,17 @@ from parley.services.secrets import EnvSecrets
 from parley.testing.audio_call import run_audio_call
 from parley.testing.expect import CallResult, Failure, check_turn
 from parley.testing.results import ScenarioResult, ScenarioRun
-from parley.testing.scenarios import Scenario, TestFile, load_tests
-from parley.testing.text_call import MindOptions, run_text_call, text_services, with_tools
+from parley.testing.scenarios import Scenario, TestFile, Turn, load_tests
+from parley.testing.text_call import (
+    SILENCE,
+    CallerInput,
+    Keys,
+    MindOptions,
+    close_text_services,
+    run_text_call,
+    text_services,
+    with_tools,
+)
 
 
 @dataclass
@@ -73,7 +83,7 @@ class SharedServices:
 
     async def aclose(self) -> None:
         if self._text is not None:
-            await self._text.llm.aclose()
+            await close_text_services(self._text)
         if self._full is not None:
             await self._full.aclose()
 
@@ -130,7 +140,7 @@ async def _one_run(
                     await box.aclose()
         else:
             mind = MindOptions(variables=dict(scenario.variables), tool_mocks=run.tool_mocks)
-            lines = [t.caller or "" for t in scenario.turns]
+            lines = [_caller_input(t) for t in scenario.turns]
             run.result = await run_text_call(agent, lines, await services.text(), mind)
         run.failures = check_run(scenario, run.result)
     except Exception as exc:  # a crashed run is a failed run, reported with the rest
@@ -184,13 +194,14 @@ async def run_file(
 
 async def run_text(
     agent: AgentDocument | str | Path,
-    lines: list[str],
+    lines: Sequence[CallerInput],
     *,
     tool_mocks: dict[str, Any] | None = None,
     variables: dict[str, Any] | None = None,
     services: Services | None = None,
 ) -> CallResult:
-    """Python API: say ``lines`` to ``agent`` in text mode and return the call to check with ``result.expect``."""
+    """Python API: say ``lines`` to ``agent`` in text mode and return the call to check with ``result.expect``
+    (a line is words, ``Keys("1")`` pressed, or ``SILENCE``)."""
     doc = agent if isinstance(agent, AgentDocument) else load_agent(agent)
     own = services is None
     services = services or await text_services(doc, EnvSecrets.from_settings())
@@ -198,8 +209,17 @@ async def run_text(
         return await run_text_call(doc, lines, services, MindOptions(variables or {}, tool_mocks or {}))
     finally:
         if own:
-            await services.llm.aclose()
+            await close_text_services(services)
 
 
 def _slug(name: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")[:60] or "scenario"
+
+
+def _caller_input(turn: Turn) -> CallerInput:
+    """A scenario turn as the text call takes it: words, keys pressed, or a silence."""
+    if turn.keys is not None:
+        return Keys(turn.keys)
+    if turn.silent:
+        return SILENCE
+    return turn.caller or ""

@@ -65,13 +65,17 @@ class Turn(_Strict):
 
     caller: str | None = None
     wav: str | None = None
+    keys: str | None = Field(None, pattern=r"^[0-9*#A-D]{1,32}$")  # the caller presses these keypad keys
+    silent: bool = False  # the caller says nothing (a flow's silence_timeout edge fires)
     pause_ms: float = Field(3000, ge=0, le=60_000)  # silence after this turn in audio mode
     expect: TurnExpect = Field(default_factory=TurnExpect)
 
     @model_validator(mode="after")
     def _one_input(self) -> Turn:
-        if (self.caller is None) == (self.wav is None):
-            raise ValueError("a turn has either `caller` (text) or `wav` (a recording), not both or neither")
+        given = [k for k in ("caller", "wav", "keys") if getattr(self, k) is not None]
+        given += ["silent"] if self.silent else []
+        if len(given) != 1:
+            raise ValueError(f"a turn has exactly one of caller, wav, keys, silent: true (got {given or 'none'})")
         return self
 
 
@@ -100,6 +104,8 @@ class Scenario(_Strict):
     def _wav_needs_audio(self) -> Scenario:
         if self.mode == "text" and any(t.wav for t in self.turns):
             raise ValueError("`wav` turns need `mode: audio`")
+        if self.mode == "audio" and any(t.keys or t.silent for t in self.turns):
+            raise ValueError("`keys` and `silent` turns run in `mode: text` (audio mode speaks every turn)")
         return self
 
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 from parley.agent.context import Conversation
 from parley.agent.document import AgentDocument
-from parley.calls.session import Services, _resolved, build_responder
+from parley.calls.session import Services, _node_llms, _resolved, build_responder
 from parley.calls.turnlog import TurnLog
 from parley.flows import classifier_for
 from parley.pipeline.clock import FastClock
@@ -33,6 +34,7 @@ from parley.pipeline.frames import (
 )
 from parley.pipeline.pipeline import Pipeline, PipelineRunner
 from parley.pipeline.processor import Processor
+from parley.processors.turns import keypad_text, silence_text
 from parley.services.llm.base import LLM
 from parley.services.llm.base import registry as llm_registry
 from parley.services.secrets import EnvSecrets, SecretSource
@@ -40,6 +42,24 @@ from parley.testing.expect import CallResult, TurnResult
 from parley.tools.toolbox import Toolbox
 
 ENDING = ("hang_up", "transfer")
+
+
+@dataclass(frozen=True)
+class Keys:
+    """A caller turn that presses keypad keys."""
+
+    digits: str
+
+
+@dataclass(frozen=True)
+class Silence:
+    """A caller turn that says nothing: the flow's ``silence_timeout`` edge fires (as after ``secs`` on a call)."""
+
+    secs: float = 8.0
+
+
+SILENCE = Silence()
+CallerInput = str | Keys | Silence
 REPLY_TIMEOUT_S = 120.0  # a local model on a small CPU answers in seconds; this only stops a hung test
 
 
@@ -88,11 +108,19 @@ async def text_services(agent: AgentDocument, secrets: SecretSource | None = Non
         llm_registry, agent.llm.provider, agent.llm.options, secrets or EnvSecrets.from_settings(), "llm"
     )
     llm = cast(LLM, await asyncio.to_thread(llm_registry.create, agent.llm.provider, options))
-    await llm.prepare()
+    node_llms = await _node_llms(agent, secrets or EnvSecrets.from_settings())
+    await asyncio.gather(llm.prepare(), *(m.prepare() for m in node_llms.values()))
     intents = classifier_for(agent.flow) if agent.flow is not None else None
     if intents is not None:
         await intents.prepare()
-    return Services(vad=cast(Any, None), stt=cast(Any, None), llm=llm, tts=cast(Any, None), intents=intents)
+    return Services(
+        vad=cast(Any, None), stt=cast(Any, None), llm=llm, tts=cast(Any, None), intents=intents, node_llms=node_llms
+    )
+
+
+async def close_text_services(services: Services) -> None:
+    """Close what :func:`text_services` made (only LLMs)."""
+    await asyncio.gather(services.llm.aclose(), *(m.aclose() for m in services.node_llms.values()))
 
 
 def _responder(agent: AgentDocument, services: Services, conversation: Conversation, mind: MindOptions) -> Processor:
@@ -130,11 +158,19 @@ class TextCall:
         self.result.greeting = self.playout.replies.get(0, "")
         return self.result.greeting
 
-    async def say(self, line: str) -> TurnResult:
-        """One caller turn, answered: the reply, its actions and events."""
+    async def say(self, line: CallerInput) -> TurnResult:
+        """One caller turn, answered: the reply, its actions and events. ``line`` is words, :class:`Keys` pressed
+        or :data:`SILENCE` (the turn the turn taker makes when the caller says nothing)."""
         turn_id = len(self.result.turns) + 1
         now = self.clock.now()
-        await self.pipeline.queue(Transcript(turn_id=turn_id, text=line, t=now))
+        if isinstance(line, Keys):
+            frame = Transcript(turn_id=turn_id, text=keypad_text(line.digits), t=now, keypad=line.digits)
+        elif isinstance(line, Silence):
+            frame = Transcript(turn_id=turn_id, text=silence_text(line.secs), t=now, event="silence_timeout")
+        else:
+            frame = Transcript(turn_id=turn_id, text=line, t=now)
+        line = frame.text
+        await self.pipeline.queue(frame)
         await self.pipeline.queue(EndOfTurn(turn_id=turn_id, t=now))
         await asyncio.wait_for(self.playout.done(turn_id).wait(), REPLY_TIMEOUT_S)
         await self.clock.sleep_until(self.clock.now() + 0.05)  # the reply's actions and events (no wait when idle)
@@ -167,7 +203,7 @@ class TextCall:
 
 
 async def run_text_call(
-    agent: AgentDocument, lines: list[str], services: Services, mind: MindOptions | None = None
+    agent: AgentDocument, lines: Sequence[CallerInput], services: Services, mind: MindOptions | None = None
 ) -> CallResult:
     """Say ``lines`` to the agent one turn at a time, each after the previous reply, until it ends the call."""
     mind = mind or MindOptions()

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from parley.calls.control import CallControl
+from parley.calls.control import ActionUnsupported, CallControl
 from parley.calls.identity import CallInfo, CallTarget
 from parley.calls.line import CallLine
 from parley.calls.live import LiveCall
@@ -50,6 +50,7 @@ log = structlog.get_logger(__name__)
 _SIPFRAG = re.compile(rb"^SIP/2\.0\s+(\d{3})")
 _INFO_DIGIT = {"10": "*", "11": "#", "12": "A", "13": "B", "14": "C", "15": "D"}
 REFER_FINAL_WAIT_S = 30.0
+DTMF_GAP_SECS = 0.08  # between keys the agent presses: most IVRs need a gap to tell two equal keys apart
 #: G.711 at 8 kHz; RTP sends a packet every 20 ms, silence too
 SIP_TRAITS = TransportTraits("sip", 8000, continuous_output=True)
 
@@ -84,7 +85,7 @@ class UserAgent(Protocol):
 
 
 class SipControl(CallControl):
-    """What the agent can do to a SIP call: hang up (BYE) and transfer (REFER, then BYE)."""
+    """What the agent can do to a SIP call: hang up (BYE), transfer (REFER, then BYE), press keys (RFC 4733)."""
 
     def __init__(self, call: SipCall) -> None:
         self.call = call
@@ -94,6 +95,15 @@ class SipControl(CallControl):
 
     async def transfer(self, target: str) -> None:
         await self.call.refer(target)
+
+    async def send_dtmf(self, digits: str) -> None:
+        """RFC 4733 telephone-events on the call's RTP (the far end must have offered telephone-event)."""
+        if not self.call.session.can_send_dtmf:
+            raise ActionUnsupported("the far end did not negotiate telephone-event (RFC 4733)")
+        for i, digit in enumerate(digits):
+            if i:
+                await asyncio.sleep(DTMF_GAP_SECS)
+            await self.call.session.send_dtmf(digit)
 
 
 class SipCall:

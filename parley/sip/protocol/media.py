@@ -171,6 +171,11 @@ class RtpSession:
         self._held = on
 
     @property
+    def can_send_dtmf(self) -> bool:
+        """The far end's SDP offered telephone-event, so :meth:`send_dtmf` reaches it."""
+        return self._dtmf_pt is not None
+
+    @property
     def on_hold(self) -> bool:
         return self._held or self._remote_hold
 
