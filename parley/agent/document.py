@@ -30,6 +30,7 @@ from parley.agent.limits import (
     size_of,
 )
 from parley.flows.config import FlowConfig
+from parley.services.fallback.config import Deadlines, FallbackLink
 from parley.services.llm.base import registry as llm_registry
 from parley.services.registry import ProviderPackageMissing, Registry, UnknownProvider
 from parley.services.stt.base import registry as stt_registry
@@ -44,16 +45,33 @@ class _Strict(BaseModel):
 
 
 class ServiceChoice(_Strict):
-    """Which provider runs a stage, and its provider-specific options."""
+    """Which provider runs a stage, and its provider-specific options; ``fallback`` providers take over, in order,
+    when it fails (see :mod:`parley.services.fallback`), each held to ``deadlines``."""
 
     provider: Line = Field(max_length=64)
     options: dict[str, Any] = Field(default_factory=dict)
+    fallback: list[FallbackLink] = Field(default_factory=list, max_length=5)
+    deadlines: Deadlines | None = None
+
+    def chain(self) -> list[FallbackLink]:
+        """The primary and its fallback links, in order (empty when there is no fallback: no chain is built)."""
+        links = self.fallback if isinstance(self.fallback, list) else []
+        if not links:
+            return []
+        return [FallbackLink(provider=self.provider, options=self.options, deadlines=self.deadlines), *links]
 
 
 class TTSChoice(ServiceChoice):
     provider: Line = Field("piper", max_length=64)
-    #: provider used when the chosen one cannot start (e.g. the GPL piper extra is not installed)
-    fallback: Line | None = Field("espeak", max_length=64)
+    #: a provider name: used when the chosen one cannot start (e.g. the GPL piper extra is not installed); a list:
+    #: a fallback chain like the other stages'
+    fallback: Line | list[FallbackLink] | None = Field("espeak", max_length=64)  # type: ignore[assignment]
+
+    @property
+    def engine_fallback(self) -> str | None:
+        """The provider to use when the chosen engine is missing (the string form of ``fallback``)."""
+        return self.fallback if isinstance(self.fallback, str) else None
+
     first_piece_max_words: int = Field(
         6, ge=0, le=50, description="speak a long first sentence's first words at once (0: whole sentences)"
     )
@@ -203,26 +221,37 @@ class AgentDocument(_Strict):
             ("vad", vad_registry, self.vad),
         ):
             errors += _check_provider(field, registry, choice.provider, choice.options)
-        if self.tts.fallback:
-            errors += _check_provider("tts", tts_registry, self.tts.fallback, {}, key="fallback", strict=False)
+            links = choice.chain()[1:] if isinstance(choice, ServiceChoice) else []
+            for i, link in enumerate(links):
+                errors += _check_provider(field, registry, link.provider, link.options, at=("fallback", i))
+        if self.tts.engine_fallback:
+            errors += _check_provider("tts", tts_registry, self.tts.engine_fallback, {}, key="fallback", strict=False)
         if errors:
             raise ValidationError.from_exception_data(type(self).__name__, errors)
         return self
 
 
 def _check_provider(
-    field: str, registry: Registry[Any], name: str, options: dict[str, Any], key: str = "provider", strict: bool = True
+    field: str,
+    registry: Registry[Any],
+    name: str,
+    options: dict[str, Any],
+    key: str = "provider",
+    strict: bool = True,
+    at: tuple[str | int, ...] = (),
 ) -> list[InitErrorDetails]:
-    if bounds := bounded_options(options, (field, "options")):
+    """Errors of one provider choice; ``at`` locates a fallback link inside the stage (``("fallback", 0)``)."""
+    where = (field, *at)
+    if bounds := bounded_options(options, (*where, "options")):
         return bounds
     try:
         registry.options(name, options)
     except ProviderPackageMissing as exc:
-        return [] if not strict else [error_detail((field, key), str(exc), name)]
+        return [] if not strict else [error_detail((*where, key), str(exc), name)]
     except UnknownProvider as exc:
-        return [error_detail((field, key), str(exc), name)]
+        return [error_detail((*where, key), str(exc), name)]
     except ValidationError as exc:
-        return [error_detail((field, "options", *e["loc"]), e["msg"], e.get("input")) for e in exc.errors()]
+        return [error_detail((*where, "options", *e["loc"]), e["msg"], e.get("input")) for e in exc.errors()]
     return []
 
 

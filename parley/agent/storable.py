@@ -25,12 +25,20 @@ from parley.services.vad.base import registry as vad_registry
 
 def storable_problems(doc: AgentDocument, outbound: OutboundPolicy) -> list[Problem]:
     stages: list[tuple[str, type[Any], dict[str, Any]]] = []
-    choices: tuple[tuple[str, Registry[Any], str, dict[str, Any]], ...] = (
+    choices: list[tuple[str, Registry[Any], str, dict[str, Any]]] = [
         ("stt", stt_registry, doc.stt.provider, doc.stt.options),
         ("llm", llm_registry, doc.llm.provider, doc.llm.options),
         ("tts", tts_registry, doc.tts.provider, doc.tts.options),
         ("vad", vad_registry, doc.vad.provider, doc.vad.options),
-    )
+    ]
+    # every provider a call may reach: fallback links and flow nodes' own LLMs are held to the same rules
+    for stage, registry, choice in (("stt", stt_registry, doc.stt), ("llm", llm_registry, doc.llm),
+                                    ("tts", tts_registry, doc.tts)):  # fmt: skip
+        for i, link in enumerate(choice.chain()[1:]):
+            choices.append((f"{stage}.fallback.{i}", registry, link.provider, link.options))
+    for name, node in doc.flow.nodes.items() if doc.flow is not None else ():
+        if node.llm is not None:
+            choices.append((f"flow.nodes.{name}.llm", llm_registry, node.llm.provider, node.llm.options))
     for stage, registry, provider, options in choices:
         try:
             options_cls = getattr(registry.get(provider), "Options", None)

@@ -16,7 +16,7 @@ from typing import Any
 import structlog
 
 from parley.agent.context import Conversation
-from parley.agent.document import AgentDocument
+from parley.agent.document import AgentDocument, ServiceChoice, TTSChoice
 from parley.agent.grounding import grounded
 from parley.calls.turnlog import TurnLog
 from parley.flows import FlowState, IntentClassifier, classifier_for
@@ -29,10 +29,11 @@ from parley.processors.synthesizer import Synthesizer
 from parley.processors.tool_use import ToolUse
 from parley.processors.transcriber import Transcriber
 from parley.processors.turns import TurnTaker
+from parley.services.fallback.build import chain_provider
 from parley.services.llm.base import LLM
 from parley.services.llm.base import registry as llm_registry
-from parley.services.registry import Registry, UnknownProvider
-from parley.services.secrets import NoSecrets, SecretSource, resolve_options
+from parley.services.registry import Registry
+from parley.services.secrets import NoSecrets, SecretSource, resolve_provider_options
 from parley.services.stt.base import STT
 from parley.services.stt.base import registry as stt_registry
 from parley.services.tts.base import TTS
@@ -87,16 +88,11 @@ class Services:
         """:meth:`create` without the preparation step (for callers that make it cancellable); ``tool_mocks``
         replace the named tools by fixed results (``parley test``)."""
         source = secrets or NoSecrets()
-        stt_opts, llm_opts, tts_opts = await asyncio.gather(
-            _resolved(stt_registry, agent.stt.provider, agent.stt.options, source, "stt"),
-            _resolved(llm_registry, agent.llm.provider, agent.llm.options, source, "llm"),
-            _resolved(tts_registry, agent.tts.provider, agent.tts.options, source, "tts"),
-        )
         vad = vad_registry.create(agent.vad.provider, agent.vad.options)
         stt, llm, tts, tools = await asyncio.gather(
-            off_loop(stt_registry.create, agent.stt.provider, stt_opts),
-            off_loop(llm_registry.create, agent.llm.provider, llm_opts),
-            off_loop(create_tts, agent.tts.provider, tts_opts, agent.tts.fallback),
+            _stage(agent.stt, "stt", stt_registry, source),
+            _stage(agent.llm, "llm", llm_registry, source),
+            _stage(agent.tts, "tts", tts_registry, source),
             Toolbox.open(agent.tools, source, tool_mocks),
         )
         intents = classifier_for(agent.flow) if agent.flow is not None else None
@@ -126,17 +122,21 @@ async def _node_llms(agent: AgentDocument, source: SecretSource) -> dict[str, LL
     return out
 
 
+async def _stage(choice: ServiceChoice, stage: str, registry: Registry[Any], source: SecretSource) -> Any:
+    """A stage's provider: the one the document names, or a fallback chain when it lists ``fallback`` links."""
+    if links := choice.chain():
+        return await chain_provider(stage, registry, links, source)
+    options = await _resolved(registry, choice.provider, choice.options, source, stage)
+    if isinstance(choice, TTSChoice):
+        return await off_loop(create_tts, choice.provider, options, choice.engine_fallback)
+    return await off_loop(registry.create, choice.provider, options)
+
+
 async def _resolved(
     registry: Registry[Any], provider: str, options: dict[str, Any], source: SecretSource, where: str
 ) -> dict[str, Any]:
     """A stage's options with the secrets it references filled in (unchanged for providers without secrets)."""
-    try:
-        options_cls = getattr(registry.get(provider), "Options", None)
-    except UnknownProvider:
-        return options  # creating it reports that (or falls back, for TTS)
-    if options_cls is None or not getattr(options_cls, "secret_fields", ()):
-        return options
-    return await resolve_options(options_cls, options, source, where)
+    return await resolve_provider_options(registry, provider, options, source, where)
 
 
 @dataclass
@@ -152,7 +152,7 @@ class CallPipeline:
 
 def fallback_voice(agent: AgentDocument) -> Callable[[], TTS] | None:
     """How to make the voice that says the fallback line when the call's TTS fails (None: not configured)."""
-    name = agent.tts.fallback
+    name = agent.tts.engine_fallback
     if not name or name == agent.tts.provider:
         return None
     return functools.partial(tts_registry.create, name)

@@ -33,7 +33,8 @@ from parley.pipeline.processor import Processor
 from parley.processors.flow_steps import FlowDriver, FlowStep
 from parley.processors.tool_use import ToolUse
 from parley.redact import redact_text
-from parley.services.llm.base import LLM, Message, ToolCall
+from parley.services.fallback.chain import drain_events
+from parley.services.llm.base import LLM, Message, Tool, ToolCall
 from parley.tools.runner import ToolOutcome, exchange_messages
 
 log = structlog.get_logger(__name__)
@@ -272,11 +273,26 @@ class Responder(Processor):
     ) -> list[ToolCall]:
         """One LLM pass: its text goes out as it comes; built-in actions are kept for after the reply; the
         agent's tool calls are returned to be run."""
+        offered = self.flow.tools(self._tools, BUILT_IN_ACTIONS) if self.flow is not None else self._tools
+        llm = self.flow.llm(self.llm) if self.flow is not None else self.llm
+        try:
+            return await self._stream(turn_id, llm, messages, offered, pieces, actions)
+        finally:
+            for event in drain_events(llm):  # a fallback chain's switches and errors, for the turn's record
+                await self.push(CallEvent(turn_id=turn_id, event=event), Direction.UPSTREAM)
+
+    async def _stream(
+        self,
+        turn_id: int,
+        llm: LLM,
+        messages: list[Message],
+        offered: list[Tool],
+        pieces: list[str],
+        actions: list[AgentAction],
+    ) -> list[ToolCall]:
         calls: list[ToolCall] = []
         first = True
         tools = self.tool_use.runner.tools if self.tool_use is not None else {}
-        offered = self.flow.tools(self._tools, BUILT_IN_ACTIONS) if self.flow is not None else self._tools
-        llm = self.flow.llm(self.llm) if self.flow is not None else self.llm
         async with aclosing(llm.stream(messages, offered)) as stream:
             async for piece in stream:
                 if isinstance(piece, ToolCall):

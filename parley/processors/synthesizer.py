@@ -13,6 +13,7 @@ from parley.audio import Resampler
 from parley.offload import off_loop
 from parley.pipeline.frames import (
     AudioOut,
+    CallEvent,
     Direction,
     FailedStage,
     Frame,
@@ -25,6 +26,7 @@ from parley.pipeline.frames import (
 )
 from parley.pipeline.processor import Processor
 from parley.redact import redact_text
+from parley.services.fallback.chain import drain_events
 from parley.services.tts.base import TTS
 
 log = structlog.get_logger(__name__)
@@ -72,6 +74,9 @@ class Synthesizer(Processor):
             await self._say(self.tts, frame.turn_id, frame.text)
         except Exception as exc:
             await self._failed_sentence(frame, exc)
+        finally:
+            for event in drain_events(self.tts):  # a fallback chain's switches and errors, for the turn's record
+                await self.push(CallEvent(turn_id=frame.turn_id, event=event), Direction.UPSTREAM)
 
     async def _say(self, tts: TTS, turn_id: int, text: str) -> None:
         """Streams ``text`` as audio; on failure the audio already made ends the sentence, and it raises."""

@@ -12,8 +12,9 @@ import asyncio
 import structlog
 
 from parley.audio import pcm16_resample
-from parley.pipeline.frames import Direction, Frame, Stage, StageTime, Transcript, TurnResumed, UserTurn
+from parley.pipeline.frames import CallEvent, Direction, Frame, Stage, StageTime, Transcript, TurnResumed, UserTurn
 from parley.pipeline.processor import Processor
+from parley.services.fallback.chain import drain_events
 from parley.services.stt.base import STT
 
 log = structlog.get_logger(__name__)
@@ -58,6 +59,8 @@ class Transcriber(Processor):
         except Exception as exc:
             log.error("stt_failed", turn_id=turn.turn_id, error=str(exc))
             text = ""
+        for event in drain_events(self.stt):  # a fallback chain's switches and errors, for the turn's record
+            await self.push(CallEvent(turn_id=turn.turn_id, event=event), Direction.UPSTREAM)
         self._tasks.pop(turn.turn_id, None)
         now = self.clock.now()
         log.info("transcript", turn_id=turn.turn_id, text=text, secs=round(now - turn.t, 3))

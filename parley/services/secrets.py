@@ -181,3 +181,19 @@ def stored_document_problems(
                 problems.append(Problem((stage, "options", name), f"outbound URL {why}"))
         problems += _header_problems(stage, options_cls, options)
     return problems
+
+
+async def resolve_provider_options(
+    registry: Any, provider: str, options: dict[str, Any], source: SecretSource, where: str
+) -> dict[str, Any]:
+    """A stage's options with the secrets it references filled in (unchanged for providers without secrets, and
+    for an unknown provider: creating it reports that)."""
+    from parley.services.registry import UnknownProvider
+
+    try:
+        options_cls = getattr(registry.get(provider), "Options", None)
+    except UnknownProvider:
+        return options
+    if options_cls is None or not getattr(options_cls, "secret_fields", ()):
+        return options
+    return await resolve_options(options_cls, options, source, where)

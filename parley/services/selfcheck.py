@@ -124,7 +124,7 @@ async def _run_stage(stage: str) -> None:
     if stage == "tts":
         from parley.services.tts.fallback import create_tts
 
-        tts = create_tts(doc.tts.provider, doc.tts.options, doc.tts.fallback)
+        tts = create_tts(doc.tts.provider, doc.tts.options, doc.tts.engine_fallback)
         await tts.prepare()
         async for _ in tts.synthesize("Hello."):
             break

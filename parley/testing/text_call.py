@@ -16,7 +16,7 @@ from typing import Any, cast
 
 from parley.agent.context import Conversation
 from parley.agent.document import AgentDocument
-from parley.calls.session import Services, _node_llms, _resolved, build_responder
+from parley.calls.session import Services, _node_llms, _stage, build_responder
 from parley.calls.turnlog import TurnLog
 from parley.flows import classifier_for
 from parley.pipeline.clock import FastClock
@@ -104,11 +104,9 @@ class TextPlayout(Processor):
 
 async def text_services(agent: AgentDocument, secrets: SecretSource | None = None) -> Services:
     """Services with only the LLM made: a text call needs no VAD, STT or TTS (their fields stay unset)."""
-    options = await _resolved(
-        llm_registry, agent.llm.provider, agent.llm.options, secrets or EnvSecrets.from_settings(), "llm"
-    )
-    llm = cast(LLM, await asyncio.to_thread(llm_registry.create, agent.llm.provider, options))
-    node_llms = await _node_llms(agent, secrets or EnvSecrets.from_settings())
+    source = secrets or EnvSecrets.from_settings()
+    llm = cast(LLM, await _stage(agent.llm, "llm", llm_registry, source))  # a fallback chain where one is listed
+    node_llms = await _node_llms(agent, source)
     await asyncio.gather(llm.prepare(), *(m.prepare() for m in node_llms.values()))
     intents = classifier_for(agent.flow) if agent.flow is not None else None
     if intents is not None:

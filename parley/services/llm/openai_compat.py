@@ -22,6 +22,7 @@ import openai
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from parley.net.ssrf import SCHEMES, OutboundRefused, guarded_client
+from parley.services.errors import ErrorKind, kind_for_status, retry_after_secs
 from parley.services.llm.base import LLM, LLMError, Message, Tool, ToolCall, registry
 from parley.services.registry import ProviderOptions
 from parley.services.secrets import SecretField
@@ -154,7 +155,7 @@ class OpenAICompatibleLLM(LLM):
             msg = f"{url} answered HTTP {exc.status_code}: {exc.message}"
         else:
             msg = f"{url}: {exc}"
-        return LLMError(self._redact(f"openai: {msg}"))
+        return LLMError(self._redact(f"openai: {msg}"), kind=_kind(exc), provider="openai", **_status(exc))
 
     def _params(self) -> dict[str, Any]:
         o = self.options
@@ -244,3 +245,22 @@ def _arguments(name: str, text: str) -> dict[str, Any]:
         log.warning("openai llm: tool call %s has arguments that are not JSON (%d chars)", name, len(text))
         return {}
     return value if isinstance(value, dict) else {}
+
+
+def _kind(exc: openai.OpenAIError) -> ErrorKind:
+    """What the fallback chain does about ``exc``: its HTTP status, or how the connection failed."""
+    if isinstance(exc, openai.APITimeoutError):
+        return ErrorKind.TIMEOUT
+    if isinstance(exc, openai.APIConnectionError):
+        return ErrorKind.CONNECTION
+    if isinstance(exc, openai.APIStatusError):
+        return kind_for_status(exc.status_code, str(exc.message))
+    if isinstance(exc, openai.APIResponseValidationError | json.JSONDecodeError):
+        return ErrorKind.BAD_RESPONSE
+    return ErrorKind.SERVER
+
+
+def _status(exc: openai.OpenAIError) -> dict[str, Any]:
+    if not isinstance(exc, openai.APIStatusError):
+        return {}
+    return {"status": exc.status_code, "retry_after": retry_after_secs(exc.response.headers.get("retry-after"))}
