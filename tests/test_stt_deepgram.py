@@ -190,7 +190,12 @@ async def test_the_outbound_guard_refuses_loopback_unless_allowed(
         with pytest.raises(ProviderError) as caught:
             await events(stt(dg, base_url=url), audio(0.1))
         assert caught.value.kind == ErrorKind.BAD_REQUEST and "loopback" in str(caught.value)
+        with pytest.raises(ProviderError, match="loopback"):  # before the call starts, too
+            await stt(dg, base_url=url).prepare()
     assert dg.connections == []  # refused before any connection was made
+    monkeypatch.setenv("PARLEY_OUTBOUND_ALLOW", "127.0.0.1")
+    await stt(dg).prepare()  # allowed: nothing opened (Deepgram bills open streams)
+    assert dg.connections == []
 
 
 async def test_an_audio_source_failure_is_raised_as_itself(dg: FakeDeepgram) -> None:

@@ -140,15 +140,10 @@ class DeepgramSTT(StreamingSTT):
         log.debug("deepgram stt: url=%s model=%s", self.url, options.model)
 
     def _resolve_key(self) -> str:
-        o = self.options
-        if o.api_key is not None:
-            return o.api_key.get_secret_value()
-        source = f"credential {o.api_key_credential!r}" if o.api_key_credential else f"${o.api_key_env}"
-        raise ProviderError(
-            f"deepgram: {source} was not resolved (no secret source for this call)",
-            kind=ErrorKind.AUTH,
-            provider=PROVIDER,
-        )
+        if self.options.api_key is not None:
+            return self.options.api_key.get_secret_value()
+        message = f"deepgram: {self._key_source()} was not resolved (no secret source for this call)"
+        raise ProviderError(message, kind=ErrorKind.AUTH, provider=PROVIDER)
 
     def _key_source(self) -> str:
         o = self.options
@@ -183,7 +178,14 @@ class DeepgramSTT(StreamingSTT):
         params += [(term, k) for k in o.keywords]
         return urlencode(params)
 
-    # -- connecting --------------------------------------------------------------------------------------------
+    async def prepare(self) -> None:
+        """Refuse a base_url the outbound policy refuses before the caller speaks; opens nothing (streams bill)."""
+        try:
+            await self._checked_addresses(self.options.connect_timeout_s)
+        except OutboundRefused as exc:
+            raise self._fail(str(exc), ErrorKind.BAD_REQUEST) from None
+        except (httpcore.ConnectError, httpcore.TimeoutException) as exc:  # the first stream reports it, classified
+            log.debug("deepgram stt: cannot resolve %s yet (%s)", self._host, type(exc).__name__)
 
     async def _connect(self, language: str) -> ClientConnection:
         limit = self.options.connect_timeout_s
@@ -203,14 +205,18 @@ class DeepgramSTT(StreamingSTT):
             kind = ErrorKind.CONNECTION if dropped else ErrorKind.BAD_RESPONSE  # else: not an HTTP/WS answer
             raise self._fail(f"cannot open a WebSocket to {self.url} ({type(exc).__name__})", kind) from None
 
-    async def _open(self, uri: str) -> ClientConnection:
-        """Connect to an address the outbound policy checked, trying each in turn."""
+    async def _checked_addresses(self, wait_s: float | None = None) -> list[str]:
+        """The host's addresses, each allowed by the outbound policy (else OutboundRefused)."""
         policy = OutboundPolicy.from_settings()
         problem = policy.url_problem("http" + self.url.removeprefix("ws"))  # the guard speaks http(s) schemes
         if problem:
             raise OutboundRefused(f"refused: {self._host} {problem}")
+        return await policy.resolve(self._host, self._port, wait_s)
+
+    async def _open(self, uri: str) -> ClientConnection:
+        """Connect to an address the outbound policy checked, trying each in turn."""
         last: Exception = OSError(f"{self._host} has no address")
-        for address in await policy.resolve(self._host, self._port, None):
+        for address in await self._checked_addresses():
             try:
                 return await connect(
                     uri,
@@ -243,8 +249,6 @@ class DeepgramSTT(StreamingSTT):
             retry_after=retry_after_secs(response.headers.get("Retry-After")),
         )
 
-    # -- streaming ---------------------------------------------------------------------------------------------
-
     async def stream(self, audio: AsyncIterable[bytes], language: str = "en") -> AsyncIterator[SttEvent]:
         ws = await self._connect(language)
         flow = _Flow(time.monotonic(), time.monotonic())
@@ -252,6 +256,9 @@ class DeepgramSTT(StreamingSTT):
         try:
             async for event in self._events(ws, flow, sender):
                 yield event
+        except BaseException:  # a failure, or a caller that stopped listening: no closing handshake to wait for
+            ws.transport.abort()
+            raise
         finally:
             sender.cancel()
             await asyncio.gather(sender, return_exceptions=True)
