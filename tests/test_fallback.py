@@ -211,3 +211,17 @@ def test_fallback_links_are_validated_and_held_to_the_stored_document_rules() ->
     problems = {p.loc for p in storable_problems(doc, OutboundPolicy.parse(""))}
     assert ("llm.fallback.0", "options", "api_key") in problems
     assert ("llm.fallback.0", "options", "base_url") in problems
+
+
+async def test_azure_primary_openai_fallback_local_last(chat: FakeChat) -> None:
+    """The documented Azure shape (deployment in the path, ``api-key`` header, ``api-version``) on the fake."""
+    azure = {"provider": "azure", "options": {"azure_endpoint": chat.url.removesuffix("/v1"), "azure_deployment":
+             "die-after-2", "api_key": "azure-secret", "max_retries": 0, "preconnect": False}}  # fmt: skip
+    links = [FallbackLink.model_validate(azure), *_llm_chain(chat, "ok")]
+    llm = await chain_provider("llm", llm_registry, links, NoSecrets())
+    text = await _reply(llm)
+    assert text.startswith("The clinic ") and text.endswith(REPLY + " ")
+    (asked,) = chat.asked("die-after-2")
+    assert asked["api_key_header"] == "azure-secret"
+    assert [e["provider"] for e in llm.chain.drain() if e["type"] == "provider_switch"] == ["openai"]
+    await llm.aclose()

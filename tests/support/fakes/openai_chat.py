@@ -54,6 +54,9 @@ def _error(status: int, message: str, kind: str, headers: dict[str, str] | None 
 def _app(fake: FakeChat) -> Starlette:
     async def completions(request: Request) -> Response:
         body = await request.json()
+        deployment = request.path_params.get("deployment")
+        if deployment is not None:  # Azure: the deployment is in the path, the key in ``api-key``
+            body = {**body, "model": deployment, "api_key_header": request.headers.get("api-key", "")}
         fake.requests.append(body)
         mode = fake.mode(str(body.get("model", "")))
         if mode == "429":
@@ -64,7 +67,12 @@ def _app(fake: FakeChat) -> Starlette:
             return Response("<html><body><h1>502 Bad Gateway</h1></body></html>", 500, media_type="text/html")
         return StreamingResponse(_stream(fake, mode), media_type="text/event-stream")
 
-    return Starlette(routes=[Route("/v1/chat/completions", completions, methods=["POST"])])
+    return Starlette(
+        routes=[
+            Route("/v1/chat/completions", completions, methods=["POST"]),
+            Route("/openai/deployments/{deployment}/chat/completions", completions, methods=["POST"]),
+        ]
+    )
 
 
 async def _stream(fake: FakeChat, mode: str) -> AsyncIterator[bytes]:
