@@ -118,14 +118,11 @@ def _cpu() -> str:
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     os.environ["PARLEY_OUTBOUND_ALLOW"] = "127.0.0.1"  # the fake cloud is local
-    chat = serve_chat()
-    fake = next(chat)
-    try:
+    for fake in serve_chat():  # the server runs while this body does
         result = {"cpu": _cpu(), "cores": os.cpu_count(), **await switch_gaps(fake.url, args.turns, args.seed)}
         result["overhead"] = await hop_overhead(fake.url, args.repeats)
         return result
-    finally:
-        chat.close()
+    raise RuntimeError("the fake server did not start")
 
 
 if __name__ == "__main__":
@@ -134,8 +131,8 @@ if __name__ == "__main__":
     parser.add_argument("--repeats", type=int, default=40, help="paired runs for the per-hop overhead")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out", type=Path)
-    out = asyncio.run(main(parser.parse_args()))
-    text = json.dumps(out, indent=2)
+    args = parser.parse_args()
+    text = json.dumps(asyncio.run(main(args)), indent=2)
     print(text)
-    if parser.parse_args().out:
-        parser.parse_args().out.write_text(text + "\n")
+    if args.out:
+        args.out.write_text(text + "\n")
