@@ -31,6 +31,7 @@ from parley.agent.limits import (
 )
 from parley.flows.config import FlowConfig
 from parley.services.fallback.config import Deadlines, FallbackLink
+from parley.services.languages import stage_problems
 from parley.services.llm.base import registry as llm_registry
 from parley.services.registry import ProviderPackageMissing, Registry, UnknownProvider
 from parley.services.stt.base import registry as stt_registry
@@ -226,6 +227,20 @@ class AgentDocument(_Strict):
                 errors += _check_provider(field, registry, link.provider, link.options, at=("fallback", i))
         if self.tts.engine_fallback:
             errors += _check_provider("tts", tts_registry, self.tts.engine_fallback, {}, key="fallback", strict=False)
+        if errors:
+            raise ValidationError.from_exception_data(type(self).__name__, errors)
+        return self
+
+    @model_validator(mode="after")
+    def _languages_spoken(self) -> AgentDocument:
+        """Each STT and TTS provider (fallback links too) that declares its languages must serve ``language``."""
+        errors: list[InitErrorDetails] = []
+        for field, registry, choice in (("stt", stt_registry, self.stt), ("tts", tts_registry, self.tts)):
+            links: list[tuple[tuple[str | int, ...], str, dict[str, Any]]] = [((), choice.provider, choice.options)]
+            links += [(("fallback", i), link.provider, link.options) for i, link in enumerate(choice.chain()[1:])]
+            for at, provider, options in links:
+                problems = stage_problems(registry, provider, options, self.language)
+                errors += [error_detail((field, *at, *p.loc), p.msg, self.language) for p in problems]
         if errors:
             raise ValidationError.from_exception_data(type(self).__name__, errors)
         return self
