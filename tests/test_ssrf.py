@@ -89,9 +89,9 @@ def test_the_allow_list_takes_hosts_domains_and_cidrs() -> None:
 @pytest.mark.parametrize(
     ("url", "why"),
     [
-        ("ftp://example.com/", "http or https"),
-        ("file:///etc/passwd", "http or https"),
-        ("gopher://example.com/", "http or https"),
+        ("ftp://example.com/", "http, https, ws or wss"),
+        ("file:///etc/passwd", "http, https, ws or wss"),
+        ("gopher://example.com/", "http, https, ws or wss"),
         ("http://metadata.google.internal/computeMetadata/v1/", "cloud metadata"),
         ("http://METADATA.google.internal./", "cloud metadata"),
         ("http://[::1]:8000/", "loopback"),

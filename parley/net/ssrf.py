@@ -27,6 +27,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 SCHEMES = ("http", "https")
+WS_SCHEMES = ("ws", "wss")  # a streaming provider's WebSocket (Deepgram, ElevenLabs): the same rules apply
 ALLOW_SETTING = "PARLEY_OUTBOUND_ALLOW"
 
 
@@ -149,8 +150,8 @@ class OutboundPolicy:
             parsed = httpx.URL(url) if isinstance(url, str) else url
         except (httpx.InvalidURL, TypeError, ValueError):
             return "is not a valid URL"
-        if parsed.scheme not in SCHEMES:
-            return f"must use http or https, not {parsed.scheme or 'no scheme'!r}"
+        if parsed.scheme not in SCHEMES + WS_SCHEMES:
+            return f"must use http, https, ws or wss, not {parsed.scheme or 'no scheme'!r}"
         host = _host_name(parsed.host)
         if not host:
             return "has no host"
