@@ -23,7 +23,16 @@ from pydantic import BaseModel
 
 #: headers that carry credentials: a stored document may not set them (its readers would see the value)
 SECRET_HEADERS = frozenset(
-    ("authorization", "proxy-authorization", "api-key", "x-api-key", "cookie", "ocp-apim-subscription-key")
+    (
+        "authorization",
+        "proxy-authorization",
+        "api-key",
+        "x-api-key",
+        "cookie",
+        "ocp-apim-subscription-key",
+        "api-subscription-key",
+        "xi-api-key",
+    )
 )
 
 
