@@ -1,25 +1,21 @@
 """ElevenLabs text-to-speech over the WebSocket ``stream-input`` API, PCM16 mono at 16, 22.05 or 24 kHz.
 
 Why ``websockets`` and not the official ``elevenlabs`` SDK (2.78.0, MIT): its stream-input helper
-(``convert_realtime``) runs on websockets' *synchronous* client (it would block the event loop), takes the whole
-text of one connection as an iterator and closes the socket at its end, resolves and connects by itself (the SSRF
-guard could not check the address connected to) and turns a closed socket into an ``ApiError`` without the
-server's JSON error. The wire format is small, so this module speaks it directly
-(elevenlabs.io/docs/api-reference/text-to-speech/v-1-text-to-speech-voice-id-stream-input):
+(``convert_realtime``) runs on websockets' *synchronous* client (it would block the event loop), takes one
+connection's whole text as an iterator and closes the socket at its end, and connects by itself (the SSRF guard
+could not check the address). The wire format is small, so this module speaks it directly (elevenlabs.io/docs,
+"Text to Speech > WebSocket"):
 
 * connect ``{base}/v1/text-to-speech/{voice_id}/stream-input?model_id=…&output_format=pcm_16000&auto_mode=true``
   with the ``xi-api-key`` header (a refused handshake is an HTTP status with ``{"detail": {"status", "message"}}``);
-* send ``{"text": " ", "voice_settings": {…}}`` first, then text (ending in a space) with ``flush: true``, then
-  ``{"text": ""}`` (end of input);
-* receive ``{"audio": base64 PCM, "isFinal": null, "normalizedAlignment": {…}, "alignment": {…}}`` messages, then
-  ``{"isFinal": true}`` and a normal close. A failure is ``{"message", "error", "code"}`` and/or a close frame
-  (1008 with a reason such as an invalid key, a spent quota or 20 s without text).
+* send ``{"text": " ", "voice_settings": {…}}``, the text (ending in a space) with ``flush: true``, ``{"text": ""}``;
+* receive ``{"audio": base64 PCM, "isFinal": null, "normalizedAlignment": {…}}`` messages, ``{"isFinal": true}``
+  and a normal close; a failure is ``{"message", "error", "code"}`` and/or a close frame (1008 and a reason).
 
-One sentence per connection: a single stream-input socket has no end-of-flush marker (``isFinal`` only follows
-the end of input), so a sentence's end could only be guessed. Instead the provider keeps one *spare* connection
-open (``prepare()`` opens it; each sentence takes it and opens the next one at once), so no sentence waits for a
-TLS or WebSocket handshake, and a barge-in (the consumer closing :meth:`synthesize` early) just drops that socket,
-which also stops the server's generation. ``aclose()`` closes the spare.
+One sentence per connection: one stream-input socket has no end-of-flush marker (``isFinal`` only follows the end
+of input). So the provider keeps a *spare* connection open (``prepare()`` opens it; each sentence takes it and opens
+the next at once): no sentence waits for a handshake, and a barge-in (closing :meth:`synthesize` early) just drops
+that socket, which stops the server's generation too. ``aclose()`` closes the spare.
 """
 
 from __future__ import annotations
@@ -148,17 +144,11 @@ class ElevenLabsTTS(TTS):
         self._closing: set[asyncio.Task[None]] = set()
         log.debug("elevenlabs tts: url=%s model=%s rate=%d", self.url, o.model_id, o.sample_rate)
 
-    # -- secrets and errors ------------------------------------------------------------------------------------
-
     def _resolve_key(self) -> str:
         o = self.options
         if o.api_key is not None:
             return o.api_key.get_secret_value()
-        raise ProviderError(
-            f"elevenlabs: {self._key_source()} was not resolved (no secret source for this call)",
-            kind=ErrorKind.AUTH,
-            provider=PROVIDER,
-        )
+        raise self._fail(f"{self._key_source()} was not resolved (no secret source for this call)", ErrorKind.AUTH)
 
     def _key_source(self) -> str:
         o = self.options
@@ -168,12 +158,10 @@ class ElevenLabsTTS(TTS):
 
     def _fail(self, message: str, kind: ErrorKind, **extra: Any) -> ProviderError:
         """A ProviderError whose message never holds the key (a server may echo it)."""
-        text = f"elevenlabs: {message}"
-        if self._key:
-            text = text.replace(self._key, "***")
+        text, key = f"elevenlabs: {message}", getattr(self, "_key", "")
+        if key:
+            text = text.replace(key, "***")
         return ProviderError(text, kind=kind, provider=PROVIDER, **extra)
-
-    # -- connecting --------------------------------------------------------------------------------------------
 
     def query(self) -> str:
         """The documented stream-input parameters."""
@@ -268,15 +256,13 @@ class ElevenLabsTTS(TTS):
         """Start opening the next sentence's connection now, while this one speaks."""
         if self.options.preconnect and self._spare is None:
             self._spare = asyncio.create_task(self._connect())
-            self._spare.add_done_callback(_quiet)
+            self._spare.add_done_callback(lambda t: t.cancelled() or t.exception())  # its failure is seen
 
     def _dispose(self, ws: ClientConnection) -> None:
         """Close ``ws`` in the background, so a barge-in never waits for the close handshake."""
         task = asyncio.create_task(ws.close())
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
-
-    # -- speaking ----------------------------------------------------------------------------------------------
 
     def first_message(self) -> dict[str, Any]:
         """``{"text": " "}`` with the voice settings that were set (the documented first message)."""
@@ -327,9 +313,10 @@ class ElevenLabsTTS(TTS):
                 raise self._closed(exc) from None
             heard = True
             pcm, final = self._parse(message)
-            pcm, carry = _aligned(carry + pcm)
-            if pcm:
-                yield pcm
+            carry += pcm
+            if cut := len(carry) - len(carry) % 2:  # whole 16-bit samples; an odd byte waits for the next one
+                yield carry[:cut]
+                carry = carry[cut:]
             if final:
                 return
 
@@ -368,8 +355,6 @@ class ElevenLabsTTS(TTS):
             kind = ErrorKind.SERVER if frame.code == 1011 else ErrorKind.CONNECTION
         return self._fail(f"{self.url} closed the connection before the sentence ended{said}", kind)
 
-    # -- the call's life ---------------------------------------------------------------------------------------
-
     async def prepare(self) -> None:
         """Open the spare connection before the first sentence, so it does not pay for DNS, TCP, TLS."""
         if not self.options.preconnect:
@@ -394,18 +379,6 @@ class ElevenLabsTTS(TTS):
                 self._dispose(done[0][0])
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
-
-
-def _aligned(pcm: bytes) -> tuple[bytes, bytes]:
-    """``pcm`` cut to whole 16-bit samples, and the odd byte left for the next message."""
-    cut = len(pcm) - len(pcm) % 2
-    return pcm[:cut], pcm[cut:]
-
-
-def _quiet(task: asyncio.Task[Any]) -> None:
-    """Mark a spare's failure as seen (it is re-raised to whoever takes the spare, or dropped by aclose)."""
-    if not task.cancelled():
-        task.exception()
 
 
 def _detail(body: str) -> str:
