@@ -20,6 +20,7 @@ from contextlib import aclosing
 import pytest
 from pydantic import ValidationError
 
+from parley.audio.resample import Resampler
 from parley.services.errors import ErrorKind, ProviderError
 from parley.services.stt.base import registry as stt_registry
 from parley.services.stt.openai import OpenAISTT
@@ -69,6 +70,20 @@ async def speak(provider: TTS, text: str) -> list[bytes]:
         await provider.aclose()
 
 
+async def transcribe(provider: OpenAISTT, pcm: bytes, language: str = "en") -> str:
+    try:
+        return await provider.transcribe(pcm, language)
+    finally:
+        await provider.aclose()
+
+
+async def prepare(provider: TTS) -> None:
+    try:
+        await provider.prepare()
+    finally:
+        await provider.aclose()
+
+
 def test_tts_streams_pcm_in_the_documented_request(fake: FakeOpenAIAudio) -> None:
     sentence = "Your appointment is on Tuesday at ten."
 
@@ -104,21 +119,14 @@ def test_tts_closing_early_stops_the_stream(fake: FakeOpenAIAudio) -> None:
 
 
 def test_stt_sends_a_wav_and_returns_the_text(fake: FakeOpenAIAudio) -> None:
-    async def run() -> str:
-        provider = stt(fake, prompt="Parley, Dr. Okafor")
-        try:
-            return await provider.transcribe(PCM_1S, "en-US")
-        finally:
-            await provider.aclose()
-
-    assert asyncio.run(run()) == fake.transcript
+    assert asyncio.run(transcribe(stt(fake, prompt="Parley, Dr. Okafor"), PCM_1S, "en-US")) == fake.transcript
     request = fake.requests[-1]
     assert request["path"] == "/v1/audio/transcriptions"
     assert request["form"] == {"model": "gpt-4o-mini-transcribe", "response_format": "json", "language": "en",
                                "prompt": "Parley, Dr. Okafor"}  # fmt: skip
     with wave.open(io.BytesIO(request["wav"])) as w:
         assert (w.getframerate(), w.getnchannels(), w.getsampwidth(), w.getnframes()) == (16000, 1, 2, 16000)
-    assert asyncio.run(stt(fake).transcribe(b"")) == ""
+    assert asyncio.run(transcribe(stt(fake), b"")) == ""
 
 
 FAULTS = [
@@ -152,9 +160,8 @@ def test_stt_faults_are_classified(
     caplog.set_level(logging.DEBUG)
     fake.faults.append(fault)
     started = time.monotonic()
-    provider = stt(fake, timeout_s=0.5, preconnect=False)
     with pytest.raises(ProviderError) as caught:
-        asyncio.run(provider.transcribe(PCM_1S))
+        asyncio.run(transcribe(stt(fake, timeout_s=0.5, preconnect=False), PCM_1S))
     check(caught.value, kind, retry_after, started, caplog)
 
 
@@ -170,10 +177,10 @@ def check(
 def test_refused_address_and_unresolved_key(fake: FakeOpenAIAudio, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PARLEY_OUTBOUND_ALLOW", "")
     with pytest.raises(ProviderError) as caught:
-        asyncio.run(tts(fake).prepare())
+        asyncio.run(prepare(tts(fake)))
     assert caught.value.kind is ErrorKind.BAD_REQUEST and "loopback" in str(caught.value)
     with pytest.raises(ProviderError) as caught:
-        asyncio.run(stt(fake).transcribe(PCM_1S))
+        asyncio.run(transcribe(stt(fake), PCM_1S))
     assert caught.value.kind is ErrorKind.BAD_REQUEST
     with pytest.raises(ProviderError, match="not resolved"):
         stt_registry.create("openai", {"api_key_env": "OPENAI_API_KEY"})
@@ -192,11 +199,7 @@ def test_real_openai(monkeypatch: pytest.MonkeyPatch) -> None:
         pcm = b"".join(await speak(tts_registry.create("openai", {"api_key": key}), "Hello, this is a test."))
         assert len(pcm) > 24000 * 2 * 0.5
         provider = stt_registry.create("openai", {"api_key": key})
-        try:
-            from parley.audio.resample import Resampler
-
-            return await provider.transcribe(Resampler(24000, 16000).process(pcm), "en")
-        finally:
-            await provider.aclose()
+        assert isinstance(provider, OpenAISTT)
+        return await transcribe(provider, Resampler(24000, 16000).process(pcm), "en")
 
     assert "test" in asyncio.run(run()).lower()

@@ -19,6 +19,7 @@ import pytest
 from pydantic import ValidationError
 
 from parley.services.errors import ErrorKind, ProviderError
+from parley.services.secrets import EnvSecrets, resolve_options
 from parley.services.tts.base import TTS, registry
 from parley.services.tts.elevenlabs import ElevenLabsTTS, error_kind
 
@@ -112,6 +113,21 @@ def test_barge_in_then_the_next_sentence(fake: FakeElevenLabs) -> None:
     assert len(cut.words_sent) < 11
 
 
+def test_sentences_at_once_take_connections_of_their_own(fake: FakeElevenLabs) -> None:
+    """A chain's probe may overlap a sentence: each takes a connection (the spare or a new one)."""
+
+    async def run() -> list[bytes]:
+        tts = make(fake)
+        await tts.prepare()
+        try:
+            return list(await asyncio.gather(speak(tts, "First one."), speak(tts, "Second one.")))
+        finally:
+            await tts.aclose()
+
+    assert all(asyncio.run(run()))
+    assert sorted(s.messages[1]["text"] for s in fake.sessions if s.messages) == ["First one. ", "Second one. "]
+
+
 def test_a_spare_the_server_dropped_is_replaced(fake: FakeElevenLabs) -> None:
     async def run() -> bytes:
         tts = make(fake)
@@ -193,6 +209,12 @@ def test_options_are_checked() -> None:
     with pytest.raises(ProviderError, match="not resolved") as caught:
         registry.create("elevenlabs", {"api_key_env": "ELEVEN"})
     assert caught.value.kind is ErrorKind.AUTH
+    resolved = asyncio.run(
+        resolve_options(
+            ElevenLabsTTS.Options, {"api_key_env": "ELEVEN"}, EnvSecrets(["ELEVEN"], {"ELEVEN": "k"}), "tts"
+        )
+    )
+    assert registry.options("elevenlabs", resolved).api_key.get_secret_value() == "k"  # type: ignore[attr-defined]
     assert error_kind("Have not received a new text input within the timeout of 20 seconds") is ErrorKind.TIMEOUT
     assert error_kind("voice_not_found") is ErrorKind.NOT_FOUND
 

@@ -122,10 +122,10 @@ def _is_wav(data: bytes) -> bool:
 async def _transcriptions(request: Request) -> Response:
     fake: FakeOpenAIAudio = request.app.state.fake
     fault = fake.faults.pop(0) if fake.faults else ""
-    form = await request.form()
-    upload = form.get("file")
-    wav = await upload.read() if upload is not None and not isinstance(upload, str) else b""
-    fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    async with request.form() as form:
+        upload = form.get("file")
+        wav = await upload.read() if upload is not None and not isinstance(upload, str) else b""
+        fields = {k: v for k, v in form.items() if isinstance(v, str)}
     fake.requests.append({"path": request.url.path, "headers": dict(request.headers), "form": fields, "wav": wav})
     if (answer := await _fault(fake, fault)) is not None:
         return answer
