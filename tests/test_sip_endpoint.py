@@ -221,3 +221,44 @@ def test_a_mapped_number_reaches_its_agent(sip: SipService) -> None:
         peer.send("ACK", uri, 1, "z9hG4bKnum1", to_tag)
     finally:
         peer.sock.close()
+
+
+def test_the_agent_presses_keys_as_rfc4733_telephone_events(sip: SipService) -> None:
+    """A flow's ``send_dtmf`` after the greeting (an agent navigating an IVR): each key reaches the far end as
+    telephone-event packets on the call's RTP, in order, with the payload type the far end offered."""
+    flow = {"start": "ivr", "nodes": {"ivr": {"terminal": True, "on_enter": [{"send_dtmf": "12"}]}}}
+    doc = {**RECEPTIONIST, "name": "presses-keys", "greeting": "Hello.", "flow": flow}
+    with sip.service.client(sip.key) as c:
+        assert c.post("/v1/agents", json=doc).status_code == 201
+    peer = RawPeer(sip.sip_port)
+    uri = f"sip:presses-keys@127.0.0.1:{sip.sip_port}"
+    media = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    media.bind(("127.0.0.1", 0))
+    offer = (
+        f"v=0\r\no=raw 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        f"m=audio {media.getsockname()[1]} RTP/AVP 0 96\r\na=rtpmap:96 telephone-event/8000\r\na=fmtp:96 0-15\r\n"
+    )
+    keys: list[int] = []
+    try:
+        peer.send("INVITE", uri, 1, "z9hG4bKkeys1", body=offer)
+        _, ok = peer.until("200", timeout=60)
+        to_tag = next(line for line in ok.split("\r\n") if line.startswith("To:")).split("tag=")[1]
+        peer.send("ACK", uri, 1, "z9hG4bKkeys2", to_tag)
+        media.settimeout(1.0)
+        deadline, seen = time.monotonic() + 20, set()
+        while time.monotonic() < deadline and len(keys) < 2:
+            try:
+                packet = media.recv(2048)
+            except TimeoutError:
+                continue
+            if packet[1] & 0x7F == 96:
+                timestamp = int.from_bytes(packet[4:8], "big")
+                if timestamp not in seen:  # one event, many packets: keyed by its RTP timestamp
+                    seen.add(timestamp)
+                    keys.append(packet[12])
+        peer.send("BYE", uri, 2, "z9hG4bKkeys3", to_tag)
+        peer.until("200")
+    finally:
+        media.close()
+        peer.sock.close()
+    assert keys == [1, 2]
