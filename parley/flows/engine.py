@@ -227,7 +227,8 @@ class FlowState:
 
         After an ``always`` fallback the same caller turn is routed again in the new node (its embedding is cached;
         the LLM is not asked twice). Otherwise the new node's expression edges are checked at once, and a node with
-        no prompt and nothing to wait for from the caller (an announcement or a router) also follows its ``always`` edge at once.
+        no prompt and nothing to wait for from the caller (an announcement or a router) also follows its ``always``
+        edge at once.
         """
         if isinstance(previous, AlwaysEdge) and text is not None:
             found = await self._first_hit(text, scope, ask=False)
