@@ -26,19 +26,19 @@ import pytest
 pytest.importorskip("google.cloud.texttospeech_v1", reason="google-cloud-texttospeech is not installed")
 pytest.importorskip("google.cloud.speech_v1", reason="google-cloud-speech is not installed")
 
-import grpc  # noqa: E402
-from cryptography.hazmat.primitives import serialization  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
+import grpc
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
-from parley.services.errors import ErrorKind, ProviderError  # noqa: E402
-from parley.services.secrets import EnvSecrets, resolve_options, stored_document_problems  # noqa: E402
-from parley.services.stt.base import SttEvent  # noqa: E402
-from parley.services.stt.base import registry as stt_registry  # noqa: E402
-from parley.services.stt.google import GoogleSTT  # noqa: E402
-from parley.services.tts.base import registry as tts_registry  # noqa: E402
-from parley.services.tts.google import GoogleTTS, wav_payload  # noqa: E402
+from parley.services.errors import ErrorKind, ProviderError
+from parley.services.secrets import EnvSecrets, resolve_options, stored_document_problems
+from parley.services.stt.base import SttEvent
+from parley.services.stt.base import registry as stt_registry
+from parley.services.stt.google import GoogleSTT
+from parley.services.tts.base import registry as tts_registry
+from parley.services.tts.google import GoogleTTS, wav_payload
 
-from .support.fakes.google_speech_server import FakeGoogle, google_speech_server  # noqa: E402
+from .support.fakes.google_speech_server import FakeGoogle, google_speech_server
 
 KEY = "AIzaParley-TEST-key-0123456789abcdefghijk"
 TEXT = "Your table is booked for tonight."
