@@ -212,10 +212,12 @@ def build_pipeline(
     )  # fmt: skip
     playout = Playout(sample_rate, sink, played_frames=played_frames, idle_silence=idle_silence)
     conversation = Conversation(agent.system_prompt, agent.max_history_turns, agent.greeting)
+    transcriber = Transcriber(services.stt, agent.language)
+    turns.stream_audio = transcriber.streaming is not None  # a streaming recognizer hears the caller as they speak
     pipeline = Pipeline(
         [
             turns,
-            Transcriber(services.stt, agent.language),
+            transcriber,
             build_responder(agent, services, conversation, variables),
             SentenceChunker(first_max_words=agent.tts.first_piece_max_words),
             Synthesizer(services.tts, sample_rate, agent.fallback_line, fallback_voice(agent)),

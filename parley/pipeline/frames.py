@@ -154,6 +154,28 @@ class SpeechStopped(SystemFrame):
 
 
 @dataclass
+class CallerAudio(SystemFrame):
+    """The caller's audio of turn ``turn_id`` as it is heard (pre-roll first), for a streaming recognizer.
+
+    Sent by the turn taker only when the call's STT streams; the batch path still gets the whole utterance in
+    :class:`UserTurn`.
+    """
+
+    turn_id: int = 0
+    pcm: bytes = b""
+    sample_rate: int = 16000
+
+
+@dataclass
+class SttEndpoint(SystemFrame):
+    """Upstream from the transcriber: the streaming recognizer says the caller finished speaking (its own
+    endpointing), a cue for the turn taker's judge. ``t``: audio time in the turn's stream, where known."""
+
+    turn_id: int = 0
+    t: float | None = None
+
+
+@dataclass
 class UserTurn(SystemFrame):
     """A caller utterance, as audio, sent at the caller's first pause.
 

@@ -38,6 +38,7 @@ from parley.pipeline.frames import (
     DTMF,
     AgentSpoke,
     AudioIn,
+    CallerAudio,
     Direction,
     EndOfTurn,
     Frame,
@@ -47,6 +48,7 @@ from parley.pipeline.frames import (
     Stage,
     StageTime,
     StartFrame,
+    SttEndpoint,
     Transcript,
     TurnResumed,
     UserTurn,
@@ -91,6 +93,8 @@ class TurnTaker(Processor):
         super().__init__()
         #: the caller's silence after the agent spoke that becomes a ``silence_timeout`` turn (None: never)
         self.silence_timeout_secs = silence_timeout_secs
+        #: send the caller's audio on as :class:`CallerAudio` while they speak (the call's STT streams)
+        self.stream_audio = False
         self._silence_armed = False  # the agent spoke and nobody has since: the silence watch runs
         self._agent_done = 0.0  # call time the agent's latest reply finished playing
         self.vad = vad
@@ -134,6 +138,9 @@ class TurnTaker(Processor):
             return
         if isinstance(frame, Transcript) and direction is Direction.UPSTREAM:
             self.judge.heard(frame.turn_id, frame.text)  # a cue for the end-of-turn judge; goes no further
+            return
+        if isinstance(frame, SttEndpoint):
+            self.judge.endpoint(frame.turn_id)  # the recognizer's own end-of-speech: a cue, goes no further
             return
         if isinstance(frame, AgentSpoke) and direction is Direction.UPSTREAM:
             self._agent_busy.discard(frame.turn_id)
@@ -201,9 +208,11 @@ class TurnTaker(Processor):
                 await self._speech_began(start)
                 self._utterance = [*self._preroll]
                 self._preroll = []
+                await self._stream(b"".join(self._utterance))
             return
 
         self._utterance.append(pcm)
+        await self._stream(pcm)
         if self._state is _State.SPEAKING:
             if silence:
                 self._silence += dur
@@ -235,6 +244,11 @@ class TurnTaker(Processor):
                 needed = max(needed, self.turn.end_of_turn_secs)  # the judge never hurries a caller at the keypad
             if self._silence >= needed:
                 await self._end_turn()
+
+    async def _stream(self, pcm: bytes) -> None:
+        """The turn's audio as it comes, for a streaming recognizer (only when the call's STT streams)."""
+        if self.stream_audio:
+            await self.push(CallerAudio(turn_id=self._turn_id, pcm=pcm, sample_rate=self._rate))
 
     def _keep_preroll(self, pcm: bytes) -> None:
         self._preroll.append(pcm)

@@ -61,6 +61,7 @@ class EndOfTurnJudge:
                 log.warning("smart_turn_unavailable", error=str(exc), fallback="silence")
         self._task: asyncio.Task[float] | None = None
         self._turn_id = 0
+        self._endpoint: int | None = None  # the turn a streaming recognizer said is over
         self._text: str | None = None  # this attempt's transcript, once it has arrived
         # transcripts reach the judge (the pipeline sends them up): known from the first one, or told
         self._transcripts = expect_transcripts
@@ -70,8 +71,9 @@ class EndOfTurnJudge:
         self.probabilities: list[float] = []  # every verdict of this call, for benches and logs
 
     def paused(self, turn_id: int, pcm: bytes, sample_rate: int, spawn: Spawn) -> None:
-        """The caller paused: start judging this attempt (replaces any earlier one)."""
-        self.reset()
+        """The caller paused: start judging this attempt (replaces any earlier one; a recognizer's endpoint for
+        the same speech, which may come before the VAD's pause, is kept)."""
+        self.reset(keep_endpoint=self._endpoint == turn_id)
         self._turn_id = turn_id
         if self.model is not None:
             self._task = spawn(self.model.predict(pcm, sample_rate), f"smart-turn-{turn_id}")
@@ -79,18 +81,27 @@ class EndOfTurnJudge:
     def heard(self, turn_id: int, text: str) -> None:
         """The speculative transcript of attempt ``turn_id`` arrived: the next window's wait takes it into account."""
         self._transcripts = True
-        if turn_id == self._turn_id and self._task is not None:
+        if turn_id == self._turn_id and (self._task is not None or self._endpoint == turn_id):
             self._text = text
 
-    def reset(self) -> None:
+    def endpoint(self, turn_id: int) -> None:
+        """A streaming recognizer's own end-of-speech for turn ``turn_id`` (Deepgram's ``speech_final``, Google's
+        end of utterance): evidence the caller finished, weighed like a confident Smart Turn verdict."""
+        self._endpoint = turn_id
+
+    def reset(self, keep_endpoint: bool = False) -> None:
         """The caller spoke again (or the turn ended): the pending judgement is void."""
         if self._task is not None and not self._task.done():
             self._task.cancel()
         self._task, self._text, self._p, self._failed, self._logged = None, None, None, False, None
+        if not keep_endpoint:
+            self._endpoint = None
 
     async def silence_needed(self, silence: float) -> float:
         """Silence (seconds) after which the current attempt ends, given ``silence`` so far."""
         s = self.settings
+        if self._endpoint is not None and self._endpoint == self._turn_id:
+            return self._endpointed_wait(silence)
         if self._task is None:
             return s.end_of_turn_secs
         if silence + 1e-9 < s.complete_wait_secs:
@@ -105,6 +116,17 @@ class EndOfTurnJudge:
             self._logged = wait
             log.info("turn_wait", turn_id=self._turn_id, p=self._p, text=self._text is not None, wait=wait)
         return wait
+
+    def _endpointed_wait(self, silence: float) -> float:
+        """The wait once the recognizer said the caller finished: short, unless the words say otherwise."""
+        s, text = self.settings, self._text or ""
+        if text and sounds_unfinished(text):
+            return s.max_wait_secs
+        if text and dictating(text):
+            return s.end_of_turn_secs
+        if not text and self._transcripts:
+            return max(s.complete_wait_secs, min(silence + 0.001, s.max_wait_secs))  # its transcript is coming
+        return min(s.complete_wait_secs, s.end_of_turn_secs)
 
     def _wait(self) -> float:
         """The wait this attempt's verdict and transcript call for."""
