@@ -355,9 +355,13 @@ async def test_a_transcript_reaches_the_judge_in_a_real_call(tmp_path: Path) -> 
     turns = report.turns
     assert len(turns) == 1, [t.caller_text for t in turns]  # one turn: the pause did not end it
     assert "sunday" in turns[0].caller_text.lower() and turns[0].agent_text == "Of course."
-    # the whole sentence sounds finished and its transcript arrived: the turn ended on it, not after the 3 s wait
     times = turns[0].times
-    assert times["stt_final"] <= times["end_of_turn"] < times["speech_end"] + 2.5
+    assert times["stt_final"] <= times["end_of_turn"]  # the turn waited for its transcript
+    waited = times["end_of_turn"] - times["speech_end"]
+    if sounds_finished(turns[0].caller_text):
+        assert waited < 2.5  # a punctuated whole sentence: the turn ended on it, not after the 3 s wait
+    else:  # Whisper left it unpunctuated (it does on some CPUs): an unsure verdict then waits the maximum, no more
+        assert waited < 3.0 + 0.5
 
 
 async def run_keyed(audio: np.ndarray, press_at: float | None, **turn: object) -> list[float]:
