@@ -16,7 +16,8 @@ format is small, so this module speaks it directly (developers.deepgram.com, "Li
   (1008 for audio it cannot decode, 1011 for its own errors) or a dropped connection.
 
 SSRF: ``base_url`` is tenant-chosen. The host is resolved by the outbound policy (:mod:`parley.net.ssrf`) and
-the socket connects to the address that was checked (TLS still verifies the host name), as the httpx guard does.
+the socket connects to the address that was checked (TLS still verifies the host name), as the httpx guard does;
+:mod:`parley.net.websocket` does both, for ElevenLabs too.
 """
 
 from __future__ import annotations
@@ -28,14 +29,15 @@ import time
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 import httpcore
 from pydantic import Field, SecretStr, field_validator, model_validator
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidHandshake, InvalidStatus
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidStatus
 
-from parley.net.ssrf import OutboundPolicy, OutboundRefused
+from parley.net.ssrf import OutboundRefused
+from parley.net.websocket import WsConnectError, WsEndpoint, connect_guarded, ws_url
 from parley.services.errors import ErrorKind, ProviderError, kind_for_status, retry_after_secs
 from parley.services.registry import ProviderOptions
 from parley.services.secrets import SecretField
@@ -48,18 +50,10 @@ PROVIDER = "deepgram"
 KEEPALIVE = json.dumps({"type": "KeepAlive"})
 FINALIZE = json.dumps({"type": "Finalize"})
 CLOSE_STREAM = json.dumps({"type": "CloseStream"})
-_WS_SCHEMES = {"wss": "wss", "ws": "ws", "https": "wss", "http": "ws"}  # stored documents may only hold http(s)
 _POLL_S = 0.5  # how often the receiver looks at the answer deadline while nothing is awaited
 
 
-class _WireLog(logging.LoggerAdapter[logging.Logger]):
-    """websockets logs every handshake header (``Authorization`` too) and every frame at DEBUG: never here."""
-
-    def isEnabledFor(self, level: int) -> bool:
-        return level >= logging.INFO and self.logger.isEnabledFor(level)
-
-
-_WIRE_LOG = _WireLog(logging.getLogger(f"{__name__}.wire"), {})
+_WIRE_LOG = logging.getLogger(f"{__name__}.wire")  # websockets' own log; never below INFO (it holds headers)
 
 
 @dataclass
@@ -115,12 +109,7 @@ class DeepgramSTT(StreamingSTT):
         @field_validator("base_url")
         @classmethod
         def _ws_url(cls, v: str) -> str:
-            parts = urlsplit(v.strip())
-            if parts.scheme.lower() not in _WS_SCHEMES or not parts.hostname:
-                raise ValueError("must be a wss://, ws://, https:// or http:// URL with a host")
-            if parts.username or parts.password or parts.query or parts.fragment:
-                raise ValueError("must not hold credentials, a query or a fragment")
-            return v.strip()
+            return ws_url(v)
 
         @model_validator(mode="after")
         def _needs_key(self) -> DeepgramSTT.Options:
@@ -131,12 +120,8 @@ class DeepgramSTT(StreamingSTT):
     def __init__(self, options: Options) -> None:
         self.options = options
         self._key = self._resolve_key()
-        parts = urlsplit(options.base_url)
-        scheme = _WS_SCHEMES[parts.scheme.lower()]
-        base = parts._replace(scheme=scheme).geturl().rstrip("/")
-        self.url = f"{base}/v1/listen"  # no query and never the key: safe in messages
-        self._host = parts.hostname or ""
-        self._port = parts.port or (443 if scheme == "wss" else 80)
+        self._endpoint = WsEndpoint.parse(options.base_url, "/v1/listen")
+        self.url = self._endpoint.url  # no query and never the key: safe in messages
         log.debug("deepgram stt: url=%s model=%s", self.url, options.model)
 
     def _resolve_key(self) -> str:
@@ -181,57 +166,26 @@ class DeepgramSTT(StreamingSTT):
     async def prepare(self) -> None:
         """Refuse a base_url the outbound policy refuses before the caller speaks; opens nothing (streams bill)."""
         try:
-            await self._checked_addresses(self.options.connect_timeout_s)
+            await self._endpoint.checked_addresses(self.options.connect_timeout_s)
         except OutboundRefused as exc:
             raise self._fail(str(exc), ErrorKind.BAD_REQUEST) from None
         except (httpcore.ConnectError, httpcore.TimeoutException) as exc:  # the first stream reports it, classified
-            log.debug("deepgram stt: cannot resolve %s yet (%s)", self._host, type(exc).__name__)
+            log.debug("deepgram stt: cannot resolve %s yet (%s)", self._endpoint.host, type(exc).__name__)
 
     async def _connect(self, language: str) -> ClientConnection:
-        limit = self.options.connect_timeout_s
         try:
-            async with asyncio.timeout(limit):
-                return await self._open(f"{self.url}?{self.query(language)}")
-        except TimeoutError:
-            raise self._fail(f"no WebSocket handshake with {self.url} within {limit:g} s", ErrorKind.TIMEOUT) from None
-        except httpcore.TimeoutException:
-            raise self._fail(f"resolving {self._host} took longer than {limit:g} s", ErrorKind.TIMEOUT) from None
+            return await connect_guarded(
+                self._endpoint,
+                {"Authorization": f"Token {self._key}"},
+                query=self.query(language),
+                timeout_s=self.options.connect_timeout_s,
+                wire_logger=_WIRE_LOG,
+                compression=None,  # PCM hardly compresses; spare the CPU
+            )
         except InvalidStatus as exc:
             raise self._rejected(exc) from None
-        except OutboundRefused as exc:  # the operator's policy: permanent until the document changes
-            raise self._fail(str(exc), ErrorKind.BAD_REQUEST) from None
-        except (httpcore.ConnectError, OSError, InvalidHandshake) as exc:
-            dropped = not isinstance(exc, InvalidHandshake) or isinstance(exc.__cause__, EOFError | OSError)
-            kind = ErrorKind.CONNECTION if dropped else ErrorKind.BAD_RESPONSE  # else: not an HTTP/WS answer
-            raise self._fail(f"cannot open a WebSocket to {self.url} ({type(exc).__name__})", kind) from None
-
-    async def _checked_addresses(self, wait_s: float | None = None) -> list[str]:
-        """The host's addresses, each allowed by the outbound policy (else OutboundRefused)."""
-        policy = OutboundPolicy.from_settings()
-        problem = policy.url_problem("http" + self.url.removeprefix("ws"))  # the guard speaks http(s) schemes
-        if problem:
-            raise OutboundRefused(f"refused: {self._host} {problem}")
-        return await policy.resolve(self._host, self._port, wait_s)
-
-    async def _open(self, uri: str) -> ClientConnection:
-        """Connect to an address the outbound policy checked, trying each in turn."""
-        last: Exception = OSError(f"{self._host} has no address")
-        for address in await self._checked_addresses():
-            try:
-                return await connect(
-                    uri,
-                    additional_headers={"Authorization": f"Token {self._key}"},
-                    host=address,  # the checked address; the Host header and TLS name stay the URL's
-                    port=self._port,
-                    proxy=None,  # a proxy would resolve the name where the guard cannot see
-                    open_timeout=None,  # bounded by connect_timeout_s around all addresses
-                    close_timeout=1.0,
-                    compression=None,  # PCM hardly compresses; spare the CPU
-                    logger=_WIRE_LOG,
-                )
-            except OSError as exc:
-                last = exc
-        raise last
+        except WsConnectError as exc:
+            raise self._fail(str(exc), exc.kind) from None
 
     def _rejected(self, exc: InvalidStatus) -> ProviderError:
         """A refused handshake, read from Deepgram's JSON body or its ``dg-error`` header."""

@@ -16,6 +16,9 @@ One sentence per connection: one stream-input socket has no end-of-flush marker 
 of input). So the provider keeps a *spare* connection open (``prepare()`` opens it; each sentence takes it and opens
 the next at once): no sentence waits for a handshake, and a barge-in (closing :meth:`synthesize` early) just drops
 that socket, which stops the server's generation too. ``aclose()`` closes the spare.
+
+SSRF: ``base_url`` is tenant-chosen; :mod:`parley.net.websocket` connects only to addresses the outbound policy
+checked, as for Deepgram.
 """
 
 from __future__ import annotations
@@ -29,15 +32,14 @@ import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Annotated, Any, ClassVar, Literal
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode
 
-import httpcore
 from pydantic import Field, SecretStr, field_validator, model_validator
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidHandshake, InvalidStatus
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidStatus
 from websockets.protocol import State
 
-from parley.net.ssrf import OutboundPolicy, OutboundRefused
+from parley.net.websocket import WsConnectError, WsEndpoint, connect_guarded, ws_url
 from parley.services.errors import ErrorKind, ProviderError, kind_for_status, retry_after_secs
 from parley.services.registry import ProviderOptions
 from parley.services.secrets import SecretField
@@ -48,7 +50,6 @@ log = logging.getLogger(__name__)
 PROVIDER = "elevenlabs"
 DEFAULT_VOICE = "JBFqnCBsd6RMkjVDRZzb"  # "George", a premade voice every account has
 END_OF_INPUT = json.dumps({"text": ""})
-_WS_SCHEMES = {"wss": "wss", "ws": "ws", "https": "wss", "http": "ws"}  # stored documents may only hold http(s)
 _SPARE_MARGIN_S = 5.0  # a spare older than inactivity_timeout_s minus this is replaced, not used
 #: words in ElevenLabs' ``error``/``status`` codes and close reasons, and the kind each means
 _ERROR_WORDS = (
@@ -62,14 +63,7 @@ _ERROR_WORDS = (
 )
 
 
-class _WireLog(logging.LoggerAdapter[logging.Logger]):
-    """websockets logs every handshake header (``xi-api-key`` too) and every frame at DEBUG: never here."""
-
-    def isEnabledFor(self, level: int) -> bool:
-        return level >= logging.INFO and self.logger.isEnabledFor(level)
-
-
-_WIRE_LOG = _WireLog(logging.getLogger(f"{__name__}.wire"), {})
+_WIRE_LOG = logging.getLogger(f"{__name__}.wire")  # websockets' own log; never below INFO (it holds headers)
 
 
 class _Stale(Exception):
@@ -117,12 +111,7 @@ class ElevenLabsTTS(TTS):
         @field_validator("base_url")
         @classmethod
         def _ws_url(cls, v: str) -> str:
-            parts = urlsplit(v.strip())
-            if parts.scheme.lower() not in _WS_SCHEMES or not parts.hostname:
-                raise ValueError("must be a wss://, ws://, https:// or http:// URL with a host")
-            if parts.username or parts.password or parts.query or parts.fragment:
-                raise ValueError("must not hold credentials, a query or a fragment")
-            return v.strip()
+            return ws_url(v)
 
         @model_validator(mode="after")
         def _needs_key(self) -> ElevenLabsTTS.Options:
@@ -133,12 +122,8 @@ class ElevenLabsTTS(TTS):
     def __init__(self, options: Options) -> None:
         self.options = o = options
         self._key = self._resolve_key()
-        parts = urlsplit(o.base_url)
-        scheme = _WS_SCHEMES[parts.scheme.lower()]
-        base = parts._replace(scheme=scheme).geturl().rstrip("/")
-        self.url = f"{base}/v1/text-to-speech/{quote(o.voice_id)}/stream-input"  # no query, no key: for messages
-        self._host = parts.hostname or ""
-        self._port = parts.port or (443 if scheme == "wss" else 80)
+        self._endpoint = WsEndpoint.parse(o.base_url, f"/v1/text-to-speech/{quote(o.voice_id)}/stream-input")
+        self.url = self._endpoint.url  # no query, no key: for messages
         self.sample_rate = o.sample_rate
         self._spare: asyncio.Task[tuple[ClientConnection, float]] | None = None
         self._closing: set[asyncio.Task[None]] = set()
@@ -178,47 +163,20 @@ class ElevenLabsTTS(TTS):
 
     async def _connect(self) -> tuple[ClientConnection, float]:
         """A new connection and when it was opened; ProviderError when none can be had."""
-        limit = self.options.connect_timeout_s
         try:
-            async with asyncio.timeout(limit):
-                ws = await self._open(f"{self.url}?{self.query()}")
-        except TimeoutError:
-            raise self._fail(f"no WebSocket handshake with {self.url} within {limit:g} s", ErrorKind.TIMEOUT) from None
-        except httpcore.TimeoutException:
-            raise self._fail(f"resolving {self._host} took longer than {limit:g} s", ErrorKind.TIMEOUT) from None
+            ws = await connect_guarded(
+                self._endpoint,
+                {"xi-api-key": self._key},
+                query=self.query(),
+                timeout_s=self.options.connect_timeout_s,
+                wire_logger=_WIRE_LOG,
+                max_size=16 * 2**20,  # base64 audio of a long sentence comes in large messages
+            )
         except InvalidStatus as exc:
             raise self._rejected(exc) from None
-        except OutboundRefused as exc:  # the operator's policy: permanent until the document changes
-            raise self._fail(str(exc), ErrorKind.BAD_REQUEST) from None
-        except (httpcore.ConnectError, OSError, InvalidHandshake) as exc:
-            dropped = not isinstance(exc, InvalidHandshake) or isinstance(exc.__cause__, EOFError | OSError)
-            kind = ErrorKind.CONNECTION if dropped else ErrorKind.BAD_RESPONSE  # else: not an HTTP/WS answer
-            raise self._fail(f"cannot open a WebSocket to {self.url} ({type(exc).__name__})", kind) from None
+        except WsConnectError as exc:
+            raise self._fail(str(exc), exc.kind) from None
         return ws, time.monotonic()
-
-    async def _open(self, uri: str) -> ClientConnection:
-        """Connect to an address the outbound policy checked, trying each in turn."""
-        policy = OutboundPolicy.from_settings()
-        problem = policy.url_problem("http" + self.url.removeprefix("ws"))  # the guard speaks http(s) schemes
-        if problem:
-            raise OutboundRefused(f"refused: {self._host} {problem}")
-        last: Exception = OSError(f"{self._host} has no address")
-        for address in await policy.resolve(self._host, self._port, None):
-            try:
-                return await connect(
-                    uri,
-                    additional_headers={"xi-api-key": self._key},
-                    host=address,  # the checked address; the Host header and TLS name stay the URL's
-                    port=self._port,
-                    proxy=None,  # a proxy would resolve the name where the guard cannot see
-                    open_timeout=None,  # bounded by connect_timeout_s around all addresses
-                    close_timeout=1.0,
-                    max_size=16 * 2**20,  # base64 audio of a long sentence comes in large messages
-                    logger=_WIRE_LOG,
-                )
-            except OSError as exc:
-                last = exc
-        raise last
 
     def _rejected(self, exc: InvalidStatus) -> ProviderError:
         """A refused handshake, read from ElevenLabs' ``{"detail": {"status", "message"}}`` body."""
