@@ -3,8 +3,8 @@
 Audio goes up as LINEAR16 as it comes; Google's interim results become ``interim`` events, ``is_final`` ones
 ``final`` events, and ``END_OF_SINGLE_UTTERANCE`` (with ``single_utterance``) an ``endpoint``. Once the audio has
 ended the last result must come within ``timeout_s``; the whole stream is bounded by ``stream_limit_s`` (Google
-ends streams at about five minutes itself). Credentials, endpoint checks and error kinds are those of the Google
-TTS provider (:mod:`parley.services.tts.google`).
+ends streams at about five minutes itself). Credentials, endpoint checks and error kinds are shared with the Google
+TTS provider (:mod:`parley.services.google_cloud`).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from google.cloud.speech_v1.services.speech.transports import SpeechGrpcAsyncIOT
 from pydantic import Field
 
 from parley.services.errors import ErrorKind, ProviderError
+from parley.services.google_cloud import GoogleClient, GoogleCloudOptions, open_stream
 from parley.services.stt.base import StreamingSTT, SttEvent, registry
-from parley.services.tts.google import GoogleClient, GoogleCloudOptions, open_stream
 
 log = logging.getLogger(__name__)
 
