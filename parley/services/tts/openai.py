@@ -23,6 +23,7 @@ from pydantic import Field, SecretStr, field_validator
 
 from parley.net.ssrf import SCHEMES, OutboundRefused, guarded_client
 from parley.services.errors import ErrorKind, ProviderError, kind_for_status, retry_after_secs
+from parley.services.openai_sdk import warm_connection
 from parley.services.registry import ProviderOptions
 from parley.services.secrets import SecretField
 from parley.services.tts.base import TTS, registry
@@ -129,18 +130,10 @@ class OpenAIAudioClient:
 
     async def preconnect(self) -> None:
         """Open the connection before the first request (``GET /models``), so it pays no DNS, TCP or TLS."""
-        if not self.opts.preconnect:
-            return
-        try:
-            await self.client.with_options(timeout=min(self.opts.timeout_s, 5.0), max_retries=0).models.list()
-        except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
-            log.warning("%s: %s", self.what, self.error(exc))  # worth knowing before the caller speaks
-        except openai.APIConnectionError as exc:
-            if isinstance(exc.__cause__, OutboundRefused):  # refused for good: the call cannot start
-                raise self.error(exc) from None
-            log.debug("%s: preconnect to %s failed: %s", self.what, self.url, type(exc.__cause__ or exc).__name__)
-        except openai.OpenAIError as exc:  # e.g. no /models route: the first request reports real problems
-            log.debug("%s: preconnect to %s failed: %s", self.what, self.url, type(exc).__name__)
+        if self.opts.preconnect:
+            await warm_connection(
+                self.client, self.opts.timeout_s, what=self.what, url=self.url, error=self.error, log=log
+            )
 
     async def aclose(self) -> None:
         await self.client.close()
