@@ -1,7 +1,7 @@
 """What Parley's clients of the ``openai`` SDK share: opening the connection before the first request.
 
 Used by the OpenAI speech providers (:mod:`parley.services.tts.openai`, and so :mod:`parley.services.stt.openai`)
-and meant for the chat LLM (:mod:`parley.services.llm.openai_compat`), whose ``prepare`` does the same.
+and the chat LLM (:mod:`parley.services.llm.openai_compat`).
 """
 
 from __future__ import annotations

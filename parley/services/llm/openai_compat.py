@@ -24,6 +24,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from parley.net.ssrf import SCHEMES, OutboundRefused, guarded_client
 from parley.services.errors import ErrorKind, kind_for_status, retry_after_secs
 from parley.services.llm.base import LLM, LLMError, Message, Tool, ToolCall, registry
+from parley.services.openai_sdk import warm_connection
 from parley.services.registry import ProviderOptions
 from parley.services.secrets import SecretField
 
@@ -213,18 +214,10 @@ class OpenAICompatibleLLM(LLM):
 
     async def prepare(self) -> None:
         """Open the connection before the first turn, so it does not pay for DNS, TCP and TLS."""
-        if not self.options.preconnect:
-            return
-        try:
-            await self._client.with_options(timeout=min(self.options.timeout_s, 5.0), max_retries=0).models.list()
-        except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
-            log.warning("openai llm: %s", self._error(exc))  # worth knowing before the caller speaks
-        except openai.APIConnectionError as exc:
-            if isinstance(exc.__cause__, OutboundRefused):  # refused for good: the call cannot start
-                raise self._error(exc) from None
-            log.debug("openai llm: preconnect to %s failed: %s", self.url, type(exc.__cause__ or exc).__name__)
-        except openai.OpenAIError as exc:  # e.g. no /models route: the first turn reports real problems
-            log.debug("openai llm: preconnect to %s failed: %s", self.url, type(exc).__name__)
+        if self.options.preconnect:
+            await warm_connection(
+                self._client, self.options.timeout_s, what="openai llm", url=self.url, error=self._error, log=log
+            )
 
     async def aclose(self) -> None:
         await self._client.close()
