@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import InitErrorDetails
 
 from parley.agent.action_settings import ActionSettings
+from parley.agent.analysis_settings import AnalysisSettings
 from parley.agent.grounding import GroundingSettings
 from parley.agent.limits import (
     MAX_DESCRIPTION_CHARS,
@@ -171,6 +172,7 @@ class AgentDocument(_Strict):
     tools: list[ToolConfig] = Field(default_factory=list, max_length=MAX_TOOLS)
     tool_use: ToolUseSettings = Field(default_factory=ToolUseSettings)
     flow: FlowConfig | None = None
+    analysis: AnalysisSettings | None = None
     kind: Literal["agent"] = "agent"
 
     @model_validator(mode="before")

@@ -39,6 +39,8 @@ def storable_problems(doc: AgentDocument, outbound: OutboundPolicy) -> list[Prob
     for name, node in doc.flow.nodes.items() if doc.flow is not None else ():
         if node.llm is not None:
             choices.append((f"flow.nodes.{name}.llm", llm_registry, node.llm.provider, node.llm.options))
+    if doc.analysis is not None and doc.analysis.llm is not None:
+        choices.append(("analysis.llm", llm_registry, doc.analysis.llm.provider, doc.analysis.llm.options))
     for stage, registry, provider, options in choices:
         try:
             options_cls = getattr(registry.get(provider), "Options", None)

@@ -76,6 +76,18 @@ class CallOut(_Out):
 class CallDetail(CallOut):
     turns: list[TurnOut]
     events: list[EventOut]
+    #: the post-call analysis: ``status`` "done" (``summary``, ``fields``, ``success``, ``success_reason``) or
+    #: "failed" (``reason``); None until one has run
+    analysis: dict[str, Any] | None = None
+
+
+class AnalysisRerun(BaseModel):
+    """``POST /v1/calls/{id}/analysis``: the agent's ``analysis`` settings, with these parts replaced."""
+
+    model_config = ConfigDict(extra="forbid")
+    summary: bool | None = None
+    fields: dict[str, Any] | None = None
+    success: str | None = Field(None, max_length=4_000)
 
 
 class KeyCreate(BaseModel):

@@ -15,6 +15,8 @@ from typing import Any
 
 import structlog
 
+from parley.agent.document import AgentDocument
+from parley.calls.analysis import start_after_call
 from parley.calls.identity import CallInfo, CallTarget
 from parley.calls.recorder import BlobSink, StereoRecorder
 from parley.calls.turnlog import TurnLog, error_event
@@ -178,6 +180,8 @@ class CallRecord:
         self._sink = sink
         self._key = key
         self._writer: CallRecordWriter | None = None
+        #: the agent document whose ``analysis`` runs once the record is closed (set by :meth:`open`)
+        self.document: AgentDocument | None = None
 
     @classmethod
     async def open(
@@ -205,7 +209,9 @@ class CallRecord:
                 )
         key = f"{t.tenant_id}/{call.id}.wav"
         sink = BlobSink(await store.blobs.writer(key), sample_rate)
-        return cls(store, t.tenant_id, call.id, sink, key, StereoRecorder(sink, sample_rate, frame_ms))
+        record = cls(store, t.tenant_id, call.id, sink, key, StereoRecorder(sink, sample_rate, frame_ms))
+        record.document = t.document
+        return record
 
     def writer(self, turn_log: TurnLog, send: SendEvent) -> CallRecordWriter:
         """The observer that writes the call's turns and events as they happen (one per record)."""
@@ -232,4 +238,6 @@ class CallRecord:
                 recording_key=self._key,
                 recording_bytes=self._sink.size,
             )
+        if self.document is not None:  # in the background: the call's end does not wait for it
+            start_after_call(self.store.db, self.tenant_id, self.call_id, self.document)
         return duration

@@ -253,6 +253,7 @@ class CallRepo:
         since: datetime | None = None,
         until: datetime | None = None,
         q: str | None = None,
+        analysis_success: bool | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> builtins.list[Call]:
@@ -269,6 +270,8 @@ class CallRepo:
             stmt = stmt.where(Call.started_at >= since)
         if until is not None:
             stmt = stmt.where(Call.started_at < until)
+        if analysis_success is not None:
+            stmt = stmt.where(Call.analysis_success.is_(analysis_success))
         if q:
             pattern = like_pattern(q)
             stmt = stmt.where(
@@ -282,6 +285,18 @@ class CallRepo:
             )
         stmt = stmt.order_by(Call.started_at.desc(), Call.id).limit(limit).offset(offset)
         return builtins.list(await self.session.scalars(stmt))
+
+    async def set_analysis(self, tenant_id: uuid.UUID, call_id: uuid.UUID, analysis: dict[str, Any]) -> bool:
+        """Stores the call's post-call analysis (its ``success``, if any, for the list filter); False if the call
+        is not this tenant's."""
+        call = await self.get(tenant_id, call_id)
+        if call is None:
+            return False
+        success = analysis.get("success")
+        call.analysis = dict(analysis)
+        call.analysis_success = success if isinstance(success, bool) else None
+        await self.session.flush()
+        return True
 
     async def get(self, tenant_id: uuid.UUID, call_id: uuid.UUID) -> Call | None:
         return await self.session.scalar(select(Call).where(Call.tenant_id == tenant_id, Call.id == call_id))

@@ -112,6 +112,7 @@ class Call(Base):
     __table_args__ = (
         Index("ix_calls_tenant_started", "tenant_id", "started_at"),
         Index("ix_calls_tenant_agent", "tenant_id", "agent_id"),
+        Index("ix_calls_tenant_analysis_success", "tenant_id", "analysis_success"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
@@ -134,6 +135,9 @@ class Call(Base):
     provider_call_id: Mapped[str | None] = mapped_column(String(200), default=None, index=True)
     #: the process that runs the call; a restarting worker closes only its own calls
     worker_id: Mapped[str | None] = mapped_column(String(200), default=None)
+    #: the post-call analysis (parley.calls.analysis); ``analysis_success`` is its verdict, for the list filter
+    analysis: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    analysis_success: Mapped[bool | None] = mapped_column(Boolean, default=None)
 
 
 class Turn(Base):

@@ -9,11 +9,12 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse, StreamingResponse
-from pydantic import AfterValidator
+from pydantic import AfterValidator, ValidationError
 
 from parley.api.deps import ReadCalls, State, WriteCalls
-from parley.api.schemas import CallCreate, CallDetail, CallOut, EventOut, TurnOut
+from parley.api.schemas import AnalysisRerun, CallCreate, CallDetail, CallOut, EventOut, TurnOut
 from parley.store.blobs import BlobNotFound
 from parley.store.calls import CallRepo
 from parley.store.models import Call
@@ -52,6 +53,9 @@ async def list_calls(
     since: Annotated[UtcTime | None, Query(description="ISO 8601 date or time; without a zone: UTC")] = None,
     until: Annotated[UtcTime | None, Query(description="ISO 8601 date or time; without a zone: UTC")] = None,
     q: Annotated[str | None, Query(max_length=200, description="text search in the transcript")] = None,
+    analysis_success: Annotated[
+        bool | None, Query(alias="analysis.success", description="the post-call analysis judged it a success")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> list[Call]:
@@ -64,6 +68,7 @@ async def list_calls(
             since=since,
             until=until,
             q=q,
+            analysis_success=analysis_success,
             limit=limit,
             offset=offset,
         )
@@ -109,7 +114,41 @@ async def get_call(call_id: uuid.UUID, who: ReadCalls, state: State) -> dict[str
         **CallOut.model_validate(call).model_dump(),
         "turns": [TurnOut.model_validate(t) for t in turns],
         "events": [EventOut.model_validate(e) for e in events],
+        "analysis": call.analysis,
     }
+
+
+@router.post("/{call_id}/analysis")
+async def rerun_analysis(
+    call_id: uuid.UUID, who: WriteCalls, state: State, body: AnalysisRerun | None = None
+) -> dict[str, Any]:
+    """Runs the post-call analysis again, now, and returns the stored result (200): the settings are the call's
+    agent version's ``analysis`` (defaults when it has none) with the body's parts replaced."""
+    from parley.agent.analysis_settings import AnalysisSettings
+    from parley.agent.document import parse_agent
+    from parley.calls.analysis import run_analysis
+    from parley.store.agents import AgentRepo
+    from parley.store.credentials import TenantSecrets
+
+    call = await _call(state, who.tenant_id, call_id)
+    async with state.db.session() as s:
+        version = await AgentRepo(s).version(who.tenant_id, call.agent_id, call.agent_version)
+    if version is None:
+        raise HTTPException(status_code=409, detail="the call's agent version no longer exists")
+    document = parse_agent(version.document)
+    settings = document.analysis or AnalysisSettings()
+    if body is not None:
+        try:
+            settings = AnalysisSettings.model_validate({**settings.model_dump(), **body.model_dump(exclude_none=True)})
+        except ValidationError as exc:
+            raise RequestValidationError(
+                [{"loc": ("body", *e["loc"]), "msg": e["msg"], "type": "value_error"} for e in exc.errors()]
+            ) from None
+    secrets = TenantSecrets(state.db, state.settings, who.tenant_id)
+    result = await run_analysis(state.db, who.tenant_id, call_id, document, settings, secrets)
+    if result is None:  # deleted meanwhile
+        raise HTTPException(status_code=404, detail="call not found")
+    return result
 
 
 @router.get("/{call_id}/transcript", response_model=None)
