@@ -126,6 +126,11 @@ async def test_invalid_json_twice_is_stored_as_failed(db: Database, tmp_path: Pa
     settings = AnalysisSettings.model_validate({**doc["analysis"], "llm": wrong})
     result = await analysis.run_analysis(db, tenant, call.id, parse_agent(doc), settings, NoSecrets())
     assert result is not None and result["status"] == "failed" and "fields/party_size" in result["reason"]
+    # an LLM slower than the bound: failed, not waited for
+    slow = {"provider": "canned", "options": {"default": json.dumps(BOOKING), "delay_ms": 5000}}
+    settings = AnalysisSettings.model_validate({**doc["analysis"], "llm": slow, "timeout_secs": 0.3})
+    result = await analysis.run_analysis(db, tenant, call.id, parse_agent(doc), settings, NoSecrets())
+    assert result is not None and result["reason"] == "the analysis took over 0.3 s"
     await store.blobs.aclose()
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+import weakref
 from typing import Any
 
 import jsonschema
@@ -30,7 +31,9 @@ log = structlog.get_logger(__name__)
 
 MAX_TRANSCRIPT_CHARS = 40_000  # the end of a longer call is kept: outcomes are usually there
 MAX_REPLY_CHARS = 20_000
+MAX_RUNNING = 4  # background analyses at once per process: a burst of ending calls queues, it does not pile up
 _PENDING: set[asyncio.Task[None]] = set()
+_SLOTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
 
 SYSTEM = (
     "You analyse a finished phone call between a caller and an AI agent. "
@@ -179,13 +182,16 @@ def start_after_call(db: Database, tenant_id: uuid.UUID, call_id: uuid.UUID, doc
 
 
 async def _logged(coro: Any, call_id: uuid.UUID) -> None:
+    slots = _SLOTS.setdefault(asyncio.get_running_loop(), asyncio.Semaphore(MAX_RUNNING))
     try:
-        await coro
+        async with slots:
+            await coro
     except Exception:
         log.exception("call_analysis_not_stored", call_id=str(call_id))
 
 
 async def drain() -> None:
     """Waits for the analyses started so far (tests; a shutdown that wants them finished)."""
-    while _PENDING:
-        await asyncio.gather(*list(_PENDING), return_exceptions=True)
+    loop = asyncio.get_running_loop()
+    while tasks := [t for t in _PENDING if t.get_loop() is loop]:
+        await asyncio.gather(*tasks, return_exceptions=True)
