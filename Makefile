@@ -61,7 +61,7 @@ typecheck:
 	$(BIN)/mypy
 
 unit:
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=15
 
 bench: install-dev system-test-deps
 	$(BIN)/python bench/latency.py

