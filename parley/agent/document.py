@@ -30,6 +30,7 @@ from parley.agent.limits import (
     error_detail,
     size_of,
 )
+from parley.agent.privacy_settings import PrivacySettings
 from parley.flows.config import FlowConfig
 from parley.services.fallback.config import Deadlines, FallbackLink
 from parley.services.languages import stage_problems
@@ -173,6 +174,7 @@ class AgentDocument(_Strict):
     tool_use: ToolUseSettings = Field(default_factory=ToolUseSettings)
     flow: FlowConfig | None = None
     analysis: AnalysisSettings | None = None
+    privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     kind: Literal["agent"] = "agent"
 
     @model_validator(mode="before")

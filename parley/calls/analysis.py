@@ -20,6 +20,7 @@ import structlog
 from parley.agent.analysis_settings import AnalysisSettings, fields_schema
 from parley.agent.document import AgentDocument
 from parley.offload import off_loop
+from parley.privacy.pii import PiiRedactor
 from parley.services.llm.base import LLM, Message, ToolCall
 from parley.services.llm.base import registry as llm_registry
 from parley.services.secrets import SecretSource, resolve_provider_options
@@ -161,6 +162,7 @@ async def run_analysis(
         log.warning("call_analysis_failed", call_id=str(call_id), error=type(exc).__name__)
         result = {"status": "failed", "reason": f"the analysis LLM failed: {str(exc)[:300]}"}
     result = {**result, "provider": provider, "analysed_at": utcnow().isoformat()}
+    result = PiiRedactor(document.privacy.redact).value(result)  # the agent's privacy rules hold for analysis too
     async with db.session() as s:
         stored = await CallRepo(s).set_analysis(tenant_id, call_id, result)
     return result if stored else None

@@ -31,6 +31,7 @@ from parley.pipeline.frames import (
     StageTime,
     Transcript,
 )
+from parley.privacy.pii import PiiRedactor
 from parley.store.blobs import BlobStore
 from parley.store.calls import CallRepo, CallStatus
 from parley.store.db import Database
@@ -51,8 +52,18 @@ class CallStore:
 class CallRecordWriter:
     """Pipeline observer: turns, events and client notifications, in the order frames leave the pipeline."""
 
-    def __init__(self, db: Database, tenant_id: uuid.UUID, call_id: uuid.UUID, turn_log: TurnLog, send: SendEvent):
+    def __init__(
+        self,
+        db: Database,
+        tenant_id: uuid.UUID,
+        call_id: uuid.UUID,
+        turn_log: TurnLog,
+        send: SendEvent,
+        redact: PiiRedactor | None = None,
+    ):
         self._db = db
+        #: the agent's privacy rules: what is stored is masked (the live client still gets what was said)
+        self._redact = redact if redact else None
         self._tenant = tenant_id
         self._call = call_id
         self._log = turn_log
@@ -137,6 +148,8 @@ class CallRecordWriter:
             async with self._db.session() as s:
                 repo = CallRepo(s)
                 for kind, data in items:
+                    if self._redact is not None:
+                        data = self._redact.value(data)
                     if kind == "turn":
                         await repo.upsert_turn(
                             self._tenant,
@@ -169,8 +182,8 @@ class CallRecord:
         store: CallStore,
         tenant_id: uuid.UUID,
         call_id: uuid.UUID,
-        sink: BlobSink,
-        key: str,
+        sink: BlobSink | DiscardSink,
+        key: str | None,
         recorder: StereoRecorder,
     ) -> None:
         self.store = store
@@ -207,15 +220,21 @@ class CallRecord:
                     provider_call_id=info.provider_call_id,
                     worker_id=info.worker_id,
                 )
-        key = f"{t.tenant_id}/{call.id}.wav"
-        sink = BlobSink(await store.blobs.writer(key), sample_rate)
+        sink: BlobSink | DiscardSink
+        key: str | None
+        if t.document is not None and t.document.privacy.recording == "drop":
+            key, sink = None, DiscardSink()  # the policy: the call's audio is never written anywhere
+        else:
+            key = f"{t.tenant_id}/{call.id}.wav"
+            sink = BlobSink(await store.blobs.writer(key), sample_rate)
         record = cls(store, t.tenant_id, call.id, sink, key, StereoRecorder(sink, sample_rate, frame_ms))
         record.document = t.document
         return record
 
     def writer(self, turn_log: TurnLog, send: SendEvent) -> CallRecordWriter:
         """The observer that writes the call's turns and events as they happen (one per record)."""
-        self._writer = CallRecordWriter(self.store.db, self.tenant_id, self.call_id, turn_log, send)
+        redact = PiiRedactor(self.document.privacy.redact) if self.document is not None else None
+        self._writer = CallRecordWriter(self.store.db, self.tenant_id, self.call_id, turn_log, send, redact)
         return self._writer
 
     def event(self, event: dict[str, Any]) -> None:
@@ -236,8 +255,21 @@ class CallRecord:
                 reason,
                 duration,
                 recording_key=self._key,
-                recording_bytes=self._sink.size,
+                recording_bytes=self._sink.size if self._key is not None else None,
             )
         if self.document is not None:  # in the background: the call's end does not wait for it
             start_after_call(self.store.db, self.tenant_id, self.call_id, self.document)
         return duration
+
+
+class DiscardSink:
+    """A recording sink that keeps nothing (``privacy.recording: drop``)."""
+
+    size = 0
+
+    async def write(self, pcm: bytes) -> None:
+        return None
+
+    async def close(self, data_bytes: int) -> None:
+        return None
+

@@ -1,0 +1,1 @@
+"""Personal data in call records: masking before storage (:mod:`.pii`)."""
