@@ -88,6 +88,33 @@ async def switch_gaps(url: str, turns: int, seed: int) -> dict[str, Any]:
     }
 
 
+async def tts_switch_gaps(turns: int, seed: int) -> dict[str, Any]:
+    """A voice failing mid-sentence at a random 100 ms chunk, resumed by the next from the unspoken words: the
+    time between its last chunk and the next voice's first (Parley's own part of the gap; a cloud voice adds
+    its time to first byte)."""
+    from parley.services.tts.base import registry as tts_registry
+    from tests.support.fakes import flaky_speech  # noqa: F401  (registers flaky-tts)
+
+    rng = random.Random(seed)
+    sentence = "Your appointment is on Monday at ten in the morning with doctor Rao, see you then."
+    gaps = []
+    for _ in range(turns):
+        breaker.reset_breakers()
+        links = [FallbackLink(provider="flaky-tts", options={"name": "a", "fail_after_chunks": rng.randint(1, 40)}),
+                 FallbackLink(provider="flaky-tts", options={"name": "b", "rate": 24000})]  # fmt: skip
+        tts = await chain_provider("tts", tts_registry, links, NoSecrets())
+        marks, last = [], time.perf_counter()
+        async for _chunk in tts.synthesize(sentence):
+            now = time.perf_counter()
+            marks.append(now - last)
+            last = now
+        await tts.aclose()
+        gaps.append(max(marks[1:] or [0.0]) * 1000)
+    gaps.sort()
+    return {"p50": round(statistics.median(gaps), 2), "p95": round(gaps[int(0.95 * (len(gaps) - 1))], 2),
+            "max": round(gaps[-1], 2)}  # fmt: skip
+
+
 async def hop_overhead(url: str, repeats: int) -> dict[str, Any]:
     """Time to the first and last token through a healthy chain minus through the bare provider, paired runs."""
     bare = llm_registry.create("openai", _link(url, "ok").options)
@@ -121,6 +148,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     for fake in serve_chat():  # the server runs while this body does
         result = {"cpu": _cpu(), "cores": os.cpu_count(), **await switch_gaps(fake.url, args.turns, args.seed)}
         result["overhead"] = await hop_overhead(fake.url, args.repeats)
+        result["tts_switch_gap_ms"] = await tts_switch_gaps(args.turns, args.seed)
         return result
     raise RuntimeError("the fake server did not start")
 
