@@ -130,6 +130,9 @@ class Settings(BaseSettings):
         description="hosts (.domain for a whole domain) and IPs/CIDRs that tenant-set URLs may reach although not "
         "public (loopback, private, link-local, metadata); empty: public addresses only",
     )
+    metrics_token: SecretStr | None = Field(
+        None, description="bearer token Prometheus sends to GET /metrics; unset: /metrics answers 404"
+    )
     credentials_key: SecretStr | None = Field(
         None,
         description="Fernet key(s), comma-separated (the first encrypts), for tenants' provider credentials; "

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import structlog
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Header, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from parley import __version__
 from parley.api.routers import resource_routers
@@ -15,6 +17,7 @@ from parley.api.security import add_security
 from parley.api.state import AppState
 from parley.config import Settings
 from parley.logs import ensure_logging
+from parley.metrics import exposition
 from parley.net.clients import close_clients
 from parley.redact import register_settings_secrets
 from parley.telephony.carrier import carriers
@@ -42,6 +45,14 @@ async def start_sip(settings: Settings, state: AppState) -> Any:
     return sip
 
 
+def start_webhooks(settings: Settings, state: AppState) -> Any:
+    """The webhook delivery worker: sends the database outbox's events (parley.webhooks.worker)."""
+    from parley.store.credentials import cipher_for
+    from parley.webhooks.worker import WebhookWorker
+
+    return WebhookWorker(state.db, lambda: cipher_for(settings)).start()
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     ensure_logging()  # `parley serve` has set it up already; any other server gets it here
@@ -53,12 +64,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.parley = await AppState.open(settings)  # what api.deps.State and telephony.state.State read
         app.state.sip = await start_sip(settings, app.state.parley)
+        app.state.webhooks = start_webhooks(settings, app.state.parley)
         log.info("parley_started", database=settings.effective_database_url.split("@")[-1])
         try:
             yield
         finally:
             if app.state.sip is not None:
                 await app.state.sip.stop()
+            await app.state.webhooks.stop()  # attempts under way stay queued for the next start
             await app.state.parley.aclose()
             await close_clients()  # the carriers' and the identity provider's HTTP clients
 
@@ -77,6 +90,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/health", tags=["health"])
     async def health() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
+
+    @app.get("/metrics", tags=["health"])
+    async def metrics(authorization: str | None = Header(None)) -> Response:
+        """Prometheus' scrape, with the operator's token (no tenant data: labels are stages and providers)."""
+        token = settings.metrics_token
+        if token is None:
+            return Response(status_code=404)
+        given = (authorization or "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
+            return Response(status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
 
     # unhandled exceptions: parley.api.errors.UnhandledErrorMiddleware (inside the security headers)
     return app

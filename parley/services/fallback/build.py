@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from parley.metrics import observe_chain_event
 from parley.offload import off_loop
 from parley.services.errors import ErrorKind, ProviderError
 from parley.services.fallback.breaker import breaker_for
@@ -41,5 +42,7 @@ async def chain_provider(stage: str, registry: Registry[Any], links: list[Fallba
         made.append(Link(link.provider, provider, deadlines, breaker_for(stage, link.provider, options)))
     if not made:
         raise ProviderError(f"no {stage} provider of the chain could be made here", kind=ErrorKind.CONNECTION)
+    for event in skipped:
+        observe_chain_event(event)
     chain: Chain[Any] = Chain(stage, made, PROBES[stage], events=skipped)
     return WRAPPERS[stage](chain)

@@ -15,6 +15,7 @@ from typing import Any, Generic, TypeVar
 
 import structlog
 
+from parley.metrics import observe_chain_event
 from parley.redact import redact_text
 from parley.services.errors import ErrorKind, ProviderError
 from parley.services.fallback.breaker import Breaker, BreakerState
@@ -83,7 +84,9 @@ class Chain(Generic[P]):
         (none while the primary does)."""
         out, self.events = self.events, []
         if self._fallback_served:
-            out.append({"type": "served", "stage": self.stage, "provider": self._fallback_served})
+            served = {"type": "served", "stage": self.stage, "provider": self._fallback_served}
+            out.append(served)
+            observe_chain_event(served)
             self._fallback_served = ""
         return out
 
@@ -124,7 +127,9 @@ class Chain(Generic[P]):
         self._event("provider_switch", provider=new.name, previous=old.name, mid_output=said)
 
     def _event(self, event_type: str, **data: Any) -> None:
-        self.events.append({"type": event_type, "stage": self.stage, **data})
+        event = {"type": event_type, "stage": self.stage, **data}
+        self.events.append(event)
+        observe_chain_event(event)
 
     def _start_probe(self, link: Link[P]) -> None:
         try:
