@@ -45,6 +45,14 @@ async def start_sip(settings: Settings, state: AppState) -> Any:
     return sip
 
 
+def start_webhooks(settings: Settings, state: AppState) -> Any:
+    """The webhook delivery worker: sends the database outbox's events (parley.webhooks.worker)."""
+    from parley.store.credentials import cipher_for
+    from parley.webhooks.worker import WebhookWorker
+
+    return WebhookWorker(state.db, lambda: cipher_for(settings)).start()
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     ensure_logging()  # `parley serve` has set it up already; any other server gets it here
@@ -56,12 +64,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.parley = await AppState.open(settings)  # what api.deps.State and telephony.state.State read
         app.state.sip = await start_sip(settings, app.state.parley)
+        app.state.webhooks = start_webhooks(settings, app.state.parley)
         log.info("parley_started", database=settings.effective_database_url.split("@")[-1])
         try:
             yield
         finally:
             if app.state.sip is not None:
                 await app.state.sip.stop()
+            await app.state.webhooks.stop()  # attempts under way stay queued for the next start
             await app.state.parley.aclose()
             await close_clients()  # the carriers' and the identity provider's HTTP clients
 

@@ -27,6 +27,7 @@ from parley.services.secrets import SecretSource, resolve_provider_options
 from parley.store.calls import CallRepo
 from parley.store.db import Database
 from parley.store.models import Turn, utcnow
+from parley.webhooks import events as webhook_events
 
 log = structlog.get_logger(__name__)
 
@@ -165,6 +166,8 @@ async def run_analysis(
     result = PiiRedactor(document.privacy.redact).value(result)  # the agent's privacy rules hold for analysis too
     async with db.session() as s:
         stored = await CallRepo(s).set_analysis(tenant_id, call_id, result)
+        if stored:  # the webhook outbox row, with the result it reports
+            await webhook_events.call_analyzed(s, tenant_id, call_id, result)
     return result if stored else None
 
 

@@ -35,6 +35,8 @@ from parley.privacy.pii import PiiRedactor
 from parley.store.blobs import BlobStore
 from parley.store.calls import CallRepo, CallStatus
 from parley.store.db import Database
+from parley.store.models import Call
+from parley.webhooks import events as webhook_events
 
 log = structlog.get_logger(__name__)
 
@@ -195,6 +197,7 @@ class CallRecord:
         self._writer: CallRecordWriter | None = None
         #: the agent document whose ``analysis`` runs once the record is closed (set by :meth:`open`)
         self.document: AgentDocument | None = None
+        self.agent_id: uuid.UUID | None = None  # for the webhook events (set by :meth:`open`)
 
     @classmethod
     async def open(
@@ -220,6 +223,8 @@ class CallRecord:
                     provider_call_id=info.provider_call_id,
                     worker_id=info.worker_id,
                 )
+            # the webhook outbox row, in the same transaction: the call never waits on a receiver
+            await webhook_events.call_started(s, t.tenant_id, call.id, t.agent_id, _started_data(call))
         sink: BlobSink | DiscardSink
         key: str | None
         if t.document is not None and t.document.privacy.recording == "drop":
@@ -229,6 +234,7 @@ class CallRecord:
             sink = BlobSink(await store.blobs.writer(key), sample_rate)
         record = cls(store, t.tenant_id, call.id, sink, key, StereoRecorder(sink, sample_rate, frame_ms))
         record.document = t.document
+        record.agent_id = t.agent_id
         return record
 
     def writer(self, turn_log: TurnLog, send: SendEvent) -> CallRecordWriter:
@@ -257,6 +263,8 @@ class CallRecord:
                 recording_key=self._key,
                 recording_bytes=self._sink.size if self._key is not None else None,
             )
+            ended = {"status": str(status), "reason": reason, "duration_s": round(duration, 3)}
+            await webhook_events.call_ended(s, self.tenant_id, self.call_id, self.agent_id, ended)
         if self.document is not None:  # in the background: the call's end does not wait for it
             start_after_call(self.store.db, self.tenant_id, self.call_id, self.document)
         return duration
@@ -273,3 +281,14 @@ class DiscardSink:
     async def close(self, data_bytes: int) -> None:
         return None
 
+
+def _started_data(call: Call) -> dict[str, Any]:
+    """What ``call.started`` says of the call."""
+    return {
+        "direction": call.direction,
+        "transport": call.transport,
+        "caller": call.caller,
+        "called": call.called,
+        "agent_version": call.agent_version,
+        "started_at": call.started_at.isoformat(),
+    }
