@@ -316,3 +316,24 @@ async def test_a_node_with_a_prompt_answers_then_falls_back_to_the_menu(clinic: 
     state.name = "hours"
     routing = await state.on_turn("I'd like to book an appointment please", {})
     assert routing is not None and routing.path == ["hours", "booking"] and routing.method == "embedding"
+
+
+def test_a_long_call_folds_turns_leaving_the_window_into_one_line() -> None:
+    """A one-hour call: the prompt stays bounded (the window of verbatim turns plus one summary line), the cached
+    prefix (system prompt, greeting) stays first, and what the caller said early on is still there."""
+    from parley.agent.context import SUMMARY_CHARS, Conversation
+
+    conversation = Conversation("You answer the phone.", max_history_turns=4, greeting="Hello!")
+    conversation.add_turn("My name is Priya and I need a cleaning", "Sure, when?")
+    for i in range(500):
+        conversation.add_turn(f"question {i}", f"answer {i}")
+    messages = conversation.messages_for("and my name again?")
+    assert messages[:2] == conversation.system_messages()
+    assert messages[2]["role"] == "system" and "question 494" in messages[2]["content"]
+    assert len(messages) == 2 + 1 + 4 * 2 + 1 and len(messages[2]["content"]) <= SUMMARY_CHARS + 60
+    assert len(conversation.turns) == 4  # memory is bounded too
+    early = Conversation("x", max_history_turns=2)
+    early.add_turn("My name is Priya", "Hi Priya")
+    early.add_turn("a", "b")
+    early.add_turn("c", "d")
+    assert "My name is Priya" in early.messages_for("e")[1]["content"]

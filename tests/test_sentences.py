@@ -58,4 +58,5 @@ def test_conversation_keeps_prefix_stable_and_trims_old_turns() -> None:
     messages = conv.messages_for("q4")
     assert messages[0] == {"role": "system", "content": "You are helpful."}
     assert messages[1] == {"role": "assistant", "content": "Hello!"}
-    assert [m["content"] for m in messages[2:]] == ["q2", "a2", "q3", "a3", "q4"]
+    assert messages[2] == {"role": "system", "content": "Earlier in this call the caller said: q0; q1"}
+    assert [m["content"] for m in messages[3:]] == ["q2", "a2", "q3", "a3", "q4"]

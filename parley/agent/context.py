@@ -28,6 +28,8 @@ class Conversation:
     _turns: list[Turn] = field(default_factory=list)
     #: tool exchanges that finished after their reply was cut off: the next reply sees them
     _late: list[Message] = field(default_factory=list)
+    #: what the caller said in turns that left the window, folded into one line (a long call never overflows)
+    _earlier: str = ""
 
     def system_messages(self) -> list[Message]:
         messages: list[Message] = [{"role": "system", "content": self.system_prompt.strip()}]
@@ -42,6 +44,8 @@ class Conversation:
         cached (system prompt + greeting + earlier turns) is reused turn after turn.
         """
         messages = self.system_messages()
+        if self._earlier:  # after the cached prefix (system prompt, greeting), before the verbatim turns
+            messages.append({"role": "system", "content": f"Earlier in this call the caller said: {self._earlier}"})
         history = self._turns[-self.max_history_turns :] if self.max_history_turns else []
         for turn in history:
             messages.append({"role": "user", "content": turn.user})
@@ -56,17 +60,22 @@ class Conversation:
         """Remember a finished exchange; tool exchanges that came late join this turn, ahead of its own."""
         self._turns.append(Turn(user_text, heard_reply, (*self._late, *tools)))
         self._late.clear()
+        if self.max_history_turns:  # turns leaving the window fold into the running summary (extractive, no LLM)
+            while len(self._turns) > self.max_history_turns:
+                gone = self._turns.pop(0)
+                self._earlier = f"{self._earlier}; {gone.user}".strip("; ")[-SUMMARY_CHARS:]
 
     def keep_context(self, policy: str, last_n: int = 6) -> None:
         """A flow moved to another node: keep all turns, the last ``last_n``, none, or a ``summary`` — the
         caller's earlier words folded into one turn (extractive: no LLM call on the hot path)."""
         if policy == "none":
             self._turns.clear()
+            self._earlier = ""
         elif policy == "last_n":
             del self._turns[: max(0, len(self._turns) - last_n)]
         elif policy == "summary" and self._turns:
-            said = "; ".join(t.user for t in self._turns)[-SUMMARY_CHARS:]
-            self._turns = [Turn(f"(Earlier in this call I said: {said})", "")]
+            said = "; ".join([self._earlier, *(t.user for t in self._turns)]).strip("; ")[-SUMMARY_CHARS:]
+            self._turns, self._earlier = [Turn(f"(Earlier in this call I said: {said})", "")], ""
 
     def add_late(self, messages: list[Message]) -> None:
         """A tool call and its result that arrived after their reply was talked over (a read tool ran on)."""
