@@ -30,6 +30,7 @@ from parley.agent.limits import (
     error_detail,
     size_of,
 )
+from parley.agent.memory_settings import MemorySettings
 from parley.agent.privacy_settings import PrivacySettings
 from parley.flows.config import FlowConfig
 from parley.services.fallback.config import Deadlines, FallbackLink
@@ -175,6 +176,7 @@ class AgentDocument(_Strict):
     flow: FlowConfig | None = None
     analysis: AnalysisSettings | None = None
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
+    memory: MemorySettings = Field(default_factory=MemorySettings)
     kind: Literal["agent"] = "agent"
 
     @model_validator(mode="before")

@@ -18,6 +18,7 @@ from parley.audio import FrameSplitter
 from parley.calls.actions import carry_out
 from parley.calls.identity import CallInfo, CallTarget
 from parley.calls.line import CallLine
+from parley.calls.memory import document_for_call
 from parley.calls.record_writer import CallRecord, CallStore
 from parley.calls.recorder import StereoRecorder
 from parley.calls.session import CallPipeline, Services, build_pipeline
@@ -49,6 +50,7 @@ class LiveCall:
         self.store = store
         self.line = line
         self.info = info or CallInfo()
+        self.document = target.document  # the call's: with what is remembered about the caller (see run)
         self._clock = clock
         self.call_id: uuid.UUID | None = None
         self._pipeline: CallPipeline | None = None
@@ -109,6 +111,9 @@ class LiveCall:
             self.store, self.target, traits.name, self.info, traits.sample_rate, self.frame_ms
         )
         self.call_id = call_id = record.call_id
+        # what the agent remembers about this caller, read once here: no turn waits for it
+        t = self.target
+        self.document = await document_for_call(self.store.db, t.tenant_id, t.document, self.info.caller)
         runner = self._prepare(record)
         await self.line.events.opened(call_id)
         feeder = asyncio.create_task(self._feed(runner, record.recorder, audio_in), name=f"call-feed-{call_id}")
@@ -143,7 +148,7 @@ class LiveCall:
                 await line.send_audio(pcm)
 
         call_pipeline = build_pipeline(
-            self.target.document,
+            self.document,
             self.services,
             out,
             rate,

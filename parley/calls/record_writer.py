@@ -18,6 +18,7 @@ import structlog
 from parley.agent.document import AgentDocument
 from parley.calls.analysis import start_after_call
 from parley.calls.identity import CallInfo, CallTarget
+from parley.calls.memory import start_after_call as remember_after_call
 from parley.calls.recorder import BlobSink, StereoRecorder
 from parley.calls.turnlog import TurnLog, error_event
 from parley.pipeline.frames import (
@@ -267,6 +268,7 @@ class CallRecord:
             await webhook_events.call_ended(s, self.tenant_id, self.call_id, self.agent_id, ended)
         if self.document is not None:  # in the background: the call's end does not wait for it
             start_after_call(self.store.db, self.tenant_id, self.call_id, self.document)
+            remember_after_call(self.store.db, self.tenant_id, self.call_id, self.document)
         return duration
 
 

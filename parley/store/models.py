@@ -253,3 +253,32 @@ class WebhookDelivery(Base):
     error: Mapped[str | None] = mapped_column(String(500), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class CallerMemory(Base):
+    """What an agent remembers about a caller between calls (a tenant's, keyed by the normalised phone number):
+    a short summary and facts, rewritten by the agent's LLM after each call. See parley.calls.memory."""
+
+    __tablename__ = "caller_memories"
+    __table_args__ = (UniqueConstraint("tenant_id", "caller_key", name="uq_caller_memories_tenant_caller"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    caller_key: Mapped[str] = mapped_column(String(64))
+    summary: Mapped[str] = mapped_column(Text, default="")
+    facts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    calls: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CallerErasure(Base):
+    """When a caller's memory was erased, so a call already under way at that moment cannot write it back.
+
+    Holds a digest of the caller key, never the number; kept a day (longer than any call), then pruned."""
+
+    __tablename__ = "caller_memory_erasures"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+    key_digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    erased_at: Mapped[datetime] = mapped_column(default=utcnow)
