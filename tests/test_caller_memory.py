@@ -28,6 +28,7 @@ from parley.calls.session import Services
 from parley.pipeline.clock import FastClock
 from parley.services.secrets import NoSecrets
 from parley.store.blobs.local import LocalBlobStore
+from parley.store.calls import CallRepo
 from parley.store.db import Database
 from parley.store.memories import MemoryRepo, caller_key
 from parley.store.tenants import TenantRepo
@@ -152,8 +153,13 @@ async def test_an_agent_without_memory_remembers_nothing(db: Database, tmp_path:
     tenant, blobs = await new_tenant(db), LocalBlobStore(tmp_path / "rec")
     prompts = await call_from(db, blobs, tenant, agent(enabled=False), NUMBER)
     assert prompts and all("remember" not in p for p in prompts)
+    # memory on, but an LLM that never answers in JSON (twice: the retry): nothing stored, the call ends as ever
+    mute = agent()
+    mute["llm"]["options"]["rules"] = []
+    await call_from(db, blobs, tenant, mute, NUMBER)
     async with db.session() as s:
         assert await MemoryRepo(s).get(tenant, NUMBER) is None
+        assert [c.status for c in await CallRepo(s).list(tenant)] == ["ended", "ended"]
     await blobs.aclose()
 
 
@@ -178,8 +184,6 @@ async def test_an_erasure_wins_over_the_call_under_way(db: Database, tmp_path: P
     # the update, run again for the call that was under way, still writes nothing
     async with db.session() as s:
         assert await MemoryRepo(s).erase(tenant, NUMBER)
-    from parley.store.calls import CallRepo
-
     async with db.session() as s:
         calls = await CallRepo(s).list(tenant)
     done = [await memory.update_memory(db, tenant, c.id, parse_agent(doc), NoSecrets()) for c in calls]

@@ -71,7 +71,7 @@ async def document_for_call(
 def reply_schema(max_chars: int) -> dict[str, Any]:
     value = {"type": ["string", "number", "boolean"]}
     facts = {"type": "object", "additionalProperties": value, "maxProperties": MAX_FACTS}
-    summary = {"type": "string", "maxLength": max_chars}
+    summary = {"type": "string", "maxLength": 4 * max_chars}  # a little over is cut (bounded), not asked again
     return {"type": "object", "properties": {"summary": summary, "facts": facts}, "required": ["summary", "facts"]}
 
 
