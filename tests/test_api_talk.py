@@ -150,6 +150,8 @@ def test_one_tenant_cannot_reach_another_on_any_endpoint(service: Service) -> No
         service.assign_number("+15550001111", "tenant-a")
         assert a.post("/v1/numbers", json={"number": "+15550001111", "agent_id": agent["id"]}).status_code == 201
         assert a.put("/v1/credentials/a-provider-key", json={"value": "sk-a-only"}).status_code == 201
+        hook = a.post("/v1/webhooks", json={"url": "https://example.com/a-hook", "events": ["call.ended"]})
+        assert hook.status_code == 201, hook.text
         question = asyncio.run(speak("Hello?", "joe-quick"))
         token = a.post(f"/v1/agents/{agent['id']}/talk-token").json()
     pcm = np.concatenate([np.zeros(8000, np.int16), question, np.zeros(16000 * 2, np.int16)])
@@ -157,7 +159,8 @@ def test_one_tenant_cannot_reach_another_on_any_endpoint(service: Service) -> No
     call_id = events[0]["call_id"]
 
     ids = {"agent_ref": agent["id"], "call_id": call_id, "key_id": a_extra_key["id"], "version": "1",
-           "number": "+15550001111", "name": "a-provider-key"}  # fmt: skip
+           "number": "+15550001111", "name": "a-provider-key", "webhook_id": hook.json()["id"],
+           "caller": "+15550001111"}  # fmt: skip
     with service.client(b_key) as b:
         spec = b.get("/openapi.json").json()
         tried = 0
@@ -169,6 +172,8 @@ def test_one_tenant_cannot_reach_another_on_any_endpoint(service: Service) -> No
                     continue  # creates B's own key: nothing of A's involved
                 if path.startswith("/v1/credentials/") and method == "put":
                     continue  # sets B's own credential of that name: nothing of A's involved
+                if path.startswith("/v1/callers/") and method == "delete":
+                    continue  # erases B's own memory of that number (idempotent 204): nothing of A's involved
                 if path.startswith("/telephony/"):
                     continue  # carriers' webhooks: signed by the carrier, not reached with tenant keys
                 r = b.request(method.upper(), url, json=body)

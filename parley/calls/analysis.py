@@ -180,6 +180,18 @@ def start_after_call(db: Database, tenant_id: uuid.UUID, call_id: uuid.UUID, doc
     from parley.store.credentials import TenantSecrets
 
     secrets = TenantSecrets(db, Settings(), tenant_id)  # the service's own configuration, as `parley serve` reads it
+    start_analysis(db, tenant_id, call_id, document, settings, secrets)
+
+
+def start_analysis(
+    db: Database,
+    tenant_id: uuid.UUID,
+    call_id: uuid.UUID,
+    document: AgentDocument,
+    settings: AnalysisSettings,
+    secrets: SecretSource,
+) -> None:
+    """:func:`run_analysis` in the background, within the process's limit of analyses at once."""
     coro = run_analysis(db, tenant_id, call_id, document, settings, secrets)
     task = asyncio.get_running_loop().create_task(_logged(coro, call_id), name=f"call-analysis-{call_id}")
     _PENDING.add(task)

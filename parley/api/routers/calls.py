@@ -17,7 +17,7 @@ from parley.api.deps import ReadCalls, State, WriteCalls
 from parley.api.schemas import AnalysisRerun, CallCreate, CallDetail, CallOut, EventOut, TurnOut
 from parley.store.blobs import BlobNotFound
 from parley.store.calls import CallRepo
-from parley.store.models import Call
+from parley.store.models import Call, utcnow
 
 router = APIRouter(prefix="/v1/calls", tags=["calls"])
 _RANGE = re.compile(r"^bytes=([0-9]*)-([0-9]*)$")
@@ -118,15 +118,16 @@ async def get_call(call_id: uuid.UUID, who: ReadCalls, state: State) -> dict[str
     }
 
 
-@router.post("/{call_id}/analysis")
+@router.post("/{call_id}/analysis", status_code=202)
 async def rerun_analysis(
     call_id: uuid.UUID, who: WriteCalls, state: State, body: AnalysisRerun | None = None
 ) -> dict[str, Any]:
-    """Runs the post-call analysis again, now, and returns the stored result (200): the settings are the call's
-    agent version's ``analysis`` (defaults when it has none) with the body's parts replaced."""
+    """Runs the post-call analysis again in the background (202, ``{"status": "running"}``; ``GET`` the call for
+    the result): the settings are the call's agent version's ``analysis`` (defaults when it has none) with the
+    body's parts replaced. An LLM takes seconds: no request waits for one."""
     from parley.agent.analysis_settings import AnalysisSettings
     from parley.agent.document import parse_agent
-    from parley.calls.analysis import run_analysis
+    from parley.calls.analysis import start_analysis
     from parley.store.agents import AgentRepo
     from parley.store.credentials import TenantSecrets
 
@@ -145,10 +146,12 @@ async def rerun_analysis(
                 [{"loc": ("body", *e["loc"]), "msg": e["msg"], "type": "value_error"} for e in exc.errors()]
             ) from None
     secrets = TenantSecrets(state.db, state.settings, who.tenant_id)
-    result = await run_analysis(state.db, who.tenant_id, call_id, document, settings, secrets)
-    if result is None:  # deleted meanwhile
-        raise HTTPException(status_code=404, detail="call not found")
-    return result
+    running = {"status": "running", "requested_at": utcnow().isoformat()}
+    async with state.db.session() as s:
+        if not await CallRepo(s).set_analysis(who.tenant_id, call_id, running):  # deleted meanwhile
+            raise HTTPException(status_code=404, detail="call not found")
+    start_analysis(state.db, who.tenant_id, call_id, document, settings, secrets)
+    return running
 
 
 @router.get("/{call_id}/transcript", response_model=None)
