@@ -100,6 +100,10 @@ class VectorIndex(Protocol):
 
     async def delete_document(self, tenant_id: str, collection_id: str, document_id: str) -> None: ...
 
+    async def delete_chunks(self, tenant_id: str, chunk_ids: Sequence[str]) -> None:
+        """Drops these chunks' vectors (an older version's, once a re-upload is published)."""
+        ...
+
     async def delete_collection(self, tenant_id: str, collection_id: str) -> None: ...
 
     async def query(
