@@ -18,6 +18,7 @@ from pydantic_core import InitErrorDetails
 from parley.agent.action_settings import ActionSettings
 from parley.agent.analysis_settings import AnalysisSettings
 from parley.agent.grounding import GroundingSettings
+from parley.agent.knowledge_settings import KNOWLEDGE_TOOL, KnowledgeSettings
 from parley.agent.limits import (
     MAX_DESCRIPTION_CHARS,
     MAX_DOCUMENT_CHARS,
@@ -177,6 +178,7 @@ class AgentDocument(_Strict):
     analysis: AnalysisSettings | None = None
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     memory: MemorySettings = Field(default_factory=MemorySettings)
+    knowledge: KnowledgeSettings | None = None
     kind: Literal["agent"] = "agent"
 
     @model_validator(mode="before")
@@ -214,6 +216,10 @@ class AgentDocument(_Strict):
         names = [t.name for t in self.tools]
         if dupes := sorted({n for n in names if names.count(n) > 1}):
             raise ValueError(f"tools: names used twice: {dupes}")
+        if self.knowledge is not None and self.knowledge.tool:  # the knowledge base's own tool is offered too
+            if KNOWLEDGE_TOOL in names:
+                raise ValueError(f"tools: {KNOWLEDGE_TOOL!r} is the knowledge base's tool (knowledge.mode)")
+            names.append(KNOWLEDGE_TOOL)
         if self.flow is not None:
             self.flow.check_tools(set(names))
         return self

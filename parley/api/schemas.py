@@ -46,6 +46,8 @@ class TurnOut(_Out):
     interrupted: bool
     times: dict[str, float]
     voice_to_voice: float | None
+    #: the knowledge-base chunks the reply was given: document, chunk, score (None: no knowledge used)
+    citations: list[dict[str, Any]] | None = None
 
 
 class EventOut(_Out):

@@ -8,6 +8,7 @@ The record itself is :mod:`parley.calls.record_writer`'s; the agent's actions ar
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
@@ -17,6 +18,7 @@ import structlog
 from parley.audio import FrameSplitter
 from parley.calls.actions import carry_out
 from parley.calls.identity import CallInfo, CallTarget
+from parley.calls.knowledge import call_knowledge
 from parley.calls.line import CallLine
 from parley.calls.memory import document_for_call
 from parley.calls.record_writer import CallRecord, CallStore
@@ -111,9 +113,14 @@ class LiveCall:
             self.store, self.target, traits.name, self.info, traits.sample_rate, self.frame_ms
         )
         self.call_id = call_id = record.call_id
-        # what the agent remembers about this caller, read once here: no turn waits for it
+        # what the agent remembers about this caller, read once here: no turn waits for it; the knowledge base warmed
         t = self.target
-        self.document = await document_for_call(self.store.db, t.tenant_id, t.document, self.info.caller)
+        self.document, knowledge = await asyncio.gather(
+            document_for_call(self.store.db, t.tenant_id, t.document, self.info.caller),
+            call_knowledge(t.document, t.tenant_id),
+        )
+        if knowledge is not None:
+            self.services = dataclasses.replace(self.services, knowledge=knowledge)
         runner = self._prepare(record)
         await self.line.events.opened(call_id)
         feeder = asyncio.create_task(self._feed(runner, record.recorder, audio_in), name=f"call-feed-{call_id}")

@@ -165,6 +165,7 @@ class CallRecordWriter:
                             times=data["times"],
                             voice_to_voice=data["voice_to_voice"],
                             checked=True,
+                            citations=data.get("citations"),
                         )
                     else:
                         t = float(data.get("t", 0.0))

@@ -18,6 +18,7 @@ import structlog
 from parley.agent.context import Conversation
 from parley.agent.document import AgentDocument, ServiceChoice, TTSChoice
 from parley.agent.grounding import grounded
+from parley.calls.knowledge import CallKnowledge, mind_knowledge
 from parley.calls.turnlog import TurnLog
 from parley.flows import FlowState, IntentClassifier, classifier_for
 from parley.offload import off_loop
@@ -64,6 +65,8 @@ class Services:
     intents: IntentClassifier | None = None
     #: flow node → that node's own LLM (its ``llm:`` override)
     node_llms: dict[str, LLM] = field(default_factory=dict)
+    #: the tenant's knowledge base for this call (set at a live call's set-up; None: none was opened)
+    knowledge: CallKnowledge | None = None
 
     @classmethod
     async def create(
@@ -170,24 +173,27 @@ def build_responder(
     The audio pipeline and the text-only runs of ``parley test`` both take it from here.
     """
     call_variables = {"agent": agent.name, **(variables or {})}  # one dict: tools and the flow read and set it
-    tool_use = None
-    if services.tools.tools:
-        context = ToolContext(call_id=str(call_variables.get("call_id", "")), variables=call_variables)
-        tool_use = ToolUse(ToolRunner(services.tools.tools), conversation, context, agent.tool_use)
     flow = None
     if agent.flow is not None:
         state = FlowState(agent.flow, services.intents, llm_router(services.llm))
         providers = {name: node.llm.provider for name, node in agent.flow.nodes.items() if node.llm is not None}
         node_llms = {n: grounded(m, agent.grounding, providers[n]) for n, m in services.node_llms.items()}
         flow = FlowDriver(state, conversation, call_variables, node_llms)
+    knowledge = mind_knowledge(agent.knowledge, services.knowledge, flow)
+    tools = {**services.tools.tools, **({knowledge.tool.name: knowledge.tool} if knowledge.tool else {})}
+    tool_use = None
+    if tools:
+        context = ToolContext(call_id=str(call_variables.get("call_id", "")), variables=call_variables)
+        tool_use = ToolUse(ToolRunner(tools), conversation, context, agent.tool_use)
     return Responder(
         grounded(services.llm, agent.grounding, agent.llm.provider),
         conversation,
         agent.actions,
         fallback_line=agent.fallback_line,
         tool_use=tool_use,
-        startup_events=services.tools.problems,
+        startup_events=[*services.tools.problems, *knowledge.events],
         flow=flow,
+        knowledge=knowledge.lookup,
     )
 
 

@@ -34,6 +34,8 @@ class TurnRecord:
     times: dict[str, float] = field(default_factory=dict)
     #: what the agent's mind did this turn (tool calls, routing decisions), as on the call record
     events: list[dict[str, Any]] = field(default_factory=list)
+    #: the knowledge-base chunks the reply was given (its retrieval's, then its ``search_knowledge`` calls')
+    citations: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def voice_to_voice(self) -> float | None:
@@ -64,7 +66,9 @@ class TurnLog:
         elif isinstance(frame, Transcript):
             self._record(frame.turn_id).caller_text = frame.text
         elif isinstance(frame, CallEvent):
-            self._record(frame.turn_id).events.append(frame.event)
+            rec = self._record(frame.turn_id)
+            rec.events.append(frame.event)
+            _cite(rec, frame.event)
         elif isinstance(frame, AgentSpoke) and direction is Direction.UPSTREAM:
             rec = self._record(frame.turn_id)
             rec.agent_text = frame.heard_text
@@ -82,6 +86,17 @@ class TurnLog:
     @property
     def greeting(self) -> TurnRecord | None:
         return self.turns.get(0)
+
+
+def _cite(rec: TurnRecord, event: dict[str, Any]) -> None:
+    """A turn's citations: a retrieval event replaces them (a later reply to the turn supersedes an earlier
+    one), a tool call's are added to them."""
+    cited = event.get("citations")
+    if event.get("type") == "knowledge":
+        rec.citations = list(cited or [])
+    elif cited:  # a chunk already cited keeps its first entry (its score was the query's)
+        known = {c.get("chunk_id") for c in rec.citations}
+        rec.citations += [c for c in cited if c.get("chunk_id") not in known]
 
 
 def error_event(frame: ReplyFailed) -> dict[str, Any]:

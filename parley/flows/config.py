@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
+from parley.agent.knowledge_settings import NodeCollections
 from parley.flows.expressions import Expression, ExpressionError, Template
 
 NODE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
@@ -157,6 +158,8 @@ class NodeConfig(_Strict):
 
     prompt: str = Field("", max_length=8000)
     tools: list[str] | None = None
+    #: knowledge-base collections while this node is current (None: the document's; []: no retrieval here)
+    knowledge: NodeCollections | None = None
     llm: LlmOverride | None = None
     on_enter: list[Action] = Field(default_factory=list)
     on_exit: list[Action] = Field(default_factory=list)

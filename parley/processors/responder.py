@@ -31,6 +31,7 @@ from parley.pipeline.frames import (
 )
 from parley.pipeline.processor import Processor
 from parley.processors.flow_steps import FlowDriver, FlowStep
+from parley.processors.knowledge_lookup import KnowledgeLookup
 from parley.processors.tool_use import ToolUse
 from parley.redact import redact_text
 from parley.services.fallback.chain import drain_events
@@ -75,9 +76,11 @@ class Responder(Processor):
         tool_use: ToolUse | None = None,
         startup_events: list[dict[str, Any]] | None = None,
         flow: FlowDriver | None = None,
+        knowledge: KnowledgeLookup | None = None,
     ) -> None:
         super().__init__()
         self.llm = llm
+        self.knowledge = knowledge  # retrieval from the knowledge base, started with the reply (mode auto/both)
         #: the document's flow: routes each turn before its reply, gives the node's prompt and tools
         self.flow = flow
         self._confirmed: set[int] = set()  # turns the turn detector ended (no longer speculative)
@@ -151,6 +154,8 @@ class Responder(Processor):
         self._turn = max(self._turn, frame.turn_id)
         if self.flow is not None:
             self.flow.speculate(user)  # intent embedding during the end-of-turn silence
+        if self.knowledge is not None and not (frame.keypad or frame.event):  # words, not keys or a silence
+            self.knowledge.start(frame.turn_id, user, self.knowledge.collections(self.flow), self.clock)
         self.spawn(self._reply(frame.turn_id, user), f"reply-{frame.turn_id}")
 
     async def _greet(self) -> None:
@@ -212,6 +217,10 @@ class Responder(Processor):
     async def on_interruption(self) -> None:
         await self.cancel_spawned()
 
+    async def cleanup(self) -> None:
+        if self.knowledge is not None:
+            self.knowledge.close()
+
     async def _on_dtmf(self, frame: DTMF) -> None:
         keypad = self.actions.keypad(frame.digit)
         if keypad is None:
@@ -233,6 +242,9 @@ class Responder(Processor):
         try:
             answered = await self._route(turn_id, text, pieces, actions)
             messages = self.conversation.messages_for(text)
+            if self.knowledge is not None and not answered:  # its facts, before the caller's words
+                emit = lambda e: self.push(CallEvent(turn_id=turn_id, event=e), Direction.UPSTREAM)  # noqa: E731
+                messages = await self.knowledge.augment(turn_id, messages, self.flow, self.clock, emit)
             while not answered:
                 step_start = len(pieces)
                 calls = await self._generate(turn_id, messages, pieces, actions)

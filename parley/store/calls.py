@@ -106,6 +106,7 @@ class CallRepo:
         times: dict[str, float],
         voice_to_voice: float | None,
         checked: bool = False,
+        citations: list[dict[str, Any]] | None = None,
     ) -> None:
         """Writes turn ``turn`` of the call, replacing what was there; ``NotFound`` if not this tenant's call.
 
@@ -121,6 +122,7 @@ class CallRepo:
             "interrupted": interrupted,
             "times": dict(times),
             "voice_to_voice": voice_to_voice,
+            "citations": citations or None,
             "updated_at": utcnow(),
         }
         insert = pg_insert if self.session.get_bind().dialect.name == "postgresql" else sqlite_insert

@@ -154,6 +154,8 @@ class Turn(Base):
     interrupted: Mapped[bool] = mapped_column(Boolean, default=False)
     times: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     voice_to_voice: Mapped[float | None] = mapped_column(Float, default=None)
+    #: the knowledge-base chunks the reply was given (document, chunk, score); None: the agent has no knowledge
+    citations: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True, default=None)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -64,6 +64,8 @@ class ToolOutcome:
         }
         if self.ok:
             event["result"] = redact_value(self.content, MAX_EVENT_CHARS)
+            if isinstance(self.content, dict) and isinstance(self.content.get("citations"), list):
+                event["citations"] = self.content["citations"]  # a knowledge search's: kept whole for the turn
         else:
             event["error"] = self.error
         return event

@@ -1,0 +1,98 @@
+"""A call's knowledge base, at set-up: the tenant's search, warmed, and what the call's mind gets from it.
+
+:func:`call_knowledge` runs where the call's tenant is known (:class:`~parley.calls.live.LiveCall`); runs without
+one (``parley test`` text runs, offline simulations) leave :attr:`Services.knowledge` unset, and an agent that names
+collections then answers without knowledge, with one ``knowledge`` ``unavailable`` event at the call's start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from parley.agent.document import AgentDocument
+from parley.agent.knowledge_settings import KnowledgeSettings
+from parley.knowledge import service
+from parley.knowledge.types import KnowledgeSearch
+from parley.processors.knowledge_lookup import KnowledgeLookup, node_collections
+from parley.tools.base import AgentTool
+from parley.tools.knowledge_tool import KnowledgeTool
+
+if TYPE_CHECKING:
+    from parley.processors.flow_steps import FlowDriver
+
+log = structlog.get_logger(__name__)
+WARM_TIMEOUT_S = 2.0
+
+
+@dataclass
+class CallKnowledge:
+    """The tenant's knowledge as this call searches it (None: no knowledge base), and set-up's events."""
+
+    search: KnowledgeSearch | None
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class MindKnowledge:
+    """What the responder gets: the per-turn lookup (mode auto/both), the tool (tool/both), start-up events."""
+
+    lookup: KnowledgeLookup | None = None
+    tool: AgentTool | None = None
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _event(status: str, **more: Any) -> dict[str, Any]:
+    return {"type": "knowledge", "turn": 0, "status": status, **more}
+
+
+def all_collections(document: AgentDocument) -> list[str]:
+    """Every collection the call may search: the document's and its flow nodes'."""
+    names = list(document.knowledge.collections) if document.knowledge is not None else []
+    for node in document.flow.nodes.values() if document.flow is not None else ():
+        names += node.knowledge or []
+    return list(dict.fromkeys(names))
+
+
+async def call_knowledge(document: AgentDocument, tenant_id: uuid.UUID) -> CallKnowledge | None:
+    """The tenant's search for a document that uses knowledge, warmed for its collections (at most
+    :data:`WARM_TIMEOUT_S`; a failed warm-up is an event, the call goes on). None: the document uses none."""
+    if document.knowledge is None:
+        return None
+    kb = service.current()
+    if kb is None:
+        return CallKnowledge(None, [_event("unavailable")])
+    try:
+        search = kb.for_tenant(tenant_id)
+    except Exception as exc:  # a knowledge base that cannot serve this tenant: the call answers without it
+        log.warning("knowledge_unavailable", error=type(exc).__name__, detail=str(exc)[:300])
+        return CallKnowledge(None, [_event("unavailable", error=type(exc).__name__)])
+    collections = all_collections(document)
+    try:
+        async with asyncio.timeout(WARM_TIMEOUT_S):
+            await search.warm(collections)
+    except Exception as exc:  # searching may still work (slower, or not at all: each turn then says so)
+        error = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
+        log.warning("knowledge_warm_failed", error=error, collections=collections)
+        return CallKnowledge(search, [_event("warm_failed", error=error, collections=collections)])
+    return CallKnowledge(search)
+
+
+def mind_knowledge(
+    settings: KnowledgeSettings | None, knowledge: CallKnowledge | None, flow: FlowDriver | None
+) -> MindKnowledge:
+    """The lookup and the tool for one call's responder, as the document's ``knowledge.mode`` says."""
+    if settings is None:
+        return MindKnowledge()
+    if knowledge is None:  # nobody opened the knowledge base for this call (no tenant, no store)
+        return MindKnowledge(events=[_event("unavailable")])
+    if knowledge.search is None:
+        return MindKnowledge(events=list(knowledge.events))
+    search = knowledge.search
+    lookup = KnowledgeLookup(search, settings) if settings.auto else None
+    tool = KnowledgeTool(search, settings, lambda: node_collections(settings, flow)) if settings.tool else None
+    return MindKnowledge(lookup, tool, list(knowledge.events))
