@@ -16,6 +16,7 @@ from rich.table import Table
 
 from parley.agent.document import AgentDocumentError, load_agent
 from parley.audio import AudioFormatError
+from parley.cli_knowledge import knowledge_app
 from parley.logs import configure_logging
 
 app = typer.Typer(help="Parley: self-hosted voice agents.", no_args_is_help=True, add_completion=False)
@@ -27,6 +28,7 @@ numbers_app = typer.Typer(help="Which tenant owns each number (a tenant maps onl
 admin_app.add_typer(numbers_app, name="numbers")
 db_app = typer.Typer(help="The database.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(knowledge_app, name="knowledge")
 console = Console()
 err = Console(stderr=True)
 

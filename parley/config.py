@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     public_url: str | None = Field(None, description="the address callers and carriers reach Parley at")
     cors_origins: list[str] = Field(default_factory=list)
     max_body_bytes: int = 1_000_000
+    knowledge_max_upload_bytes: int = Field(
+        20_000_000, ge=0, description="the largest knowledge document upload request (all its files together)"
+    )
     worker_id: str = Field(
         default_factory=socket.gethostname,
         description="names this process in call records; at start-up it closes only its own unfinished calls",

@@ -53,6 +53,14 @@ def start_webhooks(settings: Settings, state: AppState) -> Any:
     return WebhookWorker(state.db, lambda: cipher_for(settings)).start()
 
 
+def start_ingestor(state: AppState) -> None:
+    """The knowledge ingestion worker: parses and embeds queued documents (parley.knowledge.ingest)."""
+    from parley.knowledge.ingest import Ingestor
+
+    if state.knowledge is not None:
+        state.ingestor = Ingestor(state.knowledge).start()
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     ensure_logging()  # `parley serve` has set it up already; any other server gets it here
@@ -65,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.parley = await AppState.open(settings)  # what api.deps.State and telephony.state.State read
         app.state.sip = await start_sip(settings, app.state.parley)
         app.state.webhooks = start_webhooks(settings, app.state.parley)
+        start_ingestor(app.state.parley)
         log.info("parley_started", database=settings.effective_database_url.split("@")[-1])
         try:
             yield
@@ -72,6 +81,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if app.state.sip is not None:
                 await app.state.sip.stop()
             await app.state.webhooks.stop()  # attempts under way stay queued for the next start
+            if app.state.parley.ingestor is not None:
+                await app.state.parley.ingestor.stop()  # a document under way goes back to the queue
             await app.state.parley.aclose()
             await close_clients()  # the carriers' and the identity provider's HTTP clients
 

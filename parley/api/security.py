@@ -7,6 +7,7 @@ touch ``http`` scopes and pass everything else through as is.
 from __future__ import annotations
 
 import json
+import re
 
 from fastapi import FastAPI
 from starlette.datastructures import MutableHeaders
@@ -80,11 +81,18 @@ class BodySizeLimitMiddleware:
     """Refuses request bodies over ``max_bytes`` with 413: by Content-Length up front, and for chunked bodies as soon
     as the running total passes the limit, without reading further."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, uploads: tuple[str, int] | None = None) -> None:
         if max_bytes < 0:
             raise ValueError("max_bytes must be >= 0")
         self.app = app
         self.max_bytes = max_bytes
+        #: (path regex, limit): POSTs to matching paths (document uploads) may send up to that limit instead
+        self._uploads = (re.compile(uploads[0]), uploads[1]) if uploads else None
+
+    def _limit(self, scope: Scope) -> int:
+        if self._uploads and scope.get("method") == "POST" and self._uploads[0].fullmatch(scope.get("path", "")):
+            return self._uploads[1]
+        return self.max_bytes
 
     async def _reply(self, send: Send, status: int, detail: str) -> None:
         body = json.dumps({"detail": detail}).encode()
@@ -100,24 +108,25 @@ class BodySizeLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        refusal = self._refusal_by_length(scope)
+        limit = self._limit(scope)
+        refusal = self._refusal_by_length(scope, limit)
         if refusal is not None:
             await self._reply(send, *refusal)
             return
-        body = _LimitedBody(receive, send, self.max_bytes)
+        body = _LimitedBody(receive, send, limit)
         try:
             await self.app(scope, body.receive, body.send)
         except _BodyTooLarge:
             if body.started:
                 raise  # too late for a 413: let the server drop the connection
         if body.exceeded and not body.started:
-            await self._reply(send, 413, self._too_large)
+            await self._reply(send, 413, self._too_large(limit))
 
-    @property
-    def _too_large(self) -> str:
-        return f"request body too large (limit {self.max_bytes} bytes)"
+    @staticmethod
+    def _too_large(limit: int) -> str:
+        return f"request body too large (limit {limit} bytes)"
 
-    def _refusal_by_length(self, scope: Scope) -> tuple[int, str] | None:
+    def _refusal_by_length(self, scope: Scope, limit: int) -> tuple[int, str] | None:
         """The answer the Content-Length headers earn before any body is read: 400 unreadable, 413 too large."""
         for name, value in scope.get("headers", []):
             if name == b"content-length":
@@ -125,8 +134,8 @@ class BodySizeLimitMiddleware:
                     length = int(value)
                 except ValueError:
                     return 400, "invalid Content-Length"
-                if length > self.max_bytes:
-                    return 413, self._too_large
+                if length > limit:
+                    return 413, self._too_large(limit)
         return None
 
 
@@ -170,7 +179,8 @@ def add_security(app: FastAPI, settings: Settings) -> None:
     origins = [o.rstrip("/") for o in settings.cors_origins]
     wildcard = "*" in origins
     app.add_middleware(JsonTextMiddleware)
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    uploads = (r"/v1/knowledge/[^/]+/documents", settings.knowledge_max_upload_bytes)  # documents are larger
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, uploads=uploads)
     app.add_middleware(UnhandledErrorMiddleware, passthrough=(_BodyTooLarge,))
     app.add_middleware(
         CORSMiddleware,

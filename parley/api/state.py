@@ -11,6 +11,10 @@ import structlog
 
 from parley.api.auth import Authenticator, KeyInfo, Role
 from parley.config import Settings
+from parley.knowledge.ingest import Ingestor
+from parley.knowledge.service import KnowledgeBase
+from parley.knowledge.service import install as install_knowledge
+from parley.knowledge.types import KnowledgeUnavailable
 from parley.store.blobs import BlobStore, open_blob_store
 from parley.store.db import Database
 from parley.store.keys import ApiKeyRepo
@@ -45,6 +49,18 @@ async def warm_embedded_models() -> None:
     await services.aclose()
 
 
+async def open_knowledge(db: Database, settings: Settings) -> KnowledgeBase | None:
+    """The knowledge base, installed for this process's calls. An unreachable Chroma server is logged and the
+    service runs without knowledge (agents answer without it, with an event) rather than not at all."""
+    try:
+        kb = await KnowledgeBase.open(db, settings)
+    except KnowledgeUnavailable as exc:
+        log.error("knowledge_unavailable", error=str(exc))
+        return None
+    install_knowledge(kb)
+    return kb
+
+
 @dataclass
 class AppState:
     settings: Settings
@@ -53,6 +69,8 @@ class AppState:
     limiter: RateLimiter
     auth: Authenticator
     nonces: NonceStore  # one-use signatures, nonces and talk tokens (Redis when configured)
+    knowledge: KnowledgeBase | None = None  # None: a Chroma server configured but not reachable at start-up
+    ingestor: Ingestor | None = None  # set by the app's lifespan (parley serve), not by bare test states
 
     @classmethod
     async def open(cls, settings: Settings) -> AppState:
@@ -76,6 +94,7 @@ class AppState:
             async with db.session() as s:
                 return (await TenantRepo(s).get_or_create(name)).id
 
+        knowledge = await open_knowledge(db, settings)
         await warm_embedded_models()
         # Everything loaded so far (models, libraries) lives as long as the process: keep it out of the
         # cyclic GC, whose full collections would otherwise scan it and stall every call's 20 ms playout.
@@ -88,9 +107,13 @@ class AppState:
             limiter=RateLimiter(settings.redis_url),
             auth=Authenticator(settings, lookup_key, tenant_id_for),
             nonces=NonceStore(settings.redis_url),
+            knowledge=knowledge,
         )
 
     async def aclose(self) -> None:
+        if self.knowledge is not None:
+            await self.knowledge.aclose()
+            install_knowledge(None)
         await self.limiter.aclose()
         await self.nonces.aclose()
         await self.blobs.aclose()

@@ -13,7 +13,7 @@ import zipfile
 from collections.abc import Iterable
 from typing import Any
 
-from parley.knowledge.parsing import MarkdownWalk, paragraphs, row_text
+from parley.knowledge.text_shapes import MarkdownWalk, paragraphs, row_text
 from parley.knowledge.types import DocumentError, ParsedDocument, Section
 
 MAX_PDF_PAGES = 2_000
