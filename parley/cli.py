@@ -16,7 +16,7 @@ from rich.table import Table
 
 from parley.agent.document import AgentDocumentError, load_agent
 from parley.audio import AudioFormatError
-from parley.cli_knowledge import knowledge_app
+from parley.cli_knowledge import knowledge_app, parse_sources
 from parley.logs import configure_logging
 
 app = typer.Typer(help="Parley: self-hosted voice agents.", no_args_is_help=True, add_completion=False)
@@ -50,15 +50,24 @@ def call(
     report: Path | None = typer.Option(None, "--report", "-r", help="Write the per-turn JSON report here."),
     fast: bool = typer.Option(False, "--fast", help="Skip idle waits; timings stay in simulated call time."),
     no_wait: bool = typer.Option(False, "--no-wait", help="Start the caller's audio at once, over the greeting."),
+    knowledge: list[str] = typer.Option(
+        [], "--knowledge", help="NAME=PATH: a collection the agent searches, from a file or a directory (repeatable)."
+    ),
 ) -> None:
-    """Simulate a phone call offline with a recorded caller."""
+    """Simulate a phone call offline with a recorded caller (its knowledge collections from local files)."""
     from parley.calls.report import print_report
     from parley.calls.simulate import simulate_call
+    from parley.knowledge.local import LocalKnowledgeError, local_knowledge
+
+    sources = parse_sources(knowledge)
+
+    async def run(doc: Any) -> Any:
+        async with local_knowledge(doc, sources) as known:
+            return await simulate_call(doc, input, output, fast=fast, wait_for_greeting=not no_wait, knowledge=known)
 
     try:
-        doc = load_agent(agent)
-        result = asyncio.run(simulate_call(doc, input, output, fast=fast, wait_for_greeting=not no_wait))
-    except (AgentDocumentError, AudioFormatError, FileNotFoundError) as exc:
+        result = asyncio.run(run(load_agent(agent)))
+    except (AgentDocumentError, AudioFormatError, FileNotFoundError, LocalKnowledgeError) as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
     print_report(result, console)
@@ -79,7 +88,10 @@ def test_agent(
     url: str | None = typer.Option(None, "--url", help="Test a running `parley serve` (ws://host:port) instead."),
     agent_id: str | None = typer.Option(None, "--agent-id", help="With --url: the served agent (key: PARLEY_API_KEY)."),
 ) -> None:
-    """Check an agent offline against scripted scenarios; exits 1 if any expectation fails."""
+    """Check an agent offline against scripted scenarios; exits 1 if any expectation fails.
+
+    The file's top-level ``knowledge: {NAME: [paths]}`` (relative to it) gives the agent's collections offline."""
+    from parley.knowledge.local import LocalKnowledgeError
     from parley.testing.reports import print_summary, write_json, write_junit
     from parley.testing.runner import Live, run_file
     from parley.testing.scenarios import TestFileError
@@ -92,7 +104,7 @@ def test_agent(
         live = Live(f"{url.rstrip('/')}/v1/agents/{agent_id}/talk", os.environ["PARLEY_API_KEY"])
     try:
         result = asyncio.run(run_file(tests, repeat=repeat, work=work, only=only, live=live))
-    except (TestFileError, AgentDocumentError, FileNotFoundError) as exc:
+    except (TestFileError, AgentDocumentError, FileNotFoundError, LocalKnowledgeError) as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
     print_summary(result, console)

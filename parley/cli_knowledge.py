@@ -26,6 +26,17 @@ Server = typer.Option(None, "--server", envvar="PARLEY_URL", help="the service (
 Key = typer.Option(..., "--key", envvar="PARLEY_API_KEY", help="an editor's API key")
 
 
+def parse_sources(values: list[str]) -> dict[str, list[Path]]:
+    """``--knowledge NAME=PATH`` options (repeatable, PATH a file or a directory) as collection name → paths."""
+    sources: dict[str, list[Path]] = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise typer.BadParameter(f"expected NAME=PATH (a collection and a file or directory), not {value!r}")
+        sources.setdefault(name.strip(), []).append(Path(path.strip()))
+    return sources
+
+
 def _client(server: str | None, key: str) -> httpx.Client:
     if server is None:
         settings = Settings()

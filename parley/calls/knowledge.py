@@ -58,12 +58,15 @@ def all_collections(document: AgentDocument) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-async def call_knowledge(document: AgentDocument, tenant_id: uuid.UUID) -> CallKnowledge | None:
+async def call_knowledge(
+    document: AgentDocument, tenant_id: uuid.UUID, kb: service.KnowledgeBase | None = None
+) -> CallKnowledge | None:
     """The tenant's search for a document that uses knowledge, warmed for its collections (at most
-    :data:`WARM_TIMEOUT_S`; a failed warm-up is an event, the call goes on). None: the document uses none."""
+    :data:`WARM_TIMEOUT_S`; a failed warm-up is an event, the call goes on). None: the document uses none.
+    ``kb``: a knowledge base other than the process's (offline runs: :mod:`parley.knowledge.local`)."""
     if document.knowledge is None:
         return None
-    kb = service.current()
+    kb = kb or service.current()
     if kb is None:
         return CallKnowledge(None, [_event("unavailable")])
     try:

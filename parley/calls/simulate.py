@@ -10,6 +10,7 @@ answered the last turn.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ import structlog
 
 from parley.agent.document import AgentDocument
 from parley.audio import Audio, load_audio, resample, samples_per_frame, split_frames
+from parley.calls.knowledge import CallKnowledge
 from parley.calls.recorder import StereoRecorder
 from parley.calls.session import CallPipeline, Services, build_pipeline
 from parley.calls.turnlog import TurnRecord
@@ -138,13 +140,17 @@ async def simulate_call(
     services: Services | None = None,
     max_tail_secs: float = 60.0,
     variables: Mapping[str, Any] | None = None,
+    knowledge: CallKnowledge | None = None,
 ) -> CallReport:
     """Run one offline call; ``services`` may be shared between calls to skip model loading; ``variables`` seed
-    the call's variables (``parley test``'s scenario values)."""
+    the call's variables (``parley test``'s scenario values); ``knowledge``: the collections the agent searches
+    (:func:`parley.knowledge.local.local_knowledge`; None: it answers without)."""
     pcm = caller_pcm(load_audio(input_path))
     own_services = services is None
     if services is None:
         services = await Services.create(agent, EnvSecrets.from_settings())  # the operator's own document
+    if knowledge is not None:
+        services = dataclasses.replace(services, knowledge=knowledge)
     clock: Clock = FastClock() if fast else RealClock()
     recorder = StereoRecorder.to_file(output_path, CALL_RATE, FRAME_MS)
     call = build_pipeline(agent, services, recorder.agent, CALL_RATE, variables=variables)

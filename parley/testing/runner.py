@@ -5,6 +5,7 @@ Models load once per file and are shared by its scenarios (text mode loads only 
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 from collections.abc import Sequence
@@ -15,7 +16,9 @@ from typing import Any
 import numpy as np
 
 from parley.agent.document import AgentDocument, load_agent
+from parley.calls.knowledge import CallKnowledge
 from parley.calls.session import Services
+from parley.knowledge.local import local_knowledge
 from parley.services.secrets import EnvSecrets
 from parley.testing.audio_call import run_audio_call
 from parley.testing.expect import CallResult, Failure, check_turn
@@ -63,9 +66,10 @@ class Live:
 class SharedServices:
     """The file's models, made on first need: only the LLM for text scenarios, everything for audio ones."""
 
-    def __init__(self, agent: AgentDocument, live: Live | None = None) -> None:
+    def __init__(self, agent: AgentDocument, live: Live | None = None, knowledge: CallKnowledge | None = None) -> None:
         self.agent = agent
         self.live = live
+        self.knowledge = knowledge  # the file's local collections (None: the agent answers without)
         self._text: Services | None = None
         self._full: Services | None = None
 
@@ -73,12 +77,14 @@ class SharedServices:
         if self._full is not None:
             return self._full
         if self._text is None:
-            self._text = await text_services(self.agent, EnvSecrets.from_settings())
+            made = await text_services(self.agent, EnvSecrets.from_settings())
+            self._text = dataclasses.replace(made, knowledge=self.knowledge)
         return self._text
 
     async def full(self) -> Services:
         if self._full is None:
-            self._full = await Services.create(self.agent, EnvSecrets.from_settings())
+            made = await Services.create(self.agent, EnvSecrets.from_settings())
+            self._full = dataclasses.replace(made, knowledge=self.knowledge)
         return self._full
 
     async def aclose(self) -> None:
@@ -173,13 +179,22 @@ async def run_file(
     only: str | None = None,
     live: Live | None = None,
 ) -> FileResult:
-    """Every scenario of a tests file (those whose name contains ``only``, if given); against ``live`` if given."""
-    from parley.testing.simulated import run_simulated  # an LLM caller: only when the file has one
-
+    """Every scenario of a tests file (those whose name contains ``only``, if given); against ``live`` if given
+    (whose own knowledge base then answers: the file's ``knowledge`` is read only offline)."""
     tests = load_tests(path)
     agent = load_agent(tests.path(tests.agent))
+    sources = tests.knowledge_sources() if live is None else {}
+    async with local_knowledge(agent, sources) as knowledge:
+        return await _run_tests(path, tests, agent, SharedServices(agent, live, knowledge), repeat, work, only)
+
+
+async def _run_tests(
+    path: str | Path, tests: TestFile, agent: AgentDocument, services: SharedServices,
+    repeat: int | None, work: Path | None, only: str | None,
+) -> FileResult:  # fmt: skip
+    from parley.testing.simulated import run_simulated  # an LLM caller: only when the file has one
+
     result = FileResult(str(path), agent.name)
-    services = SharedServices(agent, live)
     try:
         for scenario in tests.scenarios:
             if only is None or only in scenario.name:

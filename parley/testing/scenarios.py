@@ -141,12 +141,17 @@ class TestFile(_Strict):
     agent: str
     scenarios: list[Scenario] = Field(default_factory=list)
     simulated: list[Simulated] = Field(default_factory=list)
+    #: collection name → files or directories (relative to this file) the agent's knowledge is read from offline
+    knowledge: dict[str, list[str]] = Field(default_factory=dict)
     #: where ``agent`` and ``wav`` paths are relative to (the file's folder)
     base: Path = Path(".")
 
     def path(self, relative: str) -> Path:
         p = Path(relative)
         return p if p.is_absolute() else self.base / p
+
+    def knowledge_sources(self) -> dict[str, list[Path]]:
+        return {name: [self.path(p) for p in paths] for name, paths in self.knowledge.items()}
 
 
 class TestFileError(ValueError):
