@@ -152,6 +152,10 @@ def test_one_tenant_cannot_reach_another_on_any_endpoint(service: Service) -> No
         assert a.put("/v1/credentials/a-provider-key", json={"value": "sk-a-only"}).status_code == 201
         hook = a.post("/v1/webhooks", json={"url": "https://example.com/a-hook", "events": ["call.ended"]})
         assert hook.status_code == 201, hook.text
+        assert a.post("/v1/knowledge", json={"name": "a-facts"}).status_code == 201
+        files = [("files", ("a.txt", b"A's secret fact.", "text/plain"))]
+        a_doc = a.post("/v1/knowledge/a-facts/documents", files=files)
+        assert a_doc.status_code == 202, a_doc.text
         question = asyncio.run(speak("Hello?", "joe-quick"))
         token = a.post(f"/v1/agents/{agent['id']}/talk-token").json()
     pcm = np.concatenate([np.zeros(8000, np.int16), question, np.zeros(16000 * 2, np.int16)])
@@ -160,7 +164,7 @@ def test_one_tenant_cannot_reach_another_on_any_endpoint(service: Service) -> No
 
     ids = {"agent_ref": agent["id"], "call_id": call_id, "key_id": a_extra_key["id"], "version": "1",
            "number": "+15550001111", "name": "a-provider-key", "webhook_id": hook.json()["id"],
-           "caller": "+15550001111"}  # fmt: skip
+           "caller": "+15550001111", "collection": "a-facts", "document_id": a_doc.json()[0]["id"]}  # fmt: skip
     with service.client(b_key) as b:
         spec = b.get("/openapi.json").json()
         tried = 0
@@ -176,7 +180,13 @@ def test_one_tenant_cannot_reach_another_on_any_endpoint(service: Service) -> No
                     continue  # erases B's own memory of that number (idempotent 204): nothing of A's involved
                 if path.startswith("/telephony/"):
                     continue  # carriers' webhooks: signed by the carrier, not reached with tenant keys
-                r = b.request(method.upper(), url, json=body)
+                files = None
+                if path.startswith("/v1/knowledge/") and method == "post":  # a valid body: only the owner can fail it
+                    body = {"/urls": {"urls": ["https://example.com/b"]}, "/search": {"query": "secret"}}.get(
+                        path[path.rindex("/") :]
+                    )
+                    files = [("files", ("b.txt", b"B's text", "text/plain"))] if path.endswith("/documents") else None
+                r = b.request(method.upper(), url, json=body, files=files)
                 tried += 1
                 if "{" in path:
                     assert r.status_code == 404, f"{method.upper()} {path}: {r.status_code} {r.text[:200]}"
