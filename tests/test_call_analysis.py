@@ -194,3 +194,38 @@ def test_api_shows_filters_and_reruns_the_analysis(service: Service) -> None:
         assert c.get(f"/v1/calls/{call_id}").status_code == 404
         assert c.post(f"/v1/calls/{call_id}/analysis").status_code == 404
         assert c.get("/v1/calls", params={"analysis.success": "false"}).json() == []
+
+
+@pytest.mark.asyncio(loop_scope="module")  # the store fixture's loop
+async def test_a_restart_resumes_the_analyses_its_worker_owed(db: Database) -> None:  # noqa: F811
+    """The process died after a call ended (analysis marked pending with the row's end) or mid-call (the crash
+    recovery ended it): the next start of that worker analyses both, and leaves another worker's alone."""
+    from sqlalchemy import update
+
+    from parley.calls.analysis_resume import resume_pending
+    from parley.pipeline.frames import EndReason
+    from parley.store.agents import AgentRepo
+    from parley.store.models import Call
+
+    tenant = await new_tenant(db)
+    doc = agent()
+    worker = f"w-{uuid.uuid4().hex[:6]}"
+    async with db.session() as s:
+        stored = await AgentRepo(s).create(tenant, doc["name"], doc)
+        calls = {}
+        pending = {"status": "pending"}
+        rows = [("ended", worker, "caller-hangup", pending), ("crashed", worker, EndReason.WORKER_CRASHED, None),
+                ("elsewhere", "other-worker", "caller-hangup", pending)]  # fmt: skip
+        for name, who, reason, marked in rows:
+            row = await CallRepo(s).create(tenant, stored.id, 1, stored.name, "talk", worker_id=who)
+            await CallRepo(s).end(tenant, row.id, "ended", str(reason), 3.0)
+            await s.execute(update(Call).where(Call.id == row.id).values(analysis=marked))
+            calls[name] = row.id
+    assert await resume_pending(db, worker) == 2
+    await asyncio.wait_for(analysis.drain(), 10)
+    async with db.session() as s:
+        got = {name: (await CallRepo(s).get(tenant, cid)) for name, cid in calls.items()}
+    assert got["ended"] is not None and got["ended"].analysis["status"] == "done"  # type: ignore[index]
+    assert got["crashed"] is not None and got["crashed"].analysis["summary"] == BOOKING["summary"]  # type: ignore[index]
+    assert got["elsewhere"] is not None and got["elsewhere"].analysis == {"status": "pending"}
+    assert await resume_pending(db, worker) == 0  # done is done

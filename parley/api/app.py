@@ -53,6 +53,16 @@ def start_webhooks(settings: Settings, state: AppState) -> Any:
     return WebhookWorker(state.db, lambda: cipher_for(settings)).start()
 
 
+async def resume_analyses(settings: Settings, state: AppState) -> None:
+    """The post-call analyses this worker owed when it stopped (parley.calls.analysis_resume)."""
+    from parley.calls.analysis_resume import resume_pending
+
+    try:
+        await resume_pending(state.db, settings.worker_id)
+    except Exception:
+        log.exception("analyses_not_resumed")
+
+
 def start_ingestor(state: AppState) -> None:
     """The knowledge ingestion worker: parses and embeds queued documents (parley.knowledge.ingest)."""
     from parley.knowledge.ingest import Ingestor
@@ -74,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.sip = await start_sip(settings, app.state.parley)
         app.state.webhooks = start_webhooks(settings, app.state.parley)
         start_ingestor(app.state.parley)
+        await resume_analyses(settings, app.state.parley)
         log.info("parley_started", database=settings.effective_database_url.split("@")[-1])
         try:
             yield

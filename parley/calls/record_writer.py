@@ -245,6 +245,10 @@ class CallRecord:
         self._writer = CallRecordWriter(self.store.db, self.tenant_id, self.call_id, turn_log, send, redact)
         return self._writer
 
+    def _analysed(self) -> bool:
+        settings = self.document.analysis if self.document is not None else None
+        return settings is not None and settings.wants_anything()
+
     def event(self, event: dict[str, Any]) -> None:
         """Adds an event to the record, in order with the pipeline's (dropped before the writer exists)."""
         if self._writer is not None:
@@ -267,6 +271,8 @@ class CallRecord:
             )
             ended = {"status": str(status), "reason": reason, "duration_s": round(duration, 3)}
             await webhook_events.call_ended(s, self.tenant_id, self.call_id, self.agent_id, ended)
+            if self._analysed():  # kept with the row's end: a restart before it is stored resumes it
+                await CallRepo(s).set_analysis(self.tenant_id, self.call_id, {"status": "pending"})
         if self.document is not None:  # in the background: the call's end does not wait for it
             start_after_call(self.store.db, self.tenant_id, self.call_id, self.document)
             remember_after_call(self.store.db, self.tenant_id, self.call_id, self.document)
