@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     s3_access_key_id: str | None = None
     s3_secret_access_key: SecretStr | None = None
     azure_storage_connection_string: SecretStr | None = None
+    knowledge_chroma_url: str | None = Field(
+        None, pattern=r"^https?://", description="http(s)://host:port of a Chroma server for knowledge vectors"
+    )
+    knowledge_chroma_token: SecretStr | None = Field(None, description="sent as `Authorization: Bearer` to Chroma")
 
     # --- serving -----------------------------------------------------------------
     host: str = "127.0.0.1"
