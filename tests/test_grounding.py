@@ -41,6 +41,7 @@ BACKED = [
     ("Can I get a check-up next Tuesday?", "Sure, I can book your check-up on Tuesday."),
     ("My number is 555 0134.", "So that is 555 0134, thank you."),
     ("Is there parking?", "Yes, parking is free behind the building."),
+    ("When are you open on Saturday?", "Bright Smile Dental's hours on Saturday are 9 am to 1 pm."),  # a possessive
     ("Do you do teeth whitening?", "Yes, we offer teeth whitening."),
     ("Is your office near anything I'd know?", "Yes, we're next to the central library."),
     ("Do you do braces for kids?", "I'm not sure, I'll ask a colleague."),

@@ -134,7 +134,9 @@ def _facts_of(w: str, raw: list[str], i: int) -> set[str]:
         return {f"day:{d}" for d in _DAY_GROUPS[w]}
     if w in MONTHS and (w != "may" or (i > 0 and raw[i][:1].isupper())):
         return {f"month:{w}"}
-    return {f"name:{w}"} if _is_name(raw, i, raw[i]) else set()
+    if not _is_name(raw, i, raw[i]):
+        return set()
+    return {"name:" + w.removesuffix("'s").removesuffix("’s")}  # "Dental's" is the name "Dental"
 
 
 def _is_name(raw: list[str], i: int, token: str) -> bool:
