@@ -7,7 +7,9 @@ Why it is shaped so:
 * embedding runs a few chunks at a time in a thread on its own model instance, so calls' searches and the event
   loop never wait for an upload;
 * a document that cannot be read fails with the reason on its row (the uploader sees it); its earlier version,
-  if any, stays searchable; a document deleted or re-uploaded mid-way is dropped, not published.
+  if any, stays searchable; a document deleted or re-uploaded mid-way is dropped, not published;
+* a vector store that is down (Chroma) postpones the document: its lease runs out and it is tried again, up to
+  ``MAX_ATTEMPTS`` times (parley.store.knowledge), then failed with the reason.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from sqlalchemy import select
 
 from parley.knowledge.embedding import embed_passages, to_bytes
 from parley.knowledge.service import KnowledgeBase
-from parley.knowledge.types import Chunk, DocumentError, IndexedChunk
+from parley.knowledge.types import Chunk, DocumentError, IndexedChunk, KnowledgeUnavailable
 from parley.offload import off_loop
 from parley.store import knowledge as repo
 from parley.store.models import KnowledgeChunk
@@ -103,6 +105,9 @@ class Ingestor:
             return
         except DocumentError as exc:
             await self._fail(c, str(exc))
+            return
+        except KnowledgeUnavailable as exc:  # the vector store is down: its lease runs out and it is tried again
+            log.warning("knowledge_ingest_postponed", document=str(c.id), error=str(exc))
             return
         except Exception as exc:  # a bug or a store failure: recorded; the upload can be sent again
             log.exception("knowledge_ingest_failed", document=str(c.id))

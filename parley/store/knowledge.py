@@ -22,6 +22,7 @@ from parley.store.models import KnowledgeChunk, KnowledgeCollection, KnowledgeDo
 
 C, D, K = KnowledgeCollection, KnowledgeDocument, KnowledgeChunk
 MAX_ATTEMPTS = 3  # a document whose ingestion crashed a worker this often is failed, not tried forever
+GAVE_UP = "ingestion did not finish after several attempts (each time a worker stopped or the vector store was down)"
 
 
 class KnowledgeRepo:
@@ -244,7 +245,7 @@ async def give_up_exhausted(session: AsyncSession) -> int:
             lease_until=None,
             leased_by=None,
             updated_at=now,
-            error="ingestion did not finish after several attempts (a worker stopped each time)",
+            error=GAVE_UP,
         )
     )
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
