@@ -75,8 +75,10 @@ async def call_from(
     doc: dict[str, Any],
     caller: str,
     before_audio: Callable[[], Awaitable[None]] | None = None,
+    user_id: str | None = None,
 ) -> list[str]:
-    """One live call from ``caller``; the system prompts the agent's LLM was asked with during it."""
+    """One live call from ``caller`` (and ``user_id``, a client's); the system prompts the agent's LLM was asked
+    with during it."""
     document = parse_agent(doc)
     services = await Services.create(document)
     prompts: list[str] = []
@@ -93,7 +95,9 @@ async def call_from(
         return None
 
     line = CallLine(TransportTraits("test"), send_audio, CallControl())
-    call = LiveCall(target, services, CallStore(db, blobs), line, CallInfo(caller=caller), clock=FastClock())
+    call = LiveCall(
+        target, services, CallStore(db, blobs), line, CallInfo(caller=caller, user_id=user_id), clock=FastClock()
+    )
     pcm = caller_audio()
 
     async def audio() -> AsyncIterator[bytes]:

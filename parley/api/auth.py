@@ -22,6 +22,7 @@ import jwt
 from parley.config import Settings
 from parley.net.clients import shared_client
 from parley.offload import off_loop
+from parley.store.memories import valid_user_id
 
 LEEWAY_S = 30  # clock skew tolerated on tokens from other systems
 TALK_LEEWAY_S = 5  # talk tokens are ours and live a minute: keep their slack small
@@ -53,6 +54,7 @@ class Principal:
     scopes: tuple[str, ...] = ()
     key_id: uuid.UUID | None = None
     agent_id: uuid.UUID | None = None  # talk tokens are bound to one agent
+    user_id: str | None = None  # a talk token's client-given user id (signed: the browser cannot change it)
 
 
 @dataclass(frozen=True)
@@ -251,12 +253,17 @@ class Authenticator:
         return str(config["jwks_uri"])
 
     # --- talk tokens ----------------------------------------------------------
-    def issue_talk_token(self, principal: Principal, agent_id: uuid.UUID, ttl_s: int = 60) -> str:
-        """A token a browser puts in the WebSocket URL (it cannot set headers there), good for one agent only."""
+    def issue_talk_token(
+        self, principal: Principal, agent_id: uuid.UUID, ttl_s: int = 60, user_id: str | None = None
+    ) -> str:
+        """A token a browser puts in the WebSocket URL (it cannot set headers there), good for one agent only;
+        ``user_id`` (the app's user, remembered like a caller's number) is signed into it."""
         if principal.kind == "talk_token":
             raise AuthError(403, "a talk token cannot issue talk tokens")
         if not 1 <= ttl_s <= 3600:
             raise ValueError("ttl_s must be between 1 and 3600")
+        if user_id is not None and not valid_user_id(user_id):
+            raise ValueError("user_id must be 1 to 64 characters of A-Z a-z 0-9 . _ @ : + -")
         now = int(time.time())
         claims = {
             "aud": TALK_AUDIENCE,
@@ -265,6 +272,7 @@ class Authenticator:
             "role": str(principal.role),
             "agent_id": str(agent_id),
             **({"key_id": str(principal.key_id)} if principal.key_id else {}),  # checked for revocation at use
+            **({"user_id": user_id} if user_id is not None else {}),
             "jti": uuid.uuid4().hex,
             "iat": now,
             "exp": now + ttl_s,
@@ -308,9 +316,11 @@ class Authenticator:
             )
             tenant_id, bound_agent, role = uuid.UUID(claims["tenant_id"]), uuid.UUID(claims["agent_id"]), claims["role"]
             key_id = uuid.UUID(claims["key_id"]) if "key_id" in claims else None
-            token_id, expires_at = claims["jti"], float(claims["exp"])
+            token_id, expires_at, user_id = claims["jti"], float(claims["exp"]), claims.get("user_id")
             if not isinstance(token_id, str):
                 raise TypeError("jti")
+            if user_id is not None and not valid_user_id(user_id):
+                raise TypeError("user_id")
         except jwt.ExpiredSignatureError:
             raise AuthError(401, "talk token expired") from None
         except (jwt.PyJWTError, ValueError, TypeError, AttributeError):
@@ -320,6 +330,12 @@ class Authenticator:
         if bound_agent != agent_id:
             raise AuthError(403, "talk token is for another agent")
         who = Principal(
-            tenant_id, Role(role), str(claims.get("sub", "")), "talk_token", key_id=key_id, agent_id=bound_agent
+            tenant_id,
+            Role(role),
+            str(claims.get("sub", "")),
+            "talk_token",
+            key_id=key_id,
+            agent_id=bound_agent,
+            user_id=user_id,
         )
         return TalkGrant(who, token_id, expires_at)

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from parley.api.auth import Role
 from parley.api.deps import SCOPES, Scope
 from parley.store.calls import CallStatus
+from parley.store.memories import USER_ID_PATTERN
 from parley.telephony.outbound import dialling_carriers
 
 if TYPE_CHECKING:
@@ -116,6 +117,17 @@ class KeyOut(_Out):
 
 class KeyCreated(KeyOut):
     secret: str = Field(description="shown once; Parley keeps only its hash")
+
+
+class TalkTokenRequest(BaseModel):
+    """Other fields are ignored (not refused): a request for another tenant's agent is a 404 whatever it sends."""
+
+    user_id: str | None = Field(
+        None,
+        pattern=USER_ID_PATTERN,
+        description="your app's user: the agent remembers them across sessions like a caller's number "
+        "(1-64 characters of A-Z a-z 0-9 . _ @ : + -); signed into the token",
+    )
 
 
 class TalkToken(BaseModel):

@@ -30,3 +30,5 @@ class CallInfo:
     worker_id: str | None = None
     #: an outbound call's record, created when it was dialled ('dialing'); media makes it active
     call_id: uuid.UUID | None = None
+    #: a client-given user id (the talk WebSocket's): the caller's memory is this user's, not the number's
+    user_id: str | None = None

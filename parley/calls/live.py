@@ -116,7 +116,7 @@ class LiveCall:
         # what the agent remembers about this caller, read once here: no turn waits for it; the knowledge base warmed
         t = self.target
         self.document, knowledge = await asyncio.gather(
-            document_for_call(self.store.db, t.tenant_id, t.document, self.info.caller),
+            document_for_call(self.store.db, t.tenant_id, t.document, self.info.caller, self.info.user_id),
             call_knowledge(t.document, t.tenant_id),
         )
         if knowledge is not None:

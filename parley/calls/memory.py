@@ -1,5 +1,6 @@
 """Per-caller memory: what an agent remembers about a caller (a summary, facts such as a name, preferences,
-open requests) from one call to the next, per tenant, keyed by the caller's normalised phone number.
+open requests) from one call to the next, per tenant, keyed by the caller's normalised phone number, or by a
+client-given user id (``user:<id>``: an app's logged-in user on the talk WebSocket), which wins over the number.
 
 Opt-in per agent (``memory.enabled``). It is read once, when the call is set up, and appended to the system
 prompt, so no turn waits for it; after the call ends the agent's LLM rewrites it from the previous memory and
@@ -26,7 +27,7 @@ from parley.services.llm.base import LLM, Message
 from parley.services.secrets import SecretSource
 from parley.store.calls import CallRepo
 from parley.store.db import Database
-from parley.store.memories import MemoryRepo, caller_key
+from parley.store.memories import MemoryRepo, memory_key
 from parley.store.models import CallerMemory
 
 log = structlog.get_logger(__name__)
@@ -49,11 +50,12 @@ def remembered(memory: CallerMemory) -> str:
 
 
 async def document_for_call(
-    db: Database, tenant_id: uuid.UUID, document: AgentDocument, caller: str | None
+    db: Database, tenant_id: uuid.UUID, document: AgentDocument, caller: str | None, user_id: str | None = None
 ) -> AgentDocument:
     """The document the call runs with: the agent's own, its system prompt followed by what it remembers about
-    this caller when memory is on and there is any. Read once, at set-up; a store failure only loses the memory."""
-    key = caller_key(caller) if document.memory.enabled else None
+    this caller (or user) when memory is on and there is any. Read once, at set-up; a store failure only loses
+    the memory."""
+    key = memory_key(caller, user_id) if document.memory.enabled else None
     if key is None:
         return document
     try:
@@ -116,14 +118,20 @@ async def rewrite(llm: LLM, previous: CallerMemory | None, transcript: str, max_
 
 
 async def update_memory(
-    db: Database, tenant_id: uuid.UUID, call_id: uuid.UUID, document: AgentDocument, secrets: SecretSource
+    db: Database,
+    tenant_id: uuid.UUID,
+    call_id: uuid.UUID,
+    document: AgentDocument,
+    secrets: SecretSource,
+    user_id: str | None = None,
 ) -> CallerMemory | None:
-    """Rewrites the caller's memory from the stored call; None when nothing was written (memory off, no number,
-    the LLM failed, or the memory was erased while the call was under way)."""
+    """Rewrites the caller's memory from the stored call (the user's, when the call had a ``user_id``); None when
+    nothing was written (memory off, no number nor user id, the LLM failed, or the memory was erased while the
+    call was under way)."""
     settings = document.memory
     async with db.session() as s:
         call = await CallRepo(s).get(tenant_id, call_id)
-        key = caller_key(call.caller) if call is not None and settings.enabled else None
+        key = memory_key(call.caller, user_id) if call is not None and settings.enabled else None
         if call is None or key is None:
             return None
         turns = await CallRepo(s).turns(tenant_id, call_id)
@@ -144,15 +152,18 @@ async def update_memory(
         return await MemoryRepo(s).save(tenant_id, key, summary, facts, started)
 
 
-def start_after_call(db: Database, tenant_id: uuid.UUID, call_id: uuid.UUID, document: AgentDocument) -> None:
-    """Updates the caller's memory in the background (nothing when memory is off): the call's end never waits."""
+def start_after_call(
+    db: Database, tenant_id: uuid.UUID, call_id: uuid.UUID, document: AgentDocument, user_id: str | None = None
+) -> None:
+    """Updates the caller's (or user's) memory in the background (nothing when memory is off): the call's end
+    never waits."""
     if not document.memory.enabled:
         return
     from parley.config import Settings
     from parley.store.credentials import TenantSecrets
 
     secrets = TenantSecrets(db, Settings(), tenant_id)  # the service's own configuration, as `parley serve` reads it
-    coro = update_memory(db, tenant_id, call_id, document, secrets)
+    coro = update_memory(db, tenant_id, call_id, document, secrets, user_id)
     task = asyncio.get_running_loop().create_task(_logged(coro, call_id), name=f"caller-memory-{call_id}")
     _PENDING.add(task)
     task.add_done_callback(_PENDING.discard)

@@ -200,6 +200,7 @@ class CallRecord:
         #: the agent document whose ``analysis`` runs once the record is closed (set by :meth:`open`)
         self.document: AgentDocument | None = None
         self.agent_id: uuid.UUID | None = None  # for the webhook events (set by :meth:`open`)
+        self.user_id: str | None = None  # whose memory the call's end updates, when a client gave one
 
     @classmethod
     async def open(
@@ -237,6 +238,7 @@ class CallRecord:
         record = cls(store, t.tenant_id, call.id, sink, key, StereoRecorder(sink, sample_rate, frame_ms))
         record.document = t.document
         record.agent_id = t.agent_id
+        record.user_id = info.user_id
         return record
 
     def writer(self, turn_log: TurnLog, send: SendEvent) -> CallRecordWriter:
@@ -275,7 +277,7 @@ class CallRecord:
                 await CallRepo(s).set_analysis(self.tenant_id, self.call_id, {"status": "pending"})
         if self.document is not None:  # in the background: the call's end does not wait for it
             start_after_call(self.store.db, self.tenant_id, self.call_id, self.document)
-            remember_after_call(self.store.db, self.tenant_id, self.call_id, self.document)
+            remember_after_call(self.store.db, self.tenant_id, self.call_id, self.document, self.user_id)
         return duration
 
 

@@ -1,5 +1,6 @@
-"""Caller memories: per tenant, per caller key (a normalised phone number), the summary and facts an agent
-remembers, and the erasure markers that keep an erased memory from being written back by a call in flight."""
+"""Caller memories: per tenant, per caller key (a normalised phone number, or ``user:<id>`` for a client-given
+user id), the summary and facts an agent remembers, and the erasure markers that keep an erased memory from being
+written back by a call in flight."""
 
 from __future__ import annotations
 
@@ -18,6 +19,11 @@ from parley.store.models import CallerErasure, CallerMemory, utcnow
 ERASURE_KEPT = timedelta(days=1)  # longer than any call lasts: a call that began before the erasure has ended
 _SEPARATORS = re.compile(r"[\s\-()]")
 _PHONE = re.compile(r"^\+?[0-9]{3,20}$")
+#: a client-given user id (an app's logged-in user): what the talk token and ``?user_id=`` accept
+USER_ID_PATTERN = r"^[A-Za-z0-9._@:+-]{1,64}$"
+_USER_ID = re.compile(USER_ID_PATTERN)
+USER_PREFIX = "user:"
+KEY_MAX = 64  # caller_memories.caller_key is String(64)
 
 
 def caller_key(raw: str | None) -> str | None:
@@ -30,6 +36,33 @@ def caller_key(raw: str | None) -> str | None:
     if key.lower().startswith("tel:"):
         key = key[4:]
     return key if _PHONE.match(key) else None
+
+
+def valid_user_id(user_id: object) -> bool:
+    return isinstance(user_id, str) and _USER_ID.fullmatch(user_id) is not None
+
+
+def user_key(user_id: str) -> str:
+    """The key a user id is remembered by: ``user:<id>``; an id too long for the column (over 59 characters)
+    is stored as ``user:#`` and a digest of it (``#`` is no id character: it cannot meet a real id's key)."""
+    if not valid_user_id(user_id):
+        raise ValueError("a user id is 1 to 64 characters of A-Z a-z 0-9 . _ @ : + -")
+    key = f"{USER_PREFIX}{user_id}"
+    return key if len(key) <= KEY_MAX else f"{USER_PREFIX}#{_digest(user_id)[: KEY_MAX - len(USER_PREFIX) - 1]}"
+
+
+def memory_key(caller: str | None, user_id: str | None = None) -> str | None:
+    """The call's memory key: the user id's when the client gave one (it wins over the number), else the
+    caller's number (:func:`caller_key`); None: nothing to remember the caller by."""
+    return user_key(user_id) if user_id is not None else caller_key(caller)
+
+
+def named_key(name: str) -> str | None:
+    """The key the API names a caller by: ``user:<id>`` or a phone number; None when it is neither."""
+    if name.startswith(USER_PREFIX):
+        user_id = name[len(USER_PREFIX) :]
+        return user_key(user_id) if valid_user_id(user_id) else None
+    return caller_key(name)
 
 
 def _digest(key: str) -> str:

@@ -1,5 +1,6 @@
 """A caller's memory: read what the tenant's agents remember about a caller, or erase it (the caller's right to
-be forgotten). The caller is a phone number, URL-encoded in the path (``%2B15550100100``); any spacing works.
+be forgotten). The caller is a phone number, URL-encoded in the path (``%2B15550100100``); any spacing works;
+or ``user:<id>``, a client-given user id of the talk WebSocket (``user%3Aalice``, or ``user:alice`` as it is).
 
 Reading takes what reading calls takes (``calls:read``), erasing what changing calls takes (``calls:write``).
 An erasure also keeps a call already under way from writing the memory back (see parley.calls.memory).
@@ -14,11 +15,13 @@ from fastapi import APIRouter, HTTPException, Path, Response
 from pydantic import BaseModel
 
 from parley.api.deps import ReadCalls, State, WriteCalls
-from parley.store.memories import MemoryRepo, caller_key
+from parley.store.memories import MemoryRepo, caller_key, named_key
 
 router = APIRouter(prefix="/v1/callers", tags=["callers"])
 
-Caller = Annotated[str, Path(max_length=64, description="the caller's phone number, URL-encoded (+ as %2B)")]
+Caller = Annotated[
+    str, Path(max_length=100, description="the caller's phone number, URL-encoded (+ as %2B), or user:<user id>")
+]
 
 
 class MemoryOut(BaseModel):
@@ -31,12 +34,17 @@ class MemoryOut(BaseModel):
 
 
 def _key(caller: str) -> str:
-    key = caller_key(caller)
+    """The stored key (a user id's may be a digest of it)."""
+    key = named_key(caller)
     if key is None:
-        raise HTTPException(
-            422, detail=[{"loc": ["path", "caller"], "msg": "not a phone number", "type": "value_error"}]
-        )
+        msg = "neither a phone number nor user:<id> (1-64 characters of A-Z a-z 0-9 . _ @ : + -)"
+        raise HTTPException(422, detail=[{"loc": ["path", "caller"], "msg": msg, "type": "value_error"}])
     return key
+
+
+def _name(caller: str) -> str:
+    """How the caller is named back: ``user:<id>`` as given, a number normalised."""
+    return caller if caller.startswith("user:") else caller_key(caller) or caller
 
 
 @router.get("/{caller}/memory", response_model=MemoryOut)
@@ -47,7 +55,7 @@ async def get_memory(caller: Caller, who: ReadCalls, state: State) -> MemoryOut:
     if row is None:
         raise HTTPException(404, detail="nothing is remembered about this caller")
     return MemoryOut(
-        caller=key,
+        caller=_name(caller),
         summary=row.summary,
         facts=row.facts,
         calls=row.calls,

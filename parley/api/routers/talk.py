@@ -2,23 +2,27 @@
 
 Browsers cannot set headers on a WebSocket, so they first get a short-lived talk
 token (``POST /v1/agents/{agent}/talk-token``) and pass it as ``?token=``; other
-clients may send their API key or JWT in the usual headers. The protocol on the
+clients may send their API key or JWT in the usual headers. A client-given user id
+(the app's logged-in user, remembered like a caller's number) is signed into the token,
+or passed as ``?user_id=`` by a header-authenticated client. The protocol on the
 socket is :mod:`parley.api.talk_protocol` (docs/talk.md); the call itself runs
 through the bridge every WebSocket transport shares (:mod:`parley.calls.ws_bridge`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
+from typing import Annotated
 
 import structlog
-from fastapi import APIRouter, HTTPException, WebSocket
+from fastapi import APIRouter, Body, HTTPException, WebSocket
 
 from parley.agent.document import AgentDocument, AgentDocumentError, parse_agent
 from parley.api.auth import AuthError, Principal
 from parley.api.deps import State, Talk, has_scope, rate_limit
 from parley.api.routers.agents import find_agent
-from parley.api.schemas import TalkToken
+from parley.api.schemas import TalkToken, TalkTokenRequest
 from parley.api.state import AppState
 from parley.api.talk_protocol import TalkWire
 from parley.calls.identity import CallInfo, CallTarget
@@ -27,6 +31,7 @@ from parley.calls.ws_bridge import Socket, run_socket_call
 from parley.store.agents import AgentRepo
 from parley.store.credentials import TenantSecrets
 from parley.store.keys import ApiKeyRepo
+from parley.store.memories import valid_user_id
 
 log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/v1/agents", tags=["talk"])
@@ -36,10 +41,15 @@ POLICY_VIOLATION, TRY_AGAIN_LATER, INTERNAL_ERROR = 1008, 1013, 1011
 
 
 @router.post("/{agent_ref}/talk-token", response_model=TalkToken)
-async def talk_token(agent_ref: str, who: Talk, state: State) -> TalkToken:
+async def talk_token(
+    agent_ref: str, who: Talk, state: State, body: Annotated[TalkTokenRequest | None, Body()] = None
+) -> TalkToken:
+    """The body is optional: ``{"user_id": …}`` signs the app's user into the token (their memory, if the
+    agent keeps one)."""
     async with state.db.session() as s:
         agent = await find_agent(AgentRepo(s), who.tenant_id, agent_ref)
-    token = state.auth.issue_talk_token(who, agent.id, ttl_s=TOKEN_TTL_S)
+    user_id = body.user_id if body is not None else None
+    token = state.auth.issue_talk_token(who, agent.id, ttl_s=TOKEN_TTL_S, user_id=user_id)
     return TalkToken(token=token, expires_in=TOKEN_TTL_S, url=f"/v1/agents/{agent.id}/talk?token={token}")
 
 
@@ -50,12 +60,14 @@ async def refuse(ws: WebSocket, code: int, reason: str) -> None:
 
 async def _who(ws: WebSocket, state: AppState, agent_ref: str) -> Principal:
     """The caller, from a talk token (spent here: one session each, none once its key is revoked) or headers."""
-    token = ws.query_params.get("token")
+    token, user_id = ws.query_params.get("token"), ws.query_params.get("user_id")
     if not token:
         who = await state.auth.authenticate(ws.headers.get("authorization"), ws.headers.get("x-api-key"))
         if not has_scope(who, "talk"):
             raise AuthError(403, "this needs the talk scope")
-        return who
+        return _with_user(who, user_id)
+    if user_id is not None:  # refused before the token is spent: it still opens its one session
+        raise AuthError(403, "a talk token carries its own user_id: ?user_id= is not accepted with one")
     try:
         agent_id = uuid.UUID(agent_ref)
     except ValueError:
@@ -66,6 +78,16 @@ async def _who(ws: WebSocket, state: AppState, agent_ref: str) -> Principal:
             return await ApiKeyRepo(s).is_live(tenant_id, key_id)
 
     return await state.auth.redeem_talk_token(token, agent_id, state.nonces.use, key_is_live)
+
+
+def _with_user(who: Principal, user_id: str | None) -> Principal:
+    """``?user_id=`` of a header-authenticated client (a trusted server: with a token, the signed one is used).
+    The id is never echoed: it is not logged in clear."""
+    if user_id is None:
+        return who
+    if not valid_user_id(user_id):
+        raise AuthError(403, "user_id must be 1 to 64 characters of A-Z a-z 0-9 . _ @ : + -")
+    return dataclasses.replace(who, user_id=user_id)
 
 
 async def _authenticate(ws: WebSocket, state: AppState, agent_ref: str) -> tuple[Principal, CallTarget] | None:
@@ -102,7 +124,8 @@ async def talk(ws: WebSocket, agent_ref: str, state: State) -> None:
     found = await _authenticate(ws, state, agent_ref)
     if found is None:
         return
-    _who, target = found
-    info = CallInfo(caller=addr, worker_id=state.settings.worker_id)  # a restart after a crash finds its calls
+    who, target = found
+    # the worker: a restart after a crash finds its calls; the user id: whose memory the call reads and writes
+    info = CallInfo(caller=addr, worker_id=state.settings.worker_id, user_id=who.user_id)
     secrets = TenantSecrets(state.db, state.settings, target.tenant_id)
     await run_socket_call(TalkWire(Socket(ws), target), target, CallStore(state.db, state.blobs), info, secrets)
