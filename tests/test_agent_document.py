@@ -23,7 +23,9 @@ def example() -> dict:
 def test_example_receptionist_is_valid() -> None:
     doc = load_agent(EXAMPLE)
     assert doc.name == "Receptionist"
-    assert "Harbor Street" in doc.system_prompt
+    assert "colleague" in doc.system_prompt and "Harbor Street" not in doc.system_prompt  # facts: its collection
+    assert doc.knowledge is not None and doc.knowledge.collections == ["bright-smile"]
+    assert "Harbor Street" in (EXAMPLE.parent / "knowledge" / "bright-smile.md").read_text()
     assert (doc.stt.provider, doc.llm.provider, doc.tts.provider) == ("whisper", "llama", "piper")
 
 

@@ -6,6 +6,7 @@ replies are real; calls run with the fast clock, which keeps simulated time.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -211,8 +212,9 @@ def test_cli_call_writes_the_recording_and_report(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "parley.cli", "call", str(ROOT / "examples/agents/receptionist.yaml"),
          "--input", str(tmp_path / "question.wav"), "--output", str(tmp_path / "call.wav"),
-         "--report", str(tmp_path / "r.json"), "--fast"],
-        capture_output=True, text=True, timeout=300,
+         "--report", str(tmp_path / "r.json"), "--fast",
+         "--knowledge", f"bright-smile={ROOT / 'examples/agents/knowledge/bright-smile.md'}"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "PARLEY_DATA_DIR": str(tmp_path / "data")},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "voice-to-voice" in result.stdout and "Do you have parking" in result.stdout
@@ -227,6 +229,7 @@ def test_cli_call_writes_the_recording_and_report(tmp_path: Path) -> None:
         turn["times"]["first_audio_out"] - turn["times"]["speech_end"], abs=2e-3
     )
     assert read_wav(tmp_path / "call.wav").channels == 2
+    assert turn["citations"] and turn["citations"][0]["collection"] == "bright-smile"  # answered from the file
 
 
 def espeak_question() -> np.ndarray:

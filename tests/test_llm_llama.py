@@ -409,11 +409,14 @@ def default_llm(**options: object) -> LlamaLLM:
 
 
 def receptionist_prompt() -> list[Message]:
+    """The receptionist's prompt, and its knowledge collection's file as a call's retrieval gives it."""
     from parley.agent.context import Conversation
     from parley.agent.document import load_agent
+    from parley.processors.knowledge_lookup import facts_message
 
     agent = load_agent(RECEPTIONIST)
-    return Conversation(agent.system_prompt, greeting=agent.greeting).system_messages()
+    facts = (RECEPTIONIST.parent / "knowledge" / "bright-smile.md").read_text()
+    return [*Conversation(agent.system_prompt, greeting=agent.greeting).system_messages(), facts_message([facts])]
 
 
 async def test_the_default_model_answers_from_the_prompt() -> None:

@@ -60,6 +60,8 @@ def test_cloud_sdks_are_extras_not_dependencies() -> None:
 
 def test_the_demo_agent_ships_in_the_package_and_matches_the_example() -> None:
     assert demo.EXAMPLE_AGENT.read_text() == (ROOT / "examples" / "agents" / "receptionist.yaml").read_text()
+    knowledge = ROOT / "examples" / "agents" / "knowledge" / "bright-smile.md"
+    assert demo.EXAMPLE_KNOWLEDGE.read_text() == knowledge.read_text()
     assert "calls/*.yaml" in (ROOT / "pyproject.toml").read_text()
 
 
