@@ -30,14 +30,31 @@ from parley.calls.live import LiveCall
 from parley.calls.record_writer import CallStore
 from parley.calls.session import Services
 from parley.calls.synthetic_caller import speak
+from parley.knowledge import service
+from parley.knowledge.ingest import Ingestor
+from parley.knowledge.service import KnowledgeBase
 from parley.logs import configure_logging
 from parley.pipeline.clock import FastClock
 from parley.store.blobs.local import LocalBlobStore
 from parley.store.db import Database
+from parley.store.knowledge import KnowledgeRepo
 from parley.store.tenants import TenantRepo
 from parley.transports.traits import TransportTraits
 
 ROOT = Path(__file__).resolve().parents[1]
+FACTS = ROOT / "examples/agents/knowledge/bright-smile.md"
+
+
+async def install_knowledge(db: Database, tenant: uuid.UUID) -> None:
+    """The receptionist's collection in the call's database, ingested, and the knowledge base installed as
+    ``parley serve`` installs it: the call retrieves on every turn, as a served one does."""
+    async with db.session() as s:
+        repo = KnowledgeRepo(s)
+        coll = await repo.create_collection(tenant, "bright-smile", "")
+        await repo.put_document(coll, "bright-smile.md", FACTS.read_bytes(), "text/markdown")
+    kb = KnowledgeBase(db)
+    await Ingestor(kb).run_once()
+    service.install(kb)
 
 
 def rss_mb() -> float:
@@ -53,6 +70,7 @@ async def run(minutes: float) -> dict[str, Any]:
     await db.migrate()
     async with db.session() as s:
         tenant = await TenantRepo(s).get_or_create("bench")
+    await install_knowledge(db, tenant.id)
     agent = load_agent(ROOT / "examples/agents/receptionist.yaml")
     services = await Services.create(agent)
     question = await speak("What are your opening hours on Saturday?", "joe-quick")

@@ -10,6 +10,12 @@ the audio itself), not from the VAD's decision, to the first agent audio out.
 
 With ``--concurrent N`` each of N workers has its own services (as N live calls do) and runs the corpus; the
 calls of different workers overlap. ``--hog`` runs a CPU busy loop in another process for the whole run.
+
+The receptionist's facts live in a knowledge collection (examples/agents/knowledge/bright-smile.md). By default it
+runs with them inline in its prompt instead (:data:`INLINE_PROMPT`, its prompt before the collection) and no
+knowledge; ``--knowledge`` runs it as written, retrieving from the file through the local knowledge base:
+
+    .venv/bin/python bench/latency.py --knowledge   # compare with a run without it
 """
 
 from __future__ import annotations
@@ -30,9 +36,11 @@ from support import cpu_model
 
 from parley.agent.document import load_agent
 from parley.audio import pcm16_to_ulaw, resample
+from parley.calls.knowledge import CallKnowledge
 from parley.calls.session import Services
 from parley.calls.simulate import simulate_call
 from parley.calls.synthetic_caller import VOICES, caller_recording
+from parley.knowledge.local import local_knowledge
 from parley.logs import configure_logging
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,6 +53,19 @@ QUESTIONS = [
     "Do you offer teeth whitening?",
 ]
 TARGET = {"p50_ms": 550, "p95_ms": 800}
+KNOWLEDGE = {"bright-smile": [ROOT / "examples" / "agents" / "knowledge" / "bright-smile.md"]}
+#: the receptionist's prompt with its facts inline, as it was before they moved to its knowledge collection
+INLINE_PROMPT = """You are the receptionist of Bright Smile Dental, speaking to a caller on the phone.
+Answer in one or two short sentences. Be friendly and direct. Never use lists or markdown.
+Facts you know:
+- Opening hours: Monday to Friday, 8 am to 6 pm; Saturday 9 am to 1 pm; closed on Sunday.
+- Address: 42 Harbor Street, Springfield, next to the central library.
+- Services: check-ups, cleaning, fillings, whitening and emergency care.
+- A check-up costs 80 dollars; cleaning costs 60 dollars.
+- To book an appointment, take the caller's name and preferred day.
+- Parking is free behind the building.
+If you do not know something, say you will ask a colleague to call back.
+"""
 
 
 def pct(values: list[float], q: float) -> float:
@@ -74,8 +95,9 @@ async def calls(args: argparse.Namespace, work: Path) -> list[tuple[str, str, Pa
 
 
 async def worker(
-    n: int, agent: Any, corpus: list[tuple[str, str, Path, float, str]], work: Path, start: asyncio.Barrier
-) -> tuple[list[dict[str, Any]], float]:
+    n: int, agent: Any, corpus: list[tuple[str, str, Path, float, str]], work: Path, start: asyncio.Barrier,
+    knowledge: CallKnowledge | None,
+) -> tuple[list[dict[str, Any]], float]:  # fmt: skip
     """One call at a time through its own services; workers start their calls together."""
     t0 = time.perf_counter()
     services = await Services.create(agent)
@@ -85,7 +107,7 @@ async def worker(
         await start.wait()
         for j, (voice, kind, path, true_end, question) in enumerate(corpus):
             out = work / f"w{n}-{j}-call.wav"
-            report = await simulate_call(agent, path, out, services=services, fast=False)
+            report = await simulate_call(agent, path, out, services=services, fast=False, knowledge=knowledge)
             samples.append(measure(report.as_dict(), true_end, voice, kind, question))
             s = samples[-1]
             print(
@@ -97,22 +119,33 @@ async def worker(
     return samples, load_s
 
 
-async def run(args: argparse.Namespace) -> dict[str, Any]:
+def bench_agent(args: argparse.Namespace) -> Any:
+    """The agent as run: greeting off; without ``--knowledge``, the receptionist's facts inline instead."""
     agent = load_agent(args.agent).model_copy(update={"greeting": ""})
+    if not args.knowledge and agent.knowledge is not None:
+        inline = INLINE_PROMPT if args.agent.name == "receptionist.yaml" else agent.system_prompt
+        agent = agent.model_copy(update={"knowledge": None, "system_prompt": inline})
     if args.model:
         agent.llm.options["model"] = args.model
     if args.grounding != "agent":
         agent.grounding.enabled = args.grounding == "on"
+    return agent
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    agent = bench_agent(args)
     work = Path(tempfile.mkdtemp(prefix="parley-bench-"))
     corpus = await calls(args, work)
     start = asyncio.Barrier(args.concurrent)
-    hog = await asyncio.create_subprocess_exec(sys.executable, "-c", HOG) if args.hog else None
-    try:
-        results = await asyncio.gather(*(worker(n, agent, corpus, work, start) for n in range(args.concurrent)))
-    finally:
-        if hog is not None:
-            hog.kill()
-            await hog.wait()
+    async with local_knowledge(agent, KNOWLEDGE if args.knowledge else {}, work / "knowledge") as known:
+        hog = await asyncio.create_subprocess_exec(sys.executable, "-c", HOG) if args.hog else None
+        try:
+            runs = (worker(n, agent, corpus, work, start, known) for n in range(args.concurrent))
+            results = await asyncio.gather(*runs)
+        finally:
+            if hog is not None:
+                hog.kill()
+                await hog.wait()
     samples = [s for r in results for s in r[0]]
     out = summarize(samples, max(r[1] for r in results))
     out["concurrent"], out["hog"], out["cpu_model"] = args.concurrent, args.hog, cpu_model()
@@ -120,6 +153,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     grounded = agent.grounding.active(agent.llm.provider)
     out["stack"] = f"silero-vad + whisper tiny.en (faster-whisper int8) + {model} (llama.cpp) + {agent.tts.provider}"
     out["grounding"] = grounded
+    out["knowledge"] = args.knowledge
     out["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     return out
 
@@ -135,6 +169,9 @@ def measure(report: dict[str, Any], true_end_in_file: float, voice: str, kind: s
     true_end = report["caller_audio_offset"] + true_end_in_file
     out["stt_text"] = turn["caller_text"]
     out["agent_text"] = turn["agent_text"]
+    looked_up = [e for e in turn.get("events", []) if e.get("type") == "knowledge"]
+    if looked_up:  # the retrieval's outcome and how long the reply waited for it
+        out["knowledge"] = {"status": looked_up[-1].get("status"), "elapsed_ms": looked_up[-1].get("elapsed_ms")}
     if "first_audio_out" in times:
         out["voice_to_voice_ms"] = round((times["first_audio_out"] - true_end) * 1000, 1)
     out["after_true_end_ms"] = {k: round((v - true_end) * 1000, 1) for k, v in times.items()}
@@ -207,6 +244,9 @@ def main() -> None:
     parser.add_argument("--agent", type=Path, default=ROOT / "examples" / "agents" / "receptionist.yaml")
     parser.add_argument("--model", help="llm.options.model instead of the agent's (fast, accurate, smollm2-135m)")
     parser.add_argument("--grounding", choices=["agent", "on", "off"], default="agent", help="the claim guard")
+    parser.add_argument(
+        "--knowledge", action="store_true", help="retrieve the receptionist's facts from its collection (local)"
+    )
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     configure_logging(False)  # logs go to stderr: stdout is the JSON
