@@ -9,6 +9,7 @@ command -v sox >/dev/null 2>&1 || need+=(sox)
 command -v kamailio >/dev/null 2>&1 || [ -x /usr/sbin/kamailio ] || need+=(kamailio)  # SIP load balancer tests
 command -v sipp >/dev/null 2>&1 || need+=(sip-tester)  # SIPp: callers and trunks for the SIP endpoint tests
 command -v baresip >/dev/null 2>&1 || need+=(baresip)  # a softphone calling the SIP endpoint
+[ -x /usr/bin/chromium ] || need+=(chromium)  # the console's browser tests (Playwright drives it)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" -ne 0 ]; then
   echo "missing ${need[*]}: run as root or install them with apt-get" >&2
