@@ -139,6 +139,8 @@ class Call(Base):
     #: the post-call analysis (parley.calls.analysis); ``analysis_success`` is its verdict, for the list filter
     analysis: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     analysis_success: Mapped[bool | None] = mapped_column(Boolean, default=None)
+    #: an operator asked to end the live call (POST /v1/calls/{id}/hangup); its worker polls for this
+    hangup_requested_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class Turn(Base):
