@@ -21,6 +21,7 @@ from parley.metrics import exposition
 from parley.net.clients import close_clients
 from parley.redact import register_settings_secrets
 from parley.telephony.carrier import carriers
+from parley.web import mount_console
 
 log = structlog.get_logger(__name__)
 
@@ -124,5 +125,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return Response(status_code=401, headers={"WWW-Authenticate": "Bearer"})
         return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
 
+    mount_console(app)  # the web console at / and /console/ (last: its mount catches the /console prefix)
     # unhandled exceptions: parley.api.errors.UnhandledErrorMiddleware (inside the security headers)
     return app

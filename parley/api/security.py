@@ -30,12 +30,27 @@ DOCS_CSP = (
     "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 )
 DOCS_PATHS = ("/docs", "/redoc")
+# The web console (parley/web): its own modules only, no inline script; styles may be set inline by the widgets
+# (uPlot, wavesurfer), audio comes from blob: URLs and the AudioWorklet from its module file.
+CONSOLE_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
+    "media-src 'self' blob:; connect-src 'self'; worker-src 'self' blob:; object-src 'none'; "
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+)
 # Browser talk pages served from this origin may use the microphone; nothing else may use anything.
 PERMISSIONS_POLICY = "camera=(), geolocation=(), payment=(), usb=(), microphone=(self), interest-cohort=()"
 
 
 def _is_docs(path: str) -> bool:
     return any(path == p or path.startswith(p + "/") for p in DOCS_PATHS)
+
+
+def _csp(path: str) -> str:
+    if _is_docs(path):
+        return DOCS_CSP
+    if path == "/" or path == "/console" or path.startswith("/console/"):
+        return CONSOLE_CSP
+    return API_CSP
 
 
 class SecurityHeadersMiddleware:
@@ -53,7 +68,7 @@ class SecurityHeadersMiddleware:
             "x-content-type-options": "nosniff",
             "x-frame-options": "DENY",
             "referrer-policy": "no-referrer",
-            "content-security-policy": DOCS_CSP if _is_docs(path) else API_CSP,
+            "content-security-policy": _csp(path),
             "permissions-policy": PERMISSIONS_POLICY,
             "cross-origin-opener-policy": "same-origin",
         }
