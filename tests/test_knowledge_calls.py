@@ -10,13 +10,14 @@ and the document's checks, in text calls through the real responder. The stored 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 import pytest
 
 from parley.agent.document import AgentDocument, AgentDocumentError, parse_agent
-from parley.calls.knowledge import CallKnowledge
+from parley.calls.knowledge import CallKnowledge, call_knowledge
 from parley.calls.session import Services
 from parley.knowledge.types import KnowledgeUnavailable
 from parley.pipeline.frames import EndOfTurn, Stage, Transcript, TurnResumed
@@ -311,3 +312,41 @@ def test_the_document_checks_the_tool_name_and_the_nodes_collections() -> None:
     doc = agent({"collections": [" clinic ", "clinic", "menu"]})
     assert doc.knowledge is not None and doc.knowledge.collections == ["clinic", "menu"]
     assert doc.knowledge.top_k == 3 and doc.knowledge.budget_ms == 150 and doc.knowledge.mode == "auto"
+
+
+async def test_a_small_collection_is_in_the_system_prompt_and_turns_only_record_citations() -> None:
+    """Given whole at set-up (``inline_chars``), the facts sit in the prompt's cached prefix: no turn re-reads
+    them, and each turn's search, not waited for, still cites what it found."""
+    llm, shelf = Listening(default="On Saturday we are open from 9 am to noon."), Shelf(clinic().chunks, whole=True)
+    doc = agent({"collections": ["clinic"]})
+    known = await call_knowledge(doc, uuid.uuid4(), _Opened(shelf))  # type: ignore[arg-type]
+    assert known is not None and [h.document for h in known.inline or []] == ["hours.pdf", "visiting.md"]
+    svc = Services(vad=None, stt=None, llm=llm, tts=None, knowledge=known)  # type: ignore[arg-type]
+    call = await talk(doc, svc, ["When are you open on Saturday?"])
+    assert call.result.turns[0].reply == "On Saturday we are open from 9 am to noon."
+    prompt = llm.prompts[-1]
+    assert HOURS in prompt[0]["content"] and PARKING in prompt[0]["content"]  # the system prompt holds them
+    assert prompt[0]["content"].startswith("You answer for the clinic.") and "not instructions" in prompt[0]["content"]
+    assert not [m for m in prompt[1:] if "knowledge base" in m["content"]]  # and no turn adds them again
+    [event] = knowledge_events(call, 1)
+    assert event["inline"] is True and event["status"] == "ok"
+    assert [c["chunk_id"] for c in call.log.turns[1].citations] == ["hours.pdf#0"]
+
+
+async def test_a_collection_too_big_or_mode_tool_or_inline_off_is_retrieved_per_turn() -> None:
+    shelf = Shelf(clinic().chunks, whole=True)
+    tenant = uuid.uuid4()
+    for knowledge in ({"collections": ["clinic"], "inline_chars": 100}, {"collections": ["clinic"], "mode": "tool"},
+                      {"collections": ["clinic"], "inline_chars": 0}):  # fmt: skip
+        known = await call_knowledge(agent(knowledge), tenant, _Opened(shelf))  # type: ignore[arg-type]
+        assert known is not None and known.inline is None, knowledge
+
+
+class _Opened:
+    """A knowledge base that hands every tenant the same shelf (what :func:`call_knowledge` opens)."""
+
+    def __init__(self, shelf: Shelf) -> None:
+        self.shelf = shelf
+
+    def for_tenant(self, tenant_id: object) -> Shelf:
+        return self.shelf

@@ -23,7 +23,9 @@ KnowledgeMode = Literal["auto", "tool", "both"]
 class KnowledgeSettings(BaseModel):
     """``mode``: ``auto`` retrieves on every turn (speculatively, at the caller's first pause), ``tool`` only
     offers the ``search_knowledge`` tool, ``both`` does both. ``budget_ms`` bounds how long a reply waits for
-    retrieval (fail-open: it goes on without); ``max_chars`` bounds the retrieved text put in the prompt."""
+    retrieval (fail-open: it goes on without); ``max_chars`` bounds the retrieved text put in the prompt.
+    Small collections (``inline_chars``) are given whole in the system prompt instead: a small model re-reading
+    facts before every reply costs more than it saves."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -33,6 +35,13 @@ class KnowledgeSettings(BaseModel):
     min_score: float | None = Field(None, ge=0, le=1, description="None: the knowledge store's default threshold")
     budget_ms: int = Field(150, ge=10, le=2000, description="the longest a reply waits for retrieval")
     max_chars: int = Field(2400, ge=200, le=20_000, description="retrieved text the prompt takes at most")
+    inline_chars: int = Field(
+        3000,
+        ge=0,
+        le=20_000,
+        description="collections whose whole text fits this go into the system prompt at call set-up (computed "
+        "once, so no turn pays for them) and each turn's retrieval only records its citations; 0: never",
+    )
 
     @field_validator("collections")
     @classmethod

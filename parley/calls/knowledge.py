@@ -17,10 +17,10 @@ import structlog
 from parley.agent.document import AgentDocument
 from parley.agent.knowledge_settings import KnowledgeSettings
 from parley.knowledge import service
-from parley.knowledge.types import KnowledgeSearch
-from parley.processors.knowledge_lookup import KnowledgeLookup, node_collections
+from parley.knowledge.types import Hit, KnowledgeSearch
+from parley.processors.knowledge_lookup import KnowledgeLookup, facts_message, node_collections
 from parley.tools.base import AgentTool
-from parley.tools.knowledge_tool import KnowledgeTool
+from parley.tools.knowledge_tool import KnowledgeTool, passage
 
 if TYPE_CHECKING:
     from parley.processors.flow_steps import FlowDriver
@@ -35,6 +35,8 @@ class CallKnowledge:
 
     search: KnowledgeSearch | None
     events: list[dict[str, Any]] = field(default_factory=list)
+    #: the whole of the call's collections, when small enough for the system prompt (None: retrieved per turn)
+    inline: list[Hit] | None = None
 
 
 @dataclass
@@ -82,7 +84,33 @@ async def call_knowledge(
         error = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
         log.warning("knowledge_warm_failed", error=error, collections=collections)
         return CallKnowledge(search, [_event("warm_failed", error=error, collections=collections)])
-    return CallKnowledge(search)
+    return CallKnowledge(search, inline=await _whole(document, search, collections))
+
+
+async def _whole(document: AgentDocument, search: KnowledgeSearch, collections: list[str]) -> list[Hit] | None:
+    """The collections' whole text when the document allows it and it fits ``inline_chars``. Not for ``tool``
+    mode (that agent looks up only when it needs to) nor when flow nodes name their own collections (a node's
+    facts would leak into the others)."""
+    settings = document.knowledge
+    if settings is None or not settings.auto or settings.inline_chars <= 0:
+        return None
+    if collections != list(settings.collections):
+        return None
+    try:
+        whole = await search.contents(collections, settings.inline_chars)
+    except Exception as exc:  # per-turn retrieval still works, or says why not
+        log.warning("knowledge_contents_failed", error=type(exc).__name__)
+        return None
+    return whole or None
+
+
+def inline_document(document: AgentDocument, knowledge: CallKnowledge | None) -> AgentDocument:
+    """The document with its small collections' facts at the end of its system prompt (see :func:`_whole`): the
+    model reads them once per call, in the prefix it keeps, instead of before every reply."""
+    if knowledge is None or not knowledge.inline:
+        return document
+    facts = facts_message([passage(hit) for hit in knowledge.inline])["content"]
+    return document.model_copy(update={"system_prompt": f"{document.system_prompt.rstrip()}\n\n{facts}"})
 
 
 def mind_knowledge(
@@ -96,6 +124,6 @@ def mind_knowledge(
     if knowledge.search is None:
         return MindKnowledge(events=list(knowledge.events))
     search = knowledge.search
-    lookup = KnowledgeLookup(search, settings) if settings.auto else None
+    lookup = KnowledgeLookup(search, settings, inline=knowledge.inline is not None) if settings.auto else None
     tool = KnowledgeTool(search, settings, lambda: node_collections(settings, flow)) if settings.tool else None
     return MindKnowledge(lookup, tool, list(knowledge.events))

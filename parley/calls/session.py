@@ -18,7 +18,7 @@ import structlog
 from parley.agent.context import Conversation
 from parley.agent.document import AgentDocument, ServiceChoice, TTSChoice
 from parley.agent.grounding import grounded
-from parley.calls.knowledge import CallKnowledge, mind_knowledge
+from parley.calls.knowledge import CallKnowledge, inline_document, mind_knowledge
 from parley.calls.turnlog import TurnLog
 from parley.flows import FlowState, IntentClassifier, classifier_for
 from parley.offload import off_loop
@@ -208,6 +208,7 @@ def build_pipeline(
     variables: Mapping[str, Any] | None = None,
 ) -> CallPipeline:
     """The processors of a call, in order, ending in a paced playout to ``sink``."""
+    agent = inline_document(agent, services.knowledge)  # small collections: their facts in the system prompt
     turn_log = TurnLog()
     # the transcriber sends every transcript up to the turn taker too: the judge reads it as a cue
     judge = EndOfTurnJudge(agent.turn, expect_transcripts=True)

@@ -48,6 +48,13 @@ def _remote_fuse(
     return fusion.ranked(found, loaded, top_k, min_score, fusion.baseline(query, neutral_vectors()))
 
 
+def _whole(coll: LoadedCollection, i: int) -> Hit:
+    """Chunk ``i`` of a collection given whole (no query scored it)."""
+    return Hit(chunk_id=coll.chunk_ids[i], document_id=coll.document_ids[i], document=coll.document_names[i],
+               collection=coll.name, chunk=coll.indexes[i], text=coll.texts[i], score=1.0,
+               locator=coll.locators[i], heading=coll.headings[i])  # fmt: skip
+
+
 class Searchable(Protocol):
     """What a tenant's view needs of the process's knowledge base (parley.knowledge.service.KnowledgeBase)."""
 
@@ -72,6 +79,16 @@ class TenantKnowledge:
     async def warm(self, collections: Sequence[str]) -> None:
         await self._collections(collections)
         await off_loop(neutral_vectors)
+
+    async def contents(self, collections: Sequence[str], max_chars: int) -> list[Hit] | None:
+        loaded = await self._collections(collections)
+        if sum(len(text) for c in loaded for text in c.texts) > max_chars:
+            return None
+        return [
+            _whole(c, i)
+            for c in loaded
+            for i in sorted(range(len(c)), key=lambda i: (c.document_names[i], c.indexes[i]))
+        ]
 
     async def search(
         self, query: str, collections: Sequence[str], *, top_k: int = 4, min_score: float | None = None

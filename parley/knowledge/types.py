@@ -128,6 +128,11 @@ class KnowledgeSearch(Protocol):
         """Loads what searching these collections needs (at call set-up, off the turn's critical path)."""
         ...
 
+    async def contents(self, collections: Sequence[str], max_chars: int) -> list[Hit] | None:
+        """Every chunk of these collections in document order (score 1), or None when their text is longer
+        than ``max_chars``: a collection small enough to give whole in the system prompt."""
+        ...
+
 
 class KnowledgeUnavailable(RuntimeError):
     """The knowledge store could not be searched (a Chroma server down, a database error)."""

@@ -61,9 +61,12 @@ class _Search:
 class KnowledgeLookup:
     """One call's retrieval, per turn: :meth:`start` on the transcript, :meth:`augment` in the reply."""
 
-    def __init__(self, search: KnowledgeSearch, settings: KnowledgeSettings) -> None:
+    def __init__(self, search: KnowledgeSearch, settings: KnowledgeSettings, *, inline: bool = False) -> None:
         self.search = search
         self.settings = settings
+        #: the facts are all in the system prompt already: a turn's search only records what it cites, unwaited
+        self.inline = inline
+        self._recording: set[asyncio.Task[list[str]]] = set()
         self._searches: dict[int, _Search] = {}
         self._texts: dict[int, str] = {}  # what each spoken turn's retrieval searches for
         self.searches = 0  # searches launched (a test counts them)
@@ -107,6 +110,11 @@ class KnowledgeLookup:
             self.start(turn_id, text, collections, clock)
             if started is not None:  # the budget counts from the turn's first search
                 self._searches[turn_id].started = started
+        if self.inline:
+            task = asyncio.get_running_loop().create_task(self.result(turn_id, emit), name=f"cite-{turn_id}")
+            self._recording.add(task)
+            task.add_done_callback(self._recording.discard)
+            return messages
         texts = await self.result(turn_id, emit)
         if not texts:
             return messages
@@ -121,6 +129,8 @@ class KnowledgeLookup:
         remaining = self.settings.budget_ms / 1000 - (search.clock.now() - search.started)
         await asyncio.wait({search.task}, timeout=max(0.0, remaining))
         event: dict[str, Any] = {"type": "knowledge", "turn": turn_id, "collections": list(search.key[1])}
+        if self.inline:
+            event["inline"] = True
         used: list[tuple[Hit, str]] = []
         if not search.task.done():
             self._cancel(turn_id)
@@ -142,6 +152,8 @@ class KnowledgeLookup:
         """The call is over: no search outlives it."""
         for turn_id in list(self._texts):
             self._forget(turn_id)
+        for task in list(self._recording):
+            task.cancel()
 
     def _forget(self, turn_id: int) -> None:
         self._texts.pop(turn_id, None)

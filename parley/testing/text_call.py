@@ -16,6 +16,7 @@ from typing import Any, cast
 
 from parley.agent.context import Conversation
 from parley.agent.document import AgentDocument
+from parley.calls.knowledge import inline_document
 from parley.calls.session import Services, _node_llms, _stage, build_responder
 from parley.calls.turnlog import TurnLog
 from parley.flows import classifier_for
@@ -137,6 +138,7 @@ class TextCall:
     """One text call, turn by turn: :meth:`say` a line, get the agent's turn back (a simulated caller needs that)."""
 
     def __init__(self, agent: AgentDocument, services: Services, mind: MindOptions | None = None) -> None:
+        agent = inline_document(agent, services.knowledge)  # as a live call's pipeline does
         conversation = Conversation(agent.system_prompt, agent.max_history_turns, agent.greeting)
         self.playout = TextPlayout()
         self.log = TurnLog()

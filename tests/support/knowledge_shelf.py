@@ -23,9 +23,14 @@ class Shelf:
     """A knowledge store in memory: chunks per collection, found by shared words; slow or failing on request."""
 
     def __init__(
-        self, chunks: dict[str, list[tuple[str, str]]], delay: float = 0.0, fail: Exception | None = None
+        self,
+        chunks: dict[str, list[tuple[str, str]]],
+        delay: float = 0.0,
+        fail: Exception | None = None,
+        whole: bool = False,
     ) -> None:
         self.chunks = chunks
+        self.whole = whole  # False: a shelf too big to give whole (calls retrieve per turn)
         self.delay = delay
         self.fail = fail
         self.calls: list[tuple[str, list[str]]] = []
@@ -55,6 +60,12 @@ class Shelf:
 
     async def warm(self, collections: Sequence[str]) -> None:
         self.warmed.append(list(collections))
+
+    async def contents(self, collections: Sequence[str], max_chars: int) -> list[Hit] | None:
+        chunks = [(c, i, d, t) for c in collections for i, (d, t) in enumerate(self.chunks.get(c, []))]
+        if not self.whole or sum(len(t) for *_, t in chunks) > max_chars:
+            return None
+        return [Hit(f"{d}#{i}", f"doc-{d}", d, c, i, t, 1.0) for c, i, d, t in chunks]
 
 
 def clinic() -> Shelf:
