@@ -27,6 +27,7 @@ from parley.store.memories import valid_user_id
 LEEWAY_S = 30  # clock skew tolerated on tokens from other systems
 TALK_LEEWAY_S = 5  # talk tokens are ours and live a minute: keep their slack small
 TALK_AUDIENCE = "parley-talk"
+RECORDING_AUDIENCE = "parley-recording"  # parley.api.recording_tokens: one call's recording, for <audio src>
 API_KEY_PREFIX = "pk_"
 _OIDC_KEY_TYPES = {"RS256": "RSA", "ES256": "EC"}  # the only asymmetric algorithms accepted, and their JWK kty
 _JWT_SHAPE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
@@ -178,6 +179,8 @@ class Authenticator:
                 )
                 if claims.get("aud") == TALK_AUDIENCE:
                     raise AuthError(401, "talk tokens only open talk sessions")
+                if claims.get("aud") == RECORDING_AUDIENCE:
+                    raise AuthError(401, "recording tokens only fetch their recording")
             elif alg in _OIDC_KEY_TYPES and s.oidc_issuer:
                 key = await self._oidc_key(token, alg)
                 claims = jwt.decode(
@@ -251,6 +254,12 @@ class Authenticator:
         if str(config.get("issuer", "")).rstrip("/") != issuer or not isinstance(config.get("jwks_uri"), str):
             raise AuthError(503, "identity provider discovery document is not for this issuer")
         return str(config["jwks_uri"])
+
+    @property
+    def signing_secret(self) -> bytes:
+        """The HS256 secret of Parley's own short-lived tokens (talk, recording): PARLEY_TOKEN_SECRET, else this
+        process's random one."""
+        return self._talk_secret
 
     # --- talk tokens ----------------------------------------------------------
     def issue_talk_token(

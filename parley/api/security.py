@@ -204,7 +204,7 @@ def add_security(app: FastAPI, settings: Settings) -> None:
         allow_credentials=bool(origins) and not wildcard,
         allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
         allow_headers=["Authorization", "Content-Type", "X-API-Key", "Idempotency-Key"],
-        expose_headers=["Retry-After", "X-Request-ID"],
+        expose_headers=["Retry-After", "X-Request-ID", "X-Total-Count"],
         max_age=600,
     )
     app.add_middleware(SecurityHeadersMiddleware)

@@ -17,6 +17,7 @@ import structlog
 
 from parley.audio import FrameSplitter
 from parley.calls.actions import carry_out
+from parley.calls.hangups import LIVE_CALLS
 from parley.calls.identity import CallInfo, CallTarget
 from parley.calls.knowledge import call_knowledge
 from parley.calls.line import CallLine
@@ -125,6 +126,7 @@ class LiveCall:
         await self.line.events.opened(call_id)
         feeder = asyncio.create_task(self._feed(runner, record.recorder, audio_in), name=f"call-feed-{call_id}")
         run_task = asyncio.create_task(runner.run(), name=f"call-run-{call_id}")
+        LIVE_CALLS.add(self)  # an operator may end it now, from any worker (parley.calls.hangups)
         reason: str = EndReason.ENDED
         status = CallStatus.ENDED
         try:
@@ -136,6 +138,7 @@ class LiveCall:
             reason, status = f"error: {exc}", CallStatus.FAILED
             log.exception("call_failed", call_id=str(call_id))
         finally:
+            LIVE_CALLS.discard(self)
             await self._finish(record, runner, (feeder, run_task), status, reason)
         return reason
 

@@ -18,6 +18,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.pipeline.frames import EndReason
+from parley.store.call_filters import CallFilter, count_calls, list_calls
 from parley.store.errors import NotFound
 from parley.store.models import Call, CallEvent, Turn, utcnow
 
@@ -41,12 +42,6 @@ def checked_status(status: str) -> str:
     if status not in STATUSES:
         raise ValueError(f"status must be one of {STATUSES}, not {status!r}")
     return str(status)
-
-
-def like_pattern(text: str) -> str:
-    """``%text%`` with LIKE's wildcards taken literally (escape character: backslash)."""
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
 
 
 class CallRepo:
@@ -258,35 +253,34 @@ class CallRepo:
         analysis_success: bool | None = None,
         limit: int = 50,
         offset: int = 0,
+        *,
+        match: CallFilter | None = None,
     ) -> builtins.list[Call]:
         """The tenant's calls, newest first. ``since`` is inclusive and ``until`` exclusive (on
-        ``started_at``); ``q`` finds calls whose turns contain the text, case-insensitively."""
-        stmt = select(Call).where(Call.tenant_id == tenant_id)
-        if agent_id is not None:
-            stmt = stmt.where(Call.agent_id == agent_id)
-        if status is not None:
-            stmt = stmt.where(Call.status == status)
-        if transport is not None:
-            stmt = stmt.where(Call.transport == transport)
-        if since is not None:
-            stmt = stmt.where(Call.started_at >= since)
-        if until is not None:
-            stmt = stmt.where(Call.started_at < until)
-        if analysis_success is not None:
-            stmt = stmt.where(Call.analysis_success.is_(analysis_success))
-        if q:
-            pattern = like_pattern(q)
-            stmt = stmt.where(
-                select(Turn.id)
-                .where(
-                    Turn.call_id == Call.id,
-                    Turn.tenant_id == tenant_id,
-                    or_(Turn.caller_text.ilike(pattern, escape="\\"), Turn.agent_text.ilike(pattern, escape="\\")),
-                )
-                .exists()
-            )
-        stmt = stmt.order_by(Call.started_at.desc(), Call.id).limit(limit).offset(offset)
-        return builtins.list(await self.session.scalars(stmt))
+        ``started_at``); ``q`` finds calls whose turns contain the text, case-insensitively. ``match`` (every
+        filter, :class:`~parley.store.call_filters.CallFilter`) replaces the keyword filters."""
+        if match is None:
+            value = None if status is None else str(status)
+            match = CallFilter(
+                agent_id=agent_id, status=value, transport=transport, since=since, until=until, q=q,
+                analysis_success=analysis_success,
+            )  # fmt: skip
+        return await list_calls(self.session, tenant_id, match, limit, offset)
+
+    async def count(self, tenant_id: uuid.UUID, match: CallFilter) -> int:
+        """How many of the tenant's calls ``match``."""
+        return await count_calls(self.session, tenant_id, match)
+
+    async def request_hangup(self, tenant_id: uuid.UUID, call_id: uuid.UUID) -> Call | None:
+        """Flags an unfinished call for its worker to end (``parley.calls.hangups`` polls the flag); returns the
+        call as it is (ended: unflagged), None if it is not this tenant's."""
+        call = await self.get(tenant_id, call_id)
+        if call is None or call.status not in UNFINISHED:
+            return call
+        if call.hangup_requested_at is None:
+            call.hangup_requested_at = utcnow()
+            await self.session.flush()
+        return call
 
     async def set_analysis(self, tenant_id: uuid.UUID, call_id: uuid.UUID, analysis: dict[str, Any]) -> bool:
         """Stores the call's post-call analysis (its ``success``, if any, for the list filter); False if the call

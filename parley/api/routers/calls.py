@@ -1,27 +1,25 @@
-"""Calls: list with filters, one call with its turns and events, transcript, recording, delete."""
+"""Calls: list with filters (and its export), one call with its turns and events, transcript, delete; the recording
+is :mod:`.call_media`'s, live events and hang-up :mod:`.call_live`'s."""
 
 from __future__ import annotations
 
-import re
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import AfterValidator, ValidationError
 
+from parley.api.call_export import EXPORT_DOC, export_response
 from parley.api.deps import ReadCalls, State, WriteCalls
 from parley.api.schemas import AnalysisRerun, CallCreate, CallDetail, CallOut, EventOut, TurnOut
-from parley.store.blobs import BlobNotFound
+from parley.store.call_filters import CallFilter
 from parley.store.calls import CallRepo
 from parley.store.models import Call, utcnow
 
 router = APIRouter(prefix="/v1/calls", tags=["calls"])
-_RANGE = re.compile(r"^bytes=([0-9]*)-([0-9]*)$")
-_MAX_DIGITS = 18  # any byte offset with more is past every recording (and int() refuses 4,300+ digits)
 
 
 def _as_utc(value: datetime) -> datetime:
@@ -43,35 +41,63 @@ async def _call(state: State, tenant_id: uuid.UUID, call_id: uuid.UUID) -> Call:
     return call
 
 
-@router.get("", response_model=list[CallOut])
-async def list_calls(
-    who: ReadCalls,
-    state: State,
+def call_filter(
     agent_id: uuid.UUID | None = None,
+    agent_version: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
     status: Annotated[str | None, Query(max_length=20)] = None,
-    transport: Annotated[str | None, Query(max_length=20)] = None,
+    transport: Annotated[str | None, Query(max_length=32)] = None,
+    direction: Annotated[Literal["inbound", "outbound"] | None, Query()] = None,
+    end_reason: Annotated[str | None, Query(max_length=200, description="exactly, e.g. caller-hangup")] = None,
     since: Annotated[UtcTime | None, Query(description="ISO 8601 date or time; without a zone: UTC")] = None,
     until: Annotated[UtcTime | None, Query(description="ISO 8601 date or time; without a zone: UTC")] = None,
+    min_duration_s: Annotated[float | None, Query(ge=0, le=1e7, description="at least this long (seconds)")] = None,
+    max_duration_s: Annotated[float | None, Query(ge=0, le=1e7, description="at most this long (seconds)")] = None,
     q: Annotated[str | None, Query(max_length=200, description="text search in the transcript")] = None,
     analysis_success: Annotated[
         bool | None, Query(alias="analysis.success", description="the post-call analysis judged it a success")
     ] = None,
+) -> CallFilter:
+    """The filters ``GET /v1/calls`` and its export share."""
+    return CallFilter(
+        agent_id=agent_id, agent_version=agent_version, status=status, transport=transport, direction=direction,
+        end_reason=end_reason, since=since, until=until, min_duration_s=min_duration_s,
+        max_duration_s=max_duration_s, q=q, analysis_success=analysis_success,
+    )  # fmt: skip
+
+
+Filters = Annotated[CallFilter, Depends(call_filter)]
+_TOTAL = {"x-total-count": {"description": "how many calls match, whatever the page", "schema": {"type": "integer"}}}
+
+
+@router.get("", response_model=list[CallOut], responses={200: {"headers": _TOTAL}})
+async def list_calls(
+    who: ReadCalls,
+    state: State,
+    match: Filters,
+    response: Response,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> list[Call]:
+    """The tenant's calls, newest first; ``x-total-count`` says how many match in all."""
     async with state.db.session() as s:
-        return await CallRepo(s).list(
-            who.tenant_id,
-            agent_id=agent_id,
-            status=status,
-            transport=transport,
-            since=since,
-            until=until,
-            q=q,
-            analysis_success=analysis_success,
-            limit=limit,
-            offset=offset,
-        )
+        repo = CallRepo(s)
+        calls = await repo.list(who.tenant_id, match=match, limit=limit, offset=offset)
+        if len(calls) < limit and (calls or offset == 0):
+            total = offset + len(calls)  # the last page: it says how many there are without a count query
+        else:
+            total = await repo.count(who.tenant_id, match)
+    response.headers["x-total-count"] = str(total)
+    return calls
+
+
+@router.get("/export", response_class=StreamingResponse, responses=EXPORT_DOC)
+async def export_calls(
+    who: ReadCalls, state: State, match: Filters, format: Literal["json", "csv"] = "json"
+) -> StreamingResponse:
+    """Every matching call (the list's filters, no page limit), streamed: a JSON array or CSV with the columns
+    id, agent_name, agent_version, transport, direction, status, caller, called, started_at, ended_at, duration_s,
+    end_reason, turns, v2v_p50, v2v_p95 (seconds), analysis_summary, analysis_success."""
+    return export_response(state.db, who.tenant_id, match, format)
 
 
 @router.post("", response_model=CallOut, status_code=201)
@@ -178,56 +204,6 @@ async def transcript(
         )
         return PlainTextResponse(text + "\n")
     return {"call_id": str(call.id), "agent_name": call.agent_name, "lines": lines}
-
-
-@router.get("/{call_id}/recording", response_class=StreamingResponse, responses={206: {}, 416: {}})
-async def recording(
-    call_id: uuid.UUID, who: ReadCalls, state: State, range: Annotated[str | None, Header()] = None
-) -> Response:
-    """The call as a stereo WAV (caller left, agent right); honours HTTP Range requests."""
-    call = await _call(state, who.tenant_id, call_id)
-    size = await state.blobs.size(call.recording_key) if call.recording_key else None
-    if call.recording_key is None or size is None:
-        raise HTTPException(status_code=404, detail="this call has no recording")
-    start, end = _byte_range(range, size) if range else (0, size)
-    status = 206 if range else 200
-    headers = {
-        "Accept-Ranges": "bytes",
-        "Content-Length": str(end - start),
-        "Content-Disposition": f'attachment; filename="call-{call.id}.wav"',
-    }
-    if status == 206:
-        headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
-    key = call.recording_key
-
-    async def body() -> AsyncIterator[bytes]:
-        try:
-            async for chunk in state.blobs.read(key, start, end):
-                yield chunk
-        except BlobNotFound:
-            return
-
-    return StreamingResponse(body(), status_code=status, media_type="audio/wav", headers=headers)
-
-
-def _byte_range(header: str, size: int) -> tuple[int, int]:
-    """``bytes=a-b`` / ``bytes=a-`` / ``bytes=-n`` as [start, end); anything else, or nothing of the file, is a 416."""
-    unsatisfiable = {"Content-Range": f"bytes */{size}"}
-    m = _RANGE.match(header.strip())
-    if not m or (m.group(1) == "" and m.group(2) == ""):
-        raise HTTPException(status_code=416, detail="unsupported Range", headers=unsatisfiable)
-
-    def number(digits: str) -> int:  # longer than _MAX_DIGITS: larger than any recording, as good as infinity
-        return int(digits) if len(digits) <= _MAX_DIGITS else size + 1
-
-    first, last = m.group(1), m.group(2)
-    if first == "":  # suffix: the last N bytes
-        start, end = max(0, size - number(last)), size
-    else:
-        start, end = number(first), min(size, number(last) + 1) if last else size
-    if start >= size or start >= end:
-        raise HTTPException(status_code=416, detail="range not satisfiable", headers=unsatisfiable)
-    return start, end
 
 
 @router.delete("/{call_id}", status_code=204)

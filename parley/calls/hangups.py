@@ -1,0 +1,128 @@
+"""An operator ends a live call (``POST /v1/calls/{id}/hangup``), whichever worker runs it.
+
+Every transport's call runs through :class:`~parley.calls.live.LiveCall`, which registers here while it runs.
+The API sets ``calls.hangup_requested_at``; the worker that got the request ends the call at once if it runs it
+here, and every worker polls that flag for its own live calls (about once a second, only while it has some), so
+a call on another worker ends within about a second too. No message bus is needed: the database is shared anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any, Protocol
+
+import structlog
+from sqlalchemy import select
+
+from parley.calls.control import ActionUnsupported
+from parley.calls.line import CallLine
+from parley.calls.record_writer import CallStore
+from parley.store.db import Database
+from parley.store.models import Call
+
+log = structlog.get_logger(__name__)
+
+#: the end reason of a call an operator ended
+OPERATOR_HANGUP = "hung_up_by_operator"
+POLL_S = 1.0
+_MAX_IDS = 500  # ids per poll query: a worker's live calls, in chunks the database takes in one IN list
+
+
+class LiveCall(Protocol):
+    """What ending a call needs of :class:`parley.calls.live.LiveCall` (which imports this module)."""
+
+    call_id: uuid.UUID | None
+    store: CallStore
+    line: CallLine
+
+    def now(self) -> float: ...
+
+    def record_event(self, event: dict[str, Any]) -> None: ...
+
+    async def end(self, reason: str) -> None: ...
+
+
+class LiveCalls:
+    """This process's live calls by id, and per database the task that polls their hang-up flags."""
+
+    def __init__(self) -> None:
+        self._calls: dict[uuid.UUID, LiveCall] = {}
+        self._ending: set[uuid.UUID] = set()
+        self._pollers: dict[tuple[int, int], asyncio.Task[None]] = {}  # by (event loop, database)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def add(self, call: LiveCall) -> None:
+        """``call`` runs here from now on (its record exists: it has an id)."""
+        assert call.call_id is not None
+        self._calls[call.call_id] = call
+        db, loop = call.store.db, asyncio.get_running_loop()
+        poller = self._pollers.get((id(loop), id(db)))
+        if poller is None or poller.done():
+            self._pollers[(id(loop), id(db))] = loop.create_task(self._poll(db), name="call-hangup-poll")
+
+    def discard(self, call: LiveCall) -> None:
+        """``call`` has ended (its poller stops at its next round when it was the last)."""
+        if call.call_id is not None and self._calls.get(call.call_id) is call:
+            del self._calls[call.call_id]
+            self._ending.discard(call.call_id)
+
+    def __contains__(self, call_id: object) -> bool:
+        return call_id in self._calls
+
+    def hang_up(self, call_id: uuid.UUID) -> bool:
+        """End the call if it runs here (in the background: the caller need not wait); False if it does not."""
+        call = self._calls.get(call_id)
+        if call is None:
+            return False
+        if call_id not in self._ending:
+            self._ending.add(call_id)
+            task = asyncio.get_running_loop().create_task(_end(call), name=f"call-hangup-{call_id}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return True
+
+    async def _poll(self, db: Database) -> None:
+        """While this process runs calls recorded in ``db``: end the ones flagged for hang-up."""
+        try:
+            while True:
+                await asyncio.sleep(POLL_S)
+                ids = [i for i, c in self._calls.items() if c.store.db is db]
+                if not ids:
+                    return
+                waiting = [i for i in ids if i not in self._ending]
+                for k in range(0, len(waiting), _MAX_IDS):
+                    for call_id in await _flagged(db, waiting[k : k + _MAX_IDS]):
+                        self.hang_up(call_id)
+        finally:
+            key = (id(asyncio.get_running_loop()), id(db))
+            if self._pollers.get(key) is asyncio.current_task():
+                del self._pollers[key]
+
+
+async def _flagged(db: Database, ids: list[uuid.UUID]) -> list[uuid.UUID]:
+    """Which of ``ids`` an operator asked to end; none when the database cannot answer (the next round asks again)."""
+    try:
+        async with db.session() as s:
+            rows = await s.scalars(select(Call.id).where(Call.id.in_(ids), Call.hangup_requested_at.is_not(None)))
+            return list(rows)
+    except Exception as exc:  # a database hiccup must not stop the poller: calls would become unstoppable
+        log.warning("hangup_poll_failed", error=repr(exc))
+        return []
+
+
+async def _end(call: LiveCall) -> None:
+    """Record who ended the call, end it, then let the transport end its side (a BYE, a carrier's hang-up)."""
+    log.info("call_hung_up_by_operator", call_id=str(call.call_id))
+    call.record_event({"type": "hangup", "by": "operator", "t": round(call.now(), 3)})
+    await call.end(OPERATOR_HANGUP)
+    try:
+        await call.line.control.hang_up(OPERATOR_HANGUP)
+    except ActionUnsupported:
+        pass
+    except Exception:
+        log.exception("operator_hangup_transport_failed", call_id=str(call.call_id))
+
+
+#: the calls this process runs
+LIVE_CALLS = LiveCalls()
