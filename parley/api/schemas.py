@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from parley.agent.document import AgentDocument
 from parley.api.auth import Role
 from parley.api.deps import SCOPES, Scope
 from parley.store.calls import CallStatus
@@ -127,6 +128,11 @@ class TalkTokenRequest(BaseModel):
         pattern=USER_ID_PATTERN,
         description="your app's user: the agent remembers them across sessions like a caller's number "
         "(1-64 characters of A-Z a-z 0-9 . _ @ : + -); signed into the token",
+    )
+    draft: AgentDocument | None = Field(
+        None,
+        description="an unsaved agent document: the token's session talks to it instead of the saved version "
+        "(checked as a create is; kept only for the token's life; needs the editor role and agents:write)",
     )
 
 

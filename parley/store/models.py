@@ -356,3 +356,21 @@ class KnowledgeChunk(Base):
     locator: Mapped[str] = mapped_column(String(100), default="")
     tokens: Mapped[int] = mapped_column(Integer, default=0)
     embedding: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+
+
+class TalkDraft(Base):
+    """An unsaved agent document a talk token opens a session with (the console's "talk to this draft").
+
+    Keyed by the token's signed id (``jti``), so only that token's session finds it; taken (deleted) when the
+    session opens, and pruned once past ``expires_at`` (the token's expiry, and a little more)."""
+
+    __tablename__ = "talk_drafts"
+
+    token_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    agent_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), index=True)
+    #: the saved version the draft was edited from, when the token was issued
+    based_on_version: Mapped[int] = mapped_column(Integer)
+    document: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)

@@ -17,6 +17,7 @@ from typing import Annotated
 
 import structlog
 from fastapi import APIRouter, Body, HTTPException, WebSocket
+from fastapi.exceptions import RequestValidationError
 
 from parley.agent.document import AgentDocument, AgentDocumentError, parse_agent
 from parley.api.auth import AuthError, Principal
@@ -24,6 +25,7 @@ from parley.api.deps import State, Talk, has_scope, rate_limit
 from parley.api.routers.agents import find_agent
 from parley.api.schemas import TalkToken, TalkTokenRequest
 from parley.api.state import AppState
+from parley.api.talk_drafts import DraftTalkWire, draft_document, keep_draft, problem_text, take_draft
 from parley.api.talk_protocol import TalkWire
 from parley.calls.identity import CallInfo, CallTarget
 from parley.calls.record_writer import CallStore
@@ -32,6 +34,7 @@ from parley.store.agents import AgentRepo
 from parley.store.credentials import TenantSecrets
 from parley.store.keys import ApiKeyRepo
 from parley.store.memories import valid_user_id
+from parley.store.models import TalkDraft
 
 log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/v1/agents", tags=["talk"])
@@ -45,11 +48,14 @@ async def talk_token(
     agent_ref: str, who: Talk, state: State, body: Annotated[TalkTokenRequest | None, Body()] = None
 ) -> TalkToken:
     """The body is optional: ``{"user_id": …}`` signs the app's user into the token (their memory, if the
-    agent keeps one)."""
+    agent keeps one); ``{"draft": {agent document}}`` makes the token's session talk to that unsaved document
+    instead of the saved version (checked as a create is, 422 alike; needs the editor role and agents:write)."""
     async with state.db.session() as s:
         agent = await find_agent(AgentRepo(s), who.tenant_id, agent_ref)
     user_id = body.user_id if body is not None else None
     token = state.auth.issue_talk_token(who, agent.id, ttl_s=TOKEN_TTL_S, user_id=user_id)
+    if body is not None and body.draft is not None:
+        await keep_draft(state, who, agent, token, body.draft)
     return TalkToken(token=token, expires_in=TOKEN_TTL_S, url=f"/v1/agents/{agent.id}/talk?token={token}")
 
 
@@ -58,14 +64,15 @@ async def refuse(ws: WebSocket, code: int, reason: str) -> None:
     await Socket(ws).refuse(code, reason)
 
 
-async def _who(ws: WebSocket, state: AppState, agent_ref: str) -> Principal:
-    """The caller, from a talk token (spent here: one session each, none once its key is revoked) or headers."""
+async def _who(ws: WebSocket, state: AppState, agent_ref: str) -> tuple[Principal, str | None]:
+    """The caller, from a talk token (spent here: one session each, none once its key is revoked) or headers,
+    and the token's id (what its draft, if it was issued with one, is kept under)."""
     token, user_id = ws.query_params.get("token"), ws.query_params.get("user_id")
     if not token:
         who = await state.auth.authenticate(ws.headers.get("authorization"), ws.headers.get("x-api-key"))
         if not has_scope(who, "talk"):
             raise AuthError(403, "this needs the talk scope")
-        return _with_user(who, user_id)
+        return _with_user(who, user_id), None
     if user_id is not None:  # refused before the token is spent: it still opens its one session
         raise AuthError(403, "a talk token carries its own user_id: ?user_id= is not accepted with one")
     try:
@@ -77,7 +84,8 @@ async def _who(ws: WebSocket, state: AppState, agent_ref: str) -> Principal:
         async with state.db.session() as s:
             return await ApiKeyRepo(s).is_live(tenant_id, key_id)
 
-    return await state.auth.redeem_talk_token(token, agent_id, state.nonces.use, key_is_live)
+    who = await state.auth.redeem_talk_token(token, agent_id, state.nonces.use, key_is_live)
+    return who, state.auth.check_talk_token(token, agent_id).token_id
 
 
 def _with_user(who: Principal, user_id: str | None) -> Principal:
@@ -90,13 +98,18 @@ def _with_user(who: Principal, user_id: str | None) -> Principal:
     return dataclasses.replace(who, user_id=user_id)
 
 
-async def _authenticate(ws: WebSocket, state: AppState, agent_ref: str) -> tuple[Principal, CallTarget] | None:
-    """Who calls and which agent, each refused with a close code; the per-key rate limit applies as on HTTP."""
+Found = tuple[Principal, CallTarget, TalkDraft | None]
+
+
+async def _authenticate(ws: WebSocket, state: AppState, agent_ref: str) -> Found | None:
+    """Who calls, which agent and which document (a draft the token carries, checked again, or the saved one),
+    each refused with a close code; the per-key rate limit applies as on HTTP."""
     try:
-        who = await _who(ws, state, agent_ref)
+        who, token_id = await _who(ws, state, agent_ref)
         await rate_limit(state, f"who:{who.tenant_id}:{who.subject}", state.settings.rate_limit_per_key)
         async with state.db.session() as s:
             agent = await find_agent(AgentRepo(s), who.tenant_id, agent_ref)
+        draft = await take_draft(state, who, agent.id, token_id) if token_id is not None else None
     except AuthError as exc:
         log.info("talk_refused", reason=exc.message)
         await refuse(ws, POLICY_VIOLATION, exc.message)
@@ -106,11 +119,16 @@ async def _authenticate(ws: WebSocket, state: AppState, agent_ref: str) -> tuple
         await refuse(ws, TRY_AGAIN_LATER if limited else POLICY_VIOLATION, str(exc.detail))
         return None
     try:
-        document: AgentDocument = parse_agent(agent.document, f"agent {agent.name}")
+        document: AgentDocument = (
+            draft_document(state, draft) if draft is not None else parse_agent(agent.document, f"agent {agent.name}")
+        )
+    except RequestValidationError as exc:  # the draft, no longer storable (the settings changed)
+        await refuse(ws, POLICY_VIOLATION, problem_text(exc.errors()))
+        return None
     except AgentDocumentError as exc:
         await refuse(ws, INTERNAL_ERROR, str(exc).splitlines()[0])
         return None
-    return who, CallTarget(who.tenant_id, agent.id, agent.version, agent.name, document)
+    return who, CallTarget(who.tenant_id, agent.id, agent.version, agent.name, document), draft
 
 
 @router.websocket("/{agent_ref}/talk")
@@ -124,8 +142,10 @@ async def talk(ws: WebSocket, agent_ref: str, state: State) -> None:
     found = await _authenticate(ws, state, agent_ref)
     if found is None:
         return
-    who, target = found
+    who, target, draft = found
     # the worker: a restart after a crash finds its calls; the user id: whose memory the call reads and writes
     info = CallInfo(caller=addr, worker_id=state.settings.worker_id, user_id=who.user_id)
     secrets = TenantSecrets(state.db, state.settings, target.tenant_id)
-    await run_socket_call(TalkWire(Socket(ws), target), target, CallStore(state.db, state.blobs), info, secrets)
+    socket = Socket(ws)
+    wire = TalkWire(socket, target) if draft is None else DraftTalkWire(socket, target, state, draft)
+    await run_socket_call(wire, target, CallStore(state.db, state.blobs), info, secrets)
