@@ -73,6 +73,7 @@ class TurnLog:
             rec = self._record(frame.turn_id)
             rec.agent_text = frame.heard_text
             rec.interrupted = frame.interrupted
+            rec.times[str(Stage.AGENT_END)] = frame.t  # the agent's speech on the timeline ends here
 
     def _record(self, turn_id: int) -> TurnRecord:
         if turn_id not in self.turns:

@@ -26,6 +26,7 @@ class Direction(Enum):
 class Stage(StrEnum):
     """What a :class:`StageTime` stamps; the values are the keys of a turn's ``times`` in the call record."""
 
+    SPEECH_START = "speech_start"  # where the caller's speech began in the audio, as the VAD heard it
     SPEECH_END = "speech_end"
     END_OF_TURN = "end_of_turn"
     STT_START = "stt_start"
@@ -36,6 +37,7 @@ class Stage(StrEnum):
     LLM_FAILED = "llm_failed"  # the LLM raised: the reply ended with the fallback line
     TTS_FIRST_AUDIO = "tts_first_audio"
     FIRST_AUDIO_OUT = "first_audio_out"
+    AGENT_END = "agent_end"  # the reply's audio finished playing or was cut (the turn log's, from AgentSpoke)
 
 
 class FailedStage(StrEnum):

@@ -379,6 +379,7 @@ class TurnTaker(Processor):
             log.debug("turn_too_short", turn_id=self._turn_id, secs=round(self._speech_end - self._speech_start, 3))
             return
         self._agent_busy.add(self._turn_id)
+        await self.push(StageTime(turn_id=self._turn_id, stage=Stage.SPEECH_START, t=self._speech_start))
         await self.push(StageTime(turn_id=self._turn_id, stage=Stage.SPEECH_END, t=self._speech_end))
         await self.push(StageTime(turn_id=self._turn_id, stage=Stage.END_OF_TURN, t=self._t))
         await self.push(EndOfTurn(turn_id=self._turn_id, t=self._t))
