@@ -1,0 +1,203 @@
+"""Talking to an agent in the console, in a real Chromium whose fake microphone plays a spoken question.
+
+One `parley serve` (SQLite, embedded models) for the module; the agent is a model-free receptionist (Whisper
+hears, canned rules answer, espeak speaks) created through the API, as the console's user would have. The
+console's talk view runs parley-talk.js: microphone → AudioWorklet (device rate → 16 kHz PCM16) → WebSocket, and
+the agent's audio back through the worklet's jitter buffer. What the page played is read from the client's own
+counters (``window.parleyTalk.stats``, mirrored on the view's ``data-*`` attributes).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+from parley.audio import write_wav
+from parley.calls.synthetic_caller import speak
+
+from .support.browser import Browsers, Console, browser, browsers, console, playwright, run_async, screenshot
+from .support.served import AGENT
+from .support.service import Service
+
+__all__ = ["browser", "browsers", "console", "playwright"]  # fixtures, imported for pytest
+
+LONG_REPLY = (
+    "We are open from nine in the morning until five in the evening on weekdays, from ten until two on "
+    "Saturdays, and we are closed on Sundays and on public holidays, so please call us again then."
+)
+RULES = [
+    {"match": ["hours", "open", "opening"], "reply": LONG_REPLY},
+    {"match": ["parking", "park"], "reply": "Yes, behind the building."},
+]
+RECEPTIONIST: dict[str, Any] = {
+    **AGENT,
+    "name": "Console Receptionist",
+    "llm": {"provider": "canned", "options": {"rules": RULES, "default": "Sorry, could you say that again?"}},
+}
+RATE = 16000
+
+
+def _pcm(*parts: np.ndarray | float) -> np.ndarray:
+    """Speech and pauses (seconds) in order, one 16 kHz track."""
+    return np.concatenate([np.zeros(int(p * RATE), np.int16) if isinstance(p, float) else p for p in parts])
+
+
+@pytest.fixture(scope="module")
+def agent(service: Service, key: str) -> dict[str, Any]:
+    with service.client(key) as c:
+        created = c.post("/v1/agents", json=RECEPTIONIST)
+        assert created.status_code == 201, created.text
+        return dict(created.json())
+
+
+@pytest.fixture(scope="module")
+def wavs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The fake microphone's recordings: a question, and a question then words spoken over the long answer."""
+    d = tmp_path_factory.mktemp("console-talk-audio")
+    question = run_async(speak("What are your opening hours?", "joe-quick"))
+    barge = run_async(speak("Sorry, wait. Do you have parking?", "joe-quick"))
+    tracks = {"question": _pcm(2.0, question, 14.0), "barge-in": _pcm(2.0, question, 3.0, barge, 10.0)}
+    out = {}
+    for name, pcm in tracks.items():
+        write_wav(d / f"{name}.wav", pcm, RATE)
+        out[name] = d / f"{name}.wav"
+    return out
+
+
+@pytest.fixture(scope="module")
+def question_browser(browsers: Browsers, wavs: dict[str, Path]) -> Browser:
+    return browsers(audio=wavs["question"])
+
+
+def open_talk(console: Console, service: Service, key: str, agent: dict[str, Any], **kw: Any) -> Page:
+    page = console(service, key, route=f"#/talk/{agent['id']}", **kw)
+    expect(page.get_by_test_id("talk-start")).to_be_enabled()
+    return page
+
+
+def stats(page: Page) -> dict[str, Any]:
+    return dict(page.evaluate("() => ({...window.parleyTalk.stats, state: window.parleyTalk.state})"))
+
+
+def test_talk_in_the_browser_transcribes_plays_and_times_each_turn(
+    console: Console, question_browser: Browser, service: Service, key: str, agent: dict[str, Any]
+) -> None:
+    page = open_talk(console, service, key, agent, browser=question_browser)
+    screenshot(page, "talk-idle")
+    page.get_by_test_id("talk-start").click()
+    view = page.get_by_test_id("talk-view")
+    expect(view).to_have_attribute("data-state", "live", timeout=15_000)
+    final = page.locator('[data-testid="transcript-caller"][data-final="1"]')
+    expect(final.first).to_contain_text("opening hours", ignore_case=True, timeout=30_000)
+    expect(page.get_by_test_id("transcript-agent").last).to_contain_text("nine in the morning", timeout=30_000)
+    expect(page.get_by_test_id("turn-latency").first).to_contain_text("voice-to-voice", timeout=30_000)
+    latency = page.get_by_test_id("talk-latency")
+    expect(latency).not_to_have_attribute("data-seconds", "", timeout=30_000)
+    seconds = float(latency.get_attribute("data-seconds") or "nan")
+    assert 0 < seconds < 10, seconds
+    counters = stats(page)
+    assert counters["bytesReceived"] > RATE * 2 * 3  # the greeting and seconds of the answer
+    assert counters["bytesSent"] > RATE * 2 * 5  # the microphone streamed at real time
+    assert counters["framesPlayed"] > 100, counters  # over 2 s of agent audio went to the speakers
+    assert int(view.get_attribute("data-frames-played") or 0) > 100
+    screenshot(page, "talk-live")
+    page.get_by_test_id("dtmf-5").click()
+    page.get_by_test_id("talk-hangup").click()
+    expect(page.get_by_test_id("talk-status")).to_contain_text("Call ended: caller-hangup", timeout=15_000)
+    call_id = view.get_attribute("data-call-id")
+    assert call_id
+    assert not [e for e in page.parley_errors if "pageerror" in e], page.parley_errors  # type: ignore[attr-defined]
+
+    with service.client(key) as c:
+        listed = c.get("/v1/calls", params={"agent_id": agent["id"]}).json()
+        assert call_id in [x["id"] for x in listed]
+        call = c.get(f"/v1/calls/{call_id}").json()
+    assert call["transport"] == "talk" and call["end_reason"] == "caller-hangup"
+    assert "opening hours" in call["turns"][1]["caller_text"].lower()
+    metrics = next(t for t in call["turns"] if t["turn"] == 1)
+    assert metrics["voice_to_voice"] == pytest.approx(seconds, abs=0.002)  # the latency shown is the API's
+    assert any(e["kind"] == "dtmf" and e["data"].get("digit") == "5" for e in call["events"]), call["events"]
+    page.get_by_test_id("talk-call-link").click()
+    expect(page).to_have_url(f"{service.url}/#/calls/{call_id}")
+
+
+def test_barge_in_flushes_the_agent_audio_queued_in_the_browser(
+    console: Console, browsers: Browsers, wavs: dict[str, Path], service: Service, key: str, agent: dict[str, Any]
+) -> None:
+    page = open_talk(console, service, key, agent, browser=browsers(audio=wavs["barge-in"]))
+    page.get_by_test_id("talk-start").click()
+    view = page.get_by_test_id("talk-view")
+    expect(view).to_have_attribute("data-state", "live", timeout=15_000)
+    page.evaluate(
+        """() => { window.bargeIn = [];
+          parleyTalk.on('interruption', () => {
+            const before = parleyTalk.stats.framesPlayed;
+            setTimeout(() => window.bargeIn.push({ before, after: parleyTalk.stats.framesPlayed,
+              queuedMs: parleyTalk.stats.queuedMs, flushes: parleyTalk.stats.flushes }), 700);
+          }); }"""
+    )
+    expect(page.get_by_test_id("transcript-agent").first).to_be_visible(timeout=30_000)
+    page.wait_for_function("() => window.bargeIn.length > 0", timeout=40_000)
+    seen = page.evaluate("() => window.bargeIn[0]")
+    counters = stats(page)
+    assert counters["interruptions"] >= 1 and counters["flushes"] >= 1, counters
+    assert seen["queuedMs"] < 60, seen  # nothing of the old answer left queued
+    assert seen["after"] - seen["before"] <= 10, seen  # and it stopped playing at once (≤ 200 ms after the event)
+    expect(page.locator(".line.agent.interrupted").first).to_be_visible(timeout=20_000)
+    screenshot(page, "talk-barge-in")
+    page.get_by_test_id("talk-hangup").click()
+    expect(page.get_by_test_id("talk-status")).to_contain_text("Call ended", timeout=15_000)
+
+
+def test_a_refused_microphone_says_so_and_calls_nobody(
+    console: Console, browsers: Browsers, service: Service, key: str, agent: dict[str, Any]
+) -> None:
+    page = open_talk(console, service, key, agent, browser=browsers(fake_ui=False), permissions=None)
+    before = _calls(service, key)
+    page.get_by_test_id("talk-start").click()
+    expect(page.get_by_test_id("talk-error")).to_contain_text("microphone access was refused", timeout=15_000)
+    expect(page.get_by_test_id("talk-start")).to_be_enabled()
+    screenshot(page, "talk-microphone-refused")
+    assert _calls(service, key) == before
+
+
+def test_a_dropped_socket_shows_call_ended_with_its_reason(
+    console: Console, question_browser: Browser, service: Service, key: str, agent: dict[str, Any]
+) -> None:
+    """The server refuses the session after the handshake (a spent token): 1008 and its reason reach the page."""
+    page = open_talk(console, service, key, agent, browser=question_browser)
+    with service.client(key) as c:
+        spent = c.post(f"/v1/agents/{agent['id']}/talk-token").json()
+    _spend(service, spent["url"])
+    page.route("**/talk-token", lambda route: route.fulfill(json=spent))
+    page.get_by_test_id("talk-start").click()
+    status = page.get_by_test_id("talk-status")
+    expect(status).to_contain_text("call ended:", timeout=15_000)
+    expect(status).to_contain_text("(code 1008)")
+    expect(page.get_by_test_id("talk-error")).to_contain_text("call ended:")
+    screenshot(page, "talk-dropped")
+
+
+def _spend(service: Service, url: str) -> None:
+    """Use a talk token once (connect, hang up), so the page's try is refused as a reuse."""
+    import asyncio
+    import json
+
+    import websockets
+
+    async def once() -> None:
+        async with websockets.connect(service.url.replace("http", "ws") + url) as ws:
+            await ws.send(json.dumps({"type": "end"}))
+            async for _ in ws:
+                pass
+
+    run_async(asyncio.wait_for(once(), 30))
+
+
+def _calls(service: Service, key: str) -> int:
+    with service.client(key) as c:
+        return len(c.get("/v1/calls").json())
