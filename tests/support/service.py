@@ -97,7 +97,7 @@ def _register_created_secrets(response: httpx.Response) -> None:
     request = response.request
     if request.method != "POST" or not response.is_success or not request.url.path.startswith("/v1/"):
         return
-    if request.url.path.endswith(("/v1/keys", "/talk-token")):
+    if request.url.path.endswith(("/v1/keys", "/talk-token", "/recording-token")):
         response.read()
         try:
             body = response.json()
