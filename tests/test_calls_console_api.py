@@ -349,6 +349,13 @@ def test_event_stream_of_an_ended_call(service: Service, key: str, recorded: dic
     assert sorted(json.dumps(d, sort_keys=True) for _, d in streamed) == sorted(
         json.dumps(e, sort_keys=True) for e in stored
     )
+    with service.client(key) as c:  # a client that lost the stream resumes after the last id it read
+        whole = c.get(f"/v1/calls/{recorded['id']}/events/stream").text
+        ids = [int(line.removeprefix("id: ")) for line in whole.splitlines() if line.startswith("id: ")]
+        assert len(ids) == len(stored) and ids == sorted(ids)
+        rest = c.get(f"/v1/calls/{recorded['id']}/events/stream", headers={"Last-Event-ID": str(ids[1])}).text
+        assert [int(x.removeprefix("id: ")) for x in rest.splitlines() if x.startswith("id: ")] == ids[2:]
+        assert rest.endswith('event: end\ndata: {"status":"ended","end_reason":"caller-hangup"}\n\n')
 
 
 def test_live_events_and_hang_up_from_another_worker(service: Service, other: Service, key: str) -> None:

@@ -12,9 +12,9 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Header, HTTPException, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 from sqlalchemy import select
@@ -52,26 +52,36 @@ _STREAM_DOC: dict[int | str, dict[str, Any]] = {
 
 
 @router.get("/{call_id}/events/stream", response_class=StreamingResponse, responses=_STREAM_DOC)
-async def event_stream(call_id: uuid.UUID, who: ReadCalls, state: State, request: Request) -> StreamingResponse:
+async def event_stream(
+    call_id: uuid.UUID,
+    who: ReadCalls,
+    state: State,
+    request: Request,
+    last_event_id: Annotated[
+        int | None, Header(ge=0, le=2**62, description="resume after this event (the ``id:`` of the last one read)")
+    ] = None,
+) -> StreamingResponse:
     """Every event of the call, those already written and then new ones as they are written, as Server-Sent
-    Events; ends with ``event: end`` when the call has ended. Read it with ``fetch()`` (an ``EventSource`` cannot
-    send the bearer header)."""
+    Events (each with its ``id:``); ends with ``event: end`` when the call has ended. Read it with ``fetch()`` (an
+    ``EventSource`` cannot send the bearer header); after a drop, send ``Last-Event-ID`` to skip what was read."""
     async with state.db.session() as s:
         if await CallRepo(s).get(who.tenant_id, call_id) is None:
             raise HTTPException(status_code=404, detail="call not found")
     if _open_streams >= MAX_STREAMS:
         raise HTTPException(status_code=503, detail="too many event streams open here: try again later")
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    body = _events(state, who.tenant_id, call_id, request)
+    body = _events(state, who.tenant_id, call_id, request, last_event_id or 0)
     return StreamingResponse(body, media_type="text/event-stream", headers=headers)
 
 
-async def _events(state: AppState, tenant_id: uuid.UUID, call_id: uuid.UUID, request: Request) -> AsyncIterator[str]:
+async def _events(
+    state: AppState, tenant_id: uuid.UUID, call_id: uuid.UUID, request: Request, last_id: int
+) -> AsyncIterator[str]:
     """The stream: pages of events after the last one sent, until the call has ended and all are out."""
     global _open_streams
     _open_streams += 1
     try:
-        last_id, started = 0, time.monotonic()
+        started = time.monotonic()
         last_sent = started
         while time.monotonic() - started < MAX_STREAM_S:
             # the call's state first: events written before it ended are then all in the query that follows
