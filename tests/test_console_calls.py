@@ -13,8 +13,10 @@ import csv
 import io
 import json
 import re
+import struct
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +28,11 @@ import websockets
 from playwright.sync_api import Page, expect
 
 from parley.calls.synthetic_caller import speak
+from parley.store.calls import CallRepo, CallStatus
+from parley.store.db import Database
 
 from .support.browser import Console, browser, browsers, console, playwright, run_async, screenshot, wait_for
+from .support.served import AGENT
 from .support.service import Service
 
 __all__ = ["browser", "browsers", "console", "playwright"]  # fixtures, imported for pytest
@@ -211,9 +216,13 @@ def test_call_detail_waveform_transcript_timeline_waterfall(
     assert now - 1 == pytest.approx(t, abs=0.05)
     expect(caller).to_have_class(re.compile(r"\bplaying\b"))
 
-    kinds = page.get_by_test_id("timeline-item").evaluate_all("els => els.map(e => e.dataset.kind)")
-    for kind in ("caller:speech", "caller:eot", "agent:speech"):
-        assert kind in kinds, kinds
+    kinds = json.loads(page.get_by_test_id("timeline").get_attribute("data-kinds") or "{}")
+    turns = call["turns"]
+    assert kinds.get("caller:speech") == sum("speech_start" in x["times"] for x in turns) == 1, kinds
+    assert kinds.get("caller:eot") == sum("end_of_turn" in x["times"] for x in turns if x["turn"]) == 1, kinds
+    spoke = [x for x in turns if "first_audio_out" in x["times"]]
+    assert kinds.get("agent:speech", 0) + kinds.get("agent:speech-cut", 0) == len(spoke) == 2, kinds
+    assert kinds.get("action:hangup") == sum(e["kind"] == "hangup" for e in call["events"]), kinds
 
     rows = page.get_by_test_id("waterfall-turn")
     shown = {int(r.get_attribute("data-turn") or -1): r for r in rows.all()}
@@ -263,3 +272,103 @@ def test_another_tenants_call_is_not_found(console: Console, service: Service, e
     expect(page.get_by_test_id("not-found")).to_be_visible()
     expect(page.get_by_test_id("waveform")).to_have_count(0)
     screenshot(page, "call-not-found")
+
+
+HOURS = 3
+TURNS = 2000
+EVENTS = 6000
+
+
+def _wav_header(seconds: int, rate: int = 16000, channels: int = 2) -> tuple[bytes, int]:
+    """The 44-byte PCM16 header of a ``seconds``-long recording, and the file's whole size."""
+    data = seconds * rate * channels * 2
+    head = b"RIFF" + struct.pack("<I", 36 + data) + b"WAVEfmt "
+    head += struct.pack("<IHHIIHH", 16, 1, channels, rate, rate * channels * 2, channels * 2, 16)
+    return head + b"data" + struct.pack("<I", data), 44 + data
+
+
+@pytest.fixture(scope="module")
+def huge_call(service: Service) -> tuple[str, str]:
+    """A 3-hour call of 2,000 turns and 6,000 events with its (sparse, silent) 3-hour stereo recording, written as
+    a worker writes one, in a tenant of its own; (key, call id)."""
+    key = service.create_key("console-calls-huge")
+    with service.client(key) as c:
+        tenant = uuid.UUID(c.get("/v1/me").json()["tenant_id"])
+        made = c.post("/v1/agents", json={**AGENT, "name": "marathon"}).json()
+    seconds = HOURS * 3600
+    call_id = uuid.uuid4()
+    recording = f"{tenant}/{call_id}.wav"
+    head, size = _wav_header(seconds)
+    path = Path(service.env["PARLEY_DATA_DIR"], "recordings", recording)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as f:  # sparse: the silence takes no disk
+        f.write(head)
+        f.truncate(size)
+
+    async def write() -> None:
+        db = Database(f"sqlite+aiosqlite:///{Path(service.env['PARLEY_DATA_DIR'], 'parley.db')}")
+        try:
+            async with db.session() as s:
+                repo = CallRepo(s)
+                await repo.create(tenant, uuid.UUID(made["id"]), 1, "marathon", "talk", "+15550001111", call_id=call_id)
+                step = seconds / TURNS
+                for n in range(1, TURNS + 1):
+                    t0 = n * step - step / 2
+                    after = {
+                        "speech_end": 1.5,
+                        "stt_start": 1.55,
+                        "end_of_turn": 1.9,
+                        "stt_final": 1.95,
+                        "llm_first_token": 2.2,
+                        "tts_first_audio": 2.3,
+                        "first_audio_out": 2.35,
+                        "agent_end": 4.0,
+                    }
+                    times = {"speech_start": t0, **{k: t0 + v for k, v in after.items()}}
+                    await repo.upsert_turn(tenant, call_id, n, f"question {n}", f"answer {n}", f"answer {n}", False,
+                                           times, 0.85, checked=True)  # fmt: skip
+                for k in range(EVENTS):
+                    await repo.add_event(tenant, call_id, k * seconds / EVENTS, "dtmf", {"type": "dtmf", "digit": "1",
+                                         "t": k * seconds / EVENTS}, checked=True)  # fmt: skip
+                await repo.end(tenant, call_id, CallStatus.ENDED, "caller-hangup", float(seconds), recording, size)
+        finally:
+            await db.close()
+
+    run_async(write())
+    return key, str(call_id)
+
+
+def test_a_three_hour_call_renders_without_freezing(
+    console: Console, service: Service, huge_call: tuple[str, str]
+) -> None:
+    key, call_id = huge_call
+    page = _open(console, service, key, "#/calls")
+    page.evaluate(  # the longest task the main thread runs while the call opens: a frozen page is one long task
+        """() => { window.__longest = 0; new PerformanceObserver((l) => { for (const e of l.getEntries())
+             window.__longest = Math.max(window.__longest, e.duration) }).observe({type: 'longtask'}) }"""
+    )
+    started = time.monotonic()
+    page.evaluate("(id) => { location.hash = `#/calls/${id}` }", call_id)
+    expect(page.get_by_test_id("transcript-line")).to_have_count(100, timeout=30_000)
+    expect(page.locator("[data-testid=waveform] canvas").first).to_be_attached(timeout=30_000)
+    opened = time.monotonic() - started
+    expect(page.get_by_test_id("waterfall-turn")).to_have_count(50)
+    expect(page.get_by_test_id("event-row")).to_have_count(100)
+    kinds = json.loads(page.get_by_test_id("timeline").get_attribute("data-kinds") or "{}")
+    assert kinds["caller:speech"] == kinds["agent:speech"] == kinds["caller:eot"] == TURNS, kinds
+    assert kinds["dtmf:mark"] == EVENTS, kinds
+    # the audio streams: its length is known from the header (a Range request), not a 700 MB download
+    duration = wait_for(page, "() => { const a = document.querySelector('[data-testid=call-audio]');"
+                              " return a && a.readyState >= 1 && a.duration }")  # fmt: skip
+    assert duration == pytest.approx(HOURS * 3600, abs=1)
+    page.get_by_test_id("transcript-next").click()
+    first = page.get_by_test_id("transcript-line").first
+    expect(first).to_contain_text("question 51")
+    first.click()
+    wait_for(page, "(t) => Math.abs(document.querySelector('[data-testid=call-audio]').currentTime - t) < 0.05",
+             arg=float(first.get_attribute("data-t") or "nan"))  # fmt: skip
+    longest = page.evaluate("window.__longest")
+    screenshot(page, "call-three-hours", full_page=False)
+    print(f"opened in {opened:.1f} s, longest task {longest:.0f} ms")
+    assert opened < 60, opened  # a loaded machine is slow; a frozen page is what the long task catches
+    assert longest < 2000, f"the main thread was blocked for {longest:.0f} ms"

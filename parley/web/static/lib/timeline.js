@@ -7,9 +7,9 @@
 //   agent speech     first_audio_out -> agent_end             (cut short when the turn was interrupted)
 //   interruption     event `interruption` t
 //   DTMF             event `dtmf` t (its digit)
-//   action           event `action` t (hang_up, transfer, ...)
+//   action           event `action` t (hang_up, transfer, ...); `hangup` (by the operator), `error` (a failed reply)
 //   tool call        event `tool` t - duration_ms -> t        (the event is written when the tool returned)
-import { html, useMemo } from './ui.js';
+import { html, useEffect, useMemo, useRef } from './ui.js';
 
 export const LANES = [
   { key: 'caller', label: 'caller' },
@@ -47,6 +47,8 @@ export function timelineItems(turns, events) {
     if (e.kind === 'interruption') items.push({ lane: 'interruption', kind: 'mark', start: e.t, end: e.t, label: 'interruption' });
     else if (e.kind === 'dtmf') items.push({ lane: 'dtmf', kind: 'mark', start: e.t, end: e.t, label: `key ${d.digit ?? ''}` });
     else if (e.kind === 'action') items.push({ lane: 'action', kind: 'mark', start: e.t, end: e.t, label: String(d.action ?? 'action') });
+    else if (e.kind === 'hangup') items.push({ lane: 'action', kind: 'hangup', start: e.t, end: e.t, label: `hung up by ${d.by ?? '?'}` });
+    else if (e.kind === 'error') items.push({ lane: 'action', kind: 'error', start: e.t, end: e.t, label: `${d.stage ?? ''} error` });
     else if (e.kind === 'tool') {
       const dur = (Number(d.duration_ms) || 0) / 1000;
       items.push({ lane: 'tool', kind: d.ok === false ? 'failed' : 'span', start: Math.max(0, e.t - dur), end: e.t, label: String(d.tool ?? 'tool') });
@@ -55,31 +57,86 @@ export function timelineItems(turns, events) {
   return items;
 }
 
+const COLOURS = {
+  'caller:speech': ['--caller', '#0e7490'], 'caller:pause': ['--caller', '#0e7490', 0.35], 'caller:eot': ['--text', '#161a21'],
+  'agent:speech': ['--agent', '#7c3aed'], 'agent:speech-cut': ['--warn', '#9a6700'],
+  'interruption:mark': ['--danger', '#c22f2f'], 'dtmf:mark': ['--accent', '#4f46e5'],
+  'action:mark': ['--ok', '#157347'], 'action:hangup': ['--ok', '#157347'], 'action:error': ['--danger', '#c22f2f'],
+  'tool:span': ['--muted', '#5f6b7a'], 'tool:failed': ['--danger', '#c22f2f'],
+};
+const LANE_PX = 18;
+
+/** Draws the items on a canvas: thousands of turns cost one paint, not thousands of elements. */
+function paint(canvas, items, span) {
+  const width = canvas.clientWidth;
+  const ratio = window.devicePixelRatio || 1;
+  canvas.width = Math.max(1, Math.round(width * ratio));
+  canvas.height = Math.round(LANES.length * LANE_PX * ratio);
+  const g = canvas.getContext('2d');
+  g.scale(ratio, ratio);
+  const css = getComputedStyle(canvas);
+  const lane = Object.fromEntries(LANES.map((l, i) => [l.key, i]));
+  for (const i of items) {
+    const [name, fallback, alpha = 1] = COLOURS[`${i.lane}:${i.kind}`] || ['--muted', '#5f6b7a'];
+    g.fillStyle = css.getPropertyValue(name).trim() || fallback;
+    g.globalAlpha = alpha;
+    const x = (Math.max(0, i.start) / span) * width;
+    const w = Math.max(i.end > i.start ? 1 : 2, ((i.end - i.start) / span) * width);
+    const mark = i.kind === 'mark' || i.kind === 'eot' || i.kind === 'hangup' || i.kind === 'error';
+    const y = lane[i.lane] * LANE_PX + (mark ? 1 : 4);
+    g.fillRect(x, y, w, mark ? LANE_PX - 2 : LANE_PX - 8);
+  }
+  g.globalAlpha = 1;
+}
+
+/** The item under a point (for the tooltip): the nearest in its lane within a few pixels. */
+function itemAt(items, laneKey, t, slack) {
+  let best = null;
+  for (const i of items) {
+    if (i.lane !== laneKey || t < i.start - slack || t > i.end + slack) continue;
+    if (!best || Math.abs((i.start + i.end) / 2 - t) < Math.abs((best.start + best.end) / 2 - t)) best = i;
+  }
+  return best;
+}
+
 /** The timeline; `duration` in seconds, `onSeek(t)` when clicked, `playhead` a ref the caller moves. */
 export function Timeline({ turns, events, duration, onSeek, playhead }) {
   const items = useMemo(() => timelineItems(turns, events), [turns, events]);
   const span = Math.max(duration || 0, ...items.map((i) => i.end), 0.001);
-  const pct = (t) => `${(Math.max(0, t) / span) * 100}%`;
-  const seek = (ev) => {
+  const canvas = useRef(null);
+  const counts = useMemo(() => {
+    const c = {};
+    for (const i of items) c[`${i.lane}:${i.kind}`] = (c[`${i.lane}:${i.kind}`] || 0) + 1;
+    return c;
+  }, [items]);
+  useEffect(() => {
+    const el = canvas.current;
+    if (!el) return undefined;
+    paint(el, items, span);
+    const watch = new ResizeObserver(() => paint(el, items, span));
+    watch.observe(el);
+    return () => watch.disconnect();
+  }, [items, span]);
+  const where = (ev) => {
     const box = ev.currentTarget.getBoundingClientRect();
-    if (onSeek) onSeek(((ev.clientX - box.left) / box.width) * span);
+    const t = ((ev.clientX - box.left) / box.width) * span;
+    const laneKey = LANES[Math.min(LANES.length - 1, Math.floor((ev.clientY - box.top) / LANE_PX))]?.key;
+    return { t, laneKey, slack: (3 / box.width) * span };
   };
-  return html`<section class="timeline" data-testid="timeline">
-    ${LANES.map(
-      (lane) => html`<div class="tl-lane" data-lane=${lane.key}>
-        <div class="tl-label">${lane.label}</div>
-        <div class="tl-track" data-testid=${`timeline-${lane.key}`} onClick=${seek}>
-          ${items
-            .filter((i) => i.lane === lane.key)
-            .map(
-              (i) => html`<span class=${`tl-item tl-${lane.key} tl-${i.kind}`} data-testid="timeline-item"
-                  data-kind=${`${lane.key}:${i.kind}`} data-start=${i.start} data-end=${i.end}
-                  title=${`${i.label || lane.label} @ ${i.start.toFixed(2)} s${i.end > i.start ? ` – ${i.end.toFixed(2)} s` : ''}`}
-                  style=${`left:${pct(i.start)};width:${i.end > i.start ? `max(2px,${pct(i.end - i.start)})` : '2px'}`}></span>`,
-            )}
-        </div>
-      </div>`,
-    )}
-    <div class="tl-playhead-track"><div class="tl-playhead" ref=${playhead}></div></div>
+  const hover = (ev) => {
+    const { t, laneKey, slack } = where(ev);
+    const i = itemAt(items, laneKey, t, slack);
+    ev.currentTarget.title = i
+      ? `${i.label || i.kind} @ ${i.start.toFixed(2)} s${i.end > i.start ? ` – ${i.end.toFixed(2)} s` : ''}`
+      : `${t.toFixed(2)} s`;
+  };
+  return html`<section class="timeline" data-testid="timeline" data-kinds=${JSON.stringify(counts)} data-span=${span}>
+    <div class="tl-labels" aria-hidden="true">${LANES.map((l) => html`<div class="tl-label">${l.label}</div>`)}</div>
+    <div class="tl-area">
+      <canvas ref=${canvas} class="tl-canvas" data-testid="timeline-canvas" style=${`height:${LANES.length * LANE_PX}px`}
+        role="img" aria-label=${`speaking timeline: ${Object.entries(counts).map(([k, n]) => `${n} ${k}`).join(', ')}`}
+        onClick=${(ev) => onSeek?.(where(ev).t)} onMouseMove=${hover}></canvas>
+      <div class="tl-playhead" ref=${playhead}></div>
+    </div>
   </section>`;
 }

@@ -80,15 +80,15 @@ function TurnRow({ turn, scale }) {
     <div class="wf-bars">
       ${stages.map(
         (s) => html`<div class="wf-lane" title=${`${s.label}: ${ms(s.dur)} (from +${ms(s.start)})`}>
-          <span class=${`wf-bar wf-${s.key}`} data-testid="waterfall-stage" data-stage=${s.key}
-            data-start=${s.start} data-dur=${s.dur}
-            style=${`left:${pct(Math.max(0, s.start))};width:max(2px,${pct(s.dur)})`}></span>
-          <span class="wf-text">${s.label} ${ms(s.dur)}</span>
+          <span class="wf-text">${s.label} <b>${ms(s.dur)}</b></span>
+          <span class="wf-track">
+            <span class=${`wf-bar wf-${s.key}`} data-testid="waterfall-stage" data-stage=${s.key}
+              data-start=${s.start} data-dur=${s.dur}
+              style=${`left:${pct(Math.max(0, s.start))};width:max(2px,${pct(s.dur)})`}></span>
+            ${turn.voice_to_voice != null ? html`<span class="wf-v2v" style=${`left:${pct(turn.voice_to_voice)}`}></span>` : null}
+          </span>
         </div>`,
       )}
-      ${turn.voice_to_voice != null
-        ? html`<div class="wf-v2v" style=${`left:${pct(turn.voice_to_voice)}`} title="voice-to-voice"></div>`
-        : null}
     </div>
     <div class="wf-total">${ms(turn.voice_to_voice)}</div>
   </div>`;

@@ -10,6 +10,9 @@ function brief(data) {
   return text.length > 400 ? `${text.slice(0, 400)}…` : text;
 }
 
+// an event written without a time of its own (transcripts, replies, turn metrics) is stored at 0: its turn says when
+const at = (e) => (e.t === 0 && e.data?.t === undefined ? (e.data?.turn !== undefined ? `turn ${e.data.turn}` : '–') : Number(e.t).toFixed(3));
+
 export function Events({ events }) {
   const [kind, setKind] = useState('');
   const [page, setPage] = useState(0);
@@ -29,7 +32,7 @@ export function Events({ events }) {
       ? html`<table class="ev-table"><thead><tr><th scope="col">t (s)</th><th scope="col">kind</th><th scope="col">data</th></tr></thead>
           <tbody>${shown.slice(p * PAGE, (p + 1) * PAGE).map(
             (e, i) => html`<tr key=${p * PAGE + i} data-testid="event-row" data-kind=${e.kind}>
-              <td class="num">${Number(e.t).toFixed(3)}</td><td><code>${e.kind}</code></td>
+              <td class="num">${at(e)}</td><td><code>${e.kind}</code></td>
               <td class="ev-data"><code>${brief(e.data)}</code></td></tr>`,
           )}</tbody></table>`
       : html`<div class="empty">No events.</div>`}
