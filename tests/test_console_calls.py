@@ -367,6 +367,12 @@ def test_a_three_hour_call_renders_without_freezing(
     first.click()
     wait_for(page, "(t) => Math.abs(document.querySelector('[data-testid=call-audio]').currentTime - t) < 0.05",
              arg=float(first.get_attribute("data-t") or "nan"))  # fmt: skip
+    t = float(first.get_attribute("data-t") or "nan")
+    page.get_by_test_id("timeline-zoom").select_option("60")  # a minute around the play position
+    timeline = page.get_by_test_id("timeline")
+    expect(timeline).not_to_have_attribute("data-to", str(HOURS * 3600))
+    start, end = float(timeline.get_attribute("data-from") or "nan"), float(timeline.get_attribute("data-to") or "nan")
+    assert end - start == pytest.approx(60) and start <= t <= end, (start, t, end)
     longest = page.evaluate("window.__longest")
     screenshot(page, "call-three-hours", full_page=False)
     print(f"opened in {opened:.1f} s, longest task {longest:.0f} ms")

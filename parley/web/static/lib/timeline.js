@@ -9,7 +9,7 @@
 //   DTMF             event `dtmf` t (its digit)
 //   action           event `action` t (hang_up, transfer, ...); `hangup` (by the operator), `error` (a failed reply)
 //   tool call        event `tool` t - duration_ms -> t        (the event is written when the tool returned)
-import { html, useEffect, useMemo, useRef } from './ui.js';
+import { html, useEffect, useMemo, useRef, useState } from './ui.js';
 
 export const LANES = [
   { key: 'caller', label: 'caller' },
@@ -67,7 +67,8 @@ const COLOURS = {
 const LANE_PX = 18;
 
 /** Draws the items on a canvas: thousands of turns cost one paint, not thousands of elements. */
-function paint(canvas, items, span) {
+function paint(canvas, items, from, to) {
+  const span = to - from;
   const width = canvas.clientWidth;
   const ratio = window.devicePixelRatio || 1;
   canvas.width = Math.max(1, Math.round(width * ratio));
@@ -77,10 +78,11 @@ function paint(canvas, items, span) {
   const css = getComputedStyle(canvas);
   const lane = Object.fromEntries(LANES.map((l, i) => [l.key, i]));
   for (const i of items) {
+    if (i.end < from || i.start > to) continue;
     const [name, fallback, alpha = 1] = COLOURS[`${i.lane}:${i.kind}`] || ['--muted', '#5f6b7a'];
     g.fillStyle = css.getPropertyValue(name).trim() || fallback;
     g.globalAlpha = alpha;
-    const x = (Math.max(0, i.start) / span) * width;
+    const x = ((i.start - from) / span) * width;
     const w = Math.max(i.end > i.start ? 1 : 2, ((i.end - i.start) / span) * width);
     const mark = i.kind === 'mark' || i.kind === 'eot' || i.kind === 'hangup' || i.kind === 'error';
     const y = lane[i.lane] * LANE_PX + (mark ? 1 : 4);
@@ -99,11 +101,32 @@ function itemAt(items, laneKey, t, slack) {
   return best;
 }
 
-/** The timeline; `duration` in seconds, `onSeek(t)` when clicked, `playhead` a ref the caller moves. */
-export function Timeline({ turns, events, duration, onSeek, playhead }) {
+export const ZOOMS = [
+  { key: 'all', label: 'whole call', seconds: 0 },
+  { key: '600', label: '10 min', seconds: 600 },
+  { key: '60', label: '1 min', seconds: 60 },
+  { key: '15', label: '15 s', seconds: 15 },
+];
+
+/** The window shown: the whole call, or `seconds` around `t` (kept inside the call). */
+export function windowAt(span, seconds, t) {
+  if (!seconds || seconds >= span) return [0, span];
+  const from = Math.min(Math.max(0, t - seconds / 2), span - seconds);
+  return [from, from + seconds];
+}
+
+/**
+ * The timeline; `duration` in seconds, `onSeek(t)` when clicked, `clock` a ref that gets a function the player
+ * calls with the play position (it moves the playhead without re-rendering the view).
+ */
+export function Timeline({ turns, events, duration, onSeek, clock }) {
   const items = useMemo(() => timelineItems(turns, events), [turns, events]);
   const span = Math.max(duration || 0, ...items.map((i) => i.end), 0.001);
   const canvas = useRef(null);
+  const head = useRef(null);
+  const [zoom, setZoom] = useState(ZOOMS[0].seconds);
+  const [centre, setCentre] = useState(0);
+  const [from, to] = windowAt(span, zoom, centre);
   const counts = useMemo(() => {
     const c = {};
     for (const i of items) c[`${i.lane}:${i.kind}`] = (c[`${i.lane}:${i.kind}`] || 0) + 1;
@@ -112,16 +135,28 @@ export function Timeline({ turns, events, duration, onSeek, playhead }) {
   useEffect(() => {
     const el = canvas.current;
     if (!el) return undefined;
-    paint(el, items, span);
-    const watch = new ResizeObserver(() => paint(el, items, span));
+    paint(el, items, from, to);
+    const watch = new ResizeObserver(() => paint(el, items, from, to));
     watch.observe(el);
     return () => watch.disconnect();
-  }, [items, span]);
+  }, [items, from, to]);
+  const place = (t) => {
+    if (head.current) {
+      head.current.style.left = `${((t - from) / (to - from)) * 100}%`;
+      head.current.hidden = t < from || t > to;
+    }
+  };
+  if (clock) {
+    clock.current = (t) => {
+      place(t);
+      if (zoom && (t < from || t > to - zoom * 0.1)) setCentre(t + zoom * 0.4); // a page on when it reaches the edge
+    };
+  }
   const where = (ev) => {
     const box = ev.currentTarget.getBoundingClientRect();
-    const t = ((ev.clientX - box.left) / box.width) * span;
+    const t = from + ((ev.clientX - box.left) / box.width) * (to - from);
     const laneKey = LANES[Math.min(LANES.length - 1, Math.floor((ev.clientY - box.top) / LANE_PX))]?.key;
-    return { t, laneKey, slack: (3 / box.width) * span };
+    return { t, laneKey, slack: (3 / box.width) * (to - from) };
   };
   const hover = (ev) => {
     const { t, laneKey, slack } = where(ev);
@@ -130,13 +165,33 @@ export function Timeline({ turns, events, duration, onSeek, playhead }) {
       ? `${i.label || i.kind} @ ${i.start.toFixed(2)} s${i.end > i.start ? ` – ${i.end.toFixed(2)} s` : ''}`
       : `${t.toFixed(2)} s`;
   };
-  return html`<section class="timeline" data-testid="timeline" data-kinds=${JSON.stringify(counts)} data-span=${span}>
-    <div class="tl-labels" aria-hidden="true">${LANES.map((l) => html`<div class="tl-label">${l.label}</div>`)}</div>
-    <div class="tl-area">
-      <canvas ref=${canvas} class="tl-canvas" data-testid="timeline-canvas" style=${`height:${LANES.length * LANE_PX}px`}
-        role="img" aria-label=${`speaking timeline: ${Object.entries(counts).map(([k, n]) => `${n} ${k}`).join(', ')}`}
-        onClick=${(ev) => onSeek?.(where(ev).t)} onMouseMove=${hover}></canvas>
-      <div class="tl-playhead" ref=${playhead}></div>
+  const seek = (ev) => {
+    const { t } = where(ev);
+    onSeek?.(t);
+    place(t);
+  };
+  const pickZoom = (e) => {
+    const seconds = Number(e.target.value);
+    setZoom(seconds);
+    const at = head.current ? from + (parseFloat(head.current.style.left || '0') / 100) * (to - from) : 0;
+    setCentre(at);
+  };
+  return html`<section class="timeline-wrap">
+    <div class="tl-tools">
+      <label for="tl-zoom">Show</label>
+      <select id="tl-zoom" data-testid="timeline-zoom" value=${zoom} onChange=${pickZoom}>
+        ${ZOOMS.filter((z) => !z.seconds || z.seconds < span).map((z) => html`<option value=${z.seconds}>${z.label}</option>`)}
+      </select>
+      <span class="muted" data-testid="timeline-window">${from.toFixed(1)} s – ${to.toFixed(1)} s</span>
+    </div>
+    <div class="timeline" data-testid="timeline" data-kinds=${JSON.stringify(counts)} data-from=${from} data-to=${to}>
+      <div class="tl-labels" aria-hidden="true">${LANES.map((l) => html`<div class="tl-label">${l.label}</div>`)}</div>
+      <div class="tl-area">
+        <canvas ref=${canvas} class="tl-canvas" data-testid="timeline-canvas" style=${`height:${LANES.length * LANE_PX}px`}
+          role="img" aria-label=${`speaking timeline: ${Object.entries(counts).map(([k, n]) => `${n} ${k}`).join(', ')}`}
+          onClick=${seek} onMouseMove=${hover}></canvas>
+        <div class="tl-playhead" ref=${head}></div>
+      </div>
     </div>
   </section>`;
 }

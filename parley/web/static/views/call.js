@@ -53,18 +53,17 @@ function Downloads({ call }) {
 
 function Detail({ call }) {
   const controls = useRef(null);
-  const playhead = useRef(null);
+  const clock = useRef(null);
   const [now, setNow] = useState(0);
   const [playing, setPlaying] = useState(false);
   const last = useRef(0);
   const lines = useMemo(() => transcriptLines(call.turns), [call]);
-  const span = Math.max(call.duration_s || 0, 0.001);
   const seek = (t) => {
     controls.current?.seek(t);
     setNow(t);
   };
   const onTime = (t) => {
-    if (playhead.current) playhead.current.style.left = `${Math.min(100, (t / span) * 100)}%`;
+    clock.current?.(t); // the timeline's playhead
     const a = controls.current?.audio;
     if (a) setPlaying(!a.paused); // the same value again renders nothing
     if (Math.abs(t - last.current) > 0.25) { // the transcript's highlight: a few times a second is plenty
@@ -78,7 +77,7 @@ function Detail({ call }) {
     <h2>Recording</h2>
     <${Player} call=${call} onReady=${(c) => { controls.current = c; }} onTime=${onTime} />
     <h2>Timeline</h2>
-    <${Timeline} turns=${call.turns} events=${call.events} duration=${call.duration_s} onSeek=${seek} playhead=${playhead} />
+    <${Timeline} turns=${call.turns} events=${call.events} duration=${call.duration_s} onSeek=${seek} clock=${clock} />
     <div class="call-columns">
       <div class="call-col">
         <h2>Transcript</h2>
