@@ -13,7 +13,7 @@ from importlib import resources
 from pathlib import Path
 
 from fastapi import FastAPI
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
+from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
@@ -41,16 +41,21 @@ def mount_console(app: FastAPI) -> None:
     mimetypes.add_type("text/javascript", ".js")
     mimetypes.add_type("text/javascript", ".mjs")
 
-    @app.get("/", include_in_schema=False)
+    page = {
+        "tags": ["console"],
+        "response_class": FileResponse,
+        "responses": {200: {"content": {"text/html": {}}, "description": "the console's page"}},
+    }
+
+    @app.get("/", summary="The web console", **page)  # type: ignore[arg-type]
     async def console_root() -> FileResponse:
+        """The console's single page (its views are hash routes: ``/#/agents``). Public: it holds no data, and
+        signs in with an API key kept in the browser tab."""
         return _index()
 
-    @app.get("/console", include_in_schema=False)
-    async def console_bare() -> RedirectResponse:
-        return RedirectResponse("/console/", status_code=308)
-
-    @app.get("/console/", include_in_schema=False)
+    @app.get("/console/", summary="The web console (under /console/)", **page)  # type: ignore[arg-type]
     async def console_index() -> FileResponse:
+        """The same page as ``/``; ``/console/…`` serves its modules and styles."""
         return _index()
 
     @app.get(

@@ -58,7 +58,7 @@ export default function Keys() {
     try { await api.del(`keys/${k.id}`); keys.reload(); } catch (e) { setError(e); }
   };
   const columns = [
-    { key: 'name', label: 'Name', render: (k) => html`<strong>${k.name}</strong>${k.id === mine ? html` <span class="badge">this browser</span>` : null}` },
+    { key: 'name', label: 'Name', render: (k) => html`<span><strong>${k.name}</strong>${k.id === mine ? html` <span class="badge">this browser</span>` : null}</span>` },
     { key: 'prefix', label: 'Starts with', render: (k) => html`<code>${k.prefix}…</code>` },
     { key: 'role', label: 'Role', render: (k) => html`<span class=${`badge role-${k.role}`}>${k.role}</span>${k.scopes.length ? html` <span class="muted">${k.scopes.join(', ')}</span>` : null}` },
     { key: 'created_at', label: 'Created', render: (k) => formatTime(k.created_at) },
