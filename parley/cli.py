@@ -155,6 +155,7 @@ def serve(
     import uvicorn
 
     from parley.api.app import create_app
+    from parley.calls.drain import DrainingServer
     from parley.config import Settings
 
     settings = Settings()
@@ -166,7 +167,7 @@ def serve(
     console.print(f"first API key:  [bold]{_own_command()} admin create-key --tenant demo --role admin[/bold]")
     level = logging.getLogger().getEffectiveLevel()  # parley.logs set it: PARLEY_LOG_LEVEL, or --verbose
     # proxy_headers off: uvicorn would believe X-Forwarded-For from 127.0.0.1; the app heeds PARLEY_TRUSTED_PROXIES
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(settings),
         host=host,
         port=port,
@@ -176,6 +177,11 @@ def serve(
         access_log=level <= logging.DEBUG,  # a line per request only when debugging
         log_config=None,  # uvicorn's records go through parley.logs (bounded, redacted, written off the loop)
     )
+    # SIGTERM drains live calls (up to PARLEY_DRAIN_SECS) before uvicorn closes connections: parley.calls.drain
+    server = DrainingServer(config, settings.drain_secs)
+    server.run()
+    if not server.started:  # the app's start-up failed (uvicorn.run says so the same way)
+        raise typer.Exit(3)
 
 
 def _own_command() -> str:

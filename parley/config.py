@@ -83,6 +83,21 @@ class Settings(BaseSettings):
         description="names this process in call records; at start-up it closes only its own unfinished calls",
     )
 
+    # --- many workers (parley.calls.capacity, parley.calls.registry, parley.calls.drain) ------------------
+    max_calls: int | None = Field(
+        None,
+        ge=0,
+        description="live calls this worker takes; past it new calls get busy (default: cores × "
+        "PARLEY_CALLS_PER_CORE; 0: no cap)",
+    )
+    calls_per_core: float = Field(100.0, gt=0, description="the default cap's calls per core (bench/load.py)")
+    drain_secs: float = Field(
+        30.0, ge=0, description="on SIGTERM, how long live calls may go on before they end as worker-drain"
+    )
+    registry_ttl_s: float = Field(
+        10.0, ge=2, le=300, description="a worker whose heartbeat is older than this is lost: its calls end"
+    )
+
     # --- telephony (each carrier's own settings: its settings model, parley/telephony/<carrier>.py) ---------
     sip_port: int = Field(5060, ge=0, le=65535, description="UDP port of the SIP endpoint; 0 turns it off")
     sip_host: str = Field("127.0.0.1", description="address the SIP endpoint binds")

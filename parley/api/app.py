@@ -15,6 +15,8 @@ from parley import __version__
 from parley.api.routers import resource_routers
 from parley.api.security import add_security
 from parley.api.state import AppState
+from parley.calls.workers import join as join_workers
+from parley.calls.workers import leave as leave_workers
 from parley.config import Settings
 from parley.logs import ensure_logging
 from parley.metrics import exposition
@@ -82,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.parley = await AppState.open(settings)  # what api.deps.State and telephony.state.State read
+        app.state.worker = await join_workers(settings, app.state.parley.db, app.state.parley.blobs)
         app.state.sip = await start_sip(settings, app.state.parley)
         app.state.webhooks = start_webhooks(settings, app.state.parley)
         start_ingestor(app.state.parley)
@@ -90,6 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await leave_workers(app.state.worker)  # live calls ended and written, then out of the registry
             if app.state.sip is not None:
                 await app.state.sip.stop()
             await app.state.webhooks.stop()  # attempts under way stay queued for the next start

@@ -43,10 +43,19 @@ class LiveCall(Protocol):
     async def end(self, reason: str) -> None: ...
 
 
+class Holder(Protocol):
+    """The call registry (:mod:`parley.calls.registry`): told of every call this process starts and ends."""
+
+    def add(self, call_id: uuid.UUID) -> None: ...
+
+    def discard(self, call_id: uuid.UUID) -> None: ...
+
+
 class LiveCalls:
     """This process's live calls by id, and per database the task that polls their hang-up flags."""
 
     def __init__(self) -> None:
+        self.registry: Holder | None = None  # set by the app's lifespan: which worker holds which call
         self._calls: dict[uuid.UUID, LiveCall] = {}
         self._ending: set[uuid.UUID] = set()
         self._pollers: dict[tuple[int, int], asyncio.Task[None]] = {}  # by (event loop, database)
@@ -56,6 +65,8 @@ class LiveCalls:
         """``call`` runs here from now on (its record exists: it has an id)."""
         assert call.call_id is not None
         self._calls[call.call_id] = call
+        if self.registry is not None:
+            self.registry.add(call.call_id)
         db, loop = call.store.db, asyncio.get_running_loop()
         poller = self._pollers.get((id(loop), id(db)))
         if poller is None or poller.done():
@@ -66,18 +77,30 @@ class LiveCalls:
         if call.call_id is not None and self._calls.get(call.call_id) is call:
             del self._calls[call.call_id]
             self._ending.discard(call.call_id)
+            if self.registry is not None:
+                self.registry.discard(call.call_id)
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    def end_all(self, reason: str) -> int:
+        """End every live call with ``reason`` and a clean hang-up of its transport (drain); how many."""
+        ending = [i for i in self._calls if i not in self._ending]
+        for call_id in ending:
+            self.hang_up(call_id, reason, by="worker")
+        return len(ending)
 
     def __contains__(self, call_id: object) -> bool:
         return call_id in self._calls
 
-    def hang_up(self, call_id: uuid.UUID) -> bool:
+    def hang_up(self, call_id: uuid.UUID, reason: str = OPERATOR_HANGUP, by: str = "operator") -> bool:
         """End the call if it runs here (in the background: the caller need not wait); False if it does not."""
         call = self._calls.get(call_id)
         if call is None:
             return False
         if call_id not in self._ending:
             self._ending.add(call_id)
-            task = asyncio.get_running_loop().create_task(_end(call), name=f"call-hangup-{call_id}")
+            task = asyncio.get_running_loop().create_task(_end(call, reason, by), name=f"call-hangup-{call_id}")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return True
@@ -111,13 +134,13 @@ async def _flagged(db: Database, ids: list[uuid.UUID]) -> list[uuid.UUID]:
         return []
 
 
-async def _end(call: LiveCall) -> None:
+async def _end(call: LiveCall, reason: str = OPERATOR_HANGUP, by: str = "operator") -> None:
     """Record who ended the call, end it, then let the transport end its side (a BYE, a carrier's hang-up)."""
-    log.info("call_hung_up_by_operator", call_id=str(call.call_id))
-    call.record_event({"type": "hangup", "by": "operator", "t": round(call.now(), 3)})
-    await call.end(OPERATOR_HANGUP)
+    log.info("call_hung_up", call_id=str(call.call_id), by=by, reason=reason)
+    call.record_event({"type": "hangup", "by": by, "t": round(call.now(), 3)})
+    await call.end(reason)
     try:
-        await call.line.control.hang_up(OPERATOR_HANGUP)
+        await call.line.control.hang_up(reason)
     except ActionUnsupported:
         pass
     except Exception:

@@ -50,23 +50,36 @@ async def _recover_recording(blobs: BlobStore, key: str) -> tuple[Recovered | No
         return None, 0.0
 
 
-async def recover_crashed_calls(db: Database, blobs: BlobStore, worker_id: str | None) -> int:
-    """End every call ``worker_id`` left unfinished, with its recording recovered; returns how many."""
+async def recover_crashed_calls(
+    db: Database, blobs: BlobStore, worker_id: str | None, *, reason: str = CRASHED, exact: bool = False
+) -> int:
+    """End every call ``worker_id`` left unfinished, with its recording recovered; returns how many.
+
+    ``exact``: only the calls recorded under that worker (another worker ending a lost one's calls,
+    :mod:`parley.calls.registry`), not those recorded with no worker."""
     async with db.session() as s:
         repo = CallRepo(s)
         found = [
-            (c.id, c.tenant_id, c.started_at, await repo.last_activity(c)) for c in await repo.unfinished(worker_id)
+            (c.id, c.tenant_id, c.started_at, await repo.last_activity(c))
+            for c in await repo.unfinished(worker_id)
+            if not exact or c.worker_id == worker_id
         ]
     ended = 0
     for call_id, tenant_id, started_at, last in found:
-        ended += await _close(db, blobs, call_id, tenant_id, started_at, last)
+        ended += await _close(db, blobs, call_id, tenant_id, started_at, last, reason)
     if ended:
-        log.warning("crashed_calls_ended", calls=ended, worker_id=worker_id)
+        log.warning("crashed_calls_ended", calls=ended, worker_id=worker_id, reason=reason)
     return ended
 
 
 async def _close(
-    db: Database, blobs: BlobStore, call_id: uuid.UUID, tenant_id: uuid.UUID, started_at: datetime, last: datetime
+    db: Database,
+    blobs: BlobStore,
+    call_id: uuid.UUID,
+    tenant_id: uuid.UUID,
+    started_at: datetime,
+    last: datetime,
+    reason: str = CRASHED,
 ) -> bool:
     key = recording_key(tenant_id, call_id)
     recording, seconds = await _recover_recording(blobs, key)
@@ -76,7 +89,7 @@ async def _close(
     ended_at = min(max(signs), utcnow())
     async with db.session() as s:
         done = await CallRepo(s).close_unfinished(
-            call_id, CRASHED, ended_at, key if recording else None, recording.size if recording else None
+            call_id, reason, ended_at, key if recording else None, recording.size if recording else None
         )
     log.info(
         "crashed_call_ended",

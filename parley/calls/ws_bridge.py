@@ -17,6 +17,7 @@ from typing import Protocol
 import structlog
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from parley.calls.capacity import CAPACITY, Busy
 from parley.calls.identity import CallInfo, CallTarget
 from parley.calls.line import CallLine
 from parley.calls.live import LiveCall
@@ -26,7 +27,7 @@ from parley.services.secrets import SecretSource
 
 log = structlog.get_logger(__name__)
 
-INTERNAL_ERROR = 1011
+INTERNAL_ERROR, TRY_AGAIN_LATER = 1011, 1013
 _SEND_ERRORS = (WebSocketDisconnect, RuntimeError, OSError)
 
 
@@ -119,21 +120,27 @@ class Wire(Protocol):
 async def run_socket_call(
     wire: Wire, target: CallTarget, store: CallStore, info: CallInfo, secrets: SecretSource
 ) -> None:
-    """Carry one call over ``wire``'s socket; the socket is closed when this returns."""
-    try:
-        services = await Services.create(target.document, secrets)
-    except Exception as exc:
-        log.exception(f"{wire.name}_services_failed", transport=wire.line.traits.name)
-        await wire.socket.refuse(INTERNAL_ERROR, f"the agent's services cannot start: {exc}")
+    """Carry one call over ``wire``'s socket; the socket is closed when this returns. A worker that takes no more
+    calls (at its cap, draining, its registry unreachable) closes it at once with 1013 and the reason."""
+    slot = CAPACITY.take(wire.line.traits.name)
+    if isinstance(slot, Busy):
+        await wire.socket.refuse(TRY_AGAIN_LATER, f"busy: {slot.message}")
         return
-    await wire.socket.accept()
-    call = LiveCall(target, services, store, wire.line, info)
-    try:
-        reason = await call.run(_caller_audio(wire, call))
-        await wire.ended(call, reason)
-    finally:
-        await services.aclose()
-        await wire.socket.close()
+    with slot:  # held until the call's record is written (drain waits for it)
+        try:
+            services = await Services.create(target.document, secrets)
+        except Exception as exc:
+            log.exception(f"{wire.name}_services_failed", transport=wire.line.traits.name)
+            await wire.socket.refuse(INTERNAL_ERROR, f"the agent's services cannot start: {exc}")
+            return
+        await wire.socket.accept()
+        call = LiveCall(target, services, store, wire.line, info)
+        try:
+            reason = await call.run(_caller_audio(wire, call))
+            await wire.ended(call, reason)
+        finally:
+            await services.aclose()
+            await wire.socket.close()
 
 
 async def _caller_audio(wire: Wire, call: LiveCall) -> AsyncIterator[bytes]:

@@ -35,6 +35,7 @@ from fastapi import APIRouter, Depends, HTTPException, WebSocket
 from starlette.exceptions import WebSocketException
 from starlette.requests import HTTPConnection
 
+from parley.calls.capacity import CAPACITY, Busy
 from parley.calls.identity import CallTarget
 from parley.config import Settings
 from parley.pipeline.frames import EndReason
@@ -69,7 +70,7 @@ def carrier_router(carrier: str) -> APIRouter:
     return APIRouter(
         prefix=f"/telephony/{carrier}",
         tags=["telephony"],
-        dependencies=[Depends(source_limit), Depends(carrier_configured(carrier))],
+        dependencies=[Depends(registry_reachable), Depends(source_limit), Depends(carrier_configured(carrier))],
     )
 
 
@@ -116,6 +117,23 @@ def ws_base(base: str) -> str:
     """``https://host`` → ``wss://host`` (and http → ws): where a carrier opens the media stream."""
     scheme, _, rest = base.partition("://")
     return ("wss://" if scheme == "https" else "ws://") + rest
+
+
+def busy_error(busy: Busy) -> HTTPException:
+    """A carrier's "busy": 503 with Retry-After (its fallback URL or the next trunk takes the call)."""
+    return HTTPException(503, f"busy: {busy.message}", headers={"Retry-After": str(busy.retry_after)})
+
+
+async def registry_reachable(conn: HTTPConnection) -> None:
+    """Before anything touches Redis (rate limits, nonces): with the call registry unreachable, every carrier
+    route answers 503 + Retry-After (a stream: closed 1013), with the reason, instead of failing on Redis."""
+    busy = CAPACITY.registry_busy()
+    if busy is None:
+        return
+    CAPACITY.refusal("telephony", busy)
+    if conn.scope["type"] == "websocket":
+        raise WebSocketException(code=1013, reason=f"busy: {busy.message}"[:120])
+    raise busy_error(busy)
 
 
 async def source_limit(conn: HTTPConnection, state: State) -> None:
@@ -227,7 +245,11 @@ async def signed_answer(
     provider_call_id: str,
 ) -> tuple[CallTarget, dict[str, str]] | None:
     """What an answer webhook needs: the call's agent (see :func:`answer_target`; ``parties`` is caller, called)
-    and the stream parameters naming it, signed with ``secret``. None, logged, when no agent answers the call."""
+    and the stream parameters naming it, signed with ``secret``. None, logged, when no agent answers the call.
+    A worker taking no more calls (at its cap, draining) answers 503 + Retry-After at once."""
+    busy = CAPACITY.refusal(carrier)
+    if busy is not None:
+        raise busy_error(busy)
     try:
         target, params = await answer_target(state.db, state.settings, query, *parties, call_key, provider_call_id)
     except NoSuchAgent as exc:

@@ -27,6 +27,7 @@ from parley.api.schemas import TalkToken, TalkTokenRequest
 from parley.api.state import AppState
 from parley.api.talk_drafts import DraftTalkWire, draft_document, keep_draft, problem_text, take_draft
 from parley.api.talk_protocol import TalkWire
+from parley.calls.capacity import CAPACITY
 from parley.calls.identity import CallInfo, CallTarget
 from parley.calls.record_writer import CallStore
 from parley.calls.ws_bridge import Socket, run_socket_call
@@ -134,6 +135,10 @@ async def _authenticate(ws: WebSocket, state: AppState, agent_ref: str) -> Found
 @router.websocket("/{agent_ref}/talk")
 async def talk(ws: WebSocket, agent_ref: str, state: State) -> None:
     addr = ws.client.host if ws.client else "unknown"  # a trusted proxy's client: see PARLEY_TRUSTED_PROXIES
+    busy = CAPACITY.refusal("talk")  # first and at once: full, draining, or Redis down (where the limits live)
+    if busy is not None:
+        await refuse(ws, TRY_AGAIN_LATER, f"busy: {busy.message}")
+        return
     try:
         await rate_limit(state, f"addr:{addr}", state.settings.rate_limit_per_address)
     except HTTPException:

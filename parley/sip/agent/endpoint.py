@@ -18,6 +18,7 @@ from typing import Any
 
 import structlog
 
+from parley.calls.capacity import CAPACITY, Busy, Slot
 from parley.calls.identity import CallTarget
 from parley.config import Settings
 from parley.sip.protocol.dialog import ALLOW, DialogKey, uri_address
@@ -222,28 +223,48 @@ class SipEndpoint:
             else:
                 call.handle(txn)
         elif method == "INVITE":
-            if self.stopping:
-                txn.respond(response_to(request, 503, headers=[("Retry-After", "30")]))
-                return
-            ident = (request.call_id, request.from_.tag or "", request.cseq[0])
-            if ident in self._invites:  # the same INVITE by another path (RFC 3261 section 8.2.2.2)
-                txn.respond(response_to(request, 482, "Loop Detected"))
-                return
-            if (refusal := self.guard.admit(txn.source[0])) is not None:
-                self._refuse(txn, refusal)
-                return
-            self._invites.add(ident)
-            flags = [True]
-            self._setups[txn.key] = (self.spawn(self._incoming(txn, flags, txn.source[0])), flags)
+            self._invite(txn)
         elif method == "OPTIONS":
-            headers = [("Allow", ALLOW), ("Accept", "application/sdp"), ("Supported", ""), ("User-Agent", "Parley")]
-            txn.respond(response_to(request, 200, headers=headers))
+            self._options(txn)
         elif method in ("BYE", "INFO", "NOTIFY"):
             txn.respond(response_to(request, 481))
         elif method in KNOWN_METHODS:
             txn.respond(response_to(request, 405, headers=[("Allow", ALLOW)]))
         else:
             txn.respond(response_to(request, 501, headers=[("Allow", ALLOW)]))
+
+    def _invite(self, txn: ServerTransaction) -> None:
+        """A new INVITE: refused at once when the worker takes no more calls, else answered in a task."""
+        request = txn.request
+        if self.stopping:
+            txn.respond(response_to(request, 503, headers=[("Retry-After", "30")]))
+            return
+        ident = (request.call_id, request.from_.tag or "", request.cseq[0])
+        if ident in self._invites:  # the same INVITE by another path (RFC 3261 section 8.2.2.2)
+            txn.respond(response_to(request, 482, "Loop Detected"))
+            return
+        slot = CAPACITY.take("sip")  # at its cap, draining, or its registry unreachable: 503 at once
+        if isinstance(slot, Busy):
+            txn.respond(response_to(request, 503, headers=_busy_headers(slot)))
+            return
+        if (refusal := self.guard.admit(txn.source[0])) is not None:
+            slot.release()
+            self._refuse(txn, refusal)
+            return
+        self._invites.add(ident)
+        flags = [True]
+        setup = self.spawn(self._incoming(txn, flags, txn.source[0], slot))
+        setup.add_done_callback(lambda _: slot.release())  # also when cancelled before it ever ran
+        self._setups[txn.key] = (setup, flags)
+
+    def _options(self, txn: ServerTransaction) -> None:
+        """200, or 503 while the worker takes no calls: a dispatcher's probe (Kamailio) moves on to another worker."""
+        headers = [("Allow", ALLOW), ("Accept", "application/sdp"), ("Supported", ""), ("User-Agent", "Parley")]
+        busy = CAPACITY.busy()
+        if busy is not None:
+            txn.respond(response_to(txn.request, 503, headers=headers + _busy_headers(busy)))
+        else:
+            txn.respond(response_to(txn.request, 200, headers=headers))
 
     def _precheck(self, request: Request) -> Response | None:
         """RFC 3261 section 8.2: URI scheme, Max-Forwards, required extensions."""
@@ -314,23 +335,25 @@ class SipEndpoint:
         except NoSuchAgent:
             return await resolve_target(self.db, called=user, default_tenant=tenant)
 
-    async def _incoming(self, txn: ServerTransaction, by_caller: list[bool], source: str) -> None:
-        """Answer an INVITE and hold its call; until the ACK it counts against its source's unacked cap."""
+    async def _incoming(self, txn: ServerTransaction, by_caller: list[bool], source: str, slot: Slot) -> None:
+        """Answer an INVITE and hold its call; until the ACK it counts against its source's unacked cap, and until
+        its record is written against the worker's call cap (``slot``)."""
         call: SipCall | None = None
         ident = (txn.request.call_id, txn.request.from_.tag or "", txn.request.cseq[0])
-        try:
+        with slot:
             try:
-                call = await answer(self, txn, by_caller)
+                try:
+                    call = await answer(self, txn, by_caller)
+                finally:
+                    self._setups.pop(txn.key, None)
+                    if call is None or call.dialog.key not in self.calls:
+                        self._invites.discard(ident)
+                if call is None:
+                    return
+                await call.acked.wait()  # set by the ACK, and by the 2xx's timeout or shutdown (finish)
             finally:
-                self._setups.pop(txn.key, None)
-                if call is None or call.dialog.key not in self.calls:
-                    self._invites.discard(ident)
-            if call is None:
-                return
-            await call.acked.wait()  # set by the ACK, and by the 2xx's timeout or shutdown (finish)
-        finally:
-            self.guard.release(source)
-        await call.run()
+                self.guard.release(source)
+            await call.run()
 
     # --- outbound calls ---------------------------------------------------------------------------------
 
@@ -360,6 +383,11 @@ class SipEndpoint:
         if task is not None:
             await asyncio.wait([task])
         return self._results.get(call_id, "unknown")
+
+
+def _busy_headers(busy: Busy) -> list[tuple[str, str]]:
+    """Retry-After, and the reason as a Warning (RFC 3261 section 20.43) a human reading a trace understands."""
+    return [("Retry-After", str(busy.retry_after)), ("Warning", f'399 parley "{busy.reason}"')]
 
 
 def _advertised(host: str) -> str:
