@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -155,7 +156,20 @@ def test_calls_list_filters_and_csv_export(
     page.get_by_test_id("filter-apply").click()
     expect(page.get_by_test_id("calls-empty")).to_be_visible()
     page.get_by_test_id("filter-clear").click()
+    page.get_by_test_id("filter-since").fill((date.today() + timedelta(days=2)).isoformat())
+    page.get_by_test_id("filter-apply").click()
+    expect(page.get_by_test_id("calls-empty")).to_be_visible()
+    page.get_by_test_id("filter-clear").click()
+    page.get_by_test_id("filter-agent").select_option(ended_call["agent_id"])
+    page.get_by_test_id("filter-version").fill("1")
+    page.get_by_test_id("filter-direction").select_option("inbound")
     page.get_by_test_id("filter-end-reason").fill(ended_call["end_reason"])
+    page.get_by_test_id("filter-apply").click()
+    expect(rows).to_have_count(1)
+    page.get_by_test_id("filter-version").fill("2")
+    page.get_by_test_id("filter-apply").click()
+    expect(page.get_by_test_id("calls-empty")).to_be_visible()
+    page.get_by_test_id("filter-version").fill("")
     page.get_by_test_id("filter-apply").click()
     expect(rows).to_have_count(1)
 
@@ -165,6 +179,10 @@ def test_calls_list_filters_and_csv_export(
     table = list(csv.DictReader(io.StringIO(text)))
     assert [r["id"] for r in table] == [ended_call["id"]]
     assert table[0]["end_reason"] == ended_call["end_reason"]
+    with page.expect_download() as download:
+        page.get_by_test_id("export-json").click()
+    exported = json.loads(Path(download.value.path()).read_text(encoding="utf-8"))
+    assert [c["id"] for c in exported] == [ended_call["id"]]
     rows.first.click()
     expect(page.get_by_test_id("call-facts")).to_be_visible()
     assert page.evaluate("location.hash") == f"#/calls/{ended_call['id']}"
@@ -257,6 +275,11 @@ def test_call_detail_waveform_transcript_timeline_waterfall(
 
     expect(page.get_by_test_id("event-row")).to_have_count(min(100, len(call["events"])))
     screenshot(page, "call-detail")
+    page.set_viewport_size({"width": 390, "height": 844})  # a phone: nothing wider than the screen
+    expect(page.get_by_test_id("waterfall")).to_be_visible()
+    assert page.evaluate("document.documentElement.scrollWidth <= innerWidth + 1")
+    screenshot(page, "call-detail-phone")
+    page.set_viewport_size({"width": 1280, "height": 860})
     with page.expect_download() as download:
         page.get_by_test_id("download-json").click()
     saved = json.loads(Path(download.value.path()).read_text(encoding="utf-8"))
