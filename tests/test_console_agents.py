@@ -205,13 +205,17 @@ def test_keys_are_created_with_the_secret_shown_once_and_revoked(console: Consol
     page = console(service, key, route="#/keys")
     page.get_by_test_id("key-name").fill("ci-editor")
     page.get_by_test_id("key-role").select_option("editor")
+    page.get_by_text("Limit to some scopes").click()
+    page.get_by_test_id("key-scope-agents:read").check()
+    page.get_by_test_id("key-scope-calls:read").check()
     page.get_by_test_id("key-create").click()
     secret = page.get_by_test_id("key-secret").inner_text()
     register_secret(secret)
     assert secret.startswith("pk_")
     screenshot(page, "keys-created")
     with service.client(secret) as c:
-        assert c.get("/v1/me").json()["role"] == "editor"
+        me = c.get("/v1/me").json()
+        assert (me["role"], sorted(me["scopes"])) == ("editor", ["agents:read", "calls:read"])
     page.get_by_test_id("key-dismiss").click()
     expect(page.get_by_test_id("key-secret")).to_have_count(0)  # shown once: gone from the page
     assert secret not in page.content()

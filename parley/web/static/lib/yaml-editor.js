@@ -1,7 +1,7 @@
 // The YAML editor: a monospace textarea (no editor framework: it must stay small, fast and accessible) where Tab
 // indents with spaces, Shift+Tab dedents, and Escape then Tab leaves it (no keyboard trap). locateLine() finds
 // the line of a field named by an API error's loc, so a problem can take the cursor to it.
-import { html, useRef, useEffect, useCallback } from './ui.js';
+import { html, useRef, useEffect, useCallback, useState } from './ui.js';
 import { load, dump } from '../vendor/js-yaml/dist/js-yaml.mjs';
 
 const INDENT = '  ';
@@ -108,6 +108,13 @@ export function YamlEditor({ value, onChange, readOnly, editorRef, label = 'Agen
   const local = useRef(null);
   const ref = editorRef || local;
   const escaped = useRef(false);
+  const [pos, setPos] = useState('Ln 1, Col 1');
+  const where = (e) => {
+    const el = e.target;
+    const before = el.value.slice(0, el.selectionStart);
+    const line = before.split('\n').length;
+    setPos(`Ln ${line}, Col ${before.length - before.lastIndexOf('\n')}`);
+  };
   const onKeyDown = useCallback((e) => {
     if (e.key === 'Escape') { escaped.current = true; return; }
     if (e.key === 'Tab' && !escaped.current && !readOnly) {
@@ -122,9 +129,12 @@ export function YamlEditor({ value, onChange, readOnly, editorRef, label = 'Agen
     <label for="yaml-editor">${label}</label>
     <textarea id="yaml-editor" class="yaml-editor" ref=${ref} spellcheck="false" autocapitalize="off" autocomplete="off"
       wrap="off" readonly=${readOnly} aria-invalid=${invalid ? 'true' : 'false'} data-testid="yaml-editor"
-      aria-describedby="yaml-help" onKeyDown=${onKeyDown} onInput=${(e) => onChange(e.target.value)}
+      aria-describedby="yaml-help" onKeyDown=${onKeyDown} onInput=${(e) => { onChange(e.target.value); where(e); }}
+      onKeyUp=${where} onClick=${where} onFocus=${where}
       defaultValue=${value}></textarea>
-    <div id="yaml-help" class="hint">${readOnly ? 'Read only.' : 'Tab indents, Shift+Tab dedents; Esc then Tab leaves the editor.'}</div>
+    <div id="yaml-help" class="hint inline" style="justify-content:space-between">
+      <span>${readOnly ? 'Read only.' : 'Tab indents, Shift+Tab dedents; Esc then Tab leaves the editor.'}</span>
+      <span class="num" aria-live="off" data-testid="yaml-position">${pos}</span></div>
   </div>`;
 }
 

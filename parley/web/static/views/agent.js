@@ -151,6 +151,14 @@ export default function AgentView({ params, query }) {
     else if (!dirty) dropDraft(agentId);
   }, [text, agentId]);
 
+  useEffect(() => {
+    // a new agent's draft lives only in this page: closing the tab would lose it
+    if (!dirty || !canEdit || (agentId && parsed.ok)) return undefined;
+    const warn = (e) => { e.preventDefault(); e.returnValue = ''; };
+    window.addEventListener('beforeunload', warn);
+    return () => window.removeEventListener('beforeunload', warn);
+  }, [dirty, agentId, parsed.ok]);
+
   if (st.error) return html`<${PageHeader} title="Agent" /><${ErrorBox} error=${st.error} />`;
   if (st.text === null) return html`<${PageHeader} title=${isNew ? 'New agent' : 'Agent'} /><${Loading} />`;
 

@@ -3,6 +3,7 @@ import { html, useState, useAsync, Table, ErrorBox, Loading, PageHeader, Field, 
 import { api } from '../lib/api.js';
 import { can, current } from '../lib/session.js';
 
+const SCOPES = ['agents:read', 'agents:write', 'calls:read', 'calls:write', 'talk', 'keys'];
 const ROLES = { viewer: 'Reads agents, calls and analytics; changes nothing.', editor: 'Also builds agents and handles calls.', admin: 'Also creates and revokes keys.' };
 
 function Created({ created, onDone }) {
@@ -18,14 +19,17 @@ function Created({ created, onDone }) {
 function CreateForm({ onCreated }) {
   const [name, setName] = useState('');
   const [role, setRole] = useState('viewer');
+  const [scopes, setScopes] = useState([]);
+  const toggle = (sc) => setScopes(scopes.includes(sc) ? scopes.filter((x) => x !== sc) : [...scopes, sc]);
   const [error, setError] = useState(null);
   const [busy, setBusy] = useState(false);
   const submit = async (e) => {
     e.preventDefault();
     setBusy(true); setError(null);
     try {
-      onCreated(await api.post('keys', { name: name.trim(), role }));
+      onCreated(await api.post('keys', { name: name.trim(), role, scopes }));
       setName('');
+      setScopes([]);
     } catch (err) { setError(err); } finally { setBusy(false); }
   };
   return html`<form class="card" onSubmit=${submit} data-testid="key-form" style="margin-bottom:1rem">
@@ -42,6 +46,13 @@ function CreateForm({ onCreated }) {
       <//></div>
       <div class="field"><label aria-hidden="true">${"\u00a0"}</label><button class="btn primary" type="submit" disabled=${busy || !name.trim()} data-testid="key-create">Create key</button></div>
     </div>
+    <details>
+      <summary>Limit to some scopes (optional)</summary>
+      <p class="hint">Without any, the key may do everything its role allows. A key cannot hold more than yours.</p>
+      <div class="inline" style="flex-wrap:wrap">${SCOPES.map((sc) => html`<label class="inline" style="font-size:.9rem">
+        <input type="checkbox" style="width:auto;min-height:0" checked=${scopes.includes(sc)} onChange=${() => toggle(sc)}
+          data-testid=${`key-scope-${sc}`} /> <code>${sc}</code></label>`)}</div>
+    </details>
   </form>`;
 }
 
