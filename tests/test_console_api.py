@@ -119,6 +119,8 @@ def test_talk_to_a_draft_leaves_the_agent_unchanged(service: Service, key: str, 
     with service.client(key) as c:
         bad = c.post(f"/v1/agents/{agent['id']}/talk-token", json={"draft": {**draft, "greeting": 5}})
         assert bad.status_code == 422 and bad.json()["detail"][0]["loc"][:3] == ["body", "draft", "greeting"]
+        as_created = c.post("/v1/agents", json={**draft, "greeting": 5}).json()["detail"]  # the same 422, moved
+        assert [{**e, "loc": ["body", *e["loc"][2:]]} for e in bad.json()["detail"]] == as_created
         tooled = {**draft, "tools": [{"type": "python", "name": "t", "function": "os:getcwd"}]}
         refused = c.post(f"/v1/agents/{agent['id']}/talk-token", json={"draft": tooled})
         assert refused.status_code == 422 and refused.json()["detail"][0]["loc"][:3] == ["body", "draft", "tools"]
@@ -128,6 +130,8 @@ def test_talk_to_a_draft_leaves_the_agent_unchanged(service: Service, key: str, 
     with service.client(viewer) as v:
         assert v.post(f"/v1/agents/{agent['id']}/talk-token", json={"draft": draft}).status_code == 403
         assert v.post(f"/v1/agents/{agent['id']}/talk-token").status_code == 200
+    with service.client(service.create_key("console-drafter")) as other:  # another tenant's agent: 404, any draft
+        assert other.post(f"/v1/agents/{agent['id']}/talk-token", json={"draft": {"greeting": 5}}).status_code == 404
 
     events = ask_hours(service, token.json()["url"])
     assert [e["type"] for e in events][:2] == ["call", "draft"]

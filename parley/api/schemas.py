@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from parley.agent.document import AgentDocument
 from parley.api.auth import Role
 from parley.api.deps import SCOPES, Scope
 from parley.store.calls import CallStatus
@@ -129,10 +128,13 @@ class TalkTokenRequest(BaseModel):
         description="your app's user: the agent remembers them across sessions like a caller's number "
         "(1-64 characters of A-Z a-z 0-9 . _ @ : + -); signed into the token",
     )
-    draft: AgentDocument | None = Field(
+    #: an object here (not the AgentDocument schema): checked in the route, after the agent is found (another
+    #: tenant's agent is a 404 whatever the draft), with the 422 a create gives, located under body.draft
+    draft: dict[str, Any] | None = Field(
         None,
-        description="an unsaved agent document: the token's session talks to it instead of the saved version "
-        "(checked as a create is; kept only for the token's life; needs the editor role and agents:write)",
+        description="an unsaved agent document (as POST /v1/agents takes): the token's session talks to it "
+        "instead of the saved version (checked as a create is, 422 alike; kept only for the token's life; needs "
+        "the editor role and agents:write)",
     )
 
 

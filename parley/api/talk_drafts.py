@@ -40,17 +40,20 @@ def may_run_drafts(who: Principal) -> None:
         raise HTTPException(status_code=403, detail="talking to a draft needs the editor role and agents:write")
 
 
-async def keep_draft(state: AppState, who: Principal, agent: Agent, token: str, draft: AgentDocument) -> None:
-    """Check ``draft`` as a create would (422 located under ``body.draft``), then keep it for ``token``."""
+def checked_draft(state: AppState, who: Principal, draft: dict[str, Any]) -> dict[str, Any]:
+    """``draft`` as it will be kept, if ``who`` may run it (403) and a create would take it (422 located under
+    ``body.draft``): checked before any token is issued."""
     may_run_drafts(who)
-    doc = storable(draft.model_dump(mode="json"), state.settings, ("body", "draft"))
+    return storable(draft, state.settings, ("body", "draft")).model_dump(mode="json")
+
+
+async def keep_draft(state: AppState, who: Principal, agent: Agent, token: str, document: dict[str, Any]) -> None:
+    """Keep the checked ``document`` for ``token``'s one session, until the token expires."""
     grant = state.auth.check_talk_token(token, agent.id)
     # kept a little past the token's own leeway, so it cannot vanish while the token still opens a session
     expires_at = datetime.fromtimestamp(grant.expires_at + TALK_LEEWAY_S + 5, UTC)
     async with state.db.session() as s:
-        await TalkDraftRepo(s).keep(
-            who.tenant_id, agent.id, grant.token_id, agent.version, doc.model_dump(mode="json"), expires_at
-        )
+        await TalkDraftRepo(s).keep(who.tenant_id, agent.id, grant.token_id, agent.version, document, expires_at)
 
 
 async def take_draft(state: AppState, who: Principal, agent_id: uuid.UUID, token_id: str) -> TalkDraft | None:

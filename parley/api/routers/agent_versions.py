@@ -37,8 +37,10 @@ def storable(data: dict[str, Any], settings: Settings, where: tuple[str, ...]) -
         doc = AgentDocument.model_validate(data)
         check_storable(doc, settings)
     except ValidationError as exc:
-        errors = [{"loc": (*where, *e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
-        raise RequestValidationError(errors) from None
+        # as FastAPI words a body's errors, so the 422 is the one a create gives
+        raise RequestValidationError(
+            [{**e, "loc": (*where, *e["loc"])} for e in exc.errors(include_url=False)]
+        ) from None
     except RequestValidationError as exc:  # check_storable's, located under "body"
         raise RequestValidationError([{**e, "loc": (*where, *e["loc"][1:])} for e in exc.errors()]) from None
     return doc

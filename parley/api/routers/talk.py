@@ -25,7 +25,7 @@ from parley.api.deps import State, Talk, has_scope, rate_limit
 from parley.api.routers.agents import find_agent
 from parley.api.schemas import TalkToken, TalkTokenRequest
 from parley.api.state import AppState
-from parley.api.talk_drafts import DraftTalkWire, draft_document, keep_draft, problem_text, take_draft
+from parley.api.talk_drafts import DraftTalkWire, checked_draft, draft_document, keep_draft, problem_text, take_draft
 from parley.api.talk_protocol import TalkWire
 from parley.calls.capacity import CAPACITY
 from parley.calls.identity import CallInfo, CallTarget
@@ -54,9 +54,10 @@ async def talk_token(
     async with state.db.session() as s:
         agent = await find_agent(AgentRepo(s), who.tenant_id, agent_ref)
     user_id = body.user_id if body is not None else None
+    draft = checked_draft(state, who, body.draft) if body is not None and body.draft is not None else None
     token = state.auth.issue_talk_token(who, agent.id, ttl_s=TOKEN_TTL_S, user_id=user_id)
-    if body is not None and body.draft is not None:
-        await keep_draft(state, who, agent, token, body.draft)
+    if draft is not None:
+        await keep_draft(state, who, agent, token, draft)
     return TalkToken(token=token, expires_in=TOKEN_TTL_S, url=f"/v1/agents/{agent.id}/talk?token={token}")
 
 
