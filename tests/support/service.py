@@ -118,6 +118,7 @@ def running_service(data_dir: Path, module: str = "parley.cli", **env: str) -> I
         "PARLEY_PORT": str(port),
         "HF_HUB_OFFLINE": "1",
         "PARLEY_SIP_PORT": "0",  # tests that want the SIP endpoint pass a free port
+        "PARLEY_DRAIN_SECS": "3",  # SIGTERM at teardown drains live calls: not the production 30 s here
         **env,
     }
     log = data_dir / "serve.log"

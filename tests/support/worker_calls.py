@@ -82,7 +82,10 @@ def talk_url(service: Service, agent_id: str) -> str:
     return f"{service.url.replace('http', 'ws', 1)}/v1/agents/{agent_id}/talk"
 
 
-async def start_calls(service: Service, key: str, agent_id: str, n: int) -> tuple[list[Caller], list[asyncio.Task[Caller]]]:
+Calls = tuple[list[Caller], list[asyncio.Task[Caller]]]
+
+
+async def start_calls(service: Service, key: str, agent_id: str, n: int) -> Calls:
     """``n`` callers dialling at once; returns when each is either talking or refused."""
     callers = [Caller() for _ in range(n)]
     headers = {"Authorization": f"Bearer {key}"}
@@ -91,10 +94,10 @@ async def start_calls(service: Service, key: str, agent_id: str, n: int) -> tupl
     return callers, tasks
 
 
-async def hang_up(callers: list[Caller], tasks: list[asyncio.Task[Caller]], timeout: float = 30) -> None:
+async def hang_up(callers: list[Caller], tasks: list[asyncio.Task[Caller]]) -> None:
     for c in callers:
         c.stop.set()
-    await asyncio.wait_for(asyncio.gather(*tasks), timeout)
+    await asyncio.wait_for(asyncio.gather(*tasks), 30)
 
 
 def make_agent(service: Service, key: str, doc: dict[str, Any] | None = None) -> str:
@@ -119,3 +122,31 @@ def wait_for(check: Any, timeout: float, what: str) -> Any:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.2)
+
+
+def sip_options(port: int) -> tuple[int, str]:
+    """An OPTIONS probe (as Kamailio's dispatcher sends) to the SIP endpoint: its status and Retry-After."""
+    import secrets
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(5)
+        me = sock.getsockname()[1]
+        tag = secrets.token_hex(4)
+        message = (
+            f"OPTIONS sip:parley@127.0.0.1:{port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK{tag}\r\n"
+            "Max-Forwards: 70\r\n"
+            f"From: <sip:probe@127.0.0.1>;tag={tag}\r\n"
+            "To: <sip:parley@127.0.0.1>\r\n"
+            f"Call-ID: {tag}@probe\r\n"
+            "CSeq: 1 OPTIONS\r\n"
+            "Content-Length: 0\r\n\r\n"
+        )
+        sock.sendto(message.encode(), ("127.0.0.1", port))
+        reply = sock.recv(65535).decode(errors="replace")
+    status = int(reply.split(" ", 2)[1])
+    lines = reply.split("\r\n")
+    retry = next((line.split(":", 1)[1].strip() for line in lines if line.lower().startswith("retry-after:")), "")
+    return status, retry
