@@ -153,7 +153,14 @@ class Settings(BaseSettings):
         "public (loopback, private, link-local, metadata); empty: public addresses only",
     )
     metrics_token: SecretStr | None = Field(
-        None, description="bearer token Prometheus sends to GET /metrics; unset: /metrics answers 404"
+        None, description="bearer token Prometheus sends to GET /metrics; unset (and no metrics_allow): 404"
+    )
+    metrics_allow: Annotated[list[str], NoDecode, BeforeValidator(_networks)] = Field(
+        default_factory=list, description="IPs/CIDRs that may scrape GET /metrics without the token"
+    )
+    metrics_enabled: bool = Field(True, description="false: no metrics are collected (to measure what they cost)")
+    metrics_agent_labels: int = Field(
+        20, ge=0, description="distinct agent names labelled in parley_calls_active; the rest are 'other'"
     )
     credentials_key: SecretStr | None = Field(
         None,

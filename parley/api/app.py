@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import structlog
-from fastapi import APIRouter, FastAPI, Header, Response
+from fastapi import APIRouter, FastAPI, Header, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from parley import __version__
@@ -19,7 +18,15 @@ from parley.calls.workers import join as join_workers
 from parley.calls.workers import leave as leave_workers
 from parley.config import Settings
 from parley.logs import ensure_logging
-from parley.metrics import exposition
+from parley.metrics import (
+    HttpMetricsMiddleware,
+    configure,
+    exposition,
+    scrape_refusal,
+    start_loop_monitor,
+    stop_loop_monitor,
+)
+from parley.metrics.http import BUILD
 from parley.net.clients import close_clients
 from parley.redact import register_settings_secrets
 from parley.telephony.carrier import carriers
@@ -74,6 +81,25 @@ def start_ingestor(state: AppState) -> None:
         state.ingestor = Ingestor(state.knowledge).start()
 
 
+def add_metrics(app: FastAPI, settings: Settings) -> None:
+    """``GET /metrics`` (parley.metrics) and the HTTP middleware that counts requests by route template."""
+    configure(enabled=settings.metrics_enabled, agent_labels=settings.metrics_agent_labels)
+    BUILD.labels(__version__).set(1)
+    if settings.metrics_enabled:
+        app.add_middleware(HttpMetricsMiddleware)  # outermost: every request, by route template and status
+
+    @app.get("/metrics", tags=["health"])
+    async def metrics(request: Request, authorization: str | None = Header(None)) -> Response:
+        """Prometheus' scrape: from an address in PARLEY_METRICS_ALLOW, or with PARLEY_METRICS_TOKEN (no tenant
+        data: labels are transports, stages, providers, route templates)."""
+        client = request.client.host if request.client else None
+        refused = scrape_refusal(settings.metrics_token, settings.metrics_allow, client, authorization)
+        if refused is not None:
+            headers = {"WWW-Authenticate": "Bearer"} if refused == 401 else None
+            return Response(status_code=refused, headers=headers)
+        return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     ensure_logging()  # `parley serve` has set it up already; any other server gets it here
@@ -90,9 +116,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         start_ingestor(app.state.parley)
         await resume_analyses(settings, app.state.parley)
         log.info("parley_started", database=settings.effective_database_url.split("@")[-1])
+        loop_lag = start_loop_monitor() if settings.metrics_enabled else None
         try:
             yield
         finally:
+            await stop_loop_monitor(loop_lag)
             await leave_workers(app.state.worker)  # live calls ended and written, then out of the registry
             if app.state.sip is not None:
                 await app.state.sip.stop()
@@ -109,6 +137,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     add_security(app, settings)
+    add_metrics(app, settings)
     for router in resource_routers():  # /v1/<resource>: every module of api/routers
         app.include_router(router)
     for router in telephony_routers():
@@ -117,17 +146,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/health", tags=["health"])
     async def health() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
-
-    @app.get("/metrics", tags=["health"])
-    async def metrics(authorization: str | None = Header(None)) -> Response:
-        """Prometheus' scrape, with the operator's token (no tenant data: labels are stages and providers)."""
-        token = settings.metrics_token
-        if token is None:
-            return Response(status_code=404)
-        given = (authorization or "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
-            return Response(status_code=401, headers={"WWW-Authenticate": "Bearer"})
-        return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
 
     mount_console(app)  # the web console at / and /console/ (last: its mount catches the /console prefix)
     # unhandled exceptions: parley.api.errors.UnhandledErrorMiddleware (inside the security headers)

@@ -25,6 +25,7 @@ from parley.calls.memory import document_for_call
 from parley.calls.record_writer import CallRecord, CallStore
 from parley.calls.recorder import StereoRecorder
 from parley.calls.session import CallPipeline, Services, build_pipeline
+from parley.metrics import CallWatch
 from parley.pipeline.clock import Clock, RealClock
 from parley.pipeline.frames import DTMF, AgentAction, AudioIn, Direction, EndReason, Frame, Interruption
 from parley.pipeline.pipeline import PipelineRunner
@@ -127,6 +128,7 @@ class LiveCall:
         feeder = asyncio.create_task(self._feed(runner, record.recorder, audio_in), name=f"call-feed-{call_id}")
         run_task = asyncio.create_task(runner.run(), name=f"call-run-{call_id}")
         LIVE_CALLS.add(self)  # an operator may end it now, from any worker (parley.calls.hangups)
+        self._watch.started()
         reason: str = EndReason.ENDED
         status = CallStatus.ENDED
         try:
@@ -139,6 +141,7 @@ class LiveCall:
             log.exception("call_failed", call_id=str(call_id))
         finally:
             LIVE_CALLS.discard(self)
+            self._watch.ended(reason)
             await self._finish(record, runner, (feeder, run_task), status, reason)
         return reason
 
@@ -167,7 +170,9 @@ class LiveCall:
             variables=self._variables(record),
         )
         writer = record.writer(call_pipeline.turn_log, line.events.event)
-        call_pipeline.pipeline.observers.extend([writer, self._observe])
+        self._watch = CallWatch(line.traits.name, self.target.agent_name, call_pipeline.playout,
+                                call_pipeline.turn_log, self.now)  # fmt: skip
+        call_pipeline.pipeline.observers.extend([writer, self._observe, *self._watch.observers])
         runner = PipelineRunner(call_pipeline.pipeline, self._clock or RealClock(), rate)
         self._pipeline, self._runner, self._record = call_pipeline, runner, record
         return runner

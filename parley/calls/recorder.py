@@ -17,6 +17,7 @@ from typing import Protocol
 import numpy as np
 
 from parley.audio import WavWriter, samples_per_frame, wav_header
+from parley.metrics import recording_failed
 
 WAV_HEADER_BYTES = 44
 
@@ -85,15 +86,23 @@ class BlobSink:
         self.size = 0
 
     async def write(self, pcm: bytes) -> None:
-        if not self._started:
-            self._started = True
-            await self._writer.write(wav_header(self._rate, 2))
-        await self._writer.write(pcm)
+        try:
+            if not self._started:
+                self._started = True
+                await self._writer.write(wav_header(self._rate, 2))
+            await self._writer.write(pcm)
+        except Exception:
+            recording_failed("write")  # parley_recording_upload_failures_total: the alert on lost recordings
+            raise
 
     async def close(self, data_bytes: int) -> None:
-        if not self._started:
-            await self._writer.write(wav_header(self._rate, 2))
-        self.size = await self._writer.close(head=wav_header(self._rate, 2, data_bytes))
+        try:
+            if not self._started:
+                await self._writer.write(wav_header(self._rate, 2))
+            self.size = await self._writer.close(head=wav_header(self._rate, 2, data_bytes))
+        except Exception:
+            recording_failed("close")
+            raise
 
 
 class StereoRecorder:

@@ -16,6 +16,8 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
+from parley.metrics.providers import instrument
+
 
 class ProviderOptions(BaseModel):
     """Base for a provider's options; unknown keys are errors, not silently ignored."""
@@ -59,6 +61,7 @@ class Registry(Generic[T]):
         def deco(cls: type[T]) -> type[T]:
             self._classes[name] = cls
             cls.provider_name = name  # type: ignore[attr-defined]
+            instrument(self.kind, cls)  # its requests counted and timed by provider (parley.metrics.providers)
             return cls
 
         return deco

@@ -17,6 +17,8 @@ from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 
+from parley.metrics import rate_limited
+
 __all__ = ["RateDecision", "RateLimiter"]
 
 _NAMESPACE = "parley"
@@ -62,6 +64,7 @@ class RateLimiter:
         remaining = max(0, stats.remaining)
         if allowed:
             return RateDecision(True, 0.0, remaining, item.amount)
+        rate_limited(key)  # parley_rate_limited_total, by the key's kind only
         # reset_time is when the oldest request in the window ages out, freeing one slot.
         retry_after = max(1.0, float(math.ceil(stats.reset_time - time.time())))
         return RateDecision(False, retry_after, remaining, item.amount)
