@@ -9,6 +9,11 @@ counters (``window.parleyTalk.stats``, mirrored on the view's ``data-*`` attribu
 
 from __future__ import annotations
 
+import functools
+import json
+import threading
+from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +22,11 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from parley.audio import write_wav
-from parley.calls.synthetic_caller import speak
 
+from .support.audio import espeak
 from .support.browser import Browsers, Console, browser, browsers, console, playwright, run_async, screenshot
 from .support.served import AGENT
-from .support.service import Service
+from .support.service import ROOT, Service
 
 __all__ = ["browser", "browsers", "console", "playwright"]  # fixtures, imported for pytest
 
@@ -47,6 +52,24 @@ def _pcm(*parts: np.ndarray | float) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
+def example_site() -> Iterator[str]:
+    """examples/talk-web served from another origin, as its comment says (any static server)."""
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(ROOT / "examples" / "talk-web"))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def service_env(example_site: str) -> dict[str, str]:
+    """The example page's origin may call the API (PARLEY_CORS_ORIGINS, as docs/talk.md says)."""
+    return {"PARLEY_CORS_ORIGINS": json.dumps([example_site])}
+
+
+@pytest.fixture(scope="module")
 def agent(service: Service, key: str) -> dict[str, Any]:
     with service.client(key) as c:
         created = c.post("/v1/agents", json=RECEPTIONIST)
@@ -58,8 +81,8 @@ def agent(service: Service, key: str) -> dict[str, Any]:
 def wavs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The fake microphone's recordings: a question, and a question then words spoken over the long answer."""
     d = tmp_path_factory.mktemp("console-talk-audio")
-    question = run_async(speak("What are your opening hours?", "joe-quick"))
-    barge = run_async(speak("Sorry, wait. Do you have parking?", "joe-quick"))
+    question = espeak("What are your opening hours?", "en-us", wpm=160)  # espeak: a second, where Piper takes ten
+    barge = espeak("Sorry, wait. Do you have parking?", "en-us", wpm=160)
     tracks = {"question": _pcm(2.0, question, 14.0), "barge-in": _pcm(2.0, question, 3.0, barge, 10.0)}
     out = {}
     for name, pcm in tracks.items():
@@ -128,7 +151,8 @@ def test_talk_in_the_browser_transcribes_plays_and_times_each_turn(
 def test_barge_in_flushes_the_agent_audio_queued_in_the_browser(
     console: Console, browsers: Browsers, wavs: dict[str, Path], service: Service, key: str, agent: dict[str, Any]
 ) -> None:
-    page = open_talk(console, service, key, agent, browser=browsers(audio=wavs["barge-in"]))
+    """With an 800 ms jitter buffer (?buffer=800) most of a second of the answer is queued when the event comes."""
+    page = console(service, key, browser=browsers(audio=wavs["barge-in"]), route=f"#/talk/{agent['id']}?buffer=800")
     page.get_by_test_id("talk-start").click()
     view = page.get_by_test_id("talk-view")
     expect(view).to_have_attribute("data-state", "live", timeout=15_000)
@@ -145,6 +169,7 @@ def test_barge_in_flushes_the_agent_audio_queued_in_the_browser(
     seen = page.evaluate("() => window.bargeIn[0]")
     counters = stats(page)
     assert counters["interruptions"] >= 1 and counters["flushes"] >= 1, counters
+    assert counters["flushedMs"] > 100, counters  # queued agent audio was dropped, not played
     assert seen["queuedMs"] < 60, seen  # nothing of the old answer left queued
     assert seen["after"] - seen["before"] <= 10, seen  # and it stopped playing at once (≤ 200 ms after the event)
     expect(page.locator(".line.agent.interrupted").first).to_be_visible(timeout=20_000)
@@ -180,6 +205,62 @@ def test_a_dropped_socket_shows_call_ended_with_its_reason(
     expect(status).to_contain_text("(code 1008)")
     expect(page.get_by_test_id("talk-error")).to_contain_text("call ended:")
     screenshot(page, "talk-dropped")
+
+
+def test_talk_to_the_unsaved_draft(
+    console: Console, browsers: Browsers, wavs: dict[str, Path], service: Service, key: str, agent: dict[str, Any]
+) -> None:
+    """?draft=1 sends the editor's draft (sessionStorage) with the talk token: the draft's greeting is heard."""
+    page = console(service, key, browser=browsers(audio=wavs["question"]))
+    draft = {**RECEPTIONIST, "greeting": "This is the draft speaking."}
+    page.evaluate("([k, d]) => sessionStorage.setItem(k, JSON.stringify(d))", [f"parley.draft.{agent['id']}", draft])
+    page.evaluate("(r) => { location.hash = r }", f"#/talk/{agent['id']}?draft=1")
+    expect(page.get_by_test_id("talk-draft-badge")).to_be_visible()
+    page.get_by_test_id("talk-start").click()
+    expect(page.get_by_test_id("transcript-agent").first).to_contain_text("draft speaking", timeout=30_000)
+    call_id = page.get_by_test_id("talk-view").get_attribute("data-call-id")
+    page.get_by_test_id("talk-hangup").click()
+    expect(page.get_by_test_id("talk-status")).to_contain_text("Call ended", timeout=15_000)
+    with service.client(key) as c:
+        assert c.get(f"/v1/calls/{call_id}").json()["agent_version"] == agent["version"]
+        saved = c.get(f"/v1/agents/{agent['id']}").json()
+        assert saved["version"] == agent["version"] and saved["document"]["greeting"] == RECEPTIONIST["greeting"]
+
+
+def test_an_operator_hang_up_ends_the_call_in_the_page_with_its_reason(
+    console: Console, question_browser: Browser, service: Service, key: str, agent: dict[str, Any]
+) -> None:
+    page = open_talk(console, service, key, agent, browser=question_browser)
+    page.get_by_test_id("talk-start").click()
+    view = page.get_by_test_id("talk-view")
+    expect(view).not_to_have_attribute("data-call-id", "", timeout=15_000)
+    with service.client(key) as c:
+        assert c.post(f"/v1/calls/{view.get_attribute('data-call-id')}/hangup").status_code == 202
+    expect(page.get_by_test_id("talk-status")).to_contain_text("Call ended: hung_up_by_operator", timeout=15_000)
+    expect(page.get_by_test_id("talk-start")).to_be_enabled()
+
+
+def test_the_example_page_talks_from_another_origin(
+    browsers: Browsers, wavs: dict[str, Path], example_site: str, service: Service, key: str, agent: dict[str, Any]
+) -> None:
+    """examples/talk-web as docs/talk.md runs it: parley-talk.js loaded from the server, a token fetched with CORS."""
+    context = browsers(audio=wavs["question"]).new_context()
+    context.grant_permissions(["microphone"], origin=example_site)
+    page = context.new_page()
+    page.goto(f"{example_site}/")
+    page.fill("#server", service.url)
+    page.fill("#agent", agent["name"])
+    page.fill("#key", key)
+    page.click("#start")
+    expect(page.locator("#status")).to_contain_text("Live", timeout=15_000)
+    expect(page.locator("#transcript li.caller:not(.pending)").first).to_contain_text(
+        "opening hours", ignore_case=True, timeout=30_000
+    )
+    expect(page.locator("#transcript li.agent").last).to_contain_text("nine in the morning", timeout=30_000)
+    screenshot(page, "talk-example-page")
+    page.click("#hangup")
+    expect(page.locator("#status")).to_contain_text("Call ended: caller-hangup", timeout=15_000)
+    context.close()
 
 
 def _spend(service: Service, url: str) -> None:

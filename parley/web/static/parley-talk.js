@@ -206,7 +206,7 @@ export class TalkCall {
       ws.onopen = () => { opened = true; resolve(); };
       ws.onmessage = (m) => (typeof m.data === 'string' ? this.serverEvent(m.data) : this.agentAudio(m.data));
       ws.onclose = (c) => {
-        if (!opened) reject(new TalkError('socket', closeMessage(c.code, c.reason), { code: c.code, reason: c.reason }));
+        if (!opened) reject(new TalkError('socket', `could not connect to the agent: ${closeMessage(c.code, c.reason).replace('call ended: ', '')}`, { code: c.code, reason: c.reason }));
         else this.closed(c.code, c.reason);
       };
       ws.onerror = () => {}; // the close that follows says why
@@ -278,9 +278,12 @@ export class TalkCall {
     if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify({ type: 'end' }));
     this.stopMicrophone();
     this.setState('ending');
+    // The server answers `end` and closes at once; a socket that does not is closed here after a while.
+    setTimeout(() => { if (this.state === 'ending') this.closed(1000, 'no answer to hang up'); }, 5000);
   }
 
   closed(code, reason) {
+    if (this.state === 'ended') return;
     const normal = Boolean(this.endInfo);
     const end = normal
       ? { type: 'end', ...this.endInfo, code, dropped: false }

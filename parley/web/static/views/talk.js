@@ -1,7 +1,8 @@
 // Talk: a conversation with an agent in the browser, through parley-talk.js (the reference talk client).
 // #/talk/:ref talks to the agent as saved; #/talk/:ref?draft=1 to the unsaved draft the agent editor keeps in
 // sessionStorage['parley.draft.<ref>'] (POST talk-token with {draft}). The key never reaches the socket: the
-// console fetches a one-session talk token with it, and the WebSocket carries only the token.
+// console fetches a one-session talk token with it, and the WebSocket carries only the token. ?buffer=300 sets the
+// jitter buffer's target (ms) for a poor network.
 import { html, useState, useEffect, useRef, useAsync, ErrorBox, PageHeader, Loading, formatLatency } from '../lib/ui.js';
 import { api } from '../lib/api.js';
 import { connect } from '../parley-talk.js';
@@ -28,6 +29,12 @@ export async function readDraft(ref) {
     const yaml = await import('../vendor/js-yaml/dist/js-yaml.mjs');
     return yaml.load(raw);
   }
+}
+
+/** ?buffer=<ms>: the jitter buffer's target, for a slow or jittery network (default 100 ms, 40..2000). */
+export function bufferMs(query) {
+  const ms = Number(query && query.buffer);
+  return Number.isFinite(ms) && ms > 0 ? Math.min(2000, Math.max(40, ms)) : 100;
 }
 
 const STATUS = {
@@ -94,7 +101,10 @@ export default function Talk({ params, query }) {
     setState('starting');
     try {
       const body = draft ? { draft: await readDraft(ref) } : {};
-      const c = await connect({ getToken: () => api.post(`agents/${encodeURIComponent(ref)}/talk-token`, body) });
+      const c = await connect({
+        getToken: () => api.post(`agents/${encodeURIComponent(ref)}/talk-token`, body),
+        targetMs: bufferMs(query),
+      });
       call.current = c;
       window.parleyTalk = c; // for people (and tests) looking at the counters: parleyTalk.stats
       const refresh = () => setTurns([...c.turns.values()].sort((a, b) => a.turn - b.turn));
@@ -131,7 +141,7 @@ export default function Talk({ params, query }) {
         <button class="btn primary" disabled=${live || busy} onClick=${start} data-testid="talk-start">
           ${state === 'ended' ? 'Talk again' : 'Start talking'}</button>
         <button class="btn danger" disabled=${!live} onClick=${hangUp} data-testid="talk-hangup">Hang up</button>
-        ${draft ? html`<span class="badge" data-testid="talk-draft">draft</span>` : null}
+        ${draft ? html`<span class="badge" data-testid="talk-draft-badge">draft</span>` : null}
       </div>
       <p class="talk-status" role="status" aria-live="polite" data-testid="talk-status">${statusLine(state, end)}</p>
       <${ErrorBox} error=${error} testid="talk-error" />
