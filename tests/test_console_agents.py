@@ -281,3 +281,26 @@ def test_views_fit_a_phone(console: Console, service: Service, key: str, agent: 
     page.get_by_test_id("nav-toggle").click()  # the menu folds away on a phone
     expect(page.get_by_test_id("nav-calls")).to_be_visible()
     no_page_errors(page)
+
+
+def test_the_keyboard_reaches_everything(console: Console, service: Service, key: str, agent: dict[str, Any]) -> None:
+    """Sign in with Enter, open an agent from the list with Enter, and leave the YAML editor with Esc, Tab."""
+    page = console(service, key)
+    page.get_by_test_id("signout").click()
+    page.keyboard.type(key)  # the key field has the focus on arrival
+    page.keyboard.press("Enter")
+    row = page.get_by_test_id("agents-row").filter(has_text=agent["name"])
+    row.focus()
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(rf"#/agents/{agent['id']}$"))
+    page.get_by_test_id("tab-yaml").click()
+    editor = page.get_by_test_id("yaml-editor")
+    editor.focus()
+    page.keyboard.press("Control+Home")
+    page.keyboard.press("Tab")  # indents: two spaces, the focus stays
+    assert editor.input_value().startswith("  name:")
+    assert page.evaluate("() => document.activeElement.dataset.testid") == "yaml-editor"
+    page.keyboard.press("Escape")
+    page.keyboard.press("Tab")
+    assert page.evaluate("() => document.activeElement.dataset.testid") != "yaml-editor"
+    no_page_errors(page)
