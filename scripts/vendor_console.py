@@ -123,7 +123,7 @@ def check_integrity(data: bytes, integrity: str) -> None:
 
 
 def download(url: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310 (a fixed https registry URL)
+    with urllib.request.urlopen(url, timeout=60) as response:  # a fixed https registry URL
         data: bytes = response.read()
     return data
 
@@ -161,7 +161,12 @@ def vendor() -> dict[str, object]:
             target = VENDOR / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(content)
-            files[rel] = {"sha256": sha256(content), "package": pkg.name, "version": pkg.version, "licence": pkg.licence}
+            files[rel] = {
+                "sha256": sha256(content),
+                "package": pkg.name,
+                "version": pkg.version,
+                "licence": pkg.licence,
+            }
     manifest: dict[str, object] = {"packages": packages, "files": dict(sorted(files.items()))}
     MANIFEST.write_text(json.dumps(manifest, indent=2) + "\n")
     print(f"wrote {MANIFEST.relative_to(ROOT)} ({len(files)} files)")
