@@ -10,6 +10,7 @@ command -v kamailio >/dev/null 2>&1 || [ -x /usr/sbin/kamailio ] || need+=(kamai
 command -v sipp >/dev/null 2>&1 || need+=(sip-tester)  # SIPp: callers and trunks for the SIP endpoint tests
 command -v baresip >/dev/null 2>&1 || need+=(baresip)  # a softphone calling the SIP endpoint
 [ -x /usr/bin/chromium ] || need+=(chromium)  # the console's browser tests (Playwright drives it)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)  # promtool and a real Prometheus (tests/test_metrics_ops.py)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" -ne 0 ]; then
   echo "missing ${need[*]}: run as root or install them with apt-get" >&2
@@ -17,3 +18,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get install -y --no-install-recommends "${need[@]}" || { apt-get update && apt-get install -y --no-install-recommends "${need[@]}"; }
+if [[ " ${need[*]} " == *" prometheus "* ]]; then  # the package starts one on :9090; the tests run their own
+  if [ -d /run/systemd/system ]; then systemctl disable --now prometheus || true
+  elif [ -x /etc/init.d/prometheus ]; then /etc/init.d/prometheus stop || true; fi
+fi
