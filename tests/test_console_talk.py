@@ -282,3 +282,87 @@ def _spend(service: Service, url: str) -> None:
 def _calls(service: Service, key: str) -> int:
     with service.client(key) as c:
         return len(c.get("/v1/calls").json())
+
+
+# The worklets rendered offline in Chromium (OfflineAudioContext at 48 kHz): exact, and faster than real time.
+CAPTURE_CHECK = """async (freq) => {
+  const rate = 48000;
+  const ctx = new OfflineAudioContext(1, rate, rate);
+  await ctx.audioWorklet.addModule('/console/talk-worklet.js');
+  const osc = new OscillatorNode(ctx, { frequency: freq });
+  const cap = new AudioWorkletNode(ctx, 'parley-capture', { numberOfOutputs: 1, outputChannelCount: [1] });
+  const frames = [];
+  cap.port.onmessage = (e) => frames.push(new Int16Array(e.data));
+  osc.connect(new GainNode(ctx, { gain: 0.5 })).connect(cap).connect(ctx.destination);
+  osc.start();
+  await ctx.startRendering();
+  await new Promise((r) => setTimeout(r, 300));
+  const pcm = Int16Array.from(frames.flatMap((f) => [...f]));
+  const body = pcm.slice(320);  // past the filter's first 20 ms
+  let crossings = 0, maxStep = 0, sq = 0;
+  for (let i = 1; i < body.length; i++) {
+    if ((body[i - 1] < 0) !== (body[i] < 0)) crossings++;
+    maxStep = Math.max(maxStep, Math.abs(body[i] - body[i - 1]));
+    sq += body[i] * body[i];
+  }
+  return { sizes: [...new Set(frames.map((f) => f.length))], samples: pcm.length, crossings,
+           seconds: body.length / 16000, rms: Math.sqrt(sq / body.length) / 32768, maxStep: maxStep / 32768 };
+}"""
+
+PLAYBACK_CHECK = """async () => {
+  const rate = 48000, wire = 16000;
+  const ctx = new OfflineAudioContext(1, rate * 2, rate);
+  await ctx.audioWorklet.addModule('/console/talk-worklet.js');
+  const node = new AudioWorkletNode(ctx, 'parley-playback',
+    { numberOfInputs: 0, numberOfOutputs: 1, outputChannelCount: [1], processorOptions: { targetMs: 100 } });
+  node.connect(ctx.destination);
+  const stats = [];
+  node.port.onmessage = (e) => stats.push(e.data);
+  let phase = 0;
+  const push = (secs) => {  // a 440 Hz sine at half scale, in 20 ms frames, continuing its phase
+    for (let k = 0; k < Math.round(secs * 50); k++) {
+      const f = new Int16Array(320);
+      for (let i = 0; i < 320; i++) f[i] = Math.round(0.5 * 32767 * Math.sin(2 * Math.PI * 440 * phase++ / wire));
+      node.port.postMessage(f.buffer, [f.buffer]);
+    }
+  };
+  const at = (t, act) => ctx.suspend(t).then(async () => { act(); await new Promise((r) => setTimeout(r, 150));
+                                                            ctx.resume(); });
+  at(0.0, () => push(1.0));                                 // one second at once: plays from the start
+  at(0.6, () => node.port.postMessage({ type: 'flush' }));  // barge-in: the last 0.4 s must not play
+  at(1.0, () => push(0.04));                                // a tail shorter than the target: plays ~100 ms later
+  const out = (await ctx.startRendering()).getChannelData(0);
+  await new Promise((r) => setTimeout(r, 200));
+  const peak = (a, b) => {
+    let m = 0;
+    for (let i = Math.round(a * rate); i < Math.round(b * rate); i++) m = Math.max(m, Math.abs(out[i]));
+    return m;
+  };
+  let maxStep = 0, gaps = 0;
+  for (let i = 1; i < out.length; i++) maxStep = Math.max(maxStep, Math.abs(out[i] - out[i - 1]));
+  for (let t = 0.01; t < 0.59; t += 0.005) if (peak(t, t + 0.005) < 0.3) gaps++;
+  return { maxStep, gaps, playing: peak(0.01, 0.59), afterFlush: peak(0.62, 0.99), beforeTail: peak(1.005, 1.09),
+           tail: peak(1.1, 1.14), end: peak(1.2, 2.0), stats: stats[stats.length - 1] };
+}"""
+
+
+def test_the_worklets_resample_and_play_gap_free_without_clicks(console: Console, service: Service, key: str) -> None:
+    """Microphone side: 440 Hz at 48 kHz becomes 440 Hz at 16 kHz in 640-byte frames, a 12 kHz tone is filtered out
+    (it would alias to 4 kHz). Playback side: continuous while fed, silent right after a flush, a short tail
+    played after the target wait, and no step between samples larger than the sine's own (no clicks)."""
+    page = console(service, key)
+    tone = page.evaluate(CAPTURE_CHECK, 440)
+    assert tone["sizes"] == [320] and abs(tone["samples"] - 16000) <= 320, tone
+    assert abs(tone["crossings"] / tone["seconds"] - 880) <= 6, tone  # 440 Hz: two zero crossings a cycle
+    assert tone["rms"] == pytest.approx(0.5 / np.sqrt(2), rel=0.05), tone
+    assert tone["maxStep"] <= 0.5 * 2 * np.pi * 440 / 16000 * 1.1, tone
+    assert page.evaluate(CAPTURE_CHECK, 12000)["rms"] < 0.1 * 0.5 / np.sqrt(2)
+    played = page.evaluate(PLAYBACK_CHECK)
+    sine_step = 0.5 * 2 * np.pi * 440 / 48000
+    assert played["maxStep"] <= sine_step * 1.25, played  # fades in, out, at the flush and the underrun
+    assert played["gaps"] == 0 and played["playing"] > 0.45, played
+    assert played["afterFlush"] < 1e-3 and played["beforeTail"] < 1e-3 and played["end"] < 1e-3, played
+    assert played["tail"] > 0.4, played
+    stats = played["stats"]
+    assert stats["flushes"] == 1 and abs(stats["flushed"] - 0.4 * 16000) <= 800, stats
+    assert stats["underruns"] >= 1, stats
