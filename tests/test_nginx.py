@@ -23,6 +23,7 @@ import ssl
 import subprocess
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,11 +156,16 @@ def proxy(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         shared = {**env, "PARLEY_TOKEN_SECRET": secrets.token_urlsafe(32), "PARLEY_TRUSTED_PROXIES": "127.0.0.1",
                   "PARLEY_DRAIN_SECS": "2"}  # fmt: skip
         workers, stacks = {}, {}
-        for name in ("nginx-w1", "nginx-w2"):
+        names = ("nginx-w1", "nginx-w2")
+        starting = {n: running_service(tmp_path_factory.mktemp(n), **shared, PARLEY_WORKER_ID=n) for n in names}
+        with ThreadPoolExecutor(len(names)) as pool:  # both at once: a start takes tens of seconds on a busy host
+            entered = {n: pool.submit(cm.__enter__) for n, cm in starting.items()}
+        for name, future in entered.items():
             stacks[name] = stack.enter_context(ExitStack())
-            svc = stacks[name].enter_context(
-                running_service(tmp_path_factory.mktemp(name), **shared, PARLEY_WORKER_ID=name)
-            )
+            if future.exception() is None:
+                stacks[name].push(starting[name].__exit__)
+        for future in entered.values():
+            svc = future.result()  # the first failed start raises here, after every started one is registered
             workers[svc.url.removeprefix("http://")] = svc
         url, http_url, log, errors, crt = start_nginx(tmp_path_factory.mktemp("nginx"), list(workers), stack)
         context = ssl.create_default_context(cafile=str(crt))
