@@ -47,7 +47,9 @@ class TalkDraftRepo:
         return draft
 
     async def take(self, tenant_id: uuid.UUID, agent_id: uuid.UUID, token_id: str) -> TalkDraft | None:
-        """The token's draft, deleted as it is read (one session per token); None if there is none (any more)."""
+        """The token's draft, deleted as it is read (one session per token); None if there is none (any more).
+        Expired drafts are pruned here too, so they do not wait for the next draft to be kept."""
+        await self.prune()
         draft = await self.session.scalar(
             select(TalkDraft).where(
                 TalkDraft.token_id == token_id,
