@@ -283,6 +283,10 @@ def test_call_detail_waveform_transcript_timeline_waterfall(
     with page.expect_download() as download:
         page.get_by_test_id("download-json").click()
     saved = json.loads(Path(download.value.path()).read_text(encoding="utf-8"))
+    with page.expect_download() as wav:
+        page.get_by_test_id("download-wav").click()
+    with service.client(key) as c:
+        assert Path(wav.value.path()).read_bytes() == c.get(f"/v1/calls/{call['id']}/recording").content
     assert saved["id"] == call["id"] and len(saved["turns"]) == len(call["turns"]) and saved["events"]
     assert page.parley_errors == []  # type: ignore[attr-defined]
 
