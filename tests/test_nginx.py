@@ -21,6 +21,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -155,6 +156,9 @@ def proxy(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         env = stack.enter_context(backend_env("postgres", request))
         shared = {**env, "PARLEY_TOKEN_SECRET": secrets.token_urlsafe(32), "PARLEY_TRUSTED_PROXIES": "127.0.0.1",
                   "PARLEY_DRAIN_SECS": "2"}  # fmt: skip
+        # the schema first: two workers starting at once on an empty database would both create it
+        subprocess.run([sys.executable, "-m", "parley.cli", "db", "upgrade"], env={**os.environ, **env}, cwd=ROOT,
+                       check=True, capture_output=True, timeout=120)  # fmt: skip
         workers, stacks = {}, {}
         names = ("nginx-w1", "nginx-w2")
         starting = {n: running_service(tmp_path_factory.mktemp(n), **shared, PARLEY_WORKER_ID=n) for n in names}
