@@ -35,6 +35,7 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import xml.etree.ElementTree as ET
 from itertools import cycle, islice
@@ -54,6 +55,7 @@ from callers import caller_audio  # noqa: E402
 from support import running_service  # noqa: E402
 
 TOKEN = "bench-auth-token"
+METRICS_TOKEN = "bench-metrics-token"
 JITTER_S = 0.06
 
 
@@ -281,8 +283,40 @@ def main() -> None:
     ap.add_argument("--speech", choices=["buzz", "voice"], help="caller audio (default: buzz with energy, else voice)")
     ap.add_argument("--noise-dbfs", type=float, default=-50.0, help="line noise under the caller (-200: none)")
     ap.add_argument("--listen", type=float, default=4.0, help="seconds from a reply's start to the next utterance")
+    ap.add_argument("--metrics", choices=["on", "off", "both"], default="on",
+                    help="Prometheus metrics collected (and scraped every 5 s) or PARLEY_METRICS_ENABLED=false; "
+                    "both: off then on, with the CPU per call of each")  # fmt: skip
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
+    modes = ["off", "on"] if args.metrics == "both" else [args.metrics]
+    runs = {mode: run_steps(args, mode) for mode in modes}
+    report = runs[modes[-1]]
+    if len(runs) == 2:
+        report["metrics_cpu_per_call"] = {
+            str(on["calls"]): {"off_ms_per_call_second": off["server_cpu_ms_per_call_second"],
+                               "on_ms_per_call_second": on["server_cpu_ms_per_call_second"],
+                               "on_vs_off_pct": round(100 * (on["server_cpu_ms_per_call_second"]
+                                                             / off["server_cpu_ms_per_call_second"] - 1), 1)}
+            for off, on in zip(runs["off"]["steps"], runs["on"]["steps"], strict=True)
+        }  # fmt: skip
+        report["steps_metrics_off"] = runs["off"]["steps"]
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+def scrape_every(url: str, token: str, stop: threading.Event) -> None:
+    """Prometheus' share of the cost: GET /metrics every 5 s, as a scrape config would."""
+    while not stop.wait(5.0):
+        try:
+            httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=5)
+        except httpx.HTTPError:
+            pass
+
+
+def run_steps(args: argparse.Namespace, metrics: str) -> dict[str, Any]:
+    """Long because it is the benchmark: one Parley process, then each step of N calls measured in turn."""
     speech = args.speech or ("buzz" if args.vad == "energy" else "voice")
     audio = caller_audio(speech, args.noise_dbfs if args.noise_dbfs > -200 else None)
     doc = agent(args.vad, args.turn, args.vad_options)
@@ -297,8 +331,13 @@ def main() -> None:
             "PARLEY_TWILIO_ACCOUNT_SID": "AC0",
             "PARLEY_RATE_LIMIT_PER_ADDRESS": "1000000/minute",
             "PARLEY_RATE_LIMIT_PER_KEY": "1000000/minute",
+            "PARLEY_METRICS_ENABLED": "true" if metrics == "on" else "false",
+            "PARLEY_METRICS_TOKEN": METRICS_TOKEN,
         }
+        stop = threading.Event()
         with running_service(Path(d), **env) as svc:
+            if metrics == "on":
+                threading.Thread(target=scrape_every, args=(svc.url, METRICS_TOKEN, stop), daemon=True).start()
             pid = svc.pid
             threads = pin(pid, server_cpu)  # Parley gets one core
             print(f"parley pid {pid} ({threads} threads) on cpu {server_cpu}", file=sys.stderr, flush=True)
@@ -347,19 +386,18 @@ def main() -> None:
                 })  # fmt: skip
                 print(json.dumps(results[-1]), file=sys.stderr)
                 n0 += n
+            stop.set()
     # a gap is what a caller hears: a reply frame that arrived after a 60 ms jitter buffer needed it
     held = [r["calls"] for r in results if r["caller_view_gaps"] == 0 and r["calls_without_reply"] == 0
             and r["server_cpu_pct_of_one_core"] < 100]  # fmt: skip
     report = {"benchmark": "load", "transport": "twilio", "server_cores": 1, "hold_s": args.hold, "vad": args.vad,
               "vad_options": args.vad_options,
-              "turn": args.turn, "speech": speech, "noise_dbfs": args.noise_dbfs, "listen_s": args.listen,
+              "turn": args.turn, "speech": speech, "metrics": metrics,
+              "noise_dbfs": args.noise_dbfs, "listen_s": args.listen,
               "cpu": cpu_model(), "load_average_at_end": os.getloadavg()[0],
               "max_calls_zero_gaps": max(held) if held else 0, "target_calls_per_core": 200,
               "steps": results}  # fmt: skip
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    return report
 
 
 def cpu_model() -> str:
