@@ -196,7 +196,9 @@ class RedisRegistry(CallRegistry):
 
     async def _reap(self) -> None:
         """End the calls of every worker whose heartbeat expired (one reaper per dead worker)."""
-        stale = await self._redis.zrangebyscore(self._key("set", "workers"), "-inf", time.time() - self.ttl_s)
+        # a heartbeat older than the TTL (and a beat more: clocks differ, and its call keys have expired by then)
+        cutoff = time.time() - self.ttl_s - self.beat_s
+        stale = await self._redis.zrangebyscore(self._key("set", "workers"), "-inf", cutoff)
         for worker in map(str, stale):
             if worker == self.worker_id or await self._redis.exists(self._key("worker", worker)):
                 continue

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,7 +103,7 @@ async def hang_up(callers: list[Caller], tasks: list[asyncio.Task[Caller]]) -> N
 
 def make_agent(service: Service, key: str, doc: dict[str, Any] | None = None) -> str:
     with httpx.Client(base_url=service.url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as c:
-        created = c.post("/v1/agents", json=doc or AGENT)
+        created = c.post("/v1/agents", json=doc or {**AGENT, "name": f"worker-tests-talker-{uuid.uuid4().hex[:8]}"})
         assert created.status_code == 201, created.text
         return str(created.json()["id"])
 
