@@ -40,6 +40,10 @@ class Busy:
     message: str
     retry_after: int
 
+    def sip_headers(self) -> list[tuple[str, str]]:
+        """Retry-After, and the reason as a Warning (RFC 3261 section 20.43) a human reading a trace understands."""
+        return [("Retry-After", str(self.retry_after)), ("Warning", f'399 parley "{self.reason}"')]
+
 
 def cores() -> float:
     """The cores this process may use: its CPU affinity, bounded by a cgroup CPU quota (a container's limit)."""

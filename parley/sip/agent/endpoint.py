@@ -245,7 +245,7 @@ class SipEndpoint:
             return
         slot = CAPACITY.take("sip")  # at its cap, draining, or its registry unreachable: 503 at once
         if isinstance(slot, Busy):
-            txn.respond(response_to(request, 503, headers=_busy_headers(slot)))
+            txn.respond(response_to(request, 503, headers=slot.sip_headers()))
             return
         if (refusal := self.guard.admit(txn.source[0])) is not None:
             slot.release()
@@ -262,7 +262,7 @@ class SipEndpoint:
         headers = [("Allow", ALLOW), ("Accept", "application/sdp"), ("Supported", ""), ("User-Agent", "Parley")]
         busy = CAPACITY.busy()
         if busy is not None:
-            txn.respond(response_to(txn.request, 503, headers=headers + _busy_headers(busy)))
+            txn.respond(response_to(txn.request, 503, headers=headers + busy.sip_headers()))
         else:
             txn.respond(response_to(txn.request, 200, headers=headers))
 
@@ -383,11 +383,6 @@ class SipEndpoint:
         if task is not None:
             await asyncio.wait([task])
         return self._results.get(call_id, "unknown")
-
-
-def _busy_headers(busy: Busy) -> list[tuple[str, str]]:
-    """Retry-After, and the reason as a Warning (RFC 3261 section 20.43) a human reading a trace understands."""
-    return [("Retry-After", str(busy.retry_after)), ("Warning", f'399 parley "{busy.reason}"')]
 
 
 def _advertised(host: str) -> str:
