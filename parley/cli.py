@@ -163,6 +163,7 @@ def serve(
     port = port or settings.port
     url = f"http://{host}:{port}"
     console.print(f"[bold]Parley[/bold] on {url}  (API docs: {url}/docs)")
+    console.print(f"console: [bold]{url}/[/bold]  (sign in with an API key)")
     console.print(f"database: {settings.effective_database_url.split('@')[-1]}")
     console.print(f"first API key:  [bold]{_own_command()} admin create-key --tenant demo --role admin[/bold]")
     level = logging.getLogger().getEffectiveLevel()  # parley.logs set it: PARLEY_LOG_LEVEL, or --verbose
