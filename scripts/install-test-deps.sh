@@ -10,6 +10,9 @@ command -v kamailio >/dev/null 2>&1 || [ -x /usr/sbin/kamailio ] || need+=(kamai
 command -v sipp >/dev/null 2>&1 || need+=(sip-tester)  # SIPp: callers and trunks for the SIP endpoint tests
 command -v baresip >/dev/null 2>&1 || need+=(baresip)  # a softphone calling the SIP endpoint
 [ -x /usr/bin/chromium ] || need+=(chromium)  # the console's browser tests (Playwright drives it)
+[ -x /usr/sbin/nginx ] || need+=(nginx)  # tests/test_nginx.py runs deploy/nginx/parley.conf (its service is not started)
+[ -x /usr/sbin/nft ] || need+=(nftables)  # `nft -c` checks deploy/nftables.conf; installing loads no rules
+command -v pg_dump >/dev/null 2>&1 || need+=(postgresql-client)  # tests/test_backup.py  # the console's browser tests (Playwright drives it)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)  # promtool and a real Prometheus (tests/test_metrics_ops.py)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" -ne 0 ]; then
