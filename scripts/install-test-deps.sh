@@ -12,7 +12,7 @@ command -v baresip >/dev/null 2>&1 || need+=(baresip)  # a softphone calling the
 [ -x /usr/bin/chromium ] || need+=(chromium)  # the console's browser tests (Playwright drives it)
 [ -x /usr/sbin/nginx ] || need+=(nginx)  # tests/test_nginx.py runs deploy/nginx/parley.conf (its service is not started)
 [ -x /usr/sbin/nft ] || need+=(nftables)  # `nft -c` checks deploy/nftables.conf; installing loads no rules
-command -v pg_dump >/dev/null 2>&1 || need+=(postgresql-client)  # tests/test_backup.py  # the console's browser tests (Playwright drives it)
+command -v pg_dump >/dev/null 2>&1 || need+=(postgresql-client)  # tests/test_backup.py
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)  # promtool and a real Prometheus (tests/test_metrics_ops.py)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" -ne 0 ]; then
