@@ -24,7 +24,7 @@ from parley.calls.line import CallLine
 from parley.calls.memory import document_for_call
 from parley.calls.record_writer import CallRecord, CallStore
 from parley.calls.recorder import StereoRecorder
-from parley.calls.session import CallPipeline, Services, build_pipeline
+from parley.calls.session import CallPipeline, Services, build_pipeline, warm_for_call
 from parley.metrics import CallWatch
 from parley.pipeline.clock import Clock, RealClock
 from parley.pipeline.frames import DTMF, AgentAction, AudioIn, Direction, EndReason, Frame, Interruption
@@ -123,6 +123,7 @@ class LiveCall:
         )
         if knowledge is not None:
             self.services = dataclasses.replace(self.services, knowledge=knowledge)
+        self._spawn(warm_for_call(self.document, self.services))  # beside the greeting: turn 1's LLM waits for it
         runner = self._prepare(record)
         await self.line.events.opened(call_id)
         feeder = asyncio.create_task(self._feed(runner, record.recorder, audio_in), name=f"call-feed-{call_id}")

@@ -197,6 +197,18 @@ def build_responder(
     )
 
 
+async def warm_for_call(agent: AgentDocument, services: Services) -> None:
+    """Start the LLM on the system prompt this call really has (what is remembered about the caller, a small
+    collection's facts), while the greeting plays: :meth:`Services.prepare` warmed the saved document's, and a
+    first turn would otherwise evaluate the difference. Pooled contexts keep it for the agent's next calls."""
+    agent = inline_document(agent, services.knowledge)
+    conversation = Conversation(agent.system_prompt, agent.max_history_turns, agent.greeting)
+    try:
+        await services.llm.warm(conversation.system_messages())
+    except Exception as exc:  # the first turn evaluates the prompt itself
+        log.warning("llm_warm_failed", error=type(exc).__name__)
+
+
 def build_pipeline(
     agent: AgentDocument,
     services: Services,

@@ -24,7 +24,7 @@ from parley.agent.document import AgentDocument
 from parley.audio import Audio, load_audio, resample, samples_per_frame, split_frames
 from parley.calls.knowledge import CallKnowledge
 from parley.calls.recorder import StereoRecorder
-from parley.calls.session import CallPipeline, Services, build_pipeline
+from parley.calls.session import CallPipeline, Services, build_pipeline, warm_for_call
 from parley.calls.turnlog import TurnRecord
 from parley.pipeline.clock import Clock, FastClock, RealClock
 from parley.pipeline.frames import AudioIn, EndReason
@@ -151,6 +151,7 @@ async def simulate_call(
         services = await Services.create(agent, EnvSecrets.from_settings())  # the operator's own document
     if knowledge is not None:
         services = dataclasses.replace(services, knowledge=knowledge)
+    await warm_for_call(agent, services)
     clock: Clock = FastClock() if fast else RealClock()
     recorder = StereoRecorder.to_file(output_path, CALL_RATE, FRAME_MS)
     call = build_pipeline(agent, services, recorder.agent, CALL_RATE, variables=variables)
