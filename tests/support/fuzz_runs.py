@@ -18,7 +18,7 @@ from .schemathesis_hooks import Activity, har_activity, with_webhook_inputs
 from .service import ROOT, Service
 
 SLOW_S = 1.0  # any answer (HTTP response, socket reply or close) slower than this under fuzzing is a finding
-MAX_EXAMPLES = 30  # per operation and phase: the whole module stays within ~3 minutes
+MAX_EXAMPLES = 20  # per operation and phase: ~60 operations, the whole module within ~3 minutes
 
 HOOKS = {"SCHEMATHESIS_HOOKS": "tests.support.schemathesis_hooks", "PYTHONPATH": str(ROOT)}  # its checks and signatures
 
