@@ -173,3 +173,26 @@ async def test_agents_tenant_isolation(db: Database) -> None:
     async with db.session() as s:
         got = await AgentRepo(s).get(a, agent.id)
         assert got is not None and got.version == 1 and got.name == "shared-name" and got.document == doc
+
+
+async def test_workers_migrating_one_fresh_postgres_database_at_once_all_start() -> None:
+    """Several workers started together (compose, a Kubernetes rollout) migrate under one advisory lock: one
+    creates the schema, the others wait and find it at head (without the lock they collided on alembic's table)."""
+    import secrets
+
+    import asyncpg
+
+    from tests.support.store import PG_ADMIN
+
+    name = f"parley_test_{secrets.token_hex(6)}"
+    admin = await asyncpg.connect(PG_ADMIN)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    workers = [Database(f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}") for _ in range(3)]
+    try:
+        await asyncio.gather(*(w.migrate() for w in workers))
+        async with workers[0].session() as s:
+            assert (await s.execute(text("SELECT count(*) FROM alembic_version"))).scalar_one() == 1
+    finally:
+        await asyncio.gather(*(w.close() for w in workers))
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
