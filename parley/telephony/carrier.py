@@ -63,6 +63,8 @@ class Outbound:
     from_: str | None
     #: where the carrier reaches Parley: PARLEY_PUBLIC_URL, else the address the request came in on
     base: str
+    #: ask the carrier to detect an answering machine (its result reaches the voice or status webhook)
+    machine_detection: bool = False
 
     @property
     def query(self) -> str:

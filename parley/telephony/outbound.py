@@ -63,10 +63,20 @@ def dialling_carriers() -> list[str]:
 
 
 async def place_call(
-    state: TelephonyState, target: CallTarget, provider: str, to: str, from_: str | None, base_url: str
+    state: TelephonyState,
+    target: CallTarget,
+    provider: str,
+    to: str,
+    from_: str | None,
+    base_url: str,
+    *,
+    call_id: uuid.UUID | None = None,
+    variables: dict[str, str] | None = None,
+    machine_detection: bool = False,
 ) -> Call:
-    """Creates the record, asks the provider to dial, and returns the record (failed if the dial failed)."""
-    call_id = uuid.uuid4()
+    """Creates the record (under ``call_id`` when given, with the call's ``variables``), asks the provider to
+    dial (with answering-machine detection when asked and the carrier has it), and returns the record."""
+    call_id = call_id or uuid.uuid4()
     async with state.db.session() as s:
         call = await CallRepo(s).create(
             target.tenant_id,
@@ -81,8 +91,12 @@ async def place_call(
             call_id=call_id,
             worker_id=state.settings.worker_id,
         )
+        if variables:
+            call.variables = dict(variables)
+            await s.flush()
     try:
-        outbound = Outbound(target, call_id, to, from_, public_url(state.settings, base_url))
+        base = public_url(state.settings, base_url)
+        outbound = Outbound(target, call_id, to, from_, base, machine_detection=machine_detection)
         provider_call_id = await dialer(provider)(state, outbound)
     except Exception as exc:
         log.warning("dial_failed", provider=provider, error=(str(exc) or type(exc).__name__)[:300])

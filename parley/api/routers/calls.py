@@ -103,30 +103,20 @@ async def export_calls(
 @router.post("", response_model=CallOut, status_code=201)
 async def create_call(body: CallCreate, who: WriteCalls, state: State, request: Request) -> Call:
     """Dial out: the agent calls ``to`` through ``provider`` (its credentials come from PARLEY_* settings)."""
-    from parley.telephony.outbound import DialError, place_call
+    from parley.telephony.dial import dial
+    from parley.telephony.outbound import DialError
     from parley.telephony.routing import NoSuchAgent, resolve_target
 
     try:
         target = await resolve_target(state.db, agent_ref=body.agent_id, tenant_ref=str(who.tenant_id))
     except NoSuchAgent:
         raise HTTPException(status_code=404, detail="agent not found") from None
-    if body.provider == "sip":
-        return await _dial_sip(request, state, target, body)
     try:
-        return await place_call(state, target, body.provider, body.to, body.from_, str(request.base_url))
+        return await dial(request.app, target, body.provider, body.to, body.from_, str(request.base_url))
     except DialError as exc:
+        if body.provider == "sip":  # the endpoint is off or has no trunk: the operator's setting, said as is
+            raise HTTPException(status_code=502, detail=str(exc)) from None
         raise HTTPException(status_code=502, detail=f"{body.provider} did not place the call: {exc}"[:300]) from None
-
-
-async def _dial_sip(request: Request, state: State, target: Any, body: CallCreate) -> Call:
-    """Native SIP: the endpoint dials through PARLEY_SIP_TRUNK_URI and creates the record itself."""
-    sip = getattr(request.app.state, "sip", None)
-    if sip is None:
-        raise HTTPException(status_code=502, detail="the SIP endpoint is off (PARLEY_SIP_PORT=0 or its port is taken)")
-    if not state.settings.sip_trunk_uri:
-        raise HTTPException(status_code=502, detail="outbound SIP calls need PARLEY_SIP_TRUNK_URI")
-    call_id = await sip.dial(body.to, target, caller=body.from_)
-    return await _call(state, target.tenant_id, call_id)
 
 
 @router.get("/{call_id}", response_model=CallDetail)

@@ -358,13 +358,21 @@ class SipEndpoint:
     # --- outbound calls ---------------------------------------------------------------------------------
 
     async def dial(
-        self, to: str, target: CallTarget, *, caller: str | None = None, ring_timeout: float = 60.0
+        self,
+        to: str,
+        target: CallTarget,
+        *,
+        caller: str | None = None,
+        ring_timeout: float = 60.0,
+        call_id: uuid.UUID | None = None,
+        variables: dict[str, str] | None = None,
     ) -> uuid.UUID:
         """Call ``to`` (a number or SIP user) through ``PARLEY_SIP_TRUNK_URI``; the agent talks when answered.
 
-        Returns the call record's id at once (status 'dialing'); :meth:`wait` gives the end reason.
+        Returns the call record's id (``call_id`` when given) at once (status 'dialing'), the call's
+        ``variables`` stored on it; :meth:`wait` gives the end reason.
         """
-        call_id = await create_dial_record(self, to, target, caller)
+        call_id = await create_dial_record(self, to, target, caller, call_id=call_id, variables=variables)
         task = self.loop.create_task(place_call(self, call_id, to, target, caller, ring_timeout))
         self._outbound[call_id] = task
         task.add_done_callback(lambda t: self._dialled(call_id, t))

@@ -37,10 +37,19 @@ def _from_user(ep: UserAgent, caller: str | None) -> str:
     return caller or ep.settings.sip_trunk_username or "parley"
 
 
-async def create_dial_record(ep: UserAgent, to: str, target: CallTarget, caller: str | None) -> uuid.UUID:
-    call_id = uuid.uuid4()
+async def create_dial_record(
+    ep: UserAgent,
+    to: str,
+    target: CallTarget,
+    caller: str | None,
+    *,
+    call_id: uuid.UUID | None = None,
+    variables: dict[str, str] | None = None,
+) -> uuid.UUID:
+    """The dialled call's record ('dialing'), under ``call_id`` when given, with the call's ``variables``."""
+    call_id = call_id or uuid.uuid4()
     async with ep.db.session() as s:
-        await CallRepo(s).create(
+        call = await CallRepo(s).create(
             target.tenant_id,
             target.agent_id,
             target.agent_version,
@@ -53,6 +62,9 @@ async def create_dial_record(ep: UserAgent, to: str, target: CallTarget, caller:
             status=CallStatus.DIALING,
             call_id=call_id,
         )
+        if variables:
+            call.variables = dict(variables)
+            await s.flush()
     return call_id
 
 
