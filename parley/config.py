@@ -139,6 +139,10 @@ class Settings(BaseSettings):
     oidc_issuer: str | None = Field(None, description="RS256/ES256 JWTs checked against this issuer's JWKS")
     oidc_audience: str | None = None
     oidc_jwks_url: str | None = Field(None, description="default: discovered from the issuer")
+    oidc_client_id: str | None = Field(
+        None, description="the console's public client at the OIDC issuer: set, the console offers the issuer's login"
+    )
+    oidc_scopes: str = Field("openid profile email", description="the scopes the console's OIDC sign-in asks for")
     token_secret: SecretStr | None = Field(None, description="signs short-lived talk tokens; default: generated")
     rate_limit_per_key: str = "600/minute"
     rate_limit_per_address: str = "1200/minute"

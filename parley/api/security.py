@@ -15,6 +15,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
+from parley.api.console_oidc import issuer_origin
 from parley.config import Settings
 
 # A JSON API needs no content at all; a response rendered as a page by mistake can then run nothing.
@@ -45,19 +46,27 @@ def _is_docs(path: str) -> bool:
     return any(path == p or path.startswith(p + "/") for p in DOCS_PATHS)
 
 
-def _csp(path: str) -> str:
+def console_csp(settings: Settings) -> str:
+    """The console's CSP; where its OIDC sign-in is configured, the browser may also reach the issuer (discovery
+    and the token exchange run in the page: parley.api.console_oidc)."""
+    origin = issuer_origin(settings)
+    return CONSOLE_CSP.replace("connect-src 'self'", f"connect-src 'self' {origin}") if origin else CONSOLE_CSP
+
+
+def _csp(path: str, console: str = CONSOLE_CSP) -> str:
     if _is_docs(path):
         return DOCS_CSP
     if path == "/" or path == "/console" or path.startswith("/console/"):
-        return CONSOLE_CSP
+        return console
     return API_CSP
 
 
 class SecurityHeadersMiddleware:
     """Adds defensive headers to every HTTP response, leaving any the app set itself alone."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, console_csp: str = CONSOLE_CSP) -> None:
         self.app = app
+        self.console_csp = console_csp
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -68,7 +77,7 @@ class SecurityHeadersMiddleware:
             "x-content-type-options": "nosniff",
             "x-frame-options": "DENY",
             "referrer-policy": "no-referrer",
-            "content-security-policy": _csp(path),
+            "content-security-policy": _csp(path, self.console_csp),
             "permissions-policy": PERMISSIONS_POLICY,
             "cross-origin-opener-policy": "same-origin",
         }
@@ -207,7 +216,7 @@ def add_security(app: FastAPI, settings: Settings) -> None:
         expose_headers=["Retry-After", "X-Request-ID", "X-Total-Count"],
         max_age=600,
     )
-    app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(SecurityHeadersMiddleware, console_csp=console_csp(settings))
     add_trusted_proxies(app, settings)
 
 

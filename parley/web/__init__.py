@@ -70,4 +70,10 @@ def mount_console(app: FastAPI) -> None:
         text = RECEPTIONIST.read_text(encoding="utf-8")
         return JSONResponse({"name": "Receptionist", "yaml": text}, headers={"cache-control": "no-cache"})
 
+    @app.get("/console/oidc/callback", summary="The console's OIDC sign-in callback", **page)  # type: ignore[arg-type]
+    async def console_oidc_callback() -> FileResponse:
+        """Where the OIDC issuer sends the browser back with ``?code=…&state=…``: the same page, whose script
+        checks the state, exchanges the code and takes it out of the address (parley.api.console_oidc)."""
+        return _index()
+
     app.mount("/console", StaticFiles(directory=STATIC), name="console")

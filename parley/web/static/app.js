@@ -3,6 +3,7 @@
 // module is not there yet shows "not available yet" instead of breaking the shell.
 import { html, render, useState, useEffect, useRef, ErrorBox, Loading } from './lib/ui.js';
 import { signedIn, me, current, can, signOut } from './lib/session.js';
+import { isCallback, finishSignIn, watchExpiry, expiredNotice } from './lib/oidc.js';
 
 const ROUTES = [
   ['/signin', 'signin'],
@@ -113,7 +114,7 @@ function App() {
   useEffect(() => {
     const onHash = () => setRoute(parseHash(location.hash));
     const onOut = () => { setWho(null); };
-    const onUnauthorized = () => { if (signedIn()) signOut(); };
+    const onUnauthorized = () => { if (signedIn()) signOut(expiredNotice()); };
     window.addEventListener('hashchange', onHash);
     window.addEventListener('parley:signedout', onOut);
     window.addEventListener('parley:unauthorized', onUnauthorized);
@@ -131,7 +132,7 @@ function App() {
       location.replace(`#/signin${next}`);
     } else if (signedIn() && !who) {
       setError(null);
-      me().then(setWho, (e) => (e.status === 401 ? signOut() : setError(e)));
+      me().then(setWho, (e) => (e.status === 401 ? signOut(expiredNotice()) : setError(e)));
     }
   }, [route.path, needsSignIn, who]);
 
@@ -148,4 +149,11 @@ function App() {
     <main id="main" tabindex="-1" ref=${main}>${body}</main>`;
 }
 
-render(html`<${App} />`, document.getElementById('app'));
+const root = document.getElementById('app');
+if (isCallback()) { // back from the OIDC issuer's login (lib/oidc.js): finish there, then the app as usual
+  render(html`<main id="main" class="signin-main"><${Loading} label="Signing in…" /></main>`, root);
+  finishSignIn().catch(() => {}).then(() => render(html`<${App} />`, root));
+} else {
+  watchExpiry();
+  render(html`<${App} />`, root);
+}

@@ -9,6 +9,8 @@ const NEEDS = {
   'calls:write': 'editor', keys: 'admin', talk: 'viewer',
 };
 let cached = null; // {promise, value}
+/** A line for the sign-in page to show once (why the last session ended); kept past forget(). */
+export const NOTICE_STORAGE = 'parley.notice';
 
 export function signedIn() {
   return Boolean(getKey());
@@ -36,9 +38,10 @@ function forget() {
   }
 }
 
-/** Forget the key (and the drafts kept with it) and go to the sign-in page. */
-export function signOut() {
+/** Forget the key (and the drafts kept with it) and go to the sign-in page, saying ``notice`` there (a string). */
+export function signOut(notice) {
   forget();
+  if (typeof notice === 'string' && notice) sessionStorage.setItem(NOTICE_STORAGE, notice); // not a click's event
   window.dispatchEvent(new CustomEvent('parley:signedout'));
   location.hash = '#/signin';
 }
