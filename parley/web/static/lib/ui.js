@@ -1,9 +1,9 @@
 // Preact + hooks + htm (one vendored ES module, no build step) and the small widgets every view shares.
 import {
-  html, render, useState, useEffect, useRef, useMemo, useCallback,
+  html, render, useState, useEffect, useLayoutEffect, useRef, useMemo, useCallback,
 } from '../vendor/htm/preact/standalone.module.js';
 
-export { html, render, useState, useEffect, useRef, useMemo, useCallback };
+export { html, render, useState, useEffect, useLayoutEffect, useRef, useMemo, useCallback };
 
 /** Load something async and keep {data, error, loading, reload}; a newer load wins over a slower older one. */
 export function useAsync(fn, deps = []) {

@@ -1,7 +1,7 @@
 // The YAML editor: a monospace textarea (no editor framework: it must stay small, fast and accessible) where Tab
 // indents with spaces, Shift+Tab dedents, and Escape then Tab leaves it (no keyboard trap). locateLine() finds
 // the line of a field named by an API error's loc, so a problem can take the cursor to it.
-import { html, useRef, useEffect, useCallback, useState } from './ui.js';
+import { html, useRef, useLayoutEffect, useCallback, useState } from './ui.js';
 import { load, dump } from '../vendor/js-yaml/dist/js-yaml.mjs';
 
 const INDENT = '  ';
@@ -124,12 +124,20 @@ export function YamlEditor({ value, onChange, readOnly, editorRef, label = 'Agen
     }
     escaped.current = false;
   }, [readOnly]);
-  useEffect(() => { if (ref.current && ref.current.value !== value) ref.current.value = value; }, [value]);
+  // The textarea is uncontrolled (typing must not re-render it); a value from outside (discard, a form edit, a
+  // restore) is copied in, but never one this editor emitted itself: a late copy of an older value would undo
+  // typing that arrived in between (one fill can be two input events, text then a line break).
+  const emitted = useRef(value);
+  useLayoutEffect(() => {
+    if (value === emitted.current) return;
+    emitted.current = value;
+    if (ref.current && ref.current.value !== value) ref.current.value = value;
+  }, [value]);
   return html`<div class="field">
     <label for="yaml-editor">${label}</label>
     <textarea id="yaml-editor" class="yaml-editor" ref=${ref} spellcheck="false" autocapitalize="off" autocomplete="off"
       wrap="off" readonly=${readOnly} aria-invalid=${invalid ? 'true' : 'false'} data-testid="yaml-editor"
-      aria-describedby="yaml-help" onKeyDown=${onKeyDown} onInput=${(e) => { onChange(e.target.value); where(e); }}
+      aria-describedby="yaml-help" onKeyDown=${onKeyDown} onInput=${(e) => { emitted.current = e.target.value; onChange(e.target.value); where(e); }}
       onKeyUp=${where} onClick=${where} onFocus=${where}
       defaultValue=${value}></textarea>
     <div id="yaml-help" class="hint inline" style="justify-content:space-between">

@@ -2,7 +2,7 @@
 // or JSON by GET /v1/calls/export with the same filters. The filters live in the URL (#/calls?status=ended…)
 // so a filtered list can be bookmarked and the back button works.
 import {
-  html, useState, useEffect, useAsync, ErrorBox, Table, Pager, PageHeader, Loading,
+  html, useState, useRef, useAsync, ErrorBox, Table, Pager, PageHeader, Loading,
   formatDuration, formatTime, navigate,
 } from '../lib/ui.js';
 import { api } from '../lib/api.js';
@@ -24,9 +24,10 @@ export function apiFilters(f) {
   return out;
 }
 
+// Keyed by the filters in the URL (see Calls): a new URL remounts the form with them, so nothing resets a value
+// typed after the navigation (an effect that copied them in ran a frame late and could undo the next input).
 function Filters({ initial, agents, onApply }) {
   const [f, setF] = useState(initial);
-  useEffect(() => setF(initial), [JSON.stringify(initial)]);
   const bind = (k) => ({ value: f[k] ?? '', onInput: (e) => setF({ ...f, [k]: e.target.value }), id: `f-${k}`, name: k });
   const submit = (e) => { e.preventDefault(); onApply(f); };
   const field = (k, label, input) => html`<label class="cf-field" for=${`f-${k}`}><span>${label}</span>${input}</label>`;
@@ -71,7 +72,9 @@ export default function Calls({ query }) {
   const offset = Math.max(0, Number(q.offset) || 0);
   const key = JSON.stringify([filters, offset]);
   const agents = useAsync(() => api.get('/v1/agents', { limit: 200 }), []);
-  const page = useAsync(() => api.page('/v1/calls', { ...apiFilters(filters), limit: LIMIT, offset }), [key]);
+  const loads = useRef(0);  // data-loads: how many lists have arrived (a test waits for the one it asked for)
+  const page = useAsync(() => api.page('/v1/calls', { ...apiFilters(filters), limit: LIMIT, offset })
+    .then((r) => ({ ...r, n: ++loads.current })), [key]);
   const [exporting, setExporting] = useState(null);
   const [exportError, setExportError] = useState(null);
 
@@ -95,14 +98,14 @@ export default function Calls({ query }) {
   };
 
   const items = page.data?.items || [];
-  return html`<div class="calls-view">
+  return html`<div class="calls-view" data-testid="calls-view" data-loads=${page.loading ? '' : page.data?.n ?? 0}>
     <${PageHeader} title="Calls" subtitle="Every call of this tenant, newest first.">
       <button class="btn" data-testid="export-csv" disabled=${!!exporting} onClick=${() => download('csv')}>
         ${exporting === 'csv' ? 'Exporting…' : 'Export CSV'}</button>
       <button class="btn" data-testid="export-json" disabled=${!!exporting} onClick=${() => download('json')}>
         ${exporting === 'json' ? 'Exporting…' : 'Export JSON'}</button>
     <//>
-    <${Filters} initial=${filters} agents=${agents.data} onApply=${(f) => go(f)} />
+    <${Filters} key=${JSON.stringify(filters)} initial=${filters} agents=${agents.data} onApply=${(f) => go(f)} />
     <${ErrorBox} error=${exportError} testid="export-error" />
     <${ErrorBox} error=${page.error} />
     ${page.loading && !page.data ? html`<${Loading} />` : null}
