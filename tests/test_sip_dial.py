@@ -28,6 +28,17 @@ from parley.telephony.routing import resolve_target
 
 from .support.sip import RECEPTIONIST, check_sipp, free_udp_port, rtp_range, sipp_command
 
+#: an agent with no models to load, so the 200 goes out at once however loaded the machine is
+CANNED = {
+    "name": "canned",
+    "system_prompt": "Canned replies.",
+    "greeting": "Hello.",
+    "vad": {"provider": "energy"},
+    "stt": {"provider": "canned", "options": {"text": "hello"}},
+    "llm": {"provider": "canned", "options": {"default": "Hi."}},
+    "tts": {"provider": "tone", "fallback": None},
+}
+
 
 @pytest_asyncio.fixture
 async def db(tmp_path: Path) -> AsyncIterator[Database]:
@@ -110,7 +121,7 @@ async def test_a_200_never_acked_ends_the_call_with_bye(
     settings = Settings(data_dir=tmp_path, sip_port=free_udp_port(), sip_host="127.0.0.1", sip_rtp_ports=rtp_range())
     async with db.session() as s:
         tenant = await TenantRepo(s).get_or_create("no-ack")
-        await AgentRepo(s).create(tenant.id, "silent-caller-test", RECEPTIONIST)
+        await AgentRepo(s).create(tenant.id, "silent-caller-test", CANNED)  # SIP timers, not models: no load wait
     endpoint = SipEndpoint(settings, db, open_blob_store(settings))
     await endpoint.start()
     loop = asyncio.get_running_loop()
