@@ -250,3 +250,24 @@ def test_a_call_over_the_websocket(service: Service, key: str, agent: dict[str, 
     call = finished_call(service, key, "plivo")
     assert (call["caller"], call["called"], call["provider_call_id"]) == ("14155550100", "14155550199", CALL_ID)
     assert_conversation(call, "plivo")
+
+
+def test_machine_detection_is_asked_and_its_result_recorded(service: Service, key: str, agent: dict[str, Any],
+                                                            plivo_api: FakeApi) -> None:  # fmt: skip
+    """``machine_detection`` on the dial, its result (``Machine``) posted to the status webhook, recorded as the
+    call's ``machine_detection`` event (parley.telephony.amd)."""
+    with service.client(key) as c:
+        r = c.post("/v1/calls", json={"agent_id": agent["id"], "to": "+14155550124", "from": "+14155550100",
+                                      "provider": "plivo", "machine_detection": True})  # fmt: skip
+        assert r.status_code == 201, r.text
+        call = r.json()
+    sent = json.loads(plivo_api.requests[-1][3])
+    assert sent["machine_detection"] == "true" and sent["machine_detection_url"] == sent["hangup_url"]
+    result = {"RequestUUID": REQUEST_UUID, "CallUUID": "c3", "Machine": "true"}
+    assert plivo_post(sent["machine_detection_url"], result).status_code == 204
+    with service.client(key) as c:
+        detail = c.get(f"/v1/calls/{call['id']}").json()
+        c.delete(f"/v1/calls/{call['id']}")
+    found = [e["data"] for e in detail["events"] if e["kind"] == "machine_detection"]
+    assert [(d["carrier"], d["answered_by"]) for d in found] == [("plivo", "machine")]
+    assert detail["status"] == "dialing"  # the result is no status: the call goes on

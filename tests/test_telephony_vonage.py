@@ -268,3 +268,24 @@ def test_forged_stream_parameters_are_refused(service: Service, agent: dict[str,
     with pytest.raises(ConnectionClosed) as closed:
         asyncio.run(forged())
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+
+
+def test_machine_detection_is_asked_and_its_result_recorded(service: Service, key: str, agent: dict[str, Any],
+                                                            vonage_api: FakeApi) -> None:  # fmt: skip
+    """Advanced machine detection on the dial (detect_beep: a voicemail message is to be left); the event
+    webhook's ``status: machine`` becomes the call's ``machine_detection`` event (parley.telephony.amd)."""
+    with service.client(key) as c:
+        r = c.post("/v1/calls", json={"agent_id": agent["id"], "to": "+447700900003", "from": "+447700900000",
+                                      "provider": "vonage", "machine_detection": True,
+                                      "variables": {"_voicemail": "Please call back."}})  # fmt: skip
+        assert r.status_code == 201, r.text
+        call = r.json()
+    sent = json.loads(vonage_api.requests[-1][3])
+    assert sent["advanced_machine_detection"] == {"behavior": "continue", "mode": "detect_beep", "beep_timeout": 45}
+    event = json.dumps({"status": "machine", "sub_state": "beep_start", "uuid": CALL_UUID}).encode()
+    assert httpx.post(f"{service.url}/telephony/vonage/event", content=event, headers=signed(event)).status_code == 204
+    with service.client(key) as c:
+        detail = c.get(f"/v1/calls/{call['id']}").json()
+        c.delete(f"/v1/calls/{call['id']}")
+    found = [e["data"] for e in detail["events"] if e["kind"] == "machine_detection"]
+    assert found == [{"type": "machine_detection", "carrier": "vonage", "answered_by": "machine", "detail": "machine"}]

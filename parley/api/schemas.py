@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from parley.api.auth import Role
 from parley.api.deps import SCOPES, Scope
+from parley.calls.variables import CallVariables
 from parley.store.calls import CallStatus
 from parley.store.memories import USER_ID_PATTERN
 from parley.telephony.outbound import dialling_carriers
@@ -157,6 +158,8 @@ class CallCreate(BaseModel):
     to: str = Field(min_length=1, max_length=200, pattern=DIALLABLE, description="phone number (E.164) or SIP URI")
     from_: str | None = Field(None, alias="from", max_length=200, pattern=DIALLABLE, description="caller id (yours)")
     provider: Provider = "twilio"
+    variables: CallVariables = Field(default_factory=dict)
+    machine_detection: bool = Field(False, description="ask the carrier to detect an answering machine (not SIP)")
 
 
 class NumberCreate(BaseModel):

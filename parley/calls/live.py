@@ -25,9 +25,19 @@ from parley.calls.memory import document_for_call
 from parley.calls.record_writer import CallRecord, CallStore
 from parley.calls.recorder import StereoRecorder
 from parley.calls.session import CallPipeline, Services, build_pipeline, warm_for_call
+from parley.calls.variables import CallPlan, plan_call, public
 from parley.metrics import CallWatch
 from parley.pipeline.clock import Clock, RealClock
-from parley.pipeline.frames import DTMF, AgentAction, AudioIn, Direction, EndReason, Frame, Interruption
+from parley.pipeline.frames import (
+    DTMF,
+    AgentAction,
+    AgentSpoke,
+    AudioIn,
+    Direction,
+    EndReason,
+    Frame,
+    Interruption,
+)
 from parley.pipeline.pipeline import PipelineRunner
 from parley.store.calls import CallStatus
 
@@ -63,6 +73,8 @@ class LiveCall:
         self._actions: set[asyncio.Task[None]] = set()
         self.started = asyncio.Event()
         self._end_reason: str | None = None
+        self.plan = CallPlan(target.document)  # the call's variables applied (see run)
+        self._hung_up = False
 
     def now(self) -> float:
         return self._runner.clock.now() if self._runner is not None else 0.0
@@ -96,6 +108,8 @@ class LiveCall:
             self._spawn(self.line.control.clear())
         elif isinstance(frame, AgentAction) and direction is Direction.DOWNSTREAM:
             self._spawn(self._act(frame))
+        elif self.plan.voicemail and isinstance(frame, AgentSpoke) and direction is Direction.UPSTREAM:
+            self._spawn(self._leave())  # the voicemail message (the greeting) has played to the machine
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -108,6 +122,12 @@ class LiveCall:
         if ends is not None:
             await self.end(ends)
 
+    async def _leave(self) -> None:
+        """A machine answered: hang up (once) after the voicemail message, or at once without one."""
+        if not self._hung_up:
+            self._hung_up = True
+            await self._act(AgentAction(turn_id=0, action="hang_up", reason="voicemail"))
+
     async def run(self, audio_in: AsyncIterator[bytes]) -> str:
         """Hold the conversation until ``audio_in`` ends; returns the end reason."""
         traits = self.line.traits
@@ -115,10 +135,12 @@ class LiveCall:
             self.store, self.target, traits.name, self.info, traits.sample_rate, self.frame_ms
         )
         self.call_id = call_id = record.call_id
-        # what the agent remembers about this caller, read once here: no turn waits for it; the knowledge base warmed
+        # the call's variables in its prompt and greeting (before memory: what a caller said is never a template)
         t = self.target
+        self.plan = plan_call(t.document, record.variables, self._variables(record), call_id)
+        # what the agent remembers about this caller, read once here: no turn waits for it; the knowledge base warmed
         self.document, knowledge = await asyncio.gather(
-            document_for_call(self.store.db, t.tenant_id, t.document, self.info.caller, self.info.user_id),
+            document_for_call(self.store.db, t.tenant_id, self.plan.document, self.info.caller, self.info.user_id),
             call_knowledge(t.document, t.tenant_id),
         )
         if knowledge is not None:
@@ -129,6 +151,8 @@ class LiveCall:
         feeder = asyncio.create_task(self._feed(runner, record.recorder, audio_in), name=f"call-feed-{call_id}")
         run_task = asyncio.create_task(runner.run(), name=f"call-run-{call_id}")
         LIVE_CALLS.add(self)  # an operator may end it now, from any worker (parley.calls.hangups)
+        if self.plan.voicemail and not self.document.greeting:
+            self._spawn(self._leave())  # a machine, and no message to leave
         self._watch.started()
         reason: str = EndReason.ENDED
         status = CallStatus.ENDED
@@ -150,7 +174,8 @@ class LiveCall:
         """What the agent's tools may read of the call from its start (they add what they collect)."""
         info = self.info
         known = {"caller": info.caller, "called": info.called, "direction": info.direction}
-        return {"call_id": str(record.call_id), **{k: v for k, v in known.items() if v}}
+        own = {"call_id": str(record.call_id), **{k: v for k, v in known.items() if v}}
+        return {**public(record.variables), **own}  # a contact's column never passes for the call's own facts
 
     def _prepare(self, record: CallRecord) -> PipelineRunner:
         """The call's pipeline, its record's writer on it, and the runner that will drive it."""

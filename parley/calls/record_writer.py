@@ -201,6 +201,8 @@ class CallRecord:
         self.document: AgentDocument | None = None
         self.agent_id: uuid.UUID | None = None  # for the webhook events (set by :meth:`open`)
         self.user_id: str | None = None  # whose memory the call's end updates, when a client gave one
+        #: what the record was dialled with (a campaign contact's columns; parley.calls.variables)
+        self.variables: dict[str, Any] = {}
 
     @classmethod
     async def open(
@@ -239,6 +241,7 @@ class CallRecord:
         record.document = t.document
         record.agent_id = t.agent_id
         record.user_id = info.user_id
+        record.variables = dict(call.variables or {})
         return record
 
     def writer(self, turn_log: TurnLog, send: SendEvent) -> CallRecordWriter:

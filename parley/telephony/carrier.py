@@ -65,6 +65,8 @@ class Outbound:
     base: str
     #: ask the carrier to detect an answering machine (its result reaches the voice or status webhook)
     machine_detection: bool = False
+    #: a voicemail message is to be left if a machine answers: detection waits for the beep where it can
+    leave_message: bool = False
 
     @property
     def query(self) -> str:

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 
 from parley.calls.identity import CallTarget
+from parley.calls.variables import VOICEMAIL
 from parley.store.calls import CallRepo, CallStatus
 from parley.store.models import Call
 from parley.telephony.carrier import Outbound, UnknownCarrier, carriers
@@ -96,7 +97,8 @@ async def place_call(
             await s.flush()
     try:
         base = public_url(state.settings, base_url)
-        outbound = Outbound(target, call_id, to, from_, base, machine_detection=machine_detection)
+        leave = bool(variables and variables.get(VOICEMAIL))
+        outbound = Outbound(target, call_id, to, from_, base, machine_detection=machine_detection, leave_message=leave)
         provider_call_id = await dialer(provider)(state, outbound)
     except Exception as exc:
         log.warning("dial_failed", provider=provider, error=(str(exc) or type(exc).__name__)[:300])

@@ -28,7 +28,7 @@ from pydantic import Field, SecretStr
 from parley.audio import pcm16_to_ulaw, ulaw_to_pcm16
 from parley.config import Settings
 from parley.net.clients import shared_client
-from parley.telephony import webhooks, wire
+from parley.telephony import amd, webhooks, wire
 from parley.telephony.carrier import Carrier, CarrierSettings, Outbound, carriers
 from parley.telephony.state import State, TelephonyState
 from parley.telephony.stream import run_media_stream
@@ -214,6 +214,12 @@ async def status_callback(request: Request, state: State) -> Response:
     p = await verified_params(request, state)
     status = p.get("CallStatus") or p.get("Event") or ""
     cause, duration = p.get("HangupCause"), p.get("Duration")
+    if p.get("Machine"):  # machine detection's result, posted to its machine_detection_url (this route)
+        for key in ("CallUUID", "RequestUUID"):
+            if await amd.record_by_provider_id(state.db, "plivo", p.get(key, ""), p["Machine"]):
+                break
+        if not status:
+            return Response(status_code=204)
     for key in ("RequestUUID", "CallUUID"):  # a dialled call is known by its request uuid until it is answered
         if await webhooks.carrier_status(
             state, "plivo", p.get(key, ""), status, FAILED, cause=cause, duration=duration
@@ -285,6 +291,7 @@ class Plivo(Carrier):
             "answer_method": "POST",
             "hangup_url": f"{call.base}/telephony/plivo/status",
             "hangup_method": "POST",
+            **(amd.plivo_params(f"{call.base}/telephony/plivo/status") if call.machine_detection else {}),
         }
         created = await api_request(state.settings, "/Call/", body)
         request_uuid = created.get("request_uuid")

@@ -22,7 +22,7 @@ from parley.audio import pcm16_to_ulaw, ulaw_to_pcm16
 from parley.config import Settings
 from parley.extras import require
 from parley.offload import off_loop
-from parley.telephony import webhooks, wire
+from parley.telephony import amd, webhooks, wire
 from parley.telephony.carrier import Carrier, CarrierSettings, Outbound, carriers
 from parley.telephony.state import State, TelephonyState
 from parley.telephony.stream import run_media_stream
@@ -195,6 +195,8 @@ async def voice(request: Request, form: Form, state: State) -> Response:
         response.hangup()
         return _twiml(response, status=404)
     target, params = answered
+    if form.get("AnsweredBy") and request.query_params.get("call"):  # a dial with machine detection
+        await amd.record_by_id(state.db, target.tenant_id, request.query_params["call"], "twilio", form["AnsweredBy"])
     base = webhooks.public_url(state.settings, str(request.base_url))
     connect = Connect()
     stream = connect.stream(url=f"{webhooks.ws_base(base)}/telephony/twilio/stream")
@@ -210,6 +212,7 @@ async def voice(request: Request, form: Form, state: State) -> Response:
 async def status_callback(form: Form, state: State) -> Response:
     """Call progress from Twilio: a dialled call that failed is closed; every status is an event."""
     sid, status = form.get("CallSid", ""), form.get("CallStatus", "")
+    await amd.record_by_provider_id(state.db, "twilio", sid, form.get("AnsweredBy"))
     if not await webhooks.carrier_status(state, "twilio", sid, status, FAILED, duration=form.get("CallDuration")):
         log.info("twilio_status_unknown_call", call_sid=sid, status=status)
     return Response(status_code=204)
@@ -261,9 +264,11 @@ class Twilio(Carrier):
         if not call.from_:
             raise ValueError("Twilio needs a 'from' number (one of your Twilio numbers)")
         client = rest_client(state.settings)
+        detection = amd.twilio_params(call.leave_message) if call.machine_detection else {}
 
         def create() -> str:
             created = client.calls.create(
+                **detection,
                 to=call.to,
                 from_=call.from_,
                 url=f"{call.base}/telephony/twilio/voice?{call.query}",

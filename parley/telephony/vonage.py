@@ -30,7 +30,7 @@ from pydantic import Field, SecretStr
 
 from parley.config import Settings
 from parley.net.clients import shared_client
-from parley.telephony import webhooks, wire
+from parley.telephony import amd, webhooks, wire
 from parley.telephony.carrier import Carrier, CarrierSettings, Outbound, carriers
 from parley.telephony.state import State, TelephonyState
 from parley.telephony.stream import run_media_stream
@@ -274,6 +274,8 @@ async def event(request: Request, state: State) -> Response:
     """Call progress from Vonage: every status is a call event; a dialled call that failed is closed."""
     f = await verified_fields(request, state)
     call_uuid, status = f.get("uuid", ""), f.get("status", "")
+    if status in ("human", "machine"):  # advanced machine detection's result
+        await amd.record_by_provider_id(state.db, "vonage", call_uuid, status)
     if not await webhooks.carrier_status(state, "vonage", call_uuid, status, FAILED, duration=f.get("duration")):
         log.info("vonage_event_unknown_call", call_uuid=call_uuid, status=status)
     return Response(status_code=204)
@@ -349,6 +351,7 @@ class Vonage(Carrier):
             "answer_method": "GET",
             "event_url": [f"{call.base}/telephony/vonage/event"],
             "event_method": "POST",
+            **(amd.vonage_params(call.leave_message) if call.machine_detection else {}),
         }
         created = await api_request(state.settings, "POST", "/v1/calls", body)
         call_uuid = created.get("uuid")

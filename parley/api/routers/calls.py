@@ -112,7 +112,10 @@ async def create_call(body: CallCreate, who: WriteCalls, state: State, request: 
     except NoSuchAgent:
         raise HTTPException(status_code=404, detail="agent not found") from None
     try:
-        return await dial(request.app, target, body.provider, body.to, body.from_, str(request.base_url))
+        return await dial(
+            request.app, target, body.provider, body.to, body.from_, str(request.base_url),
+            variables=body.variables, machine_detection=body.machine_detection,
+        )  # fmt: skip
     except DialError as exc:
         if body.provider == "sip":  # the endpoint is off or has no trunk: the operator's setting, said as is
             raise HTTPException(status_code=502, detail=str(exc)) from None
