@@ -58,7 +58,7 @@ async def event_stream(
     state: State,
     request: Request,
     last_event_id: Annotated[
-        int | None, Header(ge=0, le=2**62, description="resume after this event (the ``id:`` of the last one read)")
+        int | None, Header(ge=0, le=2**31 - 1, description="resume after this event (the ``id:`` of the last one read)")
     ] = None,
 ) -> StreamingResponse:
     """Every event of the call, those already written and then new ones as they are written, as Server-Sent
