@@ -18,7 +18,7 @@ import jwt
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from parley.api.console_oidc import CALLBACK_PATH
+from parley.api.console_oidc import CALLBACK_PATH, console_config
 from parley.api.security import CONSOLE_CSP, console_csp
 from parley.config import Settings
 
@@ -39,6 +39,7 @@ def issuer(tenant_name: str) -> Iterator[OidcIssuer]:
         running.add_user("ana@example.com", tenant=tenant_name, role="editor", name="Ana")
         running.add_user("vic@example.com", tenant=tenant_name, role="viewer", name="Vic")
         running.add_user("eve@example.com", lifetime_s=15, tenant=tenant_name, role="editor")
+        running.add_user("nobody@example.com", role="admin")  # no tenant claim: the API refuses the token
         yield running
 
 
@@ -91,6 +92,7 @@ def test_the_console_config_and_csp_name_the_issuer(service: Service, issuer: Oi
 def test_without_a_client_id_nothing_is_offered_and_the_csp_stays_closed() -> None:
     plain = Settings(_env_file=None, oidc_issuer="https://login.example.com/t", oidc_audience=AUDIENCE)
     assert console_csp(plain) == CONSOLE_CSP
+    assert console_config(plain).oidc is None  # the sign-in page offers the API key only
     offered = plain.model_copy(update={"oidc_client_id": CLIENT_ID})
     assert "connect-src 'self' https://login.example.com;" in console_csp(offered)
     hostile = plain.model_copy(update={"oidc_client_id": CLIENT_ID, "oidc_issuer": "https://a.example; script-src *"})
@@ -185,3 +187,12 @@ def test_an_expired_token_goes_back_to_sign_in_with_a_message(
     assert stored(page, "parley.key") is None
     page.evaluate("() => { location.hash = '#/agents' }")
     page.wait_for_url(re.compile(r"#/signin"))  # no token, no console
+
+
+def test_a_token_the_api_refuses_is_not_kept(browser: Browser, service: Service, issuer: OidcIssuer) -> None:
+    page = open_page(browser, service)
+    sign_in_through_issuer(page, service, issuer, "nobody@example.com")
+    notice = page.get_by_test_id("signin-notice")
+    expect(notice).to_contain_text("the API refused the issuer's token", timeout=SIGNIN_TIMEOUT_MS)
+    expect(notice).to_contain_text("names no tenant")
+    assert stored(page, "parley.key") is None and page.evaluate("() => location.search") == ""
