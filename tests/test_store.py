@@ -43,7 +43,7 @@ async def test_cli_upgrade(tmp_path: Path) -> None:
             version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar_one()
             mode = (await conn.execute(text("PRAGMA journal_mode"))).scalar_one()
             fks = (await conn.execute(text("PRAGMA foreign_keys"))).scalar_one()
-        assert (version, mode, fks) == ("0010", "wal", 1)
+        assert (version, mode, fks) == ("0011", "wal", 1)
     finally:
         await database.close()
 

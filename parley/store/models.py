@@ -141,6 +141,8 @@ class Call(Base):
     analysis_success: Mapped[bool | None] = mapped_column(Boolean, default=None)
     #: an operator asked to end the live call (POST /v1/calls/{id}/hangup); its worker polls for this
     hangup_requested_at: Mapped[datetime | None] = mapped_column(default=None)
+    #: a campaign contact's variables (the upload's columns), rendered into the agent's prompt and greeting
+    variables: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
 
 
 class Turn(Base):
@@ -374,3 +376,7 @@ class TalkDraft(Base):
     document: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+# The campaign tables live in their own module; imported here so Base.metadata holds them too.
+from parley.store import models_campaigns  # noqa: E402, F401
