@@ -23,6 +23,7 @@ import uvicorn
 
 from parley.calls.capacity import CAPACITY, Capacity
 from parley.calls.hangups import LIVE_CALLS, LiveCalls
+from parley.calls.record_backlog import flush_pending
 
 log = structlog.get_logger(__name__)
 
@@ -45,7 +46,9 @@ async def drain(
     while capacity.in_use and time.monotonic() < flush_until:
         ended += calls.end_all(WORKER_DRAIN)  # again each round: a call still loading its models registers late
         await asyncio.sleep(0.05)
-    result = {"calls_at_start": at_start, "ended_by_drain": ended, "left": capacity.in_use}
+    # records still waiting for a database that went away (parley.calls.record_backlog): the rest of the flush time
+    unwritten = await flush_pending(max(0.0, flush_until - time.monotonic()))
+    result = {"calls_at_start": at_start, "ended_by_drain": ended, "left": capacity.in_use, "unwritten": unwritten}
     log.warning("drain_done", seconds=round(time.monotonic() - started, 2), **result)
     return result
 

@@ -2,7 +2,8 @@
 
 Turns and events reach the database while the call runs (one writer task, in order), and the recording is
 uploaded to the blob store in parts during the call, so a client that vanishes leaves a complete record with
-an end reason, and memory does not grow with the call's length.
+an end reason, and memory does not grow with the call's length. A database outage mid-call loses nothing: the
+writes wait in the call's :class:`~parley.calls.record_backlog.RecordBacklog` and are written when it returns.
 """
 
 from __future__ import annotations
@@ -11,14 +12,17 @@ import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.agent.document import AgentDocument
 from parley.calls.analysis import start_after_call
 from parley.calls.identity import CallInfo, CallTarget
 from parley.calls.memory import start_after_call as remember_after_call
+from parley.calls.record_backlog import RecordBacklog
 from parley.calls.recorder import BlobSink, StereoRecorder
 from parley.calls.turnlog import TurnLog, error_event
 from parley.pipeline.frames import (
@@ -57,14 +61,14 @@ class CallRecordWriter:
 
     def __init__(
         self,
-        db: Database,
+        backlog: RecordBacklog,
         tenant_id: uuid.UUID,
         call_id: uuid.UUID,
         turn_log: TurnLog,
         send: SendEvent,
         redact: PiiRedactor | None = None,
     ):
-        self._db = db
+        self._backlog = backlog  # writes at once, or in order once the database is back
         #: the agent's privacy rules: what is stored is masked (the live client still gets what was said)
         self._redact = redact if redact else None
         self._tenant = tenant_id
@@ -147,31 +151,30 @@ class CallRecordWriter:
                         log.exception("call_event_send_failed", call_id=str(self._call))
 
     async def _write(self, items: list[tuple[str, Any]]) -> None:
-        try:
-            async with self._db.session() as s:
-                repo = CallRepo(s)
-                for kind, data in items:
-                    if self._redact is not None:
-                        data = self._redact.value(data)
-                    if kind == "turn":
-                        await repo.upsert_turn(
-                            self._tenant,
-                            self._call,
-                            turn=data["turn"],
-                            caller_text=data["caller_text"],
-                            agent_text=data["agent_text"],
-                            agent_text_generated=data["agent_text_generated"],
-                            interrupted=data["interrupted"],
-                            times=data["times"],
-                            voice_to_voice=data["voice_to_voice"],
-                            checked=True,
-                            citations=data.get("citations"),
-                        )
-                    else:
-                        t = float(data.get("t", 0.0))
-                        await repo.add_event(self._tenant, self._call, t, data["type"], data, checked=True)
-        except Exception:
-            log.exception("call_record_write_failed", call_id=str(self._call), items=len(items))
+        if self._redact is not None:
+            items = [(kind, self._redact.value(data)) for kind, data in items]
+        await self._backlog.submit(partial(self._store, items), len(items))
+
+    async def _store(self, items: list[tuple[str, Any]], s: AsyncSession) -> None:
+        repo = CallRepo(s)
+        for kind, data in items:
+            if kind == "turn":
+                await repo.upsert_turn(
+                    self._tenant,
+                    self._call,
+                    turn=data["turn"],
+                    caller_text=data["caller_text"],
+                    agent_text=data["agent_text"],
+                    agent_text_generated=data["agent_text_generated"],
+                    interrupted=data["interrupted"],
+                    times=data["times"],
+                    voice_to_voice=data["voice_to_voice"],
+                    checked=True,
+                    citations=data.get("citations"),
+                )
+            else:
+                t = float(data.get("t", 0.0))
+                await repo.add_event(self._tenant, self._call, t, data["type"], data, checked=True)
 
     async def aclose(self) -> None:
         self._queue.put_nowait(None)
@@ -197,6 +200,7 @@ class CallRecord:
         self._sink = sink
         self._key = key
         self._writer: CallRecordWriter | None = None
+        self.backlog = RecordBacklog(store.db, call_id)  # the record's writes, kept through a database outage
         #: the agent document whose ``analysis`` runs once the record is closed (set by :meth:`open`)
         self.document: AgentDocument | None = None
         self.agent_id: uuid.UUID | None = None  # for the webhook events (set by :meth:`open`)
@@ -247,7 +251,7 @@ class CallRecord:
     def writer(self, turn_log: TurnLog, send: SendEvent) -> CallRecordWriter:
         """The observer that writes the call's turns and events as they happen (one per record)."""
         redact = PiiRedactor(self.document.privacy.redact) if self.document is not None else None
-        self._writer = CallRecordWriter(self.store.db, self.tenant_id, self.call_id, turn_log, send, redact)
+        self._writer = CallRecordWriter(self.backlog, self.tenant_id, self.call_id, turn_log, send, redact)
         return self._writer
 
     def _analysed(self) -> bool:
@@ -260,28 +264,31 @@ class CallRecord:
             self._writer.event(event)
 
     async def close(self, status: CallStatus, reason: str) -> float:
-        """Flush the events, finish the recording, end the row; returns the call's duration."""
+        """Flush the events, finish the recording, end the row; returns the call's duration.
+
+        With the database away, the row's end waits in the backlog behind the call's turns and events (the
+        call is over for its caller at once); the analysis and memory start once it is written."""
         if self._writer is not None:
             await self._writer.aclose()
         duration = await self.recorder.close()
-        async with self.store.db.session() as s:
-            await CallRepo(s).end(
-                self.tenant_id,
-                self.call_id,
-                status,
-                reason,
-                duration,
-                recording_key=self._key,
-                recording_bytes=self._sink.size if self._key is not None else None,
-            )
-            ended = {"status": str(status), "reason": reason, "duration_s": round(duration, 3)}
-            await webhook_events.call_ended(s, self.tenant_id, self.call_id, self.agent_id, ended)
-            if self._analysed():  # kept with the row's end: a restart before it is stored resumes it
-                await CallRepo(s).set_analysis(self.tenant_id, self.call_id, {"status": "pending"})
+        end = partial(self._end, status, reason, duration, self._sink.size if self._key is not None else None)
+        await self.backlog.submit(end, after=self._after_end, essential=True)
+        return duration
+
+    async def _end(
+        self, status: CallStatus, reason: str, duration: float, recording_bytes: int | None, s: AsyncSession
+    ) -> None:
+        repo = CallRepo(s)
+        await repo.end(self.tenant_id, self.call_id, status, reason, duration, self._key, recording_bytes)
+        ended = {"status": str(status), "reason": reason, "duration_s": round(duration, 3)}
+        await webhook_events.call_ended(s, self.tenant_id, self.call_id, self.agent_id, ended)
+        if self._analysed():  # kept with the row's end: a restart before it is stored resumes it
+            await repo.set_analysis(self.tenant_id, self.call_id, {"status": "pending"})
+
+    def _after_end(self) -> None:
         if self.document is not None:  # in the background: the call's end does not wait for it
             start_after_call(self.store.db, self.tenant_id, self.call_id, self.document)
             remember_after_call(self.store.db, self.tenant_id, self.call_id, self.document, self.user_id)
-        return duration
 
 
 class DiscardSink:
