@@ -63,6 +63,20 @@ def start_webhooks(settings: Settings, state: AppState) -> Any:
     return WebhookWorker(state.db, lambda: cipher_for(settings)).start()
 
 
+def start_campaigns(settings: Settings, app: FastAPI) -> Any:
+    """The campaign scheduler (parley.campaigns.scheduler): dials running campaigns' due contacts; None when
+    PARLEY_CAMPAIGNS_ENABLED is false. A draining worker's scheduler claims nothing more."""
+    from parley.campaigns.scheduler import CampaignScheduler
+    from parley.campaigns.settings import CampaignSettings
+
+    section = settings.section(CampaignSettings)
+    if not section.campaigns_enabled:
+        return None
+    db = app.state.parley.db
+    return CampaignScheduler(db, app=app, settings=section, worker_id=settings.worker_id,
+                             base_url=settings.public_url).start()  # fmt: skip
+
+
 async def resume_analyses(settings: Settings, state: AppState) -> None:
     """The post-call analyses this worker owed when it stopped (parley.calls.analysis_resume)."""
     from parley.calls.analysis_resume import resume_pending
@@ -113,6 +127,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.worker = await join_workers(settings, app.state.parley.db, app.state.parley.blobs)
         app.state.sip = await start_sip(settings, app.state.parley)
         app.state.webhooks = start_webhooks(settings, app.state.parley)
+        app.state.campaigns = start_campaigns(settings, app)
         start_ingestor(app.state.parley)
         await resume_analyses(settings, app.state.parley)
         log.info("parley_started", database=settings.effective_database_url.split("@")[-1])
@@ -121,6 +136,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await stop_loop_monitor(loop_lag)
+            if app.state.campaigns is not None:
+                await app.state.campaigns.stop()  # no new dials; the attempts it made are in the database
             await leave_workers(app.state.worker)  # live calls ended and written, then out of the registry
             if app.state.sip is not None:
                 await app.state.sip.stop()

@@ -1,0 +1,315 @@
+"""The durable dial queue: claims and settles campaign contacts in the database (both backends).
+
+The claim counts what is under way and takes due contacts in one transaction. On PostgreSQL it first locks the
+tenant row (``FOR NO KEY UPDATE``: other inserts naming the tenant still pass) and the campaign row, so workers
+claiming for one tenant take turns and the per-campaign and per-tenant limits hold across all of them; contacts
+are taken ``FOR UPDATE SKIP LOCKED``. On SQLite one writer at a time gives the same. The attempt row, with its
+call id chosen here, is committed before anyone dials: a worker that dies after the commit leaves an attempt
+that is reconciled (``dial_lost``), never dialled a second time. Settling an attempt is a conditional update
+(``outcome IS NULL``), so of two workers settling the same attempt one wins and the contact moves once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, case, exists, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from parley.campaigns import outcomes, pacing
+from parley.campaigns.schedule import RetryPolicy
+from parley.store.models import Call, CallEvent, Tenant
+from parley.store.models_campaigns import Campaign, CampaignAttempt, CampaignContact, DoNotCall
+
+A, C = CampaignAttempt, CampaignContact
+CAMPAIGN_ENDED = "campaign-ended"
+
+
+@dataclass(frozen=True)
+class InFlight:
+    """An attempt with no outcome yet, and what its call record says so far (None: no record yet)."""
+
+    attempt_id: uuid.UUID
+    campaign_id: uuid.UUID
+    contact_id: uuid.UUID
+    call_id: uuid.UUID
+    worker_id: str | None
+    started_at: datetime
+    call_status: str | None
+    end_reason: str | None
+    duration_s: float | None
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """What a claim took: the contacts to dial, how many it skipped as do-not-call, and whether it looked for
+    due contacts and found fewer than it had room for (the campaign may be finished)."""
+
+    claims: list[Claim]
+    dnc: int = 0
+    exhausted: bool = False
+    #: the per-minute rate allows nothing more before then (:func:`parley.campaigns.pacing.rate_reopens`)
+    paced_until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A contact this worker will dial now; its attempt row is committed."""
+
+    attempt_id: uuid.UUID
+    call_id: uuid.UUID
+    number: int
+    contact_id: uuid.UUID
+    phone: str
+    variables: dict[str, Any]
+    language: str | None
+    greeting: str | None
+
+
+async def watched(s: AsyncSession) -> list[Campaign]:
+    """Campaigns the scheduler looks at: running ones, and paused or cancelled ones with calls still under way."""
+    dialing = exists().where(C.campaign_id == Campaign.id, C.state == "dialing")
+    rows = await s.scalars(
+        select(Campaign).where(
+            or_(Campaign.status == "running", and_(Campaign.status.in_(("paused", "cancelled")), dialing))
+        )
+    )
+    return list(rows)
+
+
+async def in_flight(s: AsyncSession, campaign_ids: Sequence[uuid.UUID]) -> list[InFlight]:
+    if not campaign_ids:
+        return []
+    rows = await s.execute(
+        select(A.id, A.campaign_id, A.contact_id, A.call_id, A.worker_id, A.started_at,
+               Call.status, Call.end_reason, Call.duration_s)
+        .outerjoin(Call, Call.id == A.call_id)
+        .where(A.campaign_id.in_(campaign_ids), A.outcome.is_(None))
+    )  # fmt: skip
+    return [InFlight(*row) for row in rows]
+
+
+async def detections(s: AsyncSession, call_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:
+    """The latest ``machine_detection`` event of each call (answering-machine detection, where it ran)."""
+    if not call_ids:
+        return {}
+    rows = await s.execute(
+        select(CallEvent.call_id, CallEvent.data)
+        .where(CallEvent.call_id.in_(call_ids), CallEvent.kind == "machine_detection")
+        .order_by(CallEvent.id)
+    )
+    return {call_id: dict(data or {}) for call_id, data in rows}
+
+
+async def earlier_outcomes(s: AsyncSession, flights: Sequence[InFlight]) -> dict[uuid.UUID, list[str | None]]:
+    """The outcomes of the other attempts of each flight's contact (what the retry rules count), in one query."""
+    if not flights:
+        return {}
+    mine = {f.attempt_id for f in flights}
+    rows = await s.execute(
+        select(A.contact_id, A.id, A.outcome).where(A.contact_id.in_({f.contact_id for f in flights}))
+    )
+    found: dict[uuid.UUID, list[str | None]] = {f.contact_id: [] for f in flights}
+    for contact_id, attempt_id, outcome in rows:
+        if attempt_id not in mine:
+            found[contact_id].append(outcome)
+    return found
+
+
+@dataclass(frozen=True)
+class Settling:
+    """An attempt to settle: its outcome, its campaign's retry policy, and whether the campaign was cancelled or
+    is past its ``end_at`` (a retry it earned is then ``cancelled`` or ``failed``)."""
+
+    flight: InFlight
+    outcome: str
+    policy: RetryPolicy
+    cancelled: bool = False
+    ended: bool = False
+
+
+async def settle(s: AsyncSession, items: Sequence[Settling], now: datetime) -> list[outcomes.Decision]:
+    """Records the attempts' outcomes and moves their contacts on, a statement per outcome and per decision
+    rather than per attempt; the decisions of the attempts this call settled (one another worker settled first
+    is left out)."""
+    by_outcome: dict[str, list[uuid.UUID]] = {}
+    for item in items:
+        by_outcome.setdefault(item.outcome, []).append(item.flight.attempt_id)
+    won: set[uuid.UUID] = set()
+    for outcome, ids in sorted(by_outcome.items()):  # one order on every worker: no deadlock between two
+        won.update(await s.scalars(
+            update(A).where(A.id.in_(sorted(ids)), A.outcome.is_(None)).values(outcome=outcome, ended_at=now)
+            .returning(A.id).execution_options(synchronize_session=False)
+        ))  # fmt: skip
+    mine = [item for item in items if item.flight.attempt_id in won]
+    earlier = await earlier_outcomes(s, [item.flight for item in mine])
+    groups: dict[tuple[str, str, datetime | None], list[uuid.UUID]] = {}
+    decisions: list[outcomes.Decision] = []
+    for item in mine:
+        decision = outcomes.decide(item.policy, item.outcome, earlier[item.flight.contact_id], now)
+        if decision.state == "pending" and (item.cancelled or item.ended):
+            decision = outcomes.Decision("cancelled" if item.cancelled else "failed")
+        groups.setdefault((decision.state, item.outcome, decision.next_attempt_at), []).append(item.flight.contact_id)
+        decisions.append(decision)
+    for (state, outcome, next_at), contact_ids in sorted(
+        groups.items(), key=lambda g: (g[0][0], g[0][1], str(g[0][2]))
+    ):
+        await s.execute(
+            update(C).where(C.id.in_(sorted(contact_ids)), C.state == "dialing")
+            .values(state=state, outcome=outcome, next_attempt_at=next_at, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )  # fmt: skip
+    return decisions
+
+
+async def pending_zones(s: AsyncSession, campaign_id: uuid.UUID) -> list[str]:
+    """The time zones of the campaign's contacts waiting for an attempt or being dialled (both may be next)."""
+    waiting = C.state.in_(("pending", "dialing"))
+    rows = await s.scalars(select(C.timezone).where(C.campaign_id == campaign_id, waiting).distinct())
+    return sorted(rows)
+
+
+async def _lock(s: AsyncSession, campaign: Campaign, postgres: bool) -> bool:
+    """Serialises claims of the tenant's campaigns (PostgreSQL); whether the campaign is still running."""
+    if postgres:
+        await s.execute(select(Tenant.id).where(Tenant.id == campaign.tenant_id).with_for_update(key_share=True))
+    query = select(Campaign.status).where(Campaign.id == campaign.id)
+    if postgres:
+        query = query.with_for_update(key_share=True)
+    return (await s.scalar(query)) == "running"
+
+
+async def load(s: AsyncSession, campaign: Campaign, now: datetime, worker_free: int) -> pacing.Load:
+    """What is under way, counted inside the claim's transaction."""
+    tenant_campaigns = select(Campaign.id).where(Campaign.tenant_id == campaign.tenant_id)
+    counts = dict(
+        (await s.execute(
+            select(A.campaign_id, func.count())
+            .where(A.campaign_id.in_(tenant_campaigns), A.outcome.is_(None))
+            .group_by(A.campaign_id)
+        )).all()
+    )  # fmt: skip
+    minute, spread = now - timedelta(seconds=pacing.WINDOW_S), now - timedelta(seconds=pacing.SPREAD_S)
+    in_spread = A.started_at > spread
+    recent = (await s.execute(
+        select(func.count(), func.coalesce(func.sum(case((in_spread, 1), else_=0)), 0), func.min(A.started_at),
+               func.min(case((in_spread, A.started_at), else_=None)))
+        .where(A.campaign_id == campaign.id, A.started_at > minute)
+    )).one()  # fmt: skip
+    return pacing.Load(
+        campaign_in_flight=counts.get(campaign.id, 0),
+        tenant_in_flight=sum(counts.values()),
+        started_last_minute=int(recent[0]),
+        started_last_spread=int(recent[1]),
+        worker_free=worker_free,
+        oldest_last_minute=_aware(recent[2]),
+        oldest_last_spread=_aware(recent[3]),
+    )
+
+
+def _aware(value: Any) -> datetime | None:
+    """An aggregate's datetime as UTC-aware (SQLite hands back text or a naive datetime for ``min()``)."""
+    if value is None:
+        return None
+    found = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return found.replace(tzinfo=UTC) if found.tzinfo is None else found.astimezone(UTC)
+
+
+async def claim(
+    s: AsyncSession,
+    campaign: Campaign,
+    now: datetime,
+    limits: pacing.Limits,
+    worker_free: int,
+    zones: Sequence[str] | None,
+    worker_id: str,
+    postgres: bool,
+) -> Claimed:
+    """Takes up to the room left of the campaign's due contacts in ``zones`` (None: every zone) and adds their
+    attempts (committed with the caller's session, before any dial)."""
+    if zones is not None and not zones:
+        return Claimed([])
+    if not await _lock(s, campaign, postgres):
+        return Claimed([])
+    counted = await load(s, campaign, now, worker_free)
+    room = pacing.room(counted, limits)
+    if room <= 0:
+        return Claimed([], paced_until=pacing.rate_reopens(counted, limits))
+    query = select(C).where(
+        C.campaign_id == campaign.id, C.state == "pending", or_(C.next_attempt_at.is_(None), C.next_attempt_at <= now)
+    )
+    if zones is not None:
+        query = query.where(C.timezone.in_(zones))
+    query = query.limit(room)
+    if postgres:
+        query = query.with_for_update(skip_locked=True)
+    contacts = list(await s.scalars(query))
+    if not contacts:
+        return Claimed([], 0, True)
+    listed = set(
+        await s.scalars(
+            select(DoNotCall.phone).where(
+                DoNotCall.tenant_id == campaign.tenant_id, DoNotCall.phone.in_([c.phone for c in contacts])
+            )
+        )
+    )
+    claims: list[Claim] = []
+    for c in contacts:
+        c.updated_at, c.next_attempt_at = now, None
+        if c.phone in listed:  # added to the list after the import: skipped, never dialled
+            c.state, c.outcome = "dnc", outcomes.DNC
+            continue
+        c.attempts, c.state = c.attempts + 1, "dialing"
+        attempt = A(id=uuid.uuid4(), tenant_id=campaign.tenant_id, campaign_id=campaign.id, contact_id=c.id,
+                    number=c.attempts, call_id=uuid.uuid4(), worker_id=worker_id, started_at=now)  # fmt: skip
+        s.add(attempt)
+        claims.append(Claim(attempt.id, attempt.call_id, attempt.number, c.id, c.phone, dict(c.variables or {}),
+                            c.language, c.greeting))  # fmt: skip
+    await s.flush()
+    return Claimed(claims, len(contacts) - len(claims), len(contacts) < room)
+
+
+async def end_remaining(s: AsyncSession, campaign_id: uuid.UUID, now: datetime) -> int:
+    """Past the campaign's ``end_at``: its waiting contacts end as failed (``campaign-ended``)."""
+    result = await s.execute(
+        update(C)
+        .where(C.campaign_id == campaign_id, C.state == "pending")
+        .values(state="failed", outcome=CAMPAIGN_ENDED, next_attempt_at=None, updated_at=now)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def unfinished(s: AsyncSession, campaign_id: uuid.UUID) -> bool:
+    """Whether any contact still waits or is being dialled."""
+    found = await s.scalar(
+        select(C.id).where(C.campaign_id == campaign_id, C.state.in_(("pending", "dialing"))).limit(1)
+    )
+    return found is not None
+
+
+async def set_status(
+    s: AsyncSession, campaign_id: uuid.UUID, now: datetime, status: str, reason: str | None = None
+) -> bool:
+    """Moves a running campaign to ``status``; False if it was not running any more (another worker, a user)."""
+    values: dict[str, Any] = {"status": status, "status_reason": reason, "updated_at": now}
+    if status == "completed":
+        values["completed_at"] = now
+    result = await s.execute(
+        update(Campaign).where(Campaign.id == campaign_id, Campaign.status == "running").values(**values)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def counts(s: AsyncSession, campaign_id: uuid.UUID) -> dict[str, dict[str, int]]:
+    """Contacts by state and by outcome (the ``campaign.completed`` event's summary)."""
+    by_state = (await s.execute(
+        select(C.state, func.count()).where(C.campaign_id == campaign_id).group_by(C.state)
+    )).all()  # fmt: skip
+    by_outcome = (await s.execute(
+        select(C.outcome, func.count()).where(C.campaign_id == campaign_id, C.outcome.is_not(None)).group_by(C.outcome)
+    )).all()  # fmt: skip
+    return {"states": {str(k): int(v) for k, v in by_state}, "outcomes": {str(k): int(v) for k, v in by_outcome}}
