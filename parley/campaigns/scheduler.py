@@ -291,8 +291,8 @@ class CampaignScheduler:
         async with self.db.session() as s:
             if self._ended(schedule, now):
                 await queue.end_remaining(s, campaign.id, now)
-            elif self._rate_bound(campaign, now):
-                claimed = queue.Claimed([])
+            elif live >= schedule.max_concurrent or not self._worker_free(ringing) or self._rate_bound(campaign, now):
+                claimed = queue.Claimed([])  # full as last counted (other workers only fill it more): no query
             else:
                 zones = await self._zones_open(campaign, schedule, now)
                 limits = pacing.Limits(schedule.max_concurrent, schedule.max_calls_per_minute,
