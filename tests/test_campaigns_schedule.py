@@ -12,6 +12,7 @@ import itertools
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, time, timedelta
+from types import SimpleNamespace
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -23,6 +24,7 @@ from parley.campaigns import dialing, queue
 from parley.campaigns.schedule import CallingWindow, CampaignSchedule, RetryPolicy, RetryRule
 from parley.campaigns.scheduler import CampaignScheduler
 from parley.campaigns.settings import CampaignSettings
+from parley.config import Settings
 from parley.store.db import Database
 from parley.store.models import Agent, Webhook, WebhookDelivery
 from parley.store.models_campaigns import Campaign, CampaignContact, DoNotCall
@@ -381,3 +383,17 @@ async def test_cancel_and_pause_let_calls_under_way_finish(db: Database, tenant:
     assert [c.state for c in cancelled] == ["cancelled"] * 4  # the retry it earned is cancelled too
     assert (await campaign(db, paused_id)).status == "paused"
     assert (await campaign(db, cancelled_id)).status == "cancelled"
+
+
+async def test_a_worker_that_cannot_dial_the_carrier_pauses_the_campaign_with_why(
+    db: Database, tenant: uuid.UUID
+) -> None:
+    clock = FastClock(MONDAY)
+    dial = FakeDial(db, clock)
+    cid = await running_campaign(db, tenant, await new_agent(db, tenant), [Person(p) for p in numbers(2)], ANY_TIME)
+    no_sip = SimpleNamespace(state=SimpleNamespace(parley=SimpleNamespace(settings=Settings()), sip=None))
+    sched = CampaignScheduler(db, app=no_sip, dial=dial, clock=clock, capacity=Capacity(), worker_id="w")
+    await sched.run_once()
+    paused = await campaign(db, cid)
+    assert (paused.status, dial.dialled) == ("paused", [])
+    assert paused.status_reason == "the SIP endpoint is off (PARLEY_SIP_PORT=0 or its port is taken)"
