@@ -8,8 +8,10 @@ PARLEY_CAMPAIGN_TICK_S=1 makes it in production, and only the ticks' CPU time (`
 thread, so SQLite's too) is counted. So ``cpu_pct_per_100_cpm`` is the share of one core the scheduler takes
 per 100 calls a minute it dials (the target: under 1 %).
 
-``max_dial_rate_per_s`` is the flat-out case: no rate limit, a 1000-call concurrency limit, ticks back to back;
-dials a wall-clock second.
+With ``--postgres`` the server's own CPU for the ticks' queries is counted too (``postgres_server_cpu_*``, from
+``/proc`` of the bench database's backends). ``max_dial_rate_per_s`` is the flat-out case: no rate limit, a
+1000-call concurrency limit, ticks back to back;
+dials a wall-clock second, the fake carrier's writes included.
 
     .venv/bin/python bench/campaign.py [--contacts 10000] [--minutes 5] [--postgres] [--out file.json]
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import secrets
 import tempfile
@@ -93,7 +96,45 @@ async def setup(db: Database, contacts: int, schedule: CampaignSchedule) -> uuid
         return tenant
 
 
-async def phase(db: Database, contacts: int, per_minute: int, concurrent: int, minutes: float) -> dict[str, Any]:
+def _process_cpu(pid: int) -> float | None:
+    """user + system CPU seconds of process ``pid`` (None: not visible here, e.g. a server in a container)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:  # procfs: never blocks
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class ServerCpu:
+    """PostgreSQL's own CPU in the bench database's backends (``/proc``, 10 ms clock ticks: only the sum over
+    many ticks means anything), read just before and after each tick so the carrier step is left out."""
+
+    def __init__(self, admin: Any, name: str) -> None:
+        self.admin, self.name = admin, name
+        self.seconds = 0.0
+        self._before: dict[int, float] = {}
+
+    async def _read(self) -> dict[int, float]:
+        rows = await self.admin.fetch("SELECT pid FROM pg_stat_activity WHERE datname = $1", self.name)
+        out: dict[int, float] = {}
+        for row in rows:
+            seconds = _process_cpu(row["pid"])
+            if seconds is not None:
+                out[row["pid"]] = seconds
+        return out
+
+    async def before(self) -> None:
+        self._before = await self._read()
+
+    async def after(self) -> None:
+        after = await self._read()
+        self.seconds += sum(cpu - self._before.get(pid, 0.0) for pid, cpu in after.items())
+
+
+async def phase(
+    db: Database, contacts: int, per_minute: int, concurrent: int, minutes: float, server: ServerCpu | None = None
+) -> dict[str, Any]:
     """One campaign at ``per_minute``: ticks of one schedule second, the ticks' CPU counted."""
     schedule = CampaignSchedule(windows=[WINDOW], max_calls_per_minute=per_minute, max_concurrent=concurrent)
     tenant = await setup(db, contacts, schedule)
@@ -104,11 +145,16 @@ async def phase(db: Database, contacts: int, per_minute: int, concurrent: int, m
                               worker_id="bench")  # fmt: skip
     cpu = 0.0
     ticks = 0
+    server_at_start = server.seconds if server else 0.0
     wall = time.perf_counter()
     while ticks < minutes * 60 and carrier.dials < contacts:
+        if server is not None:
+            await server.before()
         started = time.process_time()
         await sched.run_once()
         cpu += time.process_time() - started
+        if server is not None:
+            await server.after()
         ticks += 1
         await carrier.answer_all(now)
         now += timedelta(seconds=1)
@@ -118,6 +164,12 @@ async def phase(db: Database, contacts: int, per_minute: int, concurrent: int, m
     sim_minutes = ticks / 60
     rate = carrier.dials / sim_minutes
     cpu_pct = 100 * cpu / ticks  # a tick is one second of schedule
+    extra: dict[str, Any] = {}
+    if server is not None:
+        server_pct = 100 * (server.seconds - server_at_start) / ticks
+        per_100 = round(server_pct / (rate / 100), 4) if rate else None
+        extra = {"postgres_server_cpu_pct_of_a_core": round(server_pct, 3)}
+        extra["postgres_server_cpu_pct_per_100_cpm"] = per_100
     return {
         "limit_per_minute": per_minute,
         "dials": carrier.dials,
@@ -128,6 +180,7 @@ async def phase(db: Database, contacts: int, per_minute: int, concurrent: int, m
         "cpu_pct_of_a_core": round(cpu_pct, 3),
         "cpu_pct_per_100_cpm": round(cpu_pct / (rate / 100), 4) if rate else None,
         "max_dial_rate_per_s": round(carrier.dials / wall, 1),
+        **extra,
     }
 
 
@@ -150,8 +203,9 @@ async def run(contacts: int, minutes: float, postgres: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         db, pg = await database(postgres, Path(tmp))
         try:
-            phases = [await phase(db, contacts, rate, 50, minutes) for rate in (100, 600)]
-            phases.append(await phase(db, contacts, 6000, 1000, minutes))  # flat out: the whole list
+            server = ServerCpu(*pg) if pg is not None else None
+            phases = [await phase(db, contacts, rate, 50, minutes, server) for rate in (100, 600)]
+            phases.append(await phase(db, contacts, 6000, 1000, minutes, server))  # flat out: the whole list
         finally:
             await db.close()
             if pg is not None:
