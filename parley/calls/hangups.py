@@ -3,13 +3,16 @@
 Every transport's call runs through :class:`~parley.calls.live.LiveCall`, which registers here while it runs.
 The API sets ``calls.hangup_requested_at``; the worker that got the request ends the call at once if it runs it
 here, and every worker polls that flag for its own live calls (about once a second, only while it has some), so
-a call on another worker ends within about a second too. No message bus is needed: the database is shared anyway.
+a call on another worker ends within about a second too. With Redis the API also tells the holding worker over
+the bus (:mod:`parley.calls.live_bus`), which ends the call at once; the flag stays the durable truth, and its
+poll slows to :data:`QUIET_POLL_S` while this worker's control channel is live (a lost message costs seconds).
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import structlog
@@ -26,6 +29,7 @@ log = structlog.get_logger(__name__)
 #: the end reason of a call an operator ended
 OPERATOR_HANGUP = "hung_up_by_operator"
 POLL_S = 1.0
+QUIET_POLL_S = 5.0  # the poll while the bus brings hang-ups at once (a fallback only)
 _MAX_IDS = 500  # ids per poll query: a worker's live calls, in chunks the database takes in one IN list
 
 
@@ -56,6 +60,7 @@ class LiveCalls:
 
     def __init__(self) -> None:
         self.registry: Holder | None = None  # set by the app's lifespan: which worker holds which call
+        self.bus_live: Callable[[], bool] = lambda: False  # hang-ups arrive over the bus now (set by the lifespan)
         self._calls: dict[uuid.UUID, LiveCall] = {}
         self._ending: set[uuid.UUID] = set()
         self._pollers: dict[tuple[int, int], asyncio.Task[None]] = {}  # by (event loop, database)
@@ -109,7 +114,7 @@ class LiveCalls:
         """While this process runs calls recorded in ``db``: end the ones flagged for hang-up."""
         try:
             while True:
-                await asyncio.sleep(POLL_S)
+                await asyncio.sleep(QUIET_POLL_S if self.bus_live() else POLL_S)
                 ids = [i for i, c in self._calls.items() if c.store.db is db]
                 if not ids:
                     return

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from parley.calls import live_bus
 from parley.calls.capacity import CAPACITY, default_cap
 from parley.calls.drain import drain
 from parley.calls.hangups import LIVE_CALLS
@@ -23,6 +24,7 @@ from parley.store.db import Database
 class Worker:
     registry: CallRegistry
     settings: Settings
+    bus: live_bus.LiveBus | None = None
 
 
 def cap_for(settings: Settings) -> int:
@@ -35,12 +37,21 @@ async def join(settings: Settings, db: Database, blobs: BlobStore) -> Worker:
     LIVE_CALLS.registry = registry
     CAPACITY.configure(cap_for(settings), lambda: registry.healthy)
     await registry.start(db, blobs)  # a Redis down at start-up: started anyway, refusing calls until it answers
-    return Worker(registry, settings)
+    bus = live_bus.LiveBus(settings.redis_url, settings.worker_id, registry) if settings.redis_url else None
+    if bus is not None:  # live events and hang-ups across workers over pub/sub (the database polls otherwise)
+        await bus.start()
+        live_bus.install(bus)
+        LIVE_CALLS.bus_live = lambda: bus.listening
+    return Worker(registry, settings, bus)
 
 
 async def leave(worker: Worker) -> None:
     if CAPACITY.in_use:
         await drain(0.0)
     CAPACITY.start_drain()  # nothing more is taken while the rest shuts down
+    if worker.bus is not None:
+        LIVE_CALLS.bus_live = lambda: False
+        live_bus.install(None)
+        await worker.bus.stop()
     await worker.registry.stop()
     LIVE_CALLS.registry = None

@@ -1,15 +1,14 @@
 """Watching and ending a live call: its events as Server-Sent Events, and the operator's hang-up.
 
-Both work whichever worker runs the call. The stream polls the database (every worker writes its calls' events
-there as they happen), so any worker can serve it; the hang-up sets a flag that the call's worker polls
-(:mod:`parley.calls.hangups`), and ends the call at once when it runs on the worker that got the request.
+Both work whichever worker runs the call. Every worker writes its calls' events to the database as they happen,
+so any worker can serve the stream: from the database, and with Redis from the call's pub/sub channel as each
+event commits (:mod:`parley.api.live_stream`). The hang-up sets a flag that the call's worker polls
+(:mod:`parley.calls.hangups`); it ends the call at once when it runs on the worker that got the request, and
+with Redis the holding worker is told over the bus (:mod:`parley.calls.live_bus`) without waiting for its poll.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
-import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -17,22 +16,17 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, HTTPException, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
-from sqlalchemy import select
 
 from parley.api.deps import ReadCalls, State, WriteCalls
-from parley.api.schemas import EventOut
+from parley.api.live_stream import stream
 from parley.api.state import AppState
+from parley.calls import live_bus
 from parley.calls.hangups import LIVE_CALLS
 from parley.store.calls import UNFINISHED, CallRepo
-from parley.store.models import Call, CallEvent
 
 router = APIRouter(prefix="/v1/calls", tags=["calls"])
 
-POLL_S = 0.5  # how often a stream looks for new events
-KEEPALIVE_S = 15.0  # a comment this often keeps proxies from closing a quiet stream
-MAX_STREAM_S = 4 * 3600  # then the stream closes (without ``end``): a client reconnects if it still cares
-PAGE = 500  # events per query: a long call's history is sent in pages
-MAX_STREAMS = 200  # per worker: each costs two small queries per POLL_S
+MAX_STREAMS = 200  # per worker: each costs two small queries per poll (or a Redis subscription, with the bus)
 _open_streams = 0
 
 
@@ -77,69 +71,32 @@ async def event_stream(
 async def _events(
     state: AppState, tenant_id: uuid.UUID, call_id: uuid.UUID, request: Request, last_id: int
 ) -> AsyncIterator[str]:
-    """The stream: pages of events after the last one sent, until the call has ended and all are out."""
+    """The stream (:mod:`parley.api.live_stream`), following the call's channel when this worker has the bus."""
     global _open_streams
     _open_streams += 1
+    bus = live_bus.current()
+    watch = bus.watch(call_id) if bus is not None else None
     try:
-        started = time.monotonic()
-        last_sent = started
-        while time.monotonic() - started < MAX_STREAM_S:
-            # the call's state first: events written before it ended are then all in the query that follows
-            status, events = await _poll(state, tenant_id, call_id, last_id)
-            for event in events:
-                last_id = event.id
-                yield _message(event.kind, EventOut.model_validate(event).model_dump(mode="json"), event.id)
-            if events:
-                last_sent = time.monotonic()
-            if len(events) == PAGE:
-                continue  # more are waiting
-            if status is None or status[0] not in UNFINISHED:
-                ended = {"status": status[0] if status else "deleted", "end_reason": status[1] if status else None}
-                yield _message("end", ended)
-                return
-            if time.monotonic() - last_sent >= KEEPALIVE_S:
-                yield ": keepalive\n\n"
-                last_sent = time.monotonic()
-            if await request.is_disconnected():
-                return
-            await asyncio.sleep(POLL_S)
+        async for chunk in stream(state.db, tenant_id, call_id, request, last_id, watch):
+            yield chunk
     finally:
         _open_streams -= 1
-
-
-async def _poll(
-    state: AppState, tenant_id: uuid.UUID, call_id: uuid.UUID, after: int
-) -> tuple[tuple[str, str | None] | None, list[CallEvent]]:
-    """The call's (status, end reason), None once deleted; then up to PAGE of its events after id ``after``."""
-    async with state.db.session() as s:
-        row = (
-            await s.execute(select(Call.status, Call.end_reason).where(Call.tenant_id == tenant_id, Call.id == call_id))
-        ).first()
-        events = await s.scalars(
-            select(CallEvent)
-            .where(CallEvent.tenant_id == tenant_id, CallEvent.call_id == call_id, CallEvent.id > after)
-            .order_by(CallEvent.id)
-            .limit(PAGE)
-        )
-        return (None if row is None else (row[0], row[1])), list(events)
-
-
-def _message(kind: str, data: dict[str, Any], event_id: int | None = None) -> str:
-    """One SSE message; the kind is kept to one line (a newline in it would start a new field)."""
-    name = " ".join(kind.split()) or "event"
-    head = f"id: {event_id}\n" if event_id is not None else ""
-    return f"{head}event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+        if watch is not None:
+            await watch.close()
 
 
 @router.post("/{call_id}/hangup", status_code=202, response_model=HangupAccepted, responses={404: {}, 409: {}})
 async def hang_up(call_id: uuid.UUID, who: WriteCalls, state: State) -> HangupAccepted:
-    """End a live call, with end reason ``hung_up_by_operator``, whichever worker runs it (within about a second
-    when it is another one). 409 when the call has already ended."""
+    """End a live call, with end reason ``hung_up_by_operator``, whichever worker runs it (at once over Redis
+    when it is another one; within about a second by the flag's poll without it). 409 when the call has already
+    ended."""
     async with state.db.session() as s:
         call = await CallRepo(s).request_hangup(who.tenant_id, call_id)
     if call is None:
         raise HTTPException(status_code=404, detail="call not found")
     if call.status not in UNFINISHED:
         raise HTTPException(status_code=409, detail=f"the call has already {call.status}")
-    LIVE_CALLS.hang_up(call_id)  # here: at once; elsewhere: its worker finds the flag
+    bus = live_bus.current()
+    if not LIVE_CALLS.hang_up(call_id) and bus is not None:  # here: at once; elsewhere: told over the bus,
+        await bus.hang_up_elsewhere(call_id)  # and its worker finds the flag in any case
     return HangupAccepted()
