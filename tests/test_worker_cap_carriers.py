@@ -111,8 +111,8 @@ def test_twice_the_cap_on_webhooks_and_sip(service: Service, key: str, sip_port:
             sip, sip_headers, took = await asyncio.to_thread(invite, sip_port)
             assert sip == 503 and sip_headers.get("retry-after", "").isdigit() and took < 1.0, (sip, sip_headers)
             assert "at-capacity" in sip_headers.get("warning", ""), sip_headers
-        status, body = await asyncio.to_thread(readyz, service)
-        assert status == 503 and body["not_ready"] == ["capacity"], body
+        ready_status, ready = await asyncio.to_thread(readyz, service)
+        assert ready_status == 503 and ready["not_ready"] == ["capacity"], ready
         await asyncio.sleep(3)  # the admitted calls play on
         ended = [p.now() for p in peers]  # each peer's own clock
         stop.set()
