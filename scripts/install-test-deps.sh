@@ -11,6 +11,7 @@ command -v sipp >/dev/null 2>&1 || need+=(sip-tester)  # SIPp: callers and trunk
 command -v baresip >/dev/null 2>&1 || need+=(baresip)  # a softphone calling the SIP endpoint
 [ -x /usr/bin/chromium ] || need+=(chromium)  # the console's browser tests (Playwright drives it)
 [ -x /usr/sbin/nginx ] || need+=(nginx)  # tests/test_nginx.py runs deploy/nginx/parley.conf (its service is not started)
+[ -x /usr/sbin/haproxy ] || need+=(haproxy)  # tests/test_haproxy.py runs deploy/haproxy/haproxy.cfg
 [ -x /usr/sbin/nft ] || need+=(nftables)  # `nft -c` checks deploy/nftables.conf; installing loads no rules
 command -v pg_dump >/dev/null 2>&1 || need+=(postgresql-client)  # tests/test_backup.py
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)  # promtool and a real Prometheus (tests/test_metrics_ops.py)
