@@ -154,7 +154,9 @@ def test_events_reach_another_worker_live_and_its_hang_up_at_once(
         await until(lambda: _subscribers(redis_server, f"parley:live:call:{call_id}") >= 1, 30, "B's subscription")
         await press(digits, seen, keys)
         events, took = await hang_up_through(b, key, call_id, call)
+        ended = time.time()
         await asyncio.wait_for(watcher, 15)
+        assert seen.messages[-1][3] - ended < POLL_S, "the stream's end came by the poll, not the call's notice"
         return seen, events, took, call_id
 
     seen, events, took, call_id = asyncio.run(scenario())

@@ -110,18 +110,27 @@ class LiveCalls:
             task.add_done_callback(self._tasks.discard)
         return True
 
+    async def check_flags(self) -> None:
+        """A poll round now, for every database (the bus was away: a hang-up sent meanwhile was lost)."""
+        for db in {id(c.store.db): c.store.db for c in self._calls.values()}.values():
+            await self._check(db)
+
+    async def _check(self, db: Database) -> bool:
+        """End this process's calls in ``db`` that are flagged for hang-up; False when it runs none there."""
+        ids = [i for i, c in self._calls.items() if c.store.db is db]
+        waiting = [i for i in ids if i not in self._ending]
+        for k in range(0, len(waiting), _MAX_IDS):
+            for call_id in await _flagged(db, waiting[k : k + _MAX_IDS]):
+                self.hang_up(call_id)
+        return bool(ids)
+
     async def _poll(self, db: Database) -> None:
         """While this process runs calls recorded in ``db``: end the ones flagged for hang-up."""
         try:
             while True:
                 await asyncio.sleep(QUIET_POLL_S if self.bus_live() else POLL_S)
-                ids = [i for i, c in self._calls.items() if c.store.db is db]
-                if not ids:
+                if not await self._check(db):
                     return
-                waiting = [i for i in ids if i not in self._ending]
-                for k in range(0, len(waiting), _MAX_IDS):
-                    for call_id in await _flagged(db, waiting[k : k + _MAX_IDS]):
-                        self.hang_up(call_id)
         finally:
             key = (id(asyncio.get_running_loop()), id(db))
             if self._pollers.get(key) is asyncio.current_task():

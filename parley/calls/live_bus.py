@@ -26,7 +26,7 @@ from sqlalchemy import event, inspect
 from sqlalchemy.orm import Session
 
 from parley.calls.hangups import LIVE_CALLS
-from parley.calls.subscription import CONNECT_TIMEOUT_S, Outage, Subscription
+from parley.calls.subscription import CONNECT_TIMEOUT_S, RESUBSCRIBED, Outage, Subscription
 from parley.store.calls import UNFINISHED
 from parley.store.models import Call, CallEvent
 
@@ -127,7 +127,9 @@ class LiveBus:
     async def _control_loop(self) -> None:
         while True:
             message = await self.control.queue.get()
-            if message.get("op") == "hangup":
+            if message is RESUBSCRIBED:  # the channel was away: look at the flags now rather than at the next poll
+                await LIVE_CALLS.check_flags()
+            elif message.get("op") == "hangup":
                 try:
                     call_id = uuid.UUID(str(message.get("call_id")))
                 except ValueError:

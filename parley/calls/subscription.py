@@ -64,7 +64,10 @@ class Subscription:
         return self
 
     async def ready(self, within_s: float) -> bool:
-        """Wait (at most ``within_s``) for the first subscription; False when Redis did not answer in time."""
+        """Wait (at most ``within_s``) for the first subscription; False when Redis did not answer in time (at
+        once while Redis is known to be away: a new stream then starts by polling)."""
+        if self.outage.since is not None:
+            within_s = min(within_s, 0.05)
         try:
             await asyncio.wait_for(self._became_live.wait(), within_s)
         except TimeoutError:
