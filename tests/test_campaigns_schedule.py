@@ -148,6 +148,19 @@ async def test_the_per_minute_rate_is_a_sliding_window_spread_out(db: Database, 
         assert sum(1 for u in times if t - timedelta(seconds=10) < u <= t) <= 1  # ceil(6 / 6) per 10 s
 
 
+async def test_a_fast_rate_is_spread_over_each_second(db: Database, tenant: uuid.UUID) -> None:
+    clock = FastClock(MONDAY)
+    dial = FakeDial(db, clock)
+    schedule = CampaignSchedule(windows=[], max_calls_per_minute=120, max_concurrent=50)
+    await running_campaign(db, tenant, await new_agent(db, tenant), [Person(p) for p in numbers(60)], schedule)
+    sched = scheduler(db, clock, dial)
+    for _ in range(20):
+        await sched.run_once()
+        clock.advance(1)
+    per_tick = [sum(1 for d in dial.dialled if d.at == MONDAY + timedelta(seconds=i)) for i in range(20)]
+    assert per_tick == [2] * 20  # 120 a minute: two a second, never 20 at once
+
+
 async def test_the_tenant_limit_holds_across_its_campaigns(db: Database, tenant: uuid.UUID) -> None:
     clock = FastClock(MONDAY)
     dial = FakeDial(db, clock, script=lambda to, n: "hold")
@@ -359,7 +372,7 @@ async def test_cancel_and_pause_let_calls_under_way_finish(db: Database, tenant:
     dial = FakeDial(db, clock, script=lambda to, n: "hold")
     retry = RetryPolicy(no_answer=RetryRule(count=2, spacing_s=0))
     agent = await new_agent(db, tenant)
-    schedule = CampaignSchedule(windows=[], max_concurrent=2)
+    schedule = CampaignSchedule(windows=[], max_concurrent=2, max_calls_per_minute=600)
     paused_id, cancelled_id = [await running_campaign(db, tenant, agent, [Person(p) for p in numbers(4, prefix)],
                                                       schedule, retry) for prefix in ("+1555", "+1666")]  # fmt: skip
     sched = scheduler(db, clock, dial)

@@ -60,14 +60,19 @@ def test_windows_keep_to_local_time_across_dst() -> None:
 
 def test_pacing_takes_the_smallest_room() -> None:
     limits = pacing.Limits(max_concurrent=5, max_calls_per_minute=60, tenant_max_concurrent=8)
-    free = pacing.Load(campaign_in_flight=0, tenant_in_flight=0, started_last_minute=0, started_last_spread=0,
-                       worker_free=100)  # fmt: skip
-    assert pacing.room(free, limits) == 5
-    assert pacing.room(free.__class__(2, 7, 0, 0, 100), limits) == 1  # the tenant's limit binds
-    assert pacing.room(free.__class__(0, 0, 0, 10, 100), limits) == 0  # 10 in the last 10 s: spread out
-    assert pacing.room(free.__class__(0, 0, 58, 0, 100), limits) == 2  # the minute's rate
-    assert pacing.room(free.__class__(0, 0, 0, 0, 1), limits) == 1  # this worker's free capacity
-    assert pacing.spread_limit(1) == 1 and pacing.spread_limit(600) == 100
+
+    def load(campaign: int = 0, tenant: int = 0, free: int = 100, **started: int) -> pacing.Load:
+        windows = {"minute": 60.0, "ten": 10.0, "second": 1.0}
+        return pacing.Load(campaign, tenant, free, {windows[k]: v for k, v in started.items()})
+
+    assert pacing.room(pacing.Load(0, 0, 100), pacing.Limits(5, 600, 8)) == 5
+    assert pacing.room(load(), limits) == 1  # 60 a minute: one a second
+    assert pacing.room(load(2, 7), pacing.Limits(5, 600, 8)) == 1  # the tenant's limit binds
+    assert pacing.room(load(second=1), limits) == 0
+    assert pacing.room(load(ten=10), limits) == 0  # 10 in the last 10 s: spread out
+    assert pacing.room(load(minute=60), limits) == 0  # the minute's rate
+    assert pacing.room(load(free=0), limits) == 0  # this worker's free capacity
+    assert pacing.window_limit(1, 10) == 1 and pacing.window_limit(600, 10) == 100 and pacing.window_limit(600, 1) == 10
     assert pacing.worker_free(10, 6, 3, draining=False) == 1
     assert pacing.worker_free(10, 0, 0, draining=True) == 0
     assert pacing.worker_free(0, 50, 50, draining=False) > 0  # no cap
@@ -122,8 +127,9 @@ def test_retries_follow_the_rule_of_each_outcome() -> None:
 def test_a_rate_bound_campaign_is_not_claimed_for_until_its_window_frees() -> None:
     limits = pacing.Limits(max_concurrent=50, max_calls_per_minute=60, tenant_max_concurrent=50)
     t = utc(2026, 6, 1, 10)
-    spread_full = pacing.Load(0, 0, 10, 10, 100, t - timedelta(seconds=30), t - timedelta(seconds=4))
-    assert pacing.rate_reopens(spread_full, limits) == t + timedelta(seconds=6)
-    minute_full = pacing.Load(0, 0, 60, 3, 100, t - timedelta(seconds=50), t - timedelta(seconds=2))
+    ago = lambda s: t - timedelta(seconds=s)  # noqa: E731
+    ten_full = pacing.Load(0, 0, 100, {60.0: 10, 10.0: 10, 1.0: 0}, {60.0: ago(30), 10.0: ago(4)})
+    assert pacing.rate_reopens(ten_full, limits) == t + timedelta(seconds=6)
+    minute_full = pacing.Load(0, 0, 100, {60.0: 60, 10.0: 3, 1.0: 1}, {60.0: ago(50), 10.0: ago(2), 1.0: ago(0.5)})
     assert pacing.rate_reopens(minute_full, limits) == t + timedelta(seconds=10)
-    assert pacing.rate_reopens(pacing.Load(5, 5, 1, 1, 100, t, t), limits) is None  # not the rate: no wait
+    assert pacing.rate_reopens(pacing.Load(5, 5, 100, {60.0: 1}, {60.0: t}), limits) is None  # not the rate

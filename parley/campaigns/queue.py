@@ -146,11 +146,12 @@ async def settle(s: AsyncSession, items: Sequence[Settling], now: datetime) -> l
             .returning(A.id).execution_options(synchronize_session=False)
         ))  # fmt: skip
     mine = [item for item in items if item.flight.attempt_id in won]
-    earlier = await earlier_outcomes(s, [item.flight for item in mine])
+    retried = [item.flight for item in mine if (found := outcomes.rule(item.policy, item.outcome)) and found.count]
+    earlier = await earlier_outcomes(s, retried)  # only where a rule could give another attempt
     groups: dict[tuple[str, str, datetime | None], list[uuid.UUID]] = {}
     decisions: list[outcomes.Decision] = []
     for item in mine:
-        decision = outcomes.decide(item.policy, item.outcome, earlier[item.flight.contact_id], now)
+        decision = outcomes.decide(item.policy, item.outcome, earlier.get(item.flight.contact_id, []), now)
         if decision.state == "pending" and (item.cancelled or item.ended):
             decision = outcomes.Decision("cancelled" if item.cancelled else "failed")
         groups.setdefault((decision.state, item.outcome, decision.next_attempt_at), []).append(item.flight.contact_id)
@@ -173,42 +174,34 @@ async def pending_zones(s: AsyncSession, campaign_id: uuid.UUID) -> list[str]:
     return sorted(rows)
 
 
-async def _lock(s: AsyncSession, campaign: Campaign, postgres: bool) -> bool:
-    """Serialises claims of the tenant's campaigns (PostgreSQL); whether the campaign is still running."""
+async def _lock(s: AsyncSession, campaign: Campaign, postgres: bool) -> None:
+    """Serialises claims of the tenant's campaigns on PostgreSQL (SQLite has one writer at a time anyway)."""
     if postgres:
         await s.execute(select(Tenant.id).where(Tenant.id == campaign.tenant_id).with_for_update(key_share=True))
-    query = select(Campaign.status).where(Campaign.id == campaign.id)
-    if postgres:
-        query = query.with_for_update(key_share=True)
-    return (await s.scalar(query)) == "running"
+        await s.execute(select(Campaign.id).where(Campaign.id == campaign.id).with_for_update(key_share=True))
 
 
-async def load(s: AsyncSession, campaign: Campaign, now: datetime, worker_free: int) -> pacing.Load:
-    """What is under way, counted inside the claim's transaction."""
+async def load(s: AsyncSession, campaign: Campaign, now: datetime, worker_free: int) -> tuple[str | None, pacing.Load]:
+    """The campaign's status and what is under way, counted inside the claim's transaction in one statement."""
+    in_flight = select(func.count()).where(A.outcome.is_(None))
     tenant_campaigns = select(Campaign.id).where(Campaign.tenant_id == campaign.tenant_id)
-    counts = dict(
-        (await s.execute(
-            select(A.campaign_id, func.count())
-            .where(A.campaign_id.in_(tenant_campaigns), A.outcome.is_(None))
-            .group_by(A.campaign_id)
-        )).all()
-    )  # fmt: skip
-    minute, spread = now - timedelta(seconds=pacing.WINDOW_S), now - timedelta(seconds=pacing.SPREAD_S)
-    in_spread = A.started_at > spread
-    recent = (await s.execute(
-        select(func.count(), func.coalesce(func.sum(case((in_spread, 1), else_=0)), 0), func.min(A.started_at),
-               func.min(case((in_spread, A.started_at), else_=None)))
-        .where(A.campaign_id == campaign.id, A.started_at > minute)
+    since = {w: now - timedelta(seconds=w) for w in pacing.WINDOWS_S}
+    columns: list[Any] = [
+        select(Campaign.status).where(Campaign.id == campaign.id).scalar_subquery(),
+        in_flight.where(A.campaign_id == campaign.id).scalar_subquery(),
+        in_flight.where(A.campaign_id.in_(tenant_campaigns)).scalar_subquery(),
+    ]
+    for w in pacing.WINDOWS_S:
+        inside = A.started_at > since[w]
+        columns += [func.coalesce(func.sum(case((inside, 1), else_=0)), 0), func.min(case((inside, A.started_at)))]
+    row = (await s.execute(
+        select(*columns).where(A.campaign_id == campaign.id, A.started_at > since[max(pacing.WINDOWS_S)])
     )).one()  # fmt: skip
-    return pacing.Load(
-        campaign_in_flight=counts.get(campaign.id, 0),
-        tenant_in_flight=sum(counts.values()),
-        started_last_minute=int(recent[0]),
-        started_last_spread=int(recent[1]),
-        worker_free=worker_free,
-        oldest_last_minute=_aware(recent[2]),
-        oldest_last_spread=_aware(recent[3]),
-    )
+    status, recent = row[0], row[3:]
+    started = {w: int(recent[2 * i]) for i, w in enumerate(pacing.WINDOWS_S)}
+    oldest = {w: found for i, w in enumerate(pacing.WINDOWS_S) if (found := _aware(recent[2 * i + 1])) is not None}
+    load = pacing.Load(int(row[1] or 0), int(row[2] or 0), worker_free, started, oldest)
+    return (str(status) if status is not None else None), load
 
 
 def _aware(value: Any) -> datetime | None:
@@ -233,30 +226,30 @@ async def claim(
     attempts (committed with the caller's session, before any dial)."""
     if zones is not None and not zones:
         return Claimed([])
-    if not await _lock(s, campaign, postgres):
+    await _lock(s, campaign, postgres)
+    status, counted = await load(s, campaign, now, worker_free)
+    if status != "running":  # paused or cancelled since this tick read it
         return Claimed([])
-    counted = await load(s, campaign, now, worker_free)
     room = pacing.room(counted, limits)
     if room <= 0:
         return Claimed([], paced_until=pacing.rate_reopens(counted, limits))
-    query = select(C).where(
-        C.campaign_id == campaign.id, C.state == "pending", or_(C.next_attempt_at.is_(None), C.next_attempt_at <= now)
+    listed_phone = and_(DoNotCall.tenant_id == C.tenant_id, DoNotCall.phone == C.phone)
+    due = or_(C.next_attempt_at.is_(None), C.next_attempt_at <= now)
+    query = (
+        select(C, DoNotCall.phone)
+        .outerjoin(DoNotCall, listed_phone)
+        .where(C.campaign_id == campaign.id, C.state == "pending", due)
     )
     if zones is not None:
         query = query.where(C.timezone.in_(zones))
     query = query.limit(room)
     if postgres:
-        query = query.with_for_update(skip_locked=True)
-    contacts = list(await s.scalars(query))
-    if not contacts:
+        query = query.with_for_update(of=C, skip_locked=True)
+    found = (await s.execute(query)).all()
+    if not found:
         return Claimed([], 0, True)
-    listed = set(
-        await s.scalars(
-            select(DoNotCall.phone).where(
-                DoNotCall.tenant_id == campaign.tenant_id, DoNotCall.phone.in_([c.phone for c in contacts])
-            )
-        )
-    )
+    contacts = [c for c, _ in found]
+    listed = {phone for _, phone in found if phone is not None}  # the list as of now: checked at every dial
     claims: list[Claim] = []
     for c in contacts:
         c.updated_at, c.next_attempt_at = now, None

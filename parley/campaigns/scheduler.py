@@ -30,6 +30,7 @@ from sqlalchemy import select
 from parley.calls.capacity import CAPACITY, Capacity
 from parley.calls.identity import CallTarget
 from parley.campaigns import dialing, outcomes, pacing, queue, windows
+from parley.campaigns.dialing import detects_machines as detects
 from parley.campaigns.schedule import CampaignSchedule, RetryPolicy
 from parley.campaigns.settings import CampaignSettings
 from parley.store.db import Database
@@ -194,7 +195,8 @@ class CampaignScheduler:
             return live
         lost_ids = {f.attempt_id for f in lost}
         async with self.db.session() as s:
-            machines = await queue.detections(s, [f.call_id for f in ended if f.call_status == "ended"])
+            detected = [f.call_id for f in ended if f.call_status == "ended" and detects(by_id[f.campaign_id])]
+            machines = await queue.detections(s, detected)
             items: list[queue.Settling] = []
             for f in ended + lost:
                 campaign = by_id[f.campaign_id]
