@@ -128,3 +128,31 @@ async def test_redis_limit_is_shared_between_processes() -> None:
         assert not (await rl.hit(key, "5/minute")).allowed
     finally:
         await rl.aclose()
+
+
+async def test_redis_going_away_refuses_clearly_and_a_restart_costs_no_request(tmp_path: Path) -> None:
+    """A Redis that stops: each request is refused with RateLimitUnavailable (the API's 503 + Retry-After), never
+    let through unlimited, never a raw connection error (a 500); after it restarts the very first request is
+    counted again (the dead pooled connection is retried once on a fresh one)."""
+    from parley.store.ratelimit import RateLimitUnavailable
+
+    from .test_registry import RedisServer
+
+    server = RedisServer(tmp_path)
+    server.start()
+    limiter = RateLimiter(server.url)
+    try:
+        assert (await limiter.hit("addr:x", "10/minute")).allowed
+        server.stop()
+        for _ in range(2):
+            with pytest.raises(RateLimitUnavailable, match="unreachable"):
+                await limiter.hit("addr:x", "10/minute")
+        server.start()  # a fresh server, on the same port, with no counters
+        decision = await limiter.hit("addr:x", "10/minute")
+        assert decision.allowed and decision.remaining == 9
+        server.stop()  # a restart between two requests: the pooled connection is dead, nobody noticed yet
+        server.start()
+        assert (await limiter.hit("addr:x", "10/minute")).allowed
+    finally:
+        await limiter.aclose()
+        server.stop()

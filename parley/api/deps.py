@@ -10,6 +10,7 @@ from starlette.requests import HTTPConnection
 
 from parley.api.auth import AuthError, Principal, Role
 from parley.api.state import AppState
+from parley.store.ratelimit import UNAVAILABLE_RETRY_S, RateLimitUnavailable
 
 
 def app_state(conn: HTTPConnection) -> AppState:
@@ -26,7 +27,11 @@ def client_address(request: Request) -> str:
 
 
 async def rate_limit(state: AppState, key: str, limit: str) -> None:
-    decision = await state.limiter.hit(key, limit)
+    try:
+        decision = await state.limiter.hit(key, limit)
+    except RateLimitUnavailable as exc:
+        retry = {"Retry-After": str(UNAVAILABLE_RETRY_S)}
+        raise HTTPException(503, f"{exc}: try again shortly", headers=retry) from None
     if not decision.allowed:
         raise HTTPException(
             status_code=429,

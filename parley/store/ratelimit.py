@@ -13,15 +13,30 @@ import math
 import time
 from dataclasses import dataclass
 
+import structlog
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
+from limits.errors import StorageError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from parley.metrics import rate_limited
 
-__all__ = ["RateDecision", "RateLimiter"]
+__all__ = ["RateDecision", "RateLimitUnavailable", "RateLimiter"]
 
 _NAMESPACE = "parley"
+#: what a shared store that went away raises (a pooled connection it closed, a refused connect, a timeout)
+_STORE_DOWN = (RedisConnectionError, RedisTimeoutError, StorageError, OSError)
+#: how long a client should wait when the limits cannot be checked
+UNAVAILABLE_RETRY_S = 5
+
+log = structlog.get_logger(__name__)
+
+
+class RateLimitUnavailable(RuntimeError):
+    """The shared counters (Redis) cannot be reached: the request is refused (503), never let through unlimited
+    and never a 500."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +62,7 @@ class RateLimiter:
             self._storage = MemoryStorage()
         self._limiter = MovingWindowRateLimiter(self._storage)
         self._items: dict[str, RateLimitItem] = {}
+        self._down = False  # logged once per outage, not once per request
 
     def _item(self, limit: str) -> RateLimitItem:
         # Parsed once per distinct string: the same few limits are checked on every request.
@@ -57,8 +73,27 @@ class RateLimiter:
         return item
 
     async def hit(self, key: str, limit: str) -> RateDecision:
-        """Count one request for ``key`` under ``limit`` (e.g. "600/minute"); refused requests are not counted."""
+        """Count one request for ``key`` under ``limit`` (e.g. "600/minute"); refused requests are not counted.
+
+        Raises RateLimitUnavailable when the shared store cannot be reached after one retry (the retry takes a
+        fresh connection: after a Redis restart every pooled one fails once)."""
         item = self._item(limit)
+        try:
+            try:
+                decision = await self._hit(item, key)
+            except _STORE_DOWN:
+                decision = await self._hit(item, key)
+        except _STORE_DOWN as exc:
+            if not self._down:
+                self._down = True
+                log.warning("rate_limit_store_unavailable", error=type(exc).__name__)
+            raise RateLimitUnavailable("rate limits cannot be checked: their store (Redis) is unreachable") from None
+        if self._down:
+            self._down = False
+            log.info("rate_limit_store_back")
+        return decision
+
+    async def _hit(self, item: RateLimitItem, key: str) -> RateDecision:
         allowed = await self._limiter.hit(item, _NAMESPACE, key)
         stats = await self._limiter.get_window_stats(item, _NAMESPACE, key)
         remaining = max(0, stats.remaining)

@@ -42,6 +42,7 @@ from parley.pipeline.frames import EndReason
 from parley.store.calls import CallRepo, CallStatus
 from parley.store.db import Database
 from parley.store.models import Call
+from parley.store.ratelimit import UNAVAILABLE_RETRY_S, RateLimitUnavailable
 from parley.telephony.carrier import carriers
 from parley.telephony.routing import NoSuchAgent, resolve_target
 from parley.telephony.state import State, TelephonyState
@@ -142,7 +143,12 @@ async def source_limit(conn: HTTPConnection, state: State) -> None:
     A refused webhook gets 429; a refused handshake is closed before it is accepted (the client sees HTTP 403).
     """
     address = conn.client.host if conn.client else "unknown"
-    decision = await state.limiter.hit(f"telephony:{address}", state.settings.telephony_rate_limit)
+    try:
+        decision = await state.limiter.hit(f"telephony:{address}", state.settings.telephony_rate_limit)
+    except RateLimitUnavailable as exc:  # the carrier's retry or fallback URL takes the call
+        if conn.scope["type"] == "websocket":
+            raise WebSocketException(code=1013, reason="busy: rate limits unavailable") from None
+        raise HTTPException(503, str(exc), headers={"Retry-After": str(UNAVAILABLE_RETRY_S)}) from None
     if decision.allowed:
         return
     log.warning("telephony_rate_limited", path=conn.url.path[:80])
