@@ -175,10 +175,17 @@ async def pending_zones(s: AsyncSession, campaign_id: uuid.UUID) -> list[str]:
 
 
 async def _lock(s: AsyncSession, campaign: Campaign, postgres: bool) -> None:
-    """Serialises claims of the tenant's campaigns on PostgreSQL (SQLite has one writer at a time anyway)."""
+    """Serialises claims of the tenant's campaigns on PostgreSQL. On SQLite a no-op write comes first: it takes
+    the database's write lock (waiting its turn), so the counts and contacts read next cannot change under the
+    claim (the driver starts a transaction only at the first write; reads before it would stand outside)."""
     if postgres:
         await s.execute(select(Tenant.id).where(Tenant.id == campaign.tenant_id).with_for_update(key_share=True))
         await s.execute(select(Campaign.id).where(Campaign.id == campaign.id).with_for_update(key_share=True))
+    else:
+        await s.execute(
+            update(Campaign).where(Campaign.id == campaign.id).values(status=Campaign.status)
+            .execution_options(synchronize_session=False)
+        )  # fmt: skip
 
 
 async def load(s: AsyncSession, campaign: Campaign, now: datetime, worker_free: int) -> tuple[str | None, pacing.Load]:
