@@ -70,27 +70,24 @@ class Claim:
     greeting: str | None
 
 
-async def watched(s: AsyncSession) -> list[Campaign]:
-    """Campaigns the scheduler looks at: running ones, and paused or cancelled ones with calls still under way."""
+async def watched(s: AsyncSession) -> tuple[list[Campaign], list[InFlight]]:
+    """Campaigns the scheduler looks at (running ones, and paused or cancelled ones with calls still under way)
+    and their attempts with no outcome yet, with what each call record says so far: one statement a tick."""
     dialing = exists().where(C.campaign_id == Campaign.id, C.state == "dialing")
-    rows = await s.scalars(
-        select(Campaign).where(
-            or_(Campaign.status == "running", and_(Campaign.status.in_(("paused", "cancelled")), dialing))
-        )
-    )
-    return list(rows)
-
-
-async def in_flight(s: AsyncSession, campaign_ids: Sequence[uuid.UUID]) -> list[InFlight]:
-    if not campaign_ids:
-        return []
     rows = await s.execute(
-        select(A.id, A.campaign_id, A.contact_id, A.call_id, A.worker_id, A.started_at,
+        select(Campaign, A.id, A.campaign_id, A.contact_id, A.call_id, A.worker_id, A.started_at,
                Call.status, Call.end_reason, Call.duration_s)
+        .outerjoin(A, and_(A.campaign_id == Campaign.id, A.outcome.is_(None)))
         .outerjoin(Call, Call.id == A.call_id)
-        .where(A.campaign_id.in_(campaign_ids), A.outcome.is_(None))
+        .where(or_(Campaign.status == "running", and_(Campaign.status.in_(("paused", "cancelled")), dialing)))
     )  # fmt: skip
-    return [InFlight(*row) for row in rows]
+    campaigns: dict[uuid.UUID, Campaign] = {}
+    flights: list[InFlight] = []
+    for campaign, *flight in rows:
+        campaigns[campaign.id] = campaign
+        if flight[0] is not None:
+            flights.append(InFlight(*flight))
+    return list(campaigns.values()), flights
 
 
 async def detections(s: AsyncSession, call_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:

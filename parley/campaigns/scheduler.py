@@ -149,8 +149,7 @@ class CampaignScheduler:
         now, report = self.clock(), TickReport()
         self._ticks += 1
         async with self.db.session() as s:
-            campaigns = await queue.watched(s)
-            flights = await queue.in_flight(s, [c.id for c in campaigns])
+            campaigns, flights = await queue.watched(s)
         if not campaigns:
             return report
         by_id = {c.id: c for c in campaigns}
