@@ -21,6 +21,7 @@ import json
 import multiprocessing as mp
 import os
 import secrets
+import socket
 import statistics
 import subprocess
 import sys
@@ -36,7 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from callers import caller_audio
 from load import TOKEN, agent, client_process, cpu_model, cpu_seconds, pin, server_view, stream_params
-from support import ROOT, running_service
+from support import ROOT, free_port, running_service
+
+CONF = ROOT / "deploy" / "nginx" / "parley.conf"
 
 
 async def _sql(sql: str) -> None:
@@ -48,13 +51,56 @@ async def _sql(sql: str) -> None:
 
 
 def start_nginx(root: Path, workers: list[str], stack: ExitStack) -> str:
-    """nginx with the shipped config (only its marked addresses and paths replaced); its https URL."""
+    """nginx (one process, room for thousands of sockets) with the shipped config, only its marked addresses and
+    paths replaced by the nginx test's renderer; its https URL."""
     sys.path.insert(0, str(ROOT))
-    from tests.test_nginx import start_nginx as start  # the test's renderer: one place knows the markers
+    from tests.test_nginx import NGINX, make_certificate, render
 
-    url, _, _, _, crt = start(root, workers, stack)
+    for sub in ("logs", "temp"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    crt, pem = make_certificate(root)
+    port = free_port()
+    conf = render(CONF.read_text(), {
+        "server parley-1:8000": f"server {workers[0]}", "server parley-2:8000": f"server {workers[1]}",
+        "listen 443 ssl;": f"listen 127.0.0.1:{port} ssl;", "listen 80;": f"listen 127.0.0.1:{free_port()};",
+        "/etc/nginx/tls/tls.crt": str(crt), "/etc/nginx/tls/tls.key": str(pem),
+        "/var/log/nginx/parley.access.log": "off", "root /var/www/acme;": f"root {root};",
+    })  # fmt: skip
+    (root / "parley.conf").write_text(conf.replace("access_log off parley;", "access_log off;"))
+    t = root / "temp"
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    (root / "nginx.conf").write_text(
+        f"{user}worker_processes 1;\nworker_rlimit_nofile 16384;\npid {root / 'nginx.pid'};\n"
+        f"error_log {root / 'logs' / 'error.log'} warn;\nevents {{ worker_connections 8192; }}\nhttp {{\n"
+        f"  access_log off;\n  client_body_temp_path {t}/b; proxy_temp_path {t}/p; fastcgi_temp_path {t}/f;\n"
+        f"  uwsgi_temp_path {t}/u; scgi_temp_path {t}/s;\n  include {root / 'parley.conf'};\n}}\n"
+    )
+    proc = subprocess.Popen([NGINX, "-p", str(root), "-c", str(root / "nginx.conf"), "-g", "daemon off;"])
+    stack.callback(proc.terminate)
+    deadline = time.monotonic() + 15
+    while not _listening(port):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError((root / "logs" / "error.log").read_text())
+        time.sleep(0.05)
     os.environ["SSL_CERT_FILE"] = str(crt)  # the callers (forked below) trust the certificate made for this run
-    return url
+    return f"https://127.0.0.1:{port}"
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
+
+
+def callers(*args: Any) -> None:
+    """load.py's caller process; a process that fails still reports (its calls count as unanswered)."""
+    try:
+        client_process(*args)
+    except Exception as exc:
+        print(f"caller process failed: {exc!r}", file=sys.stderr, flush=True)
+        args[5].put({"latencies": [], "gaps": 0, "frames": 0, "dropped": len(args[1]), "cpu_pct": 0.0})
 
 
 def step(args: argparse.Namespace, n: int, n0: int, first: Any, wss: str, pids: list[int], audio: Any,
@@ -70,7 +116,7 @@ def step(args: argparse.Namespace, n: int, n0: int, first: Any, wss: str, pids: 
     k = min(args.clients, n)
     cpus = free or list(range(len(pids)))
     procs = [
-        ctx.Process(target=client_process,
+        ctx.Process(target=callers,
                     args=(wss, params[i::k], args.hold, n0 + i * 100000, cpus[i % len(cpus)], queue, audio, 4.0))
         for i in range(k)
     ]  # fmt: skip
