@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, exists, func, or_, select, update
+from sqlalchemy import and_, case, exists, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.campaigns import outcomes, pacing
@@ -240,7 +240,7 @@ async def claim(
     listed_phone = and_(DoNotCall.tenant_id == C.tenant_id, DoNotCall.phone == C.phone)
     due = or_(C.next_attempt_at.is_(None), C.next_attempt_at <= now)
     query = (
-        select(C, DoNotCall.phone)
+        select(C.id, C.phone, C.attempts, C.variables, C.language, C.greeting, DoNotCall.phone)
         .outerjoin(DoNotCall, listed_phone)
         .where(C.campaign_id == campaign.id, C.state == "pending", due)
     )
@@ -252,22 +252,31 @@ async def claim(
     found = (await s.execute(query)).all()
     if not found:
         return Claimed([], 0, True)
-    contacts = [c for c, _ in found]
-    listed = {phone for _, phone in found if phone is not None}  # the list as of now: checked at every dial
-    claims: list[Claim] = []
-    for c in contacts:
-        c.updated_at, c.next_attempt_at = now, None
-        if c.phone in listed:  # added to the list after the import: skipped, never dialled
-            c.state, c.outcome = "dnc", outcomes.DNC
-            continue
-        c.attempts, c.state = c.attempts + 1, "dialing"
-        attempt = A(id=uuid.uuid4(), tenant_id=campaign.tenant_id, campaign_id=campaign.id, contact_id=c.id,
-                    number=c.attempts, call_id=uuid.uuid4(), worker_id=worker_id, started_at=now)  # fmt: skip
-        s.add(attempt)
-        claims.append(Claim(attempt.id, attempt.call_id, attempt.number, c.id, c.phone, dict(c.variables or {}),
-                            c.language, c.greeting))  # fmt: skip
-    await s.flush()
-    return Claimed(claims, len(contacts) - len(claims), len(contacts) < room)
+    listed = [row.id for row in found if row[6] is not None]  # put on the list since the import: never dialled
+    if listed:
+        await s.execute(
+            update(C).where(C.id.in_(listed))
+            .values(state="dnc", outcome=outcomes.DNC, next_attempt_at=None, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )  # fmt: skip
+    claims = [
+        Claim(uuid.uuid4(), uuid.uuid4(), row.attempts + 1, row.id, row.phone, dict(row.variables or {}),
+              row.language, row.greeting)
+        for row in found if row[6] is None
+    ]  # fmt: skip
+    if claims:
+        await s.execute(
+            update(C).where(C.id.in_([c.contact_id for c in claims]))
+            .values(state="dialing", attempts=C.attempts + 1, next_attempt_at=None, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )  # fmt: skip
+        await s.execute(insert(A), [
+            {"id": c.attempt_id, "tenant_id": campaign.tenant_id, "campaign_id": campaign.id,
+             "contact_id": c.contact_id, "number": c.number, "call_id": c.call_id, "worker_id": worker_id,
+             "started_at": now}
+            for c in claims
+        ])  # fmt: skip
+    return Claimed(claims, len(listed), len(found) < room)
 
 
 async def end_remaining(s: AsyncSession, campaign_id: uuid.UUID, now: datetime) -> int:
