@@ -97,6 +97,14 @@ def test_pacing_takes_the_smallest_room() -> None:
         ("ended", "agent-hangup", 30.0, {"status": "machine"}, "voicemail"),  # Vonage
         ("ended", "agent-hangup", 30.0, {"machine": True}, "voicemail"),  # Plivo
         ("ended", "agent-hangup", 30.0, {"answered_by": "human"}, "answered"),
+        (
+            "ended",
+            "agent-hangup",
+            30.0,
+            {"type": "machine_detection", "carrier": "twilio", "answered_by": "machine", "detail": "machine_end_beep"},
+            "voicemail",
+        ),  # parley.telephony.amd
+        ("ended", "agent-hangup", 30.0, {"type": "machine_detection", "answered_by": "unknown"}, "answered"),
         ("ended", "worker-crashed", 0.5, None, "failed"),  # closed for a lost worker, never heard
         ("dialing", None, None, None, None),
         ("active", None, None, None, None),
