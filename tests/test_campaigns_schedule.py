@@ -410,3 +410,15 @@ async def test_a_worker_that_cannot_dial_the_carrier_pauses_the_campaign_with_wh
     paused = await campaign(db, cid)
     assert (paused.status, dial.dialled) == ("paused", [])
     assert paused.status_reason == "the SIP endpoint is off (PARLEY_SIP_PORT=0 or its port is taken)"
+
+
+async def test_a_campaign_whose_stored_schedule_no_longer_validates_is_paused(db: Database, tenant: uuid.UUID) -> None:
+    clock = FastClock(MONDAY)
+    dial = FakeDial(db, clock)
+    cid = await running_campaign(db, tenant, await new_agent(db, tenant), [Person(p) for p in numbers(2)], ANY_TIME)
+    async with db.session() as s:
+        await s.execute(update(Campaign).where(Campaign.id == cid).values(schedule={"max_concurrent": 0}))
+    report = await scheduler(db, clock, dial).run_once()
+    paused = await campaign(db, cid)
+    assert (report.paused, paused.status, dial.dialled) == (1, "paused", [])
+    assert paused.status_reason is not None and paused.status_reason.startswith("invalid schedule")

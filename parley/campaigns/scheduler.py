@@ -25,6 +25,7 @@ from datetime import datetime
 from typing import Any
 
 import structlog
+from pydantic import ValidationError
 from sqlalchemy import select
 
 from parley.calls.capacity import CAPACITY, Capacity
@@ -150,9 +151,11 @@ class CampaignScheduler:
         self._ticks += 1
         async with self.db.session() as s:
             campaigns, flights = await queue.watched(s)
+        campaigns = await self._readable(campaigns, now, report)
         if not campaigns:
             return report
         by_id = {c.id: c for c in campaigns}
+        flights = [f for f in flights if f.campaign_id in by_id]
         live = await self._reconcile(by_id, flights, now, report)
         running = [c for c in campaigns if c.status == "running"]
         ringing = sum(1 for f in flights if f.worker_id == self.worker_id and f.call_status in (None, "dialing"))
@@ -166,6 +169,23 @@ class CampaignScheduler:
             except Exception:  # one campaign's failure (a deadlock, a bad row) does not stop the others
                 log.exception("campaign_claim_failed", campaign=str(campaign.id))
         return report
+
+    async def _readable(self, campaigns: list[Campaign], now: datetime, report: TickReport) -> list[Campaign]:
+        """The campaigns whose stored schedule and retry policy still validate; a running one that does not (a
+        row edited by hand, a schema change) is paused with the reason instead of failing every tick."""
+        out: list[Campaign] = []
+        for campaign in campaigns:
+            try:
+                self.parsed(campaign)
+            except ValidationError as exc:
+                reason = f"invalid schedule or retry policy: {str(exc).splitlines()[0]}"[:300]
+                async with self.db.session() as s:
+                    if await queue.set_status(s, campaign.id, now, "paused", reason):
+                        report.paused += 1
+                log.warning("campaign_unreadable", campaign=str(campaign.id), error=str(exc)[:300])
+                continue
+            out.append(campaign)
+        return out
 
     def parsed(self, campaign: Campaign) -> _Parsed:
         raw = (campaign.schedule, campaign.retry)
