@@ -2,7 +2,8 @@
 parley.telephony.amd).
 
 Real calls: a SIP dial through SIPp as the trunk (in-process endpoint, SQLite), and Twilio calls through a
-running `parley serve` with the local Twilio REST fake and a Media Streams peer. The agent is model-free
+running `parley serve` with the local Twilio REST fake and a Media Streams peer, one of them dialled by the
+campaign scheduler (a machine answers: the voicemail is left, the contact's outcome is ``voicemail``). The agent is model-free
 (canned STT and replies, a tone for speech): what the callee heard is the turn's ``agent_text``.
 """
 
@@ -10,22 +11,27 @@ from __future__ import annotations
 
 import asyncio
 import time
+import urllib.parse
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 from websockets.exceptions import ConnectionClosed
 
 from parley.agent.document import AgentDocument
 from parley.calls.variables import ANSWERED_BY, GREETING, LANGUAGE, VOICEMAIL, campaign_variables, plan_call
+from parley.campaigns.schedule import CampaignSchedule, RetryPolicy
 from parley.config import Settings
 from parley.sip.agent.endpoint import SipEndpoint
 from parley.store.agents import AgentRepo
 from parley.store.blobs import open_blob_store
 from parley.store.calls import CallRepo
 from parley.store.db import Database
+from parley.store.models import Tenant, utcnow
+from parley.store.models_campaigns import Campaign, CampaignContact
 from parley.store.tenants import TenantRepo
 from parley.telephony.routing import resolve_target
 
@@ -137,7 +143,7 @@ def rest() -> Iterator[FakeTwilioRest]:
 @pytest.fixture(scope="module")
 def service_env(rest: FakeTwilioRest) -> dict[str, str]:
     return {"PARLEY_TWILIO_ACCOUNT_SID": SID, "PARLEY_TWILIO_AUTH_TOKEN": TOKEN, "PARLEY_PUBLIC_URL": PUBLIC,
-            "PARLEY_TWILIO_API_BASE_URL": rest.url}  # fmt: skip
+            "PARLEY_TWILIO_API_BASE_URL": rest.url, "PARLEY_CAMPAIGN_TICK_S": "0.2"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -213,3 +219,72 @@ def test_a_machine_gets_the_voicemail_message_and_the_call_hangs_up(service: Ser
     kinds = {e["kind"]: e["data"] for e in after["events"]}
     assert kinds["machine_detection"]["answered_by"] == "machine"
     assert kinds["action"]["reason"] == "voicemail" and kinds["action"]["result"] == "done"
+
+
+# --- a campaign's call: the scheduler dials with detection, a machine gets the message, outcome voicemail ---
+
+
+async def _campaign_with_voicemail(service: Service, agent_id: str) -> uuid.UUID:
+    db = Database(f"sqlite+aiosqlite:///{service.env['PARLEY_DATA_DIR']}/parley.db")
+    try:
+        async with db.session() as s:
+            tenant = await s.scalar(select(Tenant.id).where(Tenant.name == "call-variables-tenant"))
+            campaign = Campaign(
+                tenant_id=tenant, name="voicemail", agent_id=uuid.UUID(agent_id), provider="twilio",
+                caller_id="+15550100200", status="running", started_at=utcnow(),
+                schedule=CampaignSchedule(windows=[]).model_dump(mode="json"),
+                retry=RetryPolicy().model_dump(mode="json"),
+                voicemail={"detect": True, "message": "Hi {{ first_name }}, please call us back."},
+            )  # fmt: skip
+            s.add(campaign)
+            await s.flush()
+            s.add(CampaignContact(tenant_id=tenant, campaign_id=campaign.id, row=1, phone="+12025551777",
+                                  variables={"first_name": "Ada"}, timezone="UTC"))  # fmt: skip
+            return campaign.id
+    finally:
+        await db.close()
+
+
+async def _contact(service: Service, campaign_id: uuid.UUID) -> CampaignContact:
+    db = Database(f"sqlite+aiosqlite:///{service.env['PARLEY_DATA_DIR']}/parley.db")
+    try:
+        async with db.session() as s:
+            found = await s.scalar(select(CampaignContact).where(CampaignContact.campaign_id == campaign_id))
+            assert found is not None
+            return found
+    finally:
+        await db.close()
+
+
+def test_a_campaign_call_answered_by_a_machine_leaves_the_voicemail(service: Service, key: str,
+                                                                   agent: dict[str, Any],
+                                                                   rest: FakeTwilioRest) -> None:  # fmt: skip
+    campaign_id = asyncio.run(_campaign_with_voicemail(service, agent["id"]))
+    deadline = time.monotonic() + 60
+    while not (dialled := [r for r in rest.requests if r["form"].get("To") == "+12025551777"]):
+        assert time.monotonic() < deadline, "the scheduler did not dial"
+        time.sleep(0.2)
+    created = dialled[0]["form"]
+    assert created["MachineDetection"] == "DetectMessageEnd"  # the campaign has a message to leave
+    call_id = dict(urllib.parse.parse_qsl(created["Url"].split("?", 1)[1]))["call"]
+    with service.client(key) as c:
+        sid = c.get(f"/v1/calls/{call_id}").json()["provider_call_id"]
+    form = {**voice_form(to="+12025551777", sid=sid), "From": "+15550100200", "Direction": "outbound-api",
+            "AnsweredBy": "machine_end_silence"}  # fmt: skip
+    _, params = stream_of(signed_post(service, created["Url"].removeprefix(PUBLIC), form).text)
+    url, headers = stream_url(service)
+
+    async def script(p: TwilioPeer) -> None:
+        await p.wait_for("media", within=60)
+        await asyncio.wait_for(p._closed.wait(), 60)
+
+    try:
+        asyncio.run(TwilioPeer(url, params, headers, call_sid=sid).run(script))
+    except ConnectionClosed:
+        pass
+    after = finished(service, key, call_id)
+    assert [t["agent_text"] for t in after["turns"]] == ["Hi Ada, please call us back."]
+    while (contact := asyncio.run(_contact(service, campaign_id))).state != "done":
+        assert time.monotonic() < deadline + 60, contact.state
+        time.sleep(0.2)
+    assert contact.outcome == "voicemail" and contact.attempts == 1
