@@ -163,6 +163,9 @@ class Settings(BaseSettings):
         default_factory=list, description="IPs/CIDRs that may scrape GET /metrics without the token"
     )
     metrics_enabled: bool = Field(True, description="false: no metrics are collected (to measure what they cost)")
+    otel_endpoint: str | None = Field(
+        None, description="OTLP/HTTP collector (http://host:4318) for call traces; needs the otel extra"
+    )
     metrics_agent_labels: int = Field(
         20, ge=0, description="distinct agent names labelled in parley_calls_active; the rest are 'other'"
     )

@@ -30,6 +30,7 @@ from parley.metrics.http import BUILD
 from parley.net.clients import close_clients
 from parley.redact import register_settings_secrets
 from parley.telephony.carrier import carriers
+from parley.tracing import start_tracing, stop_tracing
 from parley.web import mount_console
 
 log = structlog.get_logger(__name__)
@@ -132,6 +133,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await resume_analyses(settings, app.state.parley)
         log.info("parley_started", database=settings.effective_database_url.split("@")[-1])
         loop_lag = start_loop_monitor() if settings.metrics_enabled else None
+        start_tracing(settings.worker_id, settings.otel_endpoint)
         try:
             yield
         finally:
@@ -146,6 +148,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await app.state.parley.ingestor.stop()  # a document under way goes back to the queue
             await app.state.parley.aclose()
             await close_clients()  # the carriers' and the identity provider's HTTP clients
+            await stop_tracing()  # the last calls' spans exported
 
     app = FastAPI(
         title="Parley",

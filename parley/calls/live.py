@@ -40,6 +40,7 @@ from parley.pipeline.frames import (
 )
 from parley.pipeline.pipeline import PipelineRunner
 from parley.store.calls import CallStatus
+from parley.tracing import call_trace
 
 log = structlog.get_logger(__name__)
 
@@ -196,8 +197,9 @@ class LiveCall:
             variables=self._variables(record),
         )
         writer = record.writer(call_pipeline.turn_log, line.events.event)
+        trace = call_trace(record.call_id, self.target.tenant_id, self.target.agent_name, line.traits.name, self.now)
         self._watch = CallWatch(line.traits.name, self.target.agent_name, call_pipeline.playout,
-                                call_pipeline.turn_log, self.now)  # fmt: skip
+                                call_pipeline.turn_log, self.now, trace)  # fmt: skip
         call_pipeline.pipeline.observers.extend([writer, self._observe, *self._watch.observers])
         runner = PipelineRunner(call_pipeline.pipeline, self._clock or RealClock(), rate)
         self._pipeline, self._runner, self._record = call_pipeline, runner, record

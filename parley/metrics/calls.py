@@ -20,6 +20,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from parley.metrics.media import MEDIA, Playout
 from parley.metrics.registry import FAST_BUCKETS, LATENCY_BUCKETS, OTHER, REGISTRY, STATE
 from parley.pipeline.frames import AgentSpoke, CallEvent, Direction, EndReason, Frame, Interruption, SpeechStopped
+from parley.tracing import CallTrace
 
 CALLS_ACTIVE = Gauge("parley_calls_active", "Calls in progress on this worker", ["transport", "agent"],
                      registry=REGISTRY)  # fmt: skip
@@ -92,7 +93,15 @@ def agent_label(name: str) -> str:
 class CallWatch:
     """One call's metrics, from its start to its end; :meth:`observe` is a pipeline observer."""
 
-    def __init__(self, transport: str, agent: str, playout: Playout, turn_log: Any, now: Callable[[], float]):
+    def __init__(
+        self,
+        transport: str,
+        agent: str,
+        playout: Playout,
+        turn_log: Any,
+        now: Callable[[], float],
+        trace: CallTrace | None = None,
+    ):
         self.transport = transport
         self.agent = agent_label(agent)
         self.playout = playout
@@ -101,11 +110,12 @@ class CallWatch:
         self._seen: set[int] = set()
         self._started = 0.0
         self.enabled = STATE.enabled
+        self.trace = trace  # parley.tracing: the same turns as spans, when an OTLP endpoint is configured
 
     @property
     def observers(self) -> tuple[Callable[[Frame, Direction], None], ...]:
         """What the call's pipeline should call with every frame (nothing when collection is off)."""
-        return (self.observe,) if self.enabled else ()
+        return (self.observe,) if self.enabled or self.trace is not None else ()
 
     def started(self) -> None:
         if not self.enabled:
@@ -116,6 +126,8 @@ class CallWatch:
         MEDIA.add(self)
 
     def ended(self, reason: str) -> None:
+        if self.trace is not None:
+            self.trace.ended(reason)
         if not self.enabled or not self._started:
             return
         self._started, duration = 0.0, time.monotonic() - self._started
@@ -131,7 +143,13 @@ class CallWatch:
                 self._turn(frame.turn_id)
         elif isinstance(frame, SpeechStopped):
             # how far behind the caller's audio the VAD's decision came (``t`` is the audio time it was made at)
-            TURN_STAGE.labels("vad_lag").observe(max(0.0, self._now() - frame.t))
+            lag = max(0.0, self._now() - frame.t)
+            if self.enabled:
+                TURN_STAGE.labels("vad_lag").observe(lag)
+            if self.trace is not None:
+                self.trace.paused(frame.speech_end, frame.t, lag)
+        elif not self.enabled:
+            return
         elif isinstance(frame, Interruption) and type(frame) is Interruption:
             INTERRUPTIONS.labels(self.transport).inc()
         elif isinstance(frame, CallEvent) and frame.event.get("type") == "tool":
@@ -147,6 +165,10 @@ class CallWatch:
             return
         self._seen.add(turn_id)
         times: dict[str, float] = record.times
+        if self.trace is not None:
+            self.trace.turn(turn_id, times)
+        if not self.enabled:
+            return
         for stage, (start, end) in STAGES.items():
             if start in times and end in times:
                 TURN_STAGE.labels(stage).observe(max(0.0, times[end] - times[start]))
