@@ -39,8 +39,7 @@ log = logging.getLogger(__name__)
 
 _TEMPLATE_OVERHEAD = 8  # tokens a chat template adds around one message (role markers, newlines)
 _DONE = object()
-# Llama(verbose=False) points fds 1 and 2 (and sys.stdout/err) at /dev/null while it loads and puts back what it
-# saved; two loads overlapping in threads restore each other's /dev/null and silence the process for good.
+# One load at a time (memory). llama-cpp-python's fd swap during a load is disabled in llama_context (_keep_fds).
 _LOAD_LOCK = threading.Lock()
 
 

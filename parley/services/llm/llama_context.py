@@ -6,7 +6,9 @@ Importing this module is what loads llama.cpp: ``configure_openmp`` must run bef
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import importlib
 import logging
 import threading
 from collections.abc import Generator, Sequence
@@ -31,6 +33,19 @@ def _llama_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
 
 
 llama_cpp.llama_log_set(_llama_log, ctypes.c_void_p(0))
+
+
+def _keep_fds(disable: bool = True) -> contextlib.nullcontext[None]:
+    """Stands in for llama-cpp-python's ``suppress_stdout_stderr``, which points fds 1 and 2 at /dev/null while a
+    model loads (``verbose=False``): process-wide, so every other thread's log lines in that window were lost.
+    llama.cpp's own output comes through ``_llama_log`` above; the fds stay as they are."""
+    return contextlib.nullcontext()
+
+
+for _name in ("llama", "_internals", "llama_chat_format"):  # each took its own reference at import
+    _module = importlib.import_module(f"llama_cpp.{_name}")
+    if hasattr(_module, "suppress_stdout_stderr"):
+        _module.suppress_stdout_stderr = _keep_fds  # type: ignore[attr-defined]
 
 
 class Interrupted(Exception):
