@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     knowledge_max_upload_bytes: int = Field(
         20_000_000, ge=0, description="the largest knowledge document upload request (all its files together)"
     )
+    campaign_max_upload_bytes: int = Field(
+        50_000_000, ge=0, description="the largest campaign contacts upload (POST /v1/campaigns/{id}/contacts)"
+    )
     worker_id: str = Field(
         default_factory=socket.gethostname,
         description="names this process in call records; at start-up it closes only its own unfinished calls",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 
 from fastapi import FastAPI
 from starlette.datastructures import MutableHeaders
@@ -105,17 +106,19 @@ class BodySizeLimitMiddleware:
     """Refuses request bodies over ``max_bytes`` with 413: by Content-Length up front, and for chunked bodies as soon
     as the running total passes the limit, without reading further."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, uploads: tuple[str, int] | None = None) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, uploads: Sequence[tuple[str, int]] = ()) -> None:
         if max_bytes < 0:
             raise ValueError("max_bytes must be >= 0")
         self.app = app
         self.max_bytes = max_bytes
         #: (path regex, limit): POSTs to matching paths (document uploads) may send up to that limit instead
-        self._uploads = (re.compile(uploads[0]), uploads[1]) if uploads else None
+        self._uploads = [(re.compile(path), limit) for path, limit in uploads]
 
     def _limit(self, scope: Scope) -> int:
-        if self._uploads and scope.get("method") == "POST" and self._uploads[0].fullmatch(scope.get("path", "")):
-            return self._uploads[1]
+        if scope.get("method") == "POST":
+            for path, limit in self._uploads:
+                if path.fullmatch(scope.get("path", "")):
+                    return limit
         return self.max_bytes
 
     async def _reply(self, send: Send, status: int, detail: str) -> None:
@@ -203,7 +206,10 @@ def add_security(app: FastAPI, settings: Settings) -> None:
     origins = [o.rstrip("/") for o in settings.cors_origins]
     wildcard = "*" in origins
     app.add_middleware(JsonTextMiddleware)
-    uploads = (r"/v1/knowledge/[^/]+/documents", settings.knowledge_max_upload_bytes)  # documents are larger
+    uploads = (
+        (r"/v1/knowledge/[^/]+/documents", settings.knowledge_max_upload_bytes),  # documents are larger
+        (r"/v1/campaigns/[^/]+/contacts", settings.campaign_max_upload_bytes),  # contact lists too
+    )
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, uploads=uploads)
     app.add_middleware(UnhandledErrorMiddleware, passthrough=(_BodyTooLarge,))
     app.add_middleware(

@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri")
 
 
 @functools.cache
@@ -44,7 +45,7 @@ class CallingWindow(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    days: list[Day] = Field(default_factory=lambda: ["mon", "tue", "wed", "thu", "fri"], max_length=7)
+    days: list[Day] = Field(default_factory=lambda: list(WEEKDAYS), max_length=7)
     start: time = time(9, 0)
     end: time = time(17, 0)
 

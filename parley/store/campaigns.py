@@ -10,7 +10,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.store.models import Call, utcnow
@@ -130,7 +130,7 @@ class CampaignRepo:
             return 0
         now = utcnow()
         rows = [{"id": uuid.uuid4(), "state": "pending", "attempts": 0, "updated_at": now, **r} for r in batch]
-        await self.session.execute(C.__table__.insert(), rows)
+        await self.session.execute(insert(C), rows)
         return len(rows)
 
     async def existing_phones(self, campaign_id: uuid.UUID, phones: Sequence[str]) -> set[str]:

@@ -4,4 +4,4 @@
 ``signing``: the headers; ``worker``: the delivery loop that ``parley serve`` runs.
 """
 
-EVENT_TYPES = ("call.started", "call.ended", "call.analyzed", "transcript.final")
+EVENT_TYPES = ("call.started", "call.ended", "call.analyzed", "transcript.final", "campaign.completed")
