@@ -14,6 +14,7 @@ command -v baresip >/dev/null 2>&1 || need+=(baresip)  # a softphone calling the
 [ -x /usr/sbin/haproxy ] || need+=(haproxy)  # tests/test_haproxy.py runs deploy/haproxy/haproxy.cfg
 [ -x /usr/sbin/nft ] || need+=(nftables)  # `nft -c` checks deploy/nftables.conf; installing loads no rules
 command -v pg_dump >/dev/null 2>&1 || need+=(postgresql-client)  # tests/test_backup.py
+dpkg -s rsyslog-elasticsearch >/dev/null 2>&1 || need+=(rsyslog-elasticsearch)  # ships a log file in test_log_shipping
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)  # promtool and a real Prometheus (tests/test_metrics_ops.py)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" -ne 0 ]; then

@@ -145,7 +145,7 @@ def test_compose_file_validates_against_the_compose_schema() -> None:
     assert not errors, errors
     services = raw["services"]
     assert set(services) == {"migrate", "parley-1", "parley-2", "postgres", "redis", "minio", "bucket", "nginx",
-                             "prometheus", "grafana"}  # fmt: skip
+                             "prometheus", "grafana", "fluent-bit"}  # fmt: skip
     for name, service in services.items():
         if name not in ("migrate", "bucket"):  # one-shot jobs
             assert "healthcheck" in service and "limits" in service["deploy"]["resources"], name
