@@ -156,6 +156,10 @@ def test_one_tenant_cannot_reach_another_on_any_endpoint(service: Service) -> No
         files = [("files", ("a.txt", b"A's secret fact.", "text/plain"))]
         a_doc = a.post("/v1/knowledge/a-facts/documents", files=files)
         assert a_doc.status_code == 202, a_doc.text
+        a_campaign = a.post("/v1/campaigns", json={"name": "A's", "agent_id": agent["id"], "provider": "sip",
+                                                   "contacts": [{"phone": "+12025550123"}]})  # fmt: skip
+        assert a_campaign.status_code == 201, a_campaign.text
+        assert a.post("/v1/do-not-call", json={"phone": "+12025550199"}).status_code == 201
         question = asyncio.run(speak("Hello?", "joe-quick"))
         token = a.post(f"/v1/agents/{agent['id']}/talk-token").json()
     pcm = np.concatenate([np.zeros(8000, np.int16), question, np.zeros(16000 * 2, np.int16)])
@@ -164,7 +168,8 @@ def test_one_tenant_cannot_reach_another_on_any_endpoint(service: Service) -> No
 
     ids = {"agent_ref": agent["id"], "call_id": call_id, "key_id": a_extra_key["id"], "version": "1",
            "number": "+15550001111", "name": "a-provider-key", "webhook_id": hook.json()["id"],
-           "caller": "+15550001111", "collection": "a-facts", "document_id": a_doc.json()[0]["id"]}  # fmt: skip
+           "caller": "+15550001111", "collection": "a-facts", "document_id": a_doc.json()[0]["id"],
+           "campaign_id": a_campaign.json()["id"], "action": "pause", "phone": "+12025550199"}  # fmt: skip
     with service.client(b_key) as b:
         spec = b.get("/openapi.json").json()
         tried = 0
@@ -180,6 +185,8 @@ def test_one_tenant_cannot_reach_another_on_any_endpoint(service: Service) -> No
                     continue  # erases B's own memory of that number (idempotent 204): nothing of A's involved
                 if path.startswith("/telephony/"):
                     continue  # carriers' webhooks: signed by the carrier, not reached with tenant keys
+                if path.startswith("/v1/campaigns/") and method in ("post", "patch"):  # valid bodies: only 404 is left
+                    body = {"to": "+12025550123"} if path.endswith("/test-call") else {} if method == "patch" else None
                 files = None
                 if path.startswith("/v1/knowledge/") and method == "post":  # a valid body: only the owner can fail it
                     body = {"/urls": {"urls": ["https://example.com/b"]}, "/search": {"query": "secret"}}.get(
