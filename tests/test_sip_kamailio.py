@@ -2,7 +2,7 @@
 
 Two `parley serve` processes (worker ids parley-a and parley-b) share one PostgreSQL database, so every call
 record is in one place and its ``worker_id`` says which process answered. Kamailio (the Debian package, config
-in tests/kamailio/kamailio.cfg) balances SIPp's calls over the two SIP endpoints. After one Parley is stopped,
+in deploy/kamailio/kamailio.cfg) balances SIPp's calls over the two SIP endpoints. After one Parley is stopped,
 the next calls all reach the other one: the first through the failure route (the INVITE to the dead process
 times out and is retried on the next destination), the rest because that destination is marked inactive.
 Kamailio's OPTIONS keepalives bring a restarted Parley back, and find a dead one before any call does.
@@ -30,7 +30,8 @@ import pytest
 from .support.service import Service, backend_env, running_service
 from .support.sip import free_udp_port, need, rtp_range
 
-KAMAILIO_DIR = Path(__file__).parent / "kamailio"
+KAMAILIO_DIR = Path(__file__).parent / "kamailio"  # the SIPp scenarios
+KAMAILIO_CFG = Path(__file__).parents[1] / "deploy/kamailio/kamailio.cfg"  # the shipped configuration, as is
 MODULES = Path("/usr/lib/x86_64-linux-gnu/kamailio/modules")
 AGENT = {  # model-free: energy VAD, canned STT and LLM, tone TTS (as bench/load.py)
     "name": "balanced-canned",
@@ -123,7 +124,7 @@ def _start_kamailio(stack: ExitStack, work: Path, destinations: list[str]) -> tu
     ds_list = work / "dispatcher.list"
     ds_list.write_text("".join(f"1 {uri}\n" for uri in destinations))
     cfg = work / "kamailio.cfg"
-    template = (KAMAILIO_DIR / "kamailio.cfg").read_text()
+    template = KAMAILIO_CFG.read_text()
     cfg.write_text(template.replace("@LISTEN_PORT@", str(port)).replace("@DISPATCHER_LIST@", str(ds_list)))
     log = work / "kamailio.log"
     cmd = [kamailio, "-f", str(cfg), "-DD", "-E", "-Y", str(work), "-w", str(work), "-m", "32", "-M", "8"]
