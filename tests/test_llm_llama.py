@@ -183,7 +183,8 @@ async def test_a_long_call_drops_the_oldest_turns_to_fit_the_context() -> None:
 
 
 async def test_concurrent_loads_leave_stdout_and_stderr_alone() -> None:
-    """Loads silence fds 1 and 2 while they run; overlapping ones must not leave them on /dev/null."""
+    """Overlapping loads leave fds 1 and 2 and sys.stdout/stderr as they were (llama-cpp-python's fd swap during a
+    load is disabled: parley.services.llm.llama_context; llama.cpp's own output goes through llama_log_set)."""
     before = [os.fstat(fd)[:2] for fd in (1, 2)], sys.stdout, sys.stderr
     llms = [make() for _ in range(4)]
     try:
