@@ -16,6 +16,7 @@ from rich.table import Table
 
 from parley.agent.document import AgentDocumentError, load_agent
 from parley.audio import AudioFormatError
+from parley.cli_campaigns import campaigns_app
 from parley.cli_knowledge import knowledge_app, parse_sources
 from parley.logs import configure_logging
 
@@ -29,6 +30,7 @@ admin_app.add_typer(numbers_app, name="numbers")
 db_app = typer.Typer(help="The database.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(knowledge_app, name="knowledge")
+app.add_typer(campaigns_app, name="campaigns")
 console = Console()
 err = Console(stderr=True)
 
