@@ -1,6 +1,5 @@
 """A campaign end to end: 200 contacts over two real `parley serve` workers (one PostgreSQL database, Redis),
-dialling through SIPp as the SIP trunk. The running campaign is put in the database (what the campaign API's
-create and start write); its schedulers, in the two workers, do the rest.
+dialling through SIPp as the SIP trunk, created and started through the HTTP API.
 
 SIPp (``tests/sipp/campaign_trunk.xml``) answers by the number dialled: ``+12025551…`` answers and hangs up after
 3 s, ``…2…`` is busy (486), ``…3…`` does not answer (480), ``…4…`` answers and hangs up at once. It logs every
@@ -32,11 +31,6 @@ from typing import Any
 import asyncpg
 import pytest
 
-from parley.campaigns.schedule import CampaignSchedule, RetryPolicy
-from parley.store.db import Database
-from parley.store.models import utcnow
-
-from .support.campaigns import Person, running_campaign
 from .support.service import Service, backend_env, running_service
 from .support.sip import free_udp_port, need, rtp_range
 
@@ -149,31 +143,26 @@ def contacts() -> list[dict[str, str]]:
 
 
 def start_campaign(cluster: Cluster) -> str:
-    """A running campaign of :func:`contacts`: SIP, any time of day, ``max_concurrent`` 8, :data:`RETRY`.
-
-    Put in the database as ``POST /v1/campaigns`` + ``/start`` would (the schedulers only read the tables);
-    the campaign API is exercised by tests/test_campaigns_api.py."""
-    return asyncio.run(_create(cluster))
-
-
-async def _create(cluster: Cluster) -> str:
-    conn = await asyncpg.connect(cluster.database_url)
-    try:
-        tenant = await conn.fetchval("SELECT id FROM tenants WHERE name = 'campaigns-run'")
-    finally:
-        await conn.close()
-    db = Database(cluster.database_url.replace("postgresql://", "postgresql+asyncpg://"))
-    people = [Person(c["phone"], "America/New_York", {"first_name": c["first_name"]}) for c in contacts()]
-    schedule = CampaignSchedule(
-        windows=[], max_calls_per_minute=6000, max_concurrent=MAX_CONCURRENT, hung_up_early_secs=1.5
-    )
-    try:
-        campaign_id = await running_campaign(
-            db, tenant, cluster.agent_id, people, schedule, RetryPolicy.model_validate(RETRY), started_at=utcnow()
-        )
-    finally:
-        await db.close()
-    return str(campaign_id)
+    """``POST /v1/campaigns`` with the 200 contacts (SIP, any time of day, ``max_concurrent`` 8, :data:`RETRY`),
+    then ``/start``, as a newcomer would with curl; on the second worker, so both serve the API."""
+    body = {
+        "name": "run-200",
+        "agent_id": str(cluster.agent_id),
+        "provider": "sip",
+        "schedule": {"windows": [], "max_calls_per_minute": 6000, "max_concurrent": MAX_CONCURRENT,
+                     "hung_up_early_secs": 1.5},
+        "retry": RETRY,
+        "contacts": contacts(),
+    }  # fmt: skip
+    with cluster.workers[1].client(cluster.key) as c:
+        r = c.post("/v1/campaigns", json=body)
+        assert r.status_code == 201, r.text
+        created = r.json()
+        assert created["import"]["accepted"] == CONTACTS, created["import"]
+        r = c.post(f"/v1/campaigns/{created['id']}/start")
+        assert r.status_code == 200, r.text
+        assert r.json()["status"] == "running"
+    return str(created["id"])
 
 
 async def _campaign(url: str, campaign_id: str) -> tuple[str, dict[str, int]]:
