@@ -28,7 +28,7 @@ _NO_ANSWER = (
     "sip-408", "sip-480", "sip-487",
 )  # fmt: skip
 #: a worker lost mid-call: the record was closed for it, which says nothing of an answer
-_LOST = ("server-restart", "worker-crashed")
+_LOST = ("server-restart", "worker-crashed", "worker-lost")  # worker-lost: the registry's, for a SIGKILLed worker
 _MACHINE = ("machine", "fax")
 
 
