@@ -10,7 +10,6 @@ malformed requests); nothing a peer sends can stop the endpoint or another call.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import socket
 import time
 import uuid
@@ -29,6 +28,7 @@ from parley.store.blobs import BlobStore
 from parley.store.db import Database
 from parley.telephony.routing import NoSuchAgent, resolve_target
 
+from .addresses import Resolver, advertised
 from .call import SipCall
 from .guard import InviteGuard, Refusal
 from .inbound import answer
@@ -39,7 +39,6 @@ log = structlog.get_logger(__name__)
 KNOWN_METHODS = frozenset({"REGISTER", "SUBSCRIBE", "PUBLISH", "MESSAGE", "UPDATE", "PRACK", "REFER"})
 SUPPORTED_EXTENSIONS: frozenset[str] = frozenset()
 SHUTDOWN_GRACE_S = 5.0
-DNS_TIMEOUT_S = 2.0
 
 
 def parse_port_range(text: str) -> tuple[int, int]:
@@ -62,7 +61,7 @@ class SipEndpoint:
         self.blobs = blobs
         self.rtp_ports = parse_port_range(settings.sip_rtp_ports)
         self.bind_host = settings.sip_host
-        self.advertised_host = settings.sip_advertised_host or _advertised(settings.sip_host)
+        self.advertised_host = settings.sip_advertised_host or advertised(settings.sip_host)
         self.port = settings.sip_port
         self.calls: dict[DialogKey, SipCall] = {}
         self._setups: dict[ServerKey, tuple[asyncio.Task[Any], list[bool]]] = {}
@@ -78,7 +77,7 @@ class SipEndpoint:
             settings.sip_max_unacked_per_source,
             settings.sip_ack_timeout_s,
         )
-        self._dns: dict[str, str] = {}
+        self._resolver = Resolver(settings.sip_host)
         self.stopping = False
         # the socket and its loop exist once start() ran
         self.loop: asyncio.AbstractEventLoop
@@ -146,27 +145,8 @@ class SipEndpoint:
         self._invites.discard(call.invite_ident)
 
     async def resolve(self, addr: tuple[str, int]) -> Addr:
-        """An address to send to (A/AAAA lookup only; SRV/NAPTR are not used); OSError if there is none.
-
-        Names come from peers (Contact, SDP): a lookup is bounded in time and the cache in size.
-        """
-        host, port = addr
-        try:
-            ipaddress.ip_address(host)
-            return (host, port)
-        except ValueError:
-            pass
-        if host not in self._dns:
-            family = socket.AF_INET6 if ":" in self.bind_host else socket.AF_INET
-            try:
-                lookup = self.loop.getaddrinfo(host, port, family=family, type=socket.SOCK_DGRAM)
-                infos = await asyncio.wait_for(lookup, DNS_TIMEOUT_S)
-            except (TimeoutError, UnicodeError) as exc:
-                raise OSError(f"cannot resolve {host[:60]!r}: {exc or 'timeout'}") from None
-            if len(self._dns) >= 1000:
-                self._dns.clear()
-            self._dns[host] = str(infos[0][4][0])
-        return (self._dns[host], port)
+        """An address to send to (see :class:`.addresses.Resolver`); OSError if there is none."""
+        return await self._resolver.resolve(addr)
 
     def _on_malformed(self, exc: SipParseError, addr: Addr) -> None:
         """One warning per source and minute, with a count: a flood must not become a flood of log lines."""
@@ -391,18 +371,3 @@ class SipEndpoint:
         if task is not None:
             await asyncio.wait([task])
         return self._results.get(call_id, "unknown")
-
-
-def _advertised(host: str) -> str:
-    """The address peers reach us at when we bind every interface: the one the default route leaves by."""
-    try:
-        if not ipaddress.ip_address(host).is_unspecified:
-            return host
-    except ValueError:
-        return host
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the outgoing interface
-            return str(s.getsockname()[0])
-        except OSError:
-            return "127.0.0.1"
