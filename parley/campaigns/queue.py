@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, exists, func, insert, or_, select, update
+from sqlalchemy import Select, and_, case, exists, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.campaigns import outcomes, pacing
@@ -216,6 +216,22 @@ def _aware(value: Any) -> datetime | None:
     return found.replace(tzinfo=UTC) if found.tzinfo is None else found.astimezone(UTC)
 
 
+def _due(campaign_id: uuid.UUID, now: datetime, zones: Sequence[str] | None, room: int, postgres: bool) -> Select[Any]:
+    """Up to ``room`` due pending contacts in ``zones``, each with its do-not-call entry if it has one since the
+    import (locked and skipped by other workers on PostgreSQL)."""
+    listed_phone = and_(DoNotCall.tenant_id == C.tenant_id, DoNotCall.phone == C.phone)
+    due = or_(C.next_attempt_at.is_(None), C.next_attempt_at <= now)
+    query = (
+        select(C.id, C.phone, C.attempts, C.variables, C.language, C.greeting, DoNotCall.phone)
+        .outerjoin(DoNotCall, listed_phone)
+        .where(C.campaign_id == campaign_id, C.state == "pending", due)
+    )
+    if zones is not None:
+        query = query.where(C.timezone.in_(zones))
+    query = query.limit(room)
+    return query.with_for_update(of=C, skip_locked=True) if postgres else query
+
+
 async def claim(
     s: AsyncSession,
     campaign: Campaign,
@@ -237,19 +253,7 @@ async def claim(
     room = pacing.room(counted, limits)
     if room <= 0:
         return Claimed([], paced_until=pacing.rate_reopens(counted, limits))
-    listed_phone = and_(DoNotCall.tenant_id == C.tenant_id, DoNotCall.phone == C.phone)
-    due = or_(C.next_attempt_at.is_(None), C.next_attempt_at <= now)
-    query = (
-        select(C.id, C.phone, C.attempts, C.variables, C.language, C.greeting, DoNotCall.phone)
-        .outerjoin(DoNotCall, listed_phone)
-        .where(C.campaign_id == campaign.id, C.state == "pending", due)
-    )
-    if zones is not None:
-        query = query.where(C.timezone.in_(zones))
-    query = query.limit(room)
-    if postgres:
-        query = query.with_for_update(of=C, skip_locked=True)
-    found = (await s.execute(query)).all()
+    found = (await s.execute(_due(campaign.id, now, zones, room, postgres))).all()
     if not found:
         return Claimed([], 0, True)
     listed = [row.id for row in found if row[6] is not None]  # put on the list since the import: never dialled
