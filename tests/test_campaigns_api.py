@@ -6,7 +6,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import yaml
@@ -123,3 +126,33 @@ def test_campaign_lifecycle(service: Service) -> None:
         assert c.delete("/v1/do-not-call/+12025550199").status_code == 404
         assert c.delete(f"/v1/campaigns/{cid}").status_code == 204
         assert c.get(f"/v1/campaigns/{cid}").status_code == 404
+
+
+def test_cli_creates_uploads_controls_and_exports(service: Service, tmp_path: Path) -> None:
+    """`parley campaigns …` as the README shows it, against the running service."""
+    key = service.create_key("campaigns-cli")
+    with service.client(key) as c:
+        agent = c.post("/v1/agents", json={**AGENT, "name": "cli"}).json()
+    spec = {"name": "cli", "agent_id": agent["id"], "provider": "sip", "caller_id": "+12025550000"}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(spec))
+    (tmp_path / "c.csv").write_text("phone,first_name\n+12025550101,Ada\n2025550102,Bob\nbad,x\n")
+    env = {**service.env, "PARLEY_URL": service.url, "PARLEY_API_KEY": key}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "parley.cli", "campaigns", *args], env=env, cwd=ROOT,
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+
+    cid = cli("create", str(tmp_path / "c.yaml")).stdout.strip().splitlines()[-1]
+    uploaded = cli("upload", cid, str(tmp_path / "c.csv"))
+    assert uploaded.returncode == 0 and "accepted 2" in uploaded.stderr and "row 4" in uploaded.stderr
+    assert "running" in cli("start", cid).stdout
+    again = cli("start", cid)
+    assert again.returncode == 1 and "409" in again.stderr
+    assert "cancelled" in cli("cancel", cid).stdout
+    watched = cli("watch", cid)
+    assert watched.returncode == 0 and "cancelled" in watched.stdout
+    exported = cli("export", cid).stdout.splitlines()
+    assert exported[0].startswith("row,phone,") and len(exported) == 3
+    env["PARLEY_URL"] = "http://127.0.0.1:1"
+    unreachable = cli("list")
+    assert unreachable.returncode == 2 and "cannot reach the service" in unreachable.stderr
