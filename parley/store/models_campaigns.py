@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import JSON, ForeignKey, Index, Integer, String, UniqueConstraint, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
-from parley.store.models import Base, utcnow
+from parley.store.orm_base import Base, utcnow
 
 CAMPAIGN_STATUSES = ("draft", "running", "paused", "completed", "cancelled")
 CONTACT_STATES = ("pending", "dialing", "done", "failed", "dnc", "cancelled")
@@ -77,6 +77,7 @@ class CampaignAttempt(Base):
     __table_args__ = (
         UniqueConstraint("contact_id", "number", name="uq_campaign_attempts_contact_number"),
         Index("ix_campaign_attempts_campaign_outcome", "campaign_id", "outcome"),
+        Index("ix_campaign_attempts_campaign_started", "campaign_id", "started_at"),  # the per-minute rate
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)

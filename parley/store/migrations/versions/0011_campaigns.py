@@ -28,6 +28,22 @@ def _when(column: str, nullable: bool = False) -> sa.Column:
 
 
 def upgrade() -> None:
+    _campaigns()
+    _contacts()
+    _attempts()
+    op.create_table(
+        "do_not_call",
+        _fk("tenant_id", "tenants.id"),
+        sa.Column("phone", sa.String(32), nullable=False),
+        sa.Column("reason", sa.String(300), nullable=True),
+        _when("created_at"),
+        sa.PrimaryKeyConstraint("tenant_id", "phone"),
+    )
+    with op.batch_alter_table("calls") as batch:  # batch: SQLite cannot alter a table in place
+        batch.add_column(sa.Column("variables", sa.JSON(), nullable=True))
+
+
+def _campaigns() -> None:
     op.create_table(
         "campaigns",
         sa.Column("id", sa.Uuid(), primary_key=True),
@@ -47,6 +63,9 @@ def upgrade() -> None:
         _when("completed_at", nullable=True),
     )
     op.create_index("ix_campaigns_tenant_id", "campaigns", ["tenant_id"])
+
+
+def _contacts() -> None:
     op.create_table(
         "campaign_contacts",
         sa.Column("id", sa.Uuid(), primary_key=True),
@@ -67,6 +86,9 @@ def upgrade() -> None:
     )
     op.create_index("ix_campaign_contacts_tenant_id", "campaign_contacts", ["tenant_id"])
     op.create_index("ix_campaign_contacts_due", "campaign_contacts", ["campaign_id", "state", "next_attempt_at"])
+
+
+def _attempts() -> None:
     op.create_table(
         "campaign_attempts",
         sa.Column("id", sa.Uuid(), primary_key=True),
@@ -82,16 +104,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("contact_id", "number", name="uq_campaign_attempts_contact_number"),
     )
     op.create_index("ix_campaign_attempts_campaign_outcome", "campaign_attempts", ["campaign_id", "outcome"])
-    op.create_table(
-        "do_not_call",
-        _fk("tenant_id", "tenants.id"),
-        sa.Column("phone", sa.String(32), nullable=False),
-        sa.Column("reason", sa.String(300), nullable=True),
-        _when("created_at"),
-        sa.PrimaryKeyConstraint("tenant_id", "phone"),
-    )
-    with op.batch_alter_table("calls") as batch:  # batch: SQLite cannot alter a table in place
-        batch.add_column(sa.Column("variables", sa.JSON(), nullable=True))
+    op.create_index("ix_campaign_attempts_campaign_started", "campaign_attempts", ["campaign_id", "started_at"])
 
 
 def downgrade() -> None:
