@@ -160,3 +160,12 @@ def test_100k_rows_stream_through_the_route_in_bounded_memory(tmp_path: Path) ->
             assert _stored(c, cid) == rows
         print(f"\n100k rows in {elapsed:.1f} s, RSS {before} -> {after} kB")
         assert after - before < 100_000
+
+
+def test_columns_named_like_parley_variables_are_not_variables() -> None:
+    """A column "_voicemail" or "_answered_by" cannot set what Parley itself puts on the call."""
+    defaults = importing.Defaults(region="US", timezone="UTC")
+    parsed = importing.parse_contact(
+        {"phone": "+12025550101", "first_name": "Ada", "_voicemail": "x", "_answered_by": "human"}, 2, defaults
+    )
+    assert parsed["variables"] == {"first_name": "Ada"}

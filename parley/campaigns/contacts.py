@@ -185,7 +185,8 @@ def parse_contact(values: Mapping[str, Any], row: int, defaults: Defaults) -> di
         "timezone": zone or phones.timezone_of(number, defaults.timezone),
         "language": language,
         "greeting": greeting,
-        "variables": {k: v for k, v in raw.items() if k and k not in skip},
+        # names starting with "_" are Parley's own call variables (_voicemail, _answered_by …): never a column's
+        "variables": {k: v for k, v in raw.items() if k and k not in skip and not k.startswith("_")},
     }
 
 
