@@ -3,8 +3,8 @@ parley.telephony.amd).
 
 Real calls: a SIP dial through SIPp as the trunk (in-process endpoint, SQLite), and Twilio calls through a
 running `parley serve` with the local Twilio REST fake and a Media Streams peer, one of them dialled by the
-campaign scheduler (a machine answers: the voicemail is left, the contact's outcome is ``voicemail``). The agent is model-free
-(canned STT and replies, a tone for speech): what the callee heard is the turn's ``agent_text``.
+campaign scheduler (a machine answers: the voicemail is left, the contact's outcome is ``voicemail``). The agent
+is model-free (canned STT and replies, a tone for speech): what the callee heard is the turn's ``agent_text``.
 """
 
 from __future__ import annotations
