@@ -20,10 +20,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import structlog
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.store.db import Database
+from parley.store.outage import transient
 
 log = structlog.get_logger(__name__)
 
@@ -33,13 +33,6 @@ Write = Callable[[AsyncSession], Awaitable[None]]
 MAX_ITEMS = 20_000
 FIRST_RETRY_S, MAX_RETRY_S = 0.25, 5.0
 _REPORT_EVERY_S = 30.0  # a long outage: one log line per call this often, not one per retry
-
-
-def transient(exc: BaseException) -> bool:
-    """A failure that passes with time (the database or its network), worth retrying, not a bad write."""
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
-    return isinstance(exc, OperationalError | InterfaceError | OSError | TimeoutError | ConnectionError)
 
 
 @dataclass

@@ -37,6 +37,7 @@ from parley.campaigns.settings import CampaignSettings
 from parley.store.db import Database
 from parley.store.models import Agent, utcnow
 from parley.store.models_campaigns import Campaign
+from parley.store.outage import OutageLog
 from parley.webhooks.store import enqueue
 
 log = structlog.get_logger(__name__)
@@ -126,12 +127,14 @@ class CampaignScheduler:
         await asyncio.gather(*self._dials, return_exceptions=True)
 
     async def _run(self) -> None:
+        outage = OutageLog("campaign_tick")
         while True:
             started = time.monotonic()
             try:
                 await self.tick()
-            except Exception:
-                log.exception("campaign_tick_failed")
+                outage.ok()
+            except Exception as exc:
+                outage.failed(exc)
             await asyncio.sleep(max(0.0, self.settings.campaign_tick_s - (time.monotonic() - started)))
 
     async def run_once(self) -> TickReport:

@@ -29,6 +29,7 @@ from parley.knowledge.types import Chunk, DocumentError, IndexedChunk, Knowledge
 from parley.offload import off_loop
 from parley.store import knowledge as repo
 from parley.store.models import KnowledgeChunk
+from parley.store.outage import OutageLog
 
 log = structlog.get_logger(__name__)
 
@@ -73,11 +74,13 @@ class Ingestor:
             log.warning("knowledge_leases_not_released", worker=self.worker_id)
 
     async def _run(self) -> None:
+        outage = OutageLog("knowledge_ingest_loop")
         while True:
             try:
                 done = await self.run_once()
-            except Exception:
-                log.exception("knowledge_ingest_loop_failed")
+                outage.ok()
+            except Exception as exc:
+                outage.failed(exc)
                 done = 0
             if done:
                 continue
