@@ -29,3 +29,15 @@ def no_secret_in_any_log() -> Iterator[None]:
     leaks = leaked_secrets()
     if leaks:
         pytest.fail("secrets written to a log:\n" + "\n".join(leaks[:50]), pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def capacity_as_it_was() -> Iterator[None]:
+    """This process's call slots (parley.calls.capacity.CAPACITY) as they were before each test: an in-process app
+    whose lifespan ended drains the process (as a real shutdown does), and an in-process SIP endpoint in a later
+    test would answer every INVITE 503 'draining'."""
+    from parley.calls.capacity import CAPACITY
+
+    saved = (CAPACITY.limit, CAPACITY.draining, CAPACITY.registry_ok)
+    yield
+    CAPACITY.limit, CAPACITY.draining, CAPACITY.registry_ok = saved

@@ -146,6 +146,8 @@ async def test_a_200_never_acked_ends_the_call_with_bye(
                 oks += 1
             elif data.startswith("BYE "):
                 break
+            elif data.startswith("SIP/2.0 ") and data[8:9] in "3456":
+                raise AssertionError(f"the INVITE was refused: {data.splitlines()[0]} {data[:600]!r}")
         assert oks >= 5  # sent, then resent on T1, 2*T1, 4*T1, ... until 64*T1
         bye_lines = data.split("\r\n")
         ok = [line for line in bye_lines if line.split(":")[0] in ("Via", "From", "To", "Call-ID", "CSeq")]
