@@ -255,6 +255,20 @@ def test_two_workers_run_a_200_contact_campaign(cluster: Cluster) -> None:
     check_no_double_dial(cluster.trunk, contacts, attempts)
     print(f"\n{CONTACTS} contacts, {len(attempts)} dials in {elapsed:.1f} s: {states}")
 
+    # A test call through the route: one number, now, with the campaign's agent and carrier; not a contact.
+    with cluster.workers[0].client(cluster.key) as c:
+        r = c.post(f"/v1/campaigns/{campaign_id}/test-call", json={"to": "+1 202 555 1999"})
+        assert r.status_code == 201, r.text
+        call = r.json()
+        assert (call["direction"], call["called"], call["transport"]) == ("outbound", "+12025551999", "sip")
+        deadline = time.monotonic() + 60
+        while c.get(f"/v1/calls/{call['id']}").json()["status"] in ("dialing", "active"):
+            assert time.monotonic() < deadline, "the test call did not end"
+            time.sleep(0.5)
+        assert c.get(f"/v1/calls/{call['id']}").json()["status"] == "ended"
+        assert c.get(f"/v1/campaigns/{campaign_id}").json()["counts"]["total"] == CONTACTS  # not added as a contact
+    assert sum(1 for number, _ in cluster.trunk.invites() if number == "+12025551999") == 1
+
 
 async def _talking(url: str, worker: str) -> int:
     conn = await asyncpg.connect(url)

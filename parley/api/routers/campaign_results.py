@@ -24,11 +24,9 @@ _EXPORT_DOC: dict[int | str, dict[str, Any]] = {200: {"content": {kind: {} for k
 @router.post("/{campaign_id}/test-call", response_model=CallOut, status_code=201)
 async def test_call(campaign_id: uuid.UUID, body: TestCallIn, who: WriteCalls, state: State, request: Request) -> Call:
     """Dials one number now with the campaign's agent, carrier and caller id, before launching it."""
-    try:
-        from parley.campaigns import dialing
-        from parley.telephony.outbound import DialError
-    except ImportError:
-        raise HTTPException(503, detail="campaign dialing not available") from None
+    from parley.campaigns import dialing  # the scheduler's module: loaded with the first test call
+    from parley.telephony.outbound import DialError
+
     campaign = await find_campaign(state, who.tenant_id, campaign_id)
     try:
         to = phones.normalise(body.to, phones.region_of(campaign.caller_id))
