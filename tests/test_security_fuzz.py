@@ -156,16 +156,21 @@ def check(findings: list[str], call: LiveCall, what: str, activity: Activity) ->
 
 
 def test_http_fuzz_with_a_key(service: Service, beside: tuple[str, str], fuzz_key: str, tmp_path: Path) -> None:
-    """Schemathesis with a real admin key: no 5xx, nothing slower than SLOW_S, no stall of the live call."""
+    """Schemathesis with a real admin key: no 5xx, nothing slower than SLOW_S, no stall of the live call. (Its
+    coverage phase, the boundary values of every field, runs on PostgreSQL, the stricter database:
+    tests/test_api_talk.py.)"""
     with live_call(service, *beside) as call:
-        findings, activity = schemathesis(service, tmp_path, {"Authorization": f"Bearer {fuzz_key}"})
+        findings, activity = schemathesis(
+            service, tmp_path, {"Authorization": f"Bearer {fuzz_key}"}, phases="examples,fuzzing"
+        )
     check(findings, call, "HTTP fuzzing with a key", activity)
 
 
 def test_http_fuzz_without_credentials(service: Service, beside: tuple[str, str], tmp_path: Path) -> None:
-    """The same with no credentials (anyone on the network): the carrier webhooks and every refusal."""
+    """The same with no credentials (anyone on the network): the carrier webhooks and every refusal (generated
+    values only: the coverage phase's boundary values would all meet the same 401)."""
     with live_call(service, *beside) as call:
-        findings, activity = schemathesis(service, tmp_path, {})
+        findings, activity = schemathesis(service, tmp_path, {}, phases="examples,fuzzing")
     check(findings, call, "HTTP fuzzing without credentials", activity)
 
 

@@ -30,6 +30,7 @@ def schemathesis(
     *extra: str,
     env: dict[str, str] | None = None,
     agent_id: str = "",
+    phases: str = "examples,coverage,fuzzing",
 ) -> tuple[list[str], Activity]:
     """Run schemathesis over every operation: the failures it reports (a curl to reproduce each), and when it sent
     each request."""
@@ -44,7 +45,7 @@ def schemathesis(
     command = [sys.executable, "-m", "schemathesis.cli", "run", "openapi.json", "--url", service.url, *header_args,
          "--checks", "no_server_error", "--max-response-time", str(SLOW_S), "--max-examples", str(MAX_EXAMPLES),
          "--workers", "1", "--continue-on-failure", "--generation-database", "none", "--no-color",
-         "--phases", "examples,coverage,fuzzing", "--request-timeout", "30", "--output-truncate", "false",
+         "--phases", phases, "--request-timeout", "30", "--output-truncate", "false",
          "--output-sanitize", "false",
          "--report", "har", "--report-har-path", "requests.har", *extra]  # fmt: skip
     try:  # within pytest's own timeout (300 s), so that what it found is still reported
