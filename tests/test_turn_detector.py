@@ -307,6 +307,50 @@ async def test_without_the_model_the_fixed_silence_decides(monkeypatch: pytest.M
     assert await judge.silence_needed(0.1) == 0.4
 
 
+class CountingModel(smart_turn.SmartTurn):
+    """The real model, counting the inferences it was asked for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked = 0
+
+    async def predict(self, pcm: bytes, sample_rate: int) -> float:
+        self.asked += 1
+        return await super().predict(pcm, sample_rate)
+
+
+async def test_the_model_runs_only_for_pauses_that_last_and_the_transcript_has_not_decided() -> None:
+    """Pauses between words end before the verdict is due: they cost no inference; nor does a pause whose
+    transcript already says the caller stopped mid-phrase."""
+    import asyncio
+
+    model = CountingModel()
+    settings = TurnSettings(detector="smart_turn")  # pause 64 ms, verdict at 200 ms
+    judge = EndOfTurnJudge(settings, model=model, expect_transcripts=True)
+    spawn = lambda coro, name: asyncio.get_running_loop().create_task(coro, name=name)  # noqa: E731
+    pcm = espeak("What time do you open tomorrow?").astype("<i2").tobytes()
+
+    judge.paused(1, pcm, RATE, spawn)  # a pause between words: the caller speaks again at 96 ms
+    for silence_s in (0.064, 0.096):
+        assert await judge.silence_needed(silence_s) == settings.complete_wait_secs
+    judge.reset()
+    assert model.asked == 0
+
+    judge.paused(2, pcm, RATE, spawn)  # the transcript came first and stops mid-phrase: no verdict needed
+    judge.heard(2, "I'd like to book an appointment for")
+    for silence_s in (0.064, 0.128, 0.224):
+        wait = await judge.silence_needed(silence_s)
+    assert wait == settings.max_wait_secs and model.asked == 0
+    judge.reset()
+
+    judge.paused(3, pcm, RATE, spawn)  # a pause that lasts, transcript finished: the model decides
+    judge.heard(3, "What time do you open tomorrow?")
+    for silence_s in (0.064, 0.128, 0.224):
+        wait = await judge.silence_needed(silence_s)
+    assert model.asked == 1 and len(judge.probabilities) == 1
+    assert wait in (settings.complete_wait_secs, settings.end_of_turn_secs, settings.max_wait_secs)
+
+
 # --- transcripts through a real call, keypad entry, dictation ----------------------------------------------------
 
 

@@ -19,12 +19,17 @@ transcript either, and it is what catches "Could you tell me…" said with a fal
 voice. The wait is recomputed on every window, so a transcript that arrives late
 still lengthens (or shortens) it.
 
-The model's verdict is taken when the silence first reaches ``complete_wait_secs``.
-If the inference (~70 ms, up to ~240 ms on a busy 2-core machine) has not finished
-by then, the caller's audio waits for it, bounded by ``_VERDICT_TIMEOUT``: the
-turn's timing then depends on the audio alone, never on how fast the machine
-happened to be, so simulated time and tests are exact. Any failure falls back to
-``end_of_turn_secs``.
+The model's verdict is taken when the silence first reaches ``complete_wait_secs``,
+and the model only starts ``_LEAD`` before that (at ~0.1 s of silence with the
+defaults), not at the first pause: most pauses between words end sooner, and an
+inference the caller's next word would void is never run. If the transcript is
+already in by then and decides alone (it stops mid-phrase, or is a number being
+dictated), the model is not run at all: inferences nobody needs are what Smart
+Turn costs most at many calls per core (``bench/listener.py``). If the inference
+(~70 ms, up to ~240 ms on a busy 2-core machine) has not finished by then, the
+caller's audio waits for it, bounded by ``_VERDICT_TIMEOUT``: the turn's timing
+then depends on the audio alone, never on how fast the machine happened to be, so
+simulated time and tests are exact. Any failure falls back to ``end_of_turn_secs``.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from parley.services.turn.text import dictating, sounds_finished, sounds_unfinis
 log = structlog.get_logger(__name__)
 
 _VERDICT_TIMEOUT = 1.0
+_LEAD = 0.1  # the model starts this long before its verdict is due (~50–70 ms of inference, and a margin)
 _UNSURE = 1 / 3  # P at or above this fraction of the threshold: "not finished" is a guess the transcript may outweigh
 Spawn = Callable[[Coroutine[Any, Any, Any], str], "asyncio.Task[Any]"]
 
@@ -60,6 +66,8 @@ class EndOfTurnJudge:
             except Exception as exc:  # a missing or broken model must not take the call down
                 log.warning("smart_turn_unavailable", error=str(exc), fallback="silence")
         self._task: asyncio.Task[float] | None = None
+        self._pending: tuple[bytes, int, Spawn] | None = None  # this attempt's audio, until the model starts
+        self._judging = False  # this attempt is judged by the model (pending, running, or decided by its text)
         self._turn_id = 0
         self._endpoint: int | None = None  # the turn a streaming recognizer said is over
         self._text: str | None = None  # this attempt's transcript, once it has arrived
@@ -76,12 +84,25 @@ class EndOfTurnJudge:
         self.reset(keep_endpoint=self._endpoint == turn_id)
         self._turn_id = turn_id
         if self.model is not None:
-            self._task = spawn(self.model.predict(pcm, sample_rate), f"smart-turn-{turn_id}")
+            self._judging = True
+            self._pending = (pcm, sample_rate, spawn)
+            if self.settings.pause_secs + 1e-9 >= self.settings.complete_wait_secs - _LEAD:
+                self._start_model()
+
+    def _start_model(self) -> None:
+        """Run the model on the paused attempt, unless its transcript already decides the wait alone."""
+        assert self.model is not None and self._pending is not None
+        pcm, sample_rate, spawn = self._pending
+        self._pending = None
+        text = self._text or ""
+        if text and (sounds_unfinished(text) or dictating(text)):
+            return  # the verdict could not change the wait: spare the inference
+        self._task = spawn(self.model.predict(pcm, sample_rate), f"smart-turn-{self._turn_id}")
 
     def heard(self, turn_id: int, text: str) -> None:
         """The speculative transcript of attempt ``turn_id`` arrived: the next window's wait takes it into account."""
         self._transcripts = True
-        if turn_id == self._turn_id and (self._task is not None or self._endpoint == turn_id):
+        if turn_id == self._turn_id and (self._judging or self._endpoint == turn_id):
             self._text = text
 
     def endpoint(self, turn_id: int) -> None:
@@ -94,6 +115,7 @@ class EndOfTurnJudge:
         if self._task is not None and not self._task.done():
             self._task.cancel()
         self._task, self._text, self._p, self._failed, self._logged = None, None, None, False, None
+        self._pending, self._judging = None, False
         if not keep_endpoint:
             self._endpoint = None
 
@@ -102,11 +124,15 @@ class EndOfTurnJudge:
         s = self.settings
         if self._endpoint is not None and self._endpoint == self._turn_id:
             return self._endpointed_wait(silence)
-        if self._task is None:
+        if not self._judging:
             return s.end_of_turn_secs
+        if self._pending is not None and silence + 1e-9 >= s.complete_wait_secs - _LEAD:
+            self._start_model()
         if silence + 1e-9 < s.complete_wait_secs:
             return s.complete_wait_secs  # too early to decide: nothing can end before this anyway
-        if self._p is None and not self._failed:
+        if self._pending is not None:
+            self._start_model()  # windows longer than the lead: start it now
+        if self._task is not None and self._p is None and not self._failed:
             await self._decide()
         wait = self._wait()
         if wait < s.max_wait_secs and self._transcripts and self._text is None:
