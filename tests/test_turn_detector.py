@@ -321,7 +321,7 @@ class CountingModel(smart_turn.SmartTurn):
 
 async def test_the_model_runs_only_for_pauses_that_last_and_the_transcript_has_not_decided() -> None:
     """Pauses between words end before the verdict is due: they cost no inference; nor does a pause whose
-    transcript already says the caller stopped mid-phrase."""
+    transcript says the caller stopped mid-phrase; in a call the model waits for the transcript."""
     import asyncio
 
     model = CountingModel()
@@ -343,10 +343,12 @@ async def test_the_model_runs_only_for_pauses_that_last_and_the_transcript_has_n
     assert wait == settings.max_wait_secs and model.asked == 0
     judge.reset()
 
-    judge.paused(3, pcm, RATE, spawn)  # a pause that lasts, transcript finished: the model decides
-    judge.heard(3, "What time do you open tomorrow?")
+    judge.paused(3, pcm, RATE, spawn)  # a pause that lasts: the model waits for the transcript, then decides
     for silence_s in (0.064, 0.128, 0.224):
         wait = await judge.silence_needed(silence_s)
+    assert model.asked == 0 and wait > 0.224  # the turn cannot end before its transcript
+    judge.heard(3, "What time do you open tomorrow?")
+    wait = await judge.silence_needed(0.256)
     assert model.asked == 1 and len(judge.probabilities) == 1
     assert wait in (settings.complete_wait_secs, settings.end_of_turn_secs, settings.max_wait_secs)
 

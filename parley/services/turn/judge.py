@@ -24,8 +24,11 @@ and the model only starts ``_LEAD`` before that (at ~0.1 s of silence with the
 defaults), not at the first pause: most pauses between words end sooner, and an
 inference the caller's next word would void is never run. If the transcript is
 already in by then and decides alone (it stops mid-phrase, or is a number being
-dictated), the model is not run at all: inferences nobody needs are what Smart
-Turn costs most at many calls per core (``bench/listener.py``). If the inference
+dictated), the model is not run at all; and where transcripts come (a call), it
+waits for the transcript, which the turn cannot end without anyway: the reply is
+prepared from that transcript and takes longer than the inference, so the verdict
+is still in first. Inferences nobody needs are what Smart Turn costs most at many
+calls per core (``bench/listener.py``). If the inference
 (~70 ms, up to ~240 ms on a busy 2-core machine) has not finished by then, the
 caller's audio waits for it, bounded by ``_VERDICT_TIMEOUT``: the turn's timing
 then depends on the audio alone, never on how fast the machine happened to be, so
@@ -126,12 +129,13 @@ class EndOfTurnJudge:
             return self._endpointed_wait(silence)
         if not self._judging:
             return s.end_of_turn_secs
-        if self._pending is not None and silence + 1e-9 >= s.complete_wait_secs - _LEAD:
+        text_coming = self._transcripts and self._text is None
+        if self._pending is not None and not text_coming and silence + 1e-9 >= s.complete_wait_secs - _LEAD:
             self._start_model()
         if silence + 1e-9 < s.complete_wait_secs:
             return s.complete_wait_secs  # too early to decide: nothing can end before this anyway
-        if self._pending is not None:
-            self._start_model()  # windows longer than the lead: start it now
+        if self._pending is not None and not text_coming:
+            self._start_model()  # windows longer than the lead, or the transcript just came: start it now
         if self._task is not None and self._p is None and not self._failed:
             await self._decide()
         wait = self._wait()
