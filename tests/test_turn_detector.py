@@ -170,6 +170,8 @@ def test_transcript_cues() -> None:
         "Can we move",
         "Do you have any",  # a question's quantifier before its noun
         "Are there any?",
+        "What would you be able to?",  # a wh-question's infinitive still needs its verb
+        "What do I need to",
     ],
 )
 def test_unfinished_phrases_by_general_rules(text: str) -> None:
@@ -192,6 +194,8 @@ def test_unfinished_phrases_by_general_rules(text: str) -> None:
         "What do you have?",  # the wh-word is the object
         "Yes, I have some.",  # a quantifier ends an answer
         "Can I book it?",
+        "Who am I speaking to?",  # a stranded preposition ends a wh-question
+        "Where are you going to?",
     ],
 )
 def test_whole_answers_are_not_unfinished(text: str) -> None:

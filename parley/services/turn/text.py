@@ -8,7 +8,8 @@ grammar, not with a list of expected sentences:
   ("…and I"); a modal and its subject ("Could you", "Can I"); a verb that still needs
   its object ("tell me", "give us"; "I'd like", "I was wondering" at the start of a
   clause; a request's auxiliary, subject and verb, "Could I get", "Do you have"; a question's
-  quantifier, "Do you have any"); a filler ("um"); or a number being dictated that is shorter than a phone
+  quantifier, "Do you have any"; an infinitive's "to" without its verb, even in a wh-question, "What would
+  you like to"); a filler ("um"); or a number being dictated that is shorter than a phone
   number ("my number is 555").
 * **dictating** — the transcript ends in a spoken number (digits, or a number word
   before them): the caller may go on, so the judge never shortens the wait.
@@ -51,6 +52,9 @@ _WANTS = re.compile(
     r"(?:i|we)(?:'d|'m|'re|'ve|\s+(?:would|was|were|am|are|just|really|also|do|did|have|had|still))*\s+"
     r"(?:want|wanted|need|needed|like|love|wonder|wondering|hope|hoping|trying|planning|looking|wish|meant|mean)$"
 )
+# a wh-question strands a preposition ("who am I speaking to?") but not an infinitive's "to": "what would you
+# like to", "what will I be able to" still need their verb ("where are you going to?" is a place: not listed)
+_WH_INFINITIVE = _set("able like love want wants wanted need needs needed have has supposed ought try trying hoping")
 _NUMBER_WORDS = re.compile(r"\b(number|phone|mobile|cell|digits|code|zip|postcode|account|card|extension|pin)\b")
 _DIGITS = {w: str(i) for i, w in enumerate(re.findall(r"\w+", "zero one two three four five six seven eight nine"))}
 _DIGITS["oh"] = "0"
@@ -97,7 +101,9 @@ def _open_ending(words: list[str], first: str) -> bool:
         return False
     if last in _PARTICLES and before in _PHRASAL:  # "can I come in", "hold on"
         return False
-    return not (first in _WH and last in _PREPOSITIONS)  # "what is it for", "who am I speaking to"
+    if first in _WH and last in _PREPOSITIONS:  # "what is it for", "who am I speaking to"
+        return last == "to" and before in _WH_INFINITIVE  # … but "what would you like to" has no verb yet
+    return True
 
 
 def _request_stops_at_verb(words: list[str], first: str) -> bool:
