@@ -2,7 +2,8 @@
 
 Questions a caller would ask (hours, closed days, address, parking, prices, booking, and things the prompt does
 not say, which must be handed to a colleague) go through the real ``llama`` provider as a call sends them:
-the agent's system prompt and greeting, earlier turns where a question follows one, the question, and the
+the agent's system prompt with its knowledge collection's facts (one short page, so a call puts it in the
+prompt), its greeting, earlier turns where a question follows one, the question, and the
 agent's own LLM options (temperature as configured; ``--models`` only swaps the model). Each reply is scored
 by checks on its text: every ``must`` pattern found, no ``must_not`` pattern found.
 
@@ -25,13 +26,18 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from parley.agent.document import AgentDocument
 
 ROOT = Path(__file__).resolve().parents[1]
 AGENT = ROOT / "examples" / "agents" / "receptionist.yaml"
+KNOWLEDGE = {"bright-smile": [ROOT / "examples" / "agents" / "knowledge" / "bright-smile.md"]}
 COLLEAGUE = r"colleague|call (you )?back|get back to you|check (on )?(that|this)|find out|not sure|don't (know|have)"
 
 
@@ -97,6 +103,21 @@ async def _ask(llm: Any, messages: list[Any]) -> tuple[str, float | None]:
     return "".join(pieces).strip(), first
 
 
+async def _as_called(agent: AgentDocument) -> AgentDocument:
+    """The agent as a call runs it: its knowledge collection (one short page) read from the example file and put
+    in the system prompt, as ``parley call --knowledge`` and the service do for a collection this small."""
+    from parley.calls.knowledge import inline_document
+    from parley.knowledge.local import local_knowledge
+
+    if agent.knowledge is None:
+        return agent
+    with tempfile.TemporaryDirectory() as cache:
+        async with local_knowledge(agent, KNOWLEDGE, Path(cache)) as known:
+            if known is None or not known.inline:
+                raise SystemExit(f"answers.py: the agent's collections are not inlined: {known and known.events}")
+            return inline_document(agent, known)
+
+
 async def run_model(model: str, runs: int, grounding: str) -> dict[str, Any]:
     """In the child: every question ``runs`` times on one context, as one call after another would."""
     from parley.agent.context import Conversation
@@ -105,7 +126,7 @@ async def run_model(model: str, runs: int, grounding: str) -> dict[str, Any]:
     from parley.services.llm.base import registry
     from parley.services.llm.llama import LlamaLLM
 
-    agent = load_agent(AGENT)
+    agent = await _as_called(load_agent(AGENT))
     options = {**agent.llm.options, "model": model}
     llama = registry.create("llama", options)
     assert isinstance(llama, LlamaLLM)
