@@ -1,7 +1,8 @@
 """Voice-to-voice of complete answers through the whole embedded stack, per detector, with its stages.
 
 Each complete answer of the corpus is one real-time offline call of the
-receptionist agent (greeting off), with ``turn.detector`` set. Every stage is
+receptionist agent (greeting off; its facts in the prompt, as bench/latency.py runs it), with
+``turn.detector`` set. Every stage is
 reported as its p50 in ms after the true end of speech (found in the audio), so the
 table shows where the time goes: the VAD's lag, the end of turn, the transcript,
 the LLM's first token, the first synthesised audio and the first audio out.
@@ -53,7 +54,10 @@ async def voice_to_voice(voices: list[str], detectors: list[str], sets: list[str
 
     work = Path(tempfile.mkdtemp(prefix="parley-turns-"))
     files = await _files(voices, sets, work)
-    base = load_agent(ROOT / "examples" / "agents" / "receptionist.yaml").model_copy(update={"greeting": ""})
+    from latency import INLINE_PROMPT  # the receptionist's facts, as a call puts its small collection in the prompt
+
+    agent_file = load_agent(ROOT / "examples" / "agents" / "receptionist.yaml")
+    base = agent_file.model_copy(update={"greeting": "", "knowledge": None, "system_prompt": INLINE_PROMPT})
     out: dict[str, Any] = {}
     for detector in detectors:
         agent = base.model_copy(update={"turn": base.turn.model_copy(update={"detector": detector})})
