@@ -88,9 +88,7 @@ class EndOfTurnJudge:
         self._turn_id = turn_id
         if self.model is not None:
             self._judging = True
-            self._pending = (pcm, sample_rate, spawn)
-            if self.settings.pause_secs + 1e-9 >= self.settings.complete_wait_secs - _LEAD:
-                self._start_model()
+            self._pending = (pcm, sample_rate, spawn)  # started by silence_needed, once it can matter
 
     def _start_model(self) -> None:
         """Run the model on the paused attempt, unless its transcript already decides the wait alone."""
@@ -134,8 +132,6 @@ class EndOfTurnJudge:
             self._start_model()
         if silence + 1e-9 < s.complete_wait_secs:
             return s.complete_wait_secs  # too early to decide: nothing can end before this anyway
-        if self._pending is not None and not text_coming:
-            self._start_model()  # windows longer than the lead, or the transcript just came: start it now
         if self._task is not None and self._p is None and not self._failed:
             await self._decide()
         wait = self._wait()
